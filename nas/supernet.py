@@ -127,7 +127,7 @@ class Attention(nn.Module):
         self.v_proj = nn.Linear(config.d_model, dims.n_kv_head * hd, bias=bias)
         self.o_proj = nn.Linear(dims.n_head * hd, config.d_model, bias=False)
 
-    def forward(
+    def attend(
         self,
         x: Tensor,
         n_head: int,
@@ -138,6 +138,7 @@ class Attention(nn.Module):
         cache: KVCache | None,
         position: int,
     ) -> Tensor:
+        """Per-head attention outputs before o_proj, (B, T, n_head*hd)."""
         B, T, D = x.shape
         hd = self.head_dim
         q_out, kv_out = n_head * hd, n_kv_head * hd
@@ -158,8 +159,12 @@ class Attention(nn.Module):
             y = F.scaled_dot_product_attention(q, k, v, is_causal=T > 1)
         else:
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
-        y = y.transpose(1, 2).reshape(B, T, q_out)  # (B, T, H*hd)
-        return F.linear(y, self.o_proj.weight[:D, :q_out])
+        return y.transpose(1, 2).reshape(B, T, q_out)  # (B, T, H*hd)
+
+    def forward(self, x: Tensor, *args: object) -> Tensor:
+        """o_proj(attend(x, ...)): the attention sub-layer's contribution to the residual."""
+        y = self.attend(x, *args)  # (B, T, H*hd)
+        return F.linear(y, self.o_proj.weight[: x.shape[-1], : y.shape[-1]])
 
 
 def swiglu(x: Tensor, gate: Tensor, up: Tensor, down: Tensor) -> Tensor:
@@ -260,7 +265,7 @@ class ForwardOutput:
     """Logits plus what training and importance estimation need."""
 
     logits: Tensor  # (B, T, V)
-    hidden: list[Tensor] | None  # residual stream entering each kept layer, then the final one
+    hidden: list[Tensor] | None  # residual stream entering each kept layer, then leaving the last one (pre-norm)
     aux_loss: Tensor | None  # summed MoE load-balancing loss (None for dense sub-networks)
 
 
@@ -393,9 +398,9 @@ class Supernet(nn.Module):
                 hidden.append(x)
             dims = subnet.layer_dims(pos, q_per_kv)
             x = self.layers[layer](x, dims, cos, sin, mask, cache, pos, aux)
-        x = rms_norm(x, self.norm[:D], cfg.norm_eps)
         if hidden is not None:
             hidden.append(x)
+        x = rms_norm(x, self.norm[:D], cfg.norm_eps)
         logits = F.linear(x, self.lm_head_weight[:, :D])  # (B, T, V)
         aux_loss = torch.stack(aux).sum() if aux else None
         return ForwardOutput(logits=logits, hidden=hidden, aux_loss=aux_loss)

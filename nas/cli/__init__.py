@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import importlib
 import logging
+import sys
+
+import click
 
 import typer
 
@@ -26,9 +29,36 @@ for _name in _COMMAND_MODULES:
     importlib.import_module(f"nas.cli.{_name}").register(app)
 
 
+def _user_errors() -> tuple[type[BaseException], ...]:
+    """Error classes whose message is meant for the user (printed without a traceback)."""
+    from evaluators.errors import EvaluatorError
+    from nas.errors import NasError
+
+    classes: list[type[BaseException]] = [NasError, EvaluatorError]
+    try:
+        from storage.errors import StorageError
+
+        classes.append(StorageError)
+    except ImportError:  # storage not installed in a minimal setup
+        pass
+    return tuple(classes)
+
+
 def main() -> None:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    app()
+    try:
+        app(standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:
+        sys.stderr.write("aborted\n")
+        sys.exit(130)
+    except _user_errors() as exc:
+        sys.stderr.write(f"error: {exc}\n")
+        sys.exit(2)
 
 
 __all__ = ["app", "main"]

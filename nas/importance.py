@@ -1,0 +1,281 @@
+"""Importance ordering (Minitron-style, activation-based) of a supernet's units.
+
+Run the full model on calibration text, score every prunable unit, and permute the
+weights so that prefixes keep the most important units:
+
+- FFN neurons: mean |silu(gate x) * up x| (the input of down_proj);
+- attention: each query head's mean contribution norm ``|y_h W_o,h|``; KV groups are
+  ranked by the sum over their query heads and query heads are ranked inside their
+  group (dimensions inside a head are never permuted: RoPE pairs them);
+- experts: router load x mean output norm;
+- layers: block influence ``1 - cos(h_in, h_out)``. Layers are *ranked*, never
+  reordered; the first and last layers are pinned to the top of the rank.
+
+Permutations leave the full model's outputs unchanged.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from nas.errors import NasError
+from nas.paths import data_dir
+from nas.space import SubnetConfig
+from nas.supernet import Attention, FeedForward, MixtureOfExperts, Supernet, swiglu
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Importance:
+    """Per-unit scores of one model (higher = more important)."""
+
+    ffn: list[Tensor | None]  # per layer: (d_ff,), None for MoE layers
+    heads: list[Tensor]  # per layer: (n_head,)
+    experts: list[Tensor | None]  # per layer: (n_expert,), None for dense layers
+    layer_influence: Tensor  # (n_layer,)
+
+    def layer_rank(self, pin_ends: bool = True) -> list[int]:
+        """Layer indices, most important first (first and last layers pinned on top)."""
+        n = len(self.layer_influence)
+        order = sorted(range(n), key=lambda i: -float(self.layer_influence[i]))
+        if pin_ends and n > 2:
+            order = [0, n - 1] + [i for i in order if i not in (0, n - 1)]
+        return order
+
+
+# ------------------------------------------------------------- calibration
+def _strip_gutenberg(text: str) -> str:
+    text = text.lstrip("\ufeff").replace("\r\n", "\n")
+    start, end = text.find("*** START OF"), text.find("*** END OF")
+    if start != -1:
+        text = text[text.find("\n", start) + 1 :]
+        end = text.find("*** END OF")
+    if end != -1:
+        text = text[:end]
+    return text
+
+
+def _corpus_files() -> list[Path]:
+    root = data_dir()
+    folder = root / "corpus" / "gutenberg" if root else None
+    return sorted(folder.glob("*.txt")) if folder and folder.is_dir() else []
+
+
+def calibration_text(path: str | Path | None = None, n_chars: int = 300_000) -> str:
+    """Calibration text: ``path`` (a text file), else ~300 KB from the Gutenberg corpus."""
+    if path is not None:
+        file = Path(path)
+        if not file.is_file():
+            raise NasError(f"calibration file {file} does not exist; pass a plain-text file with --calibration")
+        text = file.read_text(encoding="utf-8", errors="replace")
+        if len(text.strip()) < 1000:
+            raise NasError(f"calibration file {file} has too little text ({len(text)} chars); give at least a few KB")
+        return text
+    files = _corpus_files()
+    if not files:
+        raise NasError(
+            "no calibration text: NAS_DATA_DIR has no corpus/gutenberg; pass --calibration FILE (a few hundred KB of text)"
+        )
+    per_book = n_chars // 3
+    return "\n\n".join(_strip_gutenberg(f.read_text(encoding="utf-8"))[20_000 : 20_000 + per_book] for f in files[:3])
+
+
+def held_out_text(calibration: str | Path | None = None, n_chars: int = 60_000) -> str:
+    """Held-out text for quality checks: a corpus book not used for calibration, else the
+    last part of the calibration file."""
+    files = _corpus_files()
+    if calibration is None and len(files) > 3:
+        return _strip_gutenberg(files[-1].read_text(encoding="utf-8"))[30_000 : 30_000 + n_chars]
+    if calibration is not None:
+        text = Path(calibration).read_text(encoding="utf-8", errors="replace")
+        return text[-n_chars:]
+    raise NasError("no held-out text available; pass --calibration FILE")
+
+
+def tokenize_for_calibration(tokenizer, text: str, *, n_tokens: int = 32_768, seq_len: int = 512) -> Tensor:
+    """Token ids (N, seq_len) from ``text``, at most ``n_tokens`` in all."""
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    n = min(len(ids), n_tokens) // seq_len
+    if n == 0:
+        raise NasError(f"calibration text gives {len(ids)} tokens, fewer than one sequence of {seq_len}")
+    return torch.tensor(ids[: n * seq_len], dtype=torch.long).view(n, seq_len)
+
+
+# ------------------------------------------------------------------ measure
+@torch.no_grad()
+def measure(
+    model: Supernet,
+    tokens: Tensor,
+    *,
+    batch_size: int = 8,
+    dtype: torch.dtype = torch.bfloat16,
+    progress: Callable[[float], None] | None = None,
+) -> Importance:
+    """Score every unit of ``model`` (full sub-network) on calibration ``tokens`` (N, T).
+
+    Runs a ``dtype`` copy of the model (bf16 is fast on CPUs; scores are accumulated
+    in fp32)."""
+    work = copy.deepcopy(model).to(dtype) if dtype != model.lm_head_weight.dtype else model
+    cfg = model.config
+    n = cfg.n_layer
+    ffn = [torch.zeros(cfg.layer(i).d_ff) if not cfg.layer(i).n_expert else None for i in range(n)]
+    heads = [torch.zeros(cfg.layer(i).n_head) for i in range(n)]
+    experts = [torch.zeros(cfg.layer(i).n_expert) if cfg.layer(i).n_expert else None for i in range(n)]
+    influence = torch.zeros(n)
+    count = 0
+    hooks = []
+
+    def attn_hook(index: int):
+        def hook(module: Attention, args: tuple, output: Tensor) -> None:
+            x, n_head = args[0], args[1]
+            # attend() needs a fresh cache-less call: args[6] is the cache
+            call = list(args)
+            call[6] = None
+            y = module.attend(*call).float()  # (B, T, H*hd)
+            B, T, _ = y.shape
+            hd = module.head_dim
+            w = module.o_proj.weight[: x.shape[-1], : n_head * hd].float().view(-1, n_head, hd)  # (D, H, hd)
+            contrib = torch.einsum("bthd,ehd->bthe", y.view(B, T, n_head, hd), w)  # (B, T, H, D)
+            heads[index].add_(contrib.norm(dim=-1).sum(dim=(0, 1)).cpu())
+
+        return hook
+
+    def ffn_hook(index: int):
+        def hook(module: FeedForward, args: tuple, output: Tensor) -> None:
+            x, d_ff = args[0], args[1]
+            D = x.shape[-1]
+            act = F.silu(F.linear(x, module.gate_proj.weight[:d_ff, :D])) * F.linear(x, module.up_proj.weight[:d_ff, :D])
+            ffn[index].add_(act.float().abs().sum(dim=(0, 1)).cpu())
+
+        return hook
+
+    def moe_hook(index: int):
+        def hook(module: MixtureOfExperts, args: tuple, output: Tensor) -> None:
+            x, n_expert, top_k, d_ff = args[0], args[1], args[2], args[3]
+            flat = x.reshape(-1, x.shape[-1])
+            _, _, index_k = module.route(flat, n_expert, top_k)
+            D = flat.shape[-1]
+            for e in range(n_expert):
+                rows = (index_k == e).any(dim=-1).nonzero(as_tuple=True)[0]
+                if rows.numel():
+                    y = swiglu(flat[rows], module.gate[e, :d_ff, :D], module.up[e, :d_ff, :D], module.down[e, :D, :d_ff])
+                    experts[index][e] += float(y.float().norm(dim=-1).sum())
+
+        return hook
+
+    for i, block in enumerate(work.layers):
+        hooks.append(block.attn.register_forward_hook(attn_hook(i)))
+        if isinstance(block.ffn, MixtureOfExperts):
+            hooks.append(block.ffn.register_forward_hook(moe_hook(i)))
+        else:
+            hooks.append(block.ffn.register_forward_hook(ffn_hook(i)))
+    try:
+        batches = list(tokens.split(batch_size))
+        for b, batch in enumerate(batches):
+            out = work.run(batch, return_hidden=True)
+            hs = out.hidden
+            for i in range(n):
+                cos = F.cosine_similarity(hs[i].float(), hs[i + 1].float(), dim=-1)  # (B, T)
+                influence[i] += float((1 - cos).sum())
+            count += batch.numel()
+            if progress:
+                progress((b + 1) / len(batches))
+    finally:
+        for h in hooks:
+            h.remove()
+    scale = 1.0 / max(count, 1)
+    return Importance(
+        ffn=[None if f is None else f * scale for f in ffn],
+        heads=[h * scale for h in heads],
+        experts=[None if e is None else e * scale for e in experts],
+        layer_influence=influence * scale,
+    )
+
+
+# -------------------------------------------------------------------- apply
+def _perm_rows(t: Tensor, perm: Tensor, block: int = 1) -> None:
+    """Permute dim 0 of ``t`` in place, in blocks of ``block`` rows."""
+    index = (perm[:, None] * block + torch.arange(block)[None]).reshape(-1)
+    t.copy_(t.index_select(0, index.to(t.device)))
+
+
+@torch.no_grad()
+def apply(model: Supernet, scores: Importance, *, pin_ends: bool = True) -> Supernet:
+    """Permute ``model``'s weights in place so prefixes keep the most important units,
+    and set its layer rank. The full model's outputs are unchanged."""
+    cfg = model.config
+    hd = cfg.head_dim
+    q = cfg.q_per_kv
+    for i, block in enumerate(model.layers):
+        dims = cfg.layer(i)
+        # attention: rank KV groups by the sum of their heads, heads within each group
+        h = scores.heads[i].view(dims.n_kv_head, q)
+        group_order = torch.argsort(h.sum(dim=1), descending=True, stable=True)
+        head_perm = torch.cat([g * q + torch.argsort(h[g], descending=True, stable=True) for g in group_order])
+        attn = block.attn
+        _perm_rows(attn.q_proj.weight, head_perm, hd)
+        _perm_rows(attn.k_proj.weight, group_order, hd)
+        _perm_rows(attn.v_proj.weight, group_order, hd)
+        if cfg.qkv_bias:
+            _perm_rows(attn.q_proj.bias, head_perm, hd)
+            _perm_rows(attn.k_proj.bias, group_order, hd)
+            _perm_rows(attn.v_proj.bias, group_order, hd)
+        o = attn.o_proj.weight
+        o.copy_(o.t().index_select(0, (head_perm[:, None] * hd + torch.arange(hd)).reshape(-1)).t())
+        if isinstance(block.ffn, MixtureOfExperts):
+            perm = torch.argsort(scores.experts[i], descending=True, stable=True)
+            for t in (block.ffn.router.weight, block.ffn.gate, block.ffn.up, block.ffn.down):
+                _perm_rows(t, perm)
+        else:
+            perm = torch.argsort(scores.ffn[i], descending=True, stable=True)
+            _perm_rows(block.ffn.gate_proj.weight, perm)
+            _perm_rows(block.ffn.up_proj.weight, perm)
+            down = block.ffn.down_proj.weight
+            down.copy_(down.index_select(1, perm))
+    model.layer_rank = tuple(scores.layer_rank(pin_ends))
+    return model
+
+
+# ------------------------------------------------------------------- checks
+@torch.no_grad()
+def loss(model: Supernet, tokens: Tensor, subnet: SubnetConfig | None = None, *, batch_size: int = 8) -> float:
+    """Mean next-token cross-entropy of ``subnet`` on ``tokens`` (N, T)."""
+    total, count = 0.0, 0
+    for batch in tokens.split(batch_size):
+        logits = model(batch, subnet).float()
+        ce = F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), batch[:, 1:].reshape(-1), reduction="sum")
+        total += float(ce)
+        count += batch[:, 1:].numel()
+    return total / count
+
+
+def half_ffn_loss(model: Supernet, tokens: Tensor, *, dtype: torch.dtype = torch.bfloat16) -> dict[str, float]:
+    """Held-out loss of the full model and of the sub-network with every d_ff halved."""
+    work = copy.deepcopy(model).to(dtype)
+    full = work.full_subnet()
+    half = SubnetConfig(
+        layers=full.layers,
+        n_head=full.n_head,
+        d_ff=tuple(max(1, f // 2) for f in full.d_ff),
+        d_model=full.d_model,
+        n_expert=full.n_expert,
+        top_k=full.top_k,
+    )
+    return {"full": round(loss(work, tokens), 4), "half_ffn": round(loss(work, tokens, half), 4)}
+
+
+def perplexity(value: float) -> float:
+    return math.exp(value)
+
+
+__all__ = ["Importance", "apply", "calibration_text", "half_ffn_loss", "held_out_text", "loss", "measure", "tokenize_for_calibration"]
