@@ -1,0 +1,123 @@
+"""The static HTML report: one self-contained file (plotly.js inline, works offline).
+
+:func:`render_report` returns the HTML text; :func:`write_report` writes it. The page holds
+the study's Pareto views, hypervolume history, per-task breakdown of the front members,
+parallel coordinates of the elastic dims, an overlay with other studies when given, and
+a table of the front members with every metric and cost.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import html
+from collections.abc import Sequence
+from functools import lru_cache
+from pathlib import Path
+
+import jinja2
+import plotly.graph_objects as go
+import plotly.io as pio
+from plotly.offline import get_plotlyjs
+
+from reports import figures as F
+from reports.data import ACCURACY, StudyView, study_hypervolume
+
+_TEMPLATES = Path(__file__).parent / "templates"
+
+
+@lru_cache(maxsize=1)
+def _env() -> jinja2.Environment:
+    return jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(_TEMPLATES)),
+        autoescape=jinja2.select_autoescape(["html"]),
+        undefined=jinja2.StrictUndefined,
+    )
+
+
+def figure_div(fig: go.Figure, div_id: str) -> str:
+    """A figure as a ``<div>`` plus its inline script (plotly.js must be on the page)."""
+    return pio.to_html(fig, full_html=False, include_plotlyjs=False, div_id=div_id, config={"responsive": True})
+
+
+def front_table(view: StudyView) -> dict:
+    """Header and rows (already formatted) of the front-members table."""
+    front = view.front
+    costs = [o for o in view.objectives if o.direction == "minimize"]
+    if costs and not front.empty:
+        front = front.sort_values(costs[0].column)
+    metric_cols = [c for c in view.metric_columns]
+    header = ["trial", "config", ACCURACY, *metric_cols, *view.cost_columns]
+    rows = []
+    for _, r in front.iterrows():
+        cells = [str(int(r["trial"])), str(r["summary"]), F.format_value(ACCURACY, r[ACCURACY])]
+        for col in metric_cols:
+            text = F.format_value(col, r[col])
+            err = r.get(f"{col}_stderr")
+            if err is not None and err == err:
+                text += f" ± {err:.4f}"
+            cells.append(text)
+        cells += [F.format_value(c, r[c]) for c in view.cost_columns]
+        rows.append(cells)
+    return {"header": header, "rows": rows}
+
+
+def report_figures(view: StudyView, others: Sequence[StudyView] = ()) -> list[tuple[str, go.Figure]]:
+    """(section title, figure) pairs of the report; figures that cannot be drawn are skipped."""
+    out: list[tuple[str, go.Figure]] = [("Pareto front", F.pareto_figure(view))]
+    x, y = F.default_axes(view)
+    for extra in ("flops_per_token", "prefill_latency_ms", "non_embedding_params"):
+        if extra in view.frame.columns and extra != x.column:
+            out.append((f"Pareto front ({extra})", F.pareto_figure(view, extra, y)))
+            break
+    try:
+        out.append(("Three objectives", F.pareto3d_figure(view)))
+    except ValueError:
+        pass
+    out.append(("Hypervolume history", F.hypervolume_figure(view)))
+    out.append(("Per-task scores of the front members", F.task_breakdown_figure(view)))
+    if view.dim_columns:
+        out.append(("Elastic dims", F.parallel_figure(view)))
+    if others:
+        out.append(("Studies compared", F.overlay_figure([view, *others], x, y)))
+    return out
+
+
+def render_report(view: StudyView, others: Sequence[StudyView] = ()) -> str:
+    """The report of ``view`` (and an overlay with ``others``) as one HTML string."""
+    sections = [
+        {"title": title, "div": figure_div(fig, f"fig{i}")} for i, (title, fig) in enumerate(report_figures(view, others))
+    ]
+    frame = view.frame
+    summary = {
+        "status": view.status,
+        "trials": len(frame),
+        "feasible": int(frame["feasible"].sum()),
+        "full fidelity": int((frame["full_fidelity"] & frame["feasible"]).sum()),
+        "front size": int(frame["on_front"].sum()),
+        "hypervolume": f"{study_hypervolume(view):.4f}",
+        "objectives": ", ".join(f"{o.column} ({o.direction})" for o in view.objectives),
+        "supernet": view.supernet_hash,
+        "top fidelity": view.top_fidelity or "–",
+    }
+    return _env().get_template("report.html").render(
+        study=view.name,
+        summary=summary,
+        sections=sections,
+        table=front_table(view),
+        others=[o.name for o in others],
+        generated=dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        plotly_js=get_plotlyjs(),
+        escape=html.escape,
+    )
+
+
+def write_report(view: StudyView, out: str | Path, others: Sequence[StudyView] = ()) -> Path:
+    path = Path(out)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(render_report(view, others), encoding="utf-8")
+    tmp.replace(path)
+    return path
+
+
+__all__ = ["figure_div", "front_table", "render_report", "report_figures", "write_report"]
