@@ -161,6 +161,12 @@ def load_supernet(
     if set(state) != expected:
         missing, extra = sorted(expected - set(state))[:5], sorted(set(state) - expected)[:5]
         raise NasError(f"{weights} does not match config.json (missing {missing}, unexpected {extra})")
+    wrong = [k for k, v in model.state_dict().items() if tuple(v.shape) != tuple(state[k].shape)]
+    if wrong:
+        raise NasError(
+            f"{weights} does not match config.json (shape of {wrong[0]} is {tuple(state[wrong[0]].shape)}, "
+            f"config says {tuple(model.state_dict()[wrong[0]].shape)}); the directory mixes two supernets"
+        )
     model.load_state_dict(state, assign=True)
     model.inv_freq = _inv_freq(config, device)
     target = parse_dtype(dtype)

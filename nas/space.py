@@ -349,6 +349,12 @@ class SearchSpace:
                 raise NasError(f"search space: {key} must be a list of integers, got {value!r}")
             return tuple(sorted(set(value)))
 
+        has_moe = any(config.layer(i).n_expert for i in range(config.n_layer))
+        for key in ("n_expert_choices", "top_k_choices"):
+            dense_override = [i for i, o in overrides.items() if key in o and not config.layer(i).n_expert]
+            if (key in data and not has_moe) or dense_override:
+                where = f"layers {dense_override}" if dense_override else "every layer"
+                raise NasError(f"search space: {key} given but {where} is dense in the supernet; remove it")
         layers = []
         for i, b in enumerate(base.layers):
             layers.append(
