@@ -94,6 +94,12 @@ def objective(column: str, direction: Direction | None = None) -> Objective:
     return Objective(column, direction or default_direction(column))
 
 
+def resolve_column(name: str, frame: pd.DataFrame) -> str | None:
+    """The frame column a user-facing name means (``accuracy``, ``latency``, ``hellaswag``,
+    ``hellaswag/acc_norm``, ``params`` ...), or None."""
+    return _objective_column(name, frame)
+
+
 @dataclass(frozen=True)
 class StudyView:
     """One study, ready to draw: the trial frame plus what its columns mean."""
@@ -124,6 +130,10 @@ class StudyView:
 
     def objective_for(self, column: str) -> Objective:
         """The study's objective on ``column`` if it has one, else the default direction."""
+        for o in self.objectives:
+            if o.column == column:
+                return o
+        column = resolve_column(column, self.frame) or column
         for o in self.objectives:
             if o.column == column:
                 return o
@@ -221,6 +231,7 @@ def build_view(
     ]
     dims.sort(key=_dim_order)
 
+    cost_cols = (*cost_cols, *derive_cost_columns(frame))
     frame[ACCURACY] = aggregate_accuracy(frame, metric_cols, spec)
     frame["summary"] = [_summary(text) for text in frame["config_json"]]
     frame["layers_glance"] = [_glance(text) for text in frame["config_json"]]
@@ -272,24 +283,27 @@ def main_metric_columns(metric_columns: Iterable[str]) -> dict[str, str]:
 
 
 def aggregate_accuracy(frame: pd.DataFrame, metric_columns: Sequence[str], spec: Mapping[str, Any]) -> pd.Series:
-    """The study's aggregate accuracy per trial.
+    """The study's aggregate accuracy per trial, as the search computes it.
 
-    The spec's ``tasks`` may list tasks as names or ``{name, metric, weight}`` mappings;
-    otherwise every task's main metric counts with weight 1. NaN where any needed metric
-    is missing.
+    The spec's ``tasks`` (names or ``{name, metric, weight}``) pick each task's main
+    metric (the spec's, else :data:`nas.spec.DEFAULT_TASK_METRIC`, else the best
+    available); ``aggregation: weighted`` uses the weights, ``mean`` weighs every task 1.
+    Without tasks in the spec every task in the frame counts. NaN where a metric is missing.
     """
+    from nas.spec import DEFAULT_TASK_METRIC
+
     mains = main_metric_columns(metric_columns)
+    weighted = spec.get("aggregation") == "weighted"
     weights: dict[str, float] = {}
     for task in spec.get("tasks") or []:
-        if isinstance(task, str):
-            if task in mains:
-                weights[mains[task]] = 1.0
-        elif isinstance(task, Mapping):
-            tname = str(task.get("name", task.get("task", "")))
-            metric = task.get("metric")
-            col = f"{tname}/{metric}" if metric else mains.get(tname)
-            if col and col in frame.columns:
-                weights[col] = float(task.get("weight", 1.0))
+        item = {"name": task} if isinstance(task, str) else task
+        if not isinstance(item, Mapping):
+            continue
+        tname = str(item.get("name", ""))
+        metric = item.get("metric") or DEFAULT_TASK_METRIC.get(tname)
+        col = f"{tname}/{metric}" if metric and f"{tname}/{metric}" in frame.columns else mains.get(tname)
+        if col and col in frame.columns:
+            weights[col] = float(item.get("weight", 1.0)) if weighted else 1.0
     if not weights:
         weights = {col: 1.0 for col in mains.values()}
     if not weights:
@@ -297,6 +311,24 @@ def aggregate_accuracy(frame: pd.DataFrame, metric_columns: Sequence[str], spec:
     total = sum(weights.values())
     acc = sum(frame[col] * w for col, w in weights.items()) / total
     return acc.astype("float64")
+
+
+def derive_cost_columns(frame: pd.DataFrame) -> list[str]:
+    """Add the spec's composite cost names that storage does not hold as such: ``memory``
+    (weights + KV cache) and ``latency_ms`` (the measured prefill latency). Returns the
+    columns added."""
+    from nas.spec import COST_METRICS
+
+    added = []
+    for name, (keys, _method) in COST_METRICS.items():
+        if name in frame.columns or len(keys) < 2 or not all(k in frame.columns for k in keys):
+            continue
+        frame[name] = sum(frame[k] for k in keys)
+        added.append(name)
+    if "latency_ms" not in frame.columns and "prefill_latency_ms" in frame.columns:
+        frame["latency_ms"] = frame["prefill_latency_ms"]
+        added.append("latency_ms")
+    return added
 
 
 def top_fidelity(frame: pd.DataFrame, spec: Mapping[str, Any]) -> str | None:
@@ -346,7 +378,7 @@ def spec_objectives(spec: Mapping[str, Any], frame: pd.DataFrame) -> tuple[Objec
         if isinstance(item, str):
             name, direction = item, None
         elif isinstance(item, Mapping):
-            name = str(item.get("name") or item.get("metric") or item.get("column") or "")
+            name = str(item.get("metric") or item.get("name") or item.get("column") or "")
             direction = item.get("direction")
         else:
             continue
@@ -363,15 +395,10 @@ def spec_objectives(spec: Mapping[str, Any], frame: pd.DataFrame) -> tuple[Objec
     return tuple(fallback)
 
 
-_OBJECTIVE_ALIASES = {
-    "accuracy": ACCURACY,
-    "aggregate_accuracy": ACCURACY,
-    "mean_accuracy": ACCURACY,
-    "latency": "prefill_latency_ms",
-    "latency_ms": "prefill_latency_ms",
-    "memory": "weight_memory_bytes",
-    "flops": "flops_per_token",
-}
+def _aliases() -> dict[str, str]:
+    from nas.spec import COST_ALIASES
+
+    return {"aggregate_accuracy": ACCURACY, "mean_accuracy": ACCURACY, "memory_bytes": "memory", **COST_ALIASES}
 
 
 def _objective_column(name: str, frame: pd.DataFrame) -> str | None:
@@ -379,10 +406,15 @@ def _objective_column(name: str, frame: pd.DataFrame) -> str | None:
         return None
     if name in frame.columns or name == ACCURACY:
         return name
-    alias = _OBJECTIVE_ALIASES.get(name)
+    alias = _aliases().get(name)
     if alias and (alias in frame.columns or alias == ACCURACY):
         return alias
     if "/" not in name:  # a bare task name: its main metric
+        from nas.spec import DEFAULT_TASK_METRIC
+
+        default = f"{name}/{DEFAULT_TASK_METRIC.get(name, '')}"
+        if default in frame.columns:
+            return default
         metric_cols = [c for c in frame.columns if c.startswith(name + "/") and not c.endswith("_stderr")]
         if metric_cols:
             return main_metric_columns(metric_cols)[name]
@@ -541,6 +573,8 @@ __all__ = [
     "main_metric_columns",
     "objective",
     "oriented",
+    "resolve_column",
+    "derive_cost_columns",
     "spec_objectives",
     "study_hypervolume",
     "top_fidelity",

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from nas.config import SupernetConfig
 from nas.space import SearchSpace, SubnetConfig
+from nas.spec import parse_spec
 from storage import Database, create_study, set_study_status, upsert_supernet
 from storage.records import CostRecord, EvaluationRecord, SubnetRecord, TrialRecord
 
@@ -82,20 +83,20 @@ def write_synthetic_study(
         ordered = sorted(params)
         max_params = float(ordered[min(len(ordered) - 1, int(0.8 * len(ordered)))])
     lo, hi = math.log(min(params)), math.log(max(params))
-    spec = {
-        "name": name,
-        "supernet": supernet_path or supernet_hash,
-        "tasks": list(tasks),
-        "objectives": [
-            {"name": "accuracy", "direction": "maximize"},
-            {"name": "params", "direction": "minimize"},
-        ],
-        "constraints": [{"metric": "params", "max": max_params}],
-        "fidelities": [{"limit": 50, "seed": 0}, {"limit": None}],
-        "budget": {"n_trials": n_trials},
-        "sampler": "random",
-        "seed": seed,
-    }
+    spec = parse_spec(
+        {
+            "name": name,
+            "supernet": supernet_path or f"synthetic/{supernet_hash}",
+            "tasks": list(tasks),
+            "objectives": ["accuracy", "params"],
+            "constraints": [{"metric": "params", "max": max_params}],
+            "fidelities": [50, "full"],
+            "budget": {"n_trials": n_trials},
+            "sampler": "random",
+            "seed": seed,
+        },
+        source="synthetic study spec",
+    ).to_dict()
     supernet_id = upsert_supernet(
         db,
         content_hash=supernet_hash,
