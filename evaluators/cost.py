@@ -1,0 +1,220 @@
+"""Analytic costs of a sub-network: parameters, FLOPs per token, weight and KV-cache memory.
+
+Everything here is arithmetic on :class:`~nas.config.SupernetConfig` and
+:class:`~nas.space.SubnetConfig`; no model is built. Measured and predicted latency
+live in :mod:`evaluators.latency`; :func:`costs` merges both.
+
+Conventions (D kept d_model, hd head_dim, V vocab; per kept layer H query heads,
+K KV heads, F FFN width, E experts kept, k routing top-k):
+
+* ``params`` — every parameter the sub-network keeps, all experts included; equals
+  :meth:`nas.supernet.Supernet.num_params` and the parameter count of the extracted
+  model. A tied embedding is counted once.
+* ``non_embedding_params`` — ``params`` minus the token embedding and an untied LM head.
+* ``active_params`` — non-embedding parameters one token touches: in an MoE layer only
+  ``k`` of the ``E`` kept experts, plus the router and the shared expert. For a dense
+  sub-network it equals ``non_embedding_params``.
+* ``flops_per_token`` — forward FLOPs (multiply-add = 2) to produce one new token while
+  attending to ``context_len`` positions (itself included), i.e. one decode step at
+  position ``context_len``::
+
+      2 * (matmul weights a token passes through, LM head included)
+        + sum over layers 4 * H * hd * context_len        # q.k scores and p.v values
+
+  with, per layer, matmul weights ``D*hd*(2H + 2K)`` (q, k, v, o projections) plus
+  ``3*D*F`` (dense SwiGLU) or ``k*3*D*F + E*D`` (+ ``3*D*F`` shared expert) for MoE,
+  and ``V*D`` for the LM head. Element-wise work (norms, RoPE, softmax, SiLU, biases,
+  residual adds) and the embedding lookup are not counted, which is the convention of
+  ``torch.utils.flop_counter`` and of the usual ``6N`` training estimates. The figure
+  also equals the FLOPs of a full forward over ``context_len`` tokens divided by
+  ``context_len`` when attention is counted without causal skipping (as torch's flop
+  counter and its math attention kernel do); a causal-skipping kernel does about half
+  of the attention term in prefill.
+* ``weight_memory_bytes`` — ``params`` at the dtype's width.
+* ``kv_cache_bytes`` — ``2 * batch * context_len * sum over layers (K * hd)`` elements
+  at the dtype's width (keys and values are cached per KV head, before GQA repetition).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import torch
+
+from evaluators.errors import EvaluatorError
+from evaluators.types import Costs, CostValue
+from nas.config import SupernetConfig
+from nas.errors import NasError
+from nas.space import SubnetConfig
+
+if TYPE_CHECKING:
+    from evaluators.latency import LatencyTable
+
+_DTYPES: dict[str, tuple[str, torch.dtype, int]] = {
+    "bf16": ("bf16", torch.bfloat16, 2),
+    "bfloat16": ("bf16", torch.bfloat16, 2),
+    "fp32": ("fp32", torch.float32, 4),
+    "float32": ("fp32", torch.float32, 4),
+}
+_REFUSED = {"fp16", "float16", "half"}
+
+
+def resolve_dtype(dtype: str | torch.dtype) -> tuple[str, torch.dtype, int]:
+    """``"bf16"``/``"fp32"`` (or their torch dtypes) to (canonical name, torch dtype, bytes).
+
+    fp16 is refused: on CPUs it is unusably slow (~3 GFLOP/s here), so neither costs nor
+    latencies at fp16 would describe a sensible deployment.
+    """
+    name = str(dtype).lower().removeprefix("torch.")
+    if name in _REFUSED:
+        raise EvaluatorError(f"dtype {dtype!r} is refused (fp16 is unusably slow on CPUs); use bf16 or fp32")
+    try:
+        return _DTYPES[name]
+    except KeyError:
+        raise EvaluatorError(f"dtype {dtype!r} is not supported; use bf16 or fp32") from None
+
+
+def check_subnet(config: SupernetConfig, subnet: SubnetConfig) -> None:
+    """Raise :class:`EvaluatorError` unless ``subnet`` is a sub-network of ``config``."""
+    if not isinstance(subnet, SubnetConfig):
+        raise EvaluatorError(f"expected a SubnetConfig, got {type(subnet).__name__}")
+    try:
+        subnet.check_fits(config)
+    except NasError as exc:
+        raise EvaluatorError(f"sub-network {subnet.summary()} does not fit the supernet: {exc}") from None
+
+
+def _positive_int(name: str, value: int) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise EvaluatorError(f"{name} must be a positive integer, got {value!r}")
+    return value
+
+
+@dataclass(frozen=True)
+class CostBreakdown:
+    """Integer counts behind :func:`analytic_costs` (per token where it says so)."""
+
+    params: int
+    embedding_params: int
+    non_embedding_params: int
+    active_params: int
+    matmul_params_per_token: int  # weights a token multiplies through, LM head included
+    attention_flops_per_token: int
+    flops_per_token: int
+    kv_elements: int  # cached keys + values, all layers, all batch rows
+
+
+def cost_breakdown(config: SupernetConfig, subnet: SubnetConfig, *, context_len: int = 512, batch: int = 1) -> CostBreakdown:
+    """Exact integer counts for ``subnet`` of ``config`` (see the module docstring)."""
+    check_subnet(config, subnet)
+    _positive_int("context_len", context_len)
+    _positive_int("batch", batch)
+    D, hd, V = subnet.d_model, config.head_dim, config.vocab_size
+    layer_params = active = matmul = attn_flops = kv_width = 0
+    for pos in range(subnet.n_layer):
+        d = subnet.layer_dims(pos, config.q_per_kv)
+        attn = D * hd * (2 * d.n_head + 2 * d.n_kv_head)
+        bias = hd * (d.n_head + 2 * d.n_kv_head) if config.qkv_bias else 0
+        norms = 2 * D
+        expert = 3 * D * d.d_ff
+        if d.n_expert:
+            shared = expert if config.shared_expert else 0
+            router = d.n_expert * D
+            ffn_all = d.n_expert * expert + router + shared
+            ffn_active = d.top_k * expert + router + shared
+        else:
+            ffn_all = ffn_active = expert
+        layer_params += attn + bias + norms + ffn_all
+        active += attn + bias + norms + ffn_active
+        matmul += attn + ffn_active
+        attn_flops += 4 * d.n_head * hd * context_len
+        kv_width += d.n_kv_head * hd
+    non_embedding = layer_params + D  # + final norm
+    embedding = V * D * (1 if config.tie_embeddings else 2)
+    matmul += V * D  # LM head (the tied embedding matrix, or its own)
+    return CostBreakdown(
+        params=non_embedding + embedding,
+        embedding_params=embedding,
+        non_embedding_params=non_embedding,
+        active_params=active + D,
+        matmul_params_per_token=matmul,
+        attention_flops_per_token=attn_flops,
+        flops_per_token=2 * matmul + attn_flops,
+        kv_elements=2 * batch * context_len * kv_width,
+    )
+
+
+def analytic_costs(
+    config: SupernetConfig,
+    subnet: SubnetConfig,
+    *,
+    context_len: int = 512,
+    batch: int = 1,
+    dtype: str | torch.dtype = "bf16",
+) -> Costs:
+    """Parameters, FLOPs per token, weight and KV-cache memory of ``subnet`` (method ``analytic``).
+
+    Raises :class:`EvaluatorError` for a sub-network that does not fit ``config``, a
+    non-positive ``context_len``/``batch``, or an unknown/refused dtype.
+    """
+    name, _, width = resolve_dtype(dtype)
+    b = cost_breakdown(config, subnet, context_len=context_len, batch=batch)
+
+    def val(value: int, unit: str, note: str = "") -> CostValue:
+        return CostValue(value=float(value), method="analytic", unit=unit, note=note)
+
+    values = {
+        "params": val(b.params, "params"),
+        "embedding_params": val(b.embedding_params, "params"),
+        "non_embedding_params": val(b.non_embedding_params, "params"),
+        "active_params": val(b.active_params, "params", "non-embedding params one token uses (top_k experts)"),
+        "flops_per_token": val(
+            b.flops_per_token, "FLOP",
+            f"forward, one token attending to {context_len} positions; 2*matmul weights (LM head incl.) "
+            "+ 4*n_head*head_dim*context per layer",
+        ),
+        "weight_memory_bytes": val(b.params * width, "B", f"params at {name}"),
+        "kv_cache_bytes": val(b.kv_elements * width, "B", f"batch {batch} x context {context_len} at {name}"),
+    }
+    return Costs(values=values, device="any", context={"context_len": context_len, "batch": batch, "dtype": name})
+
+
+def costs(
+    config: SupernetConfig,
+    subnet: SubnetConfig,
+    device: str = "cpu",
+    *,
+    context_len: int = 512,
+    batch: int = 1,
+    dtype: str | torch.dtype = "bf16",
+    table: LatencyTable | None = None,
+) -> Costs:
+    """Analytic costs plus, when a latency ``table`` is given, ``predicted_latency_ms``
+    (prefill of the table's ``prompt_len`` tokens, method ``predicted``).
+
+    ``device`` labels the result when no table is given; with a table the result carries
+    the table's device fingerprint.
+    """
+    base = analytic_costs(config, subnet, context_len=context_len, batch=batch, dtype=dtype)
+    values = dict(base.values)
+    context = dict(base.context)
+    label = device
+    if table is not None:
+        if table.config != config:
+            raise EvaluatorError(
+                "the latency table was built for another supernet config; build one for this supernet "
+                "with LatencyTable.build(model, space)"
+            )
+        values["predicted_latency_ms"] = CostValue(
+            value=table.predict(subnet),
+            method="predicted",
+            unit="ms",
+            note=f"prefill of {table.prompt_len} tokens x batch {table.batch} at {table.dtype}, per-layer lookup table",
+        )
+        context.update(latency_prompt_len=table.prompt_len, latency_batch=table.batch)
+        label = table.fingerprint
+    return Costs(values=values, device=label, context=context)
+
+
+__all__ = ["CostBreakdown", "analytic_costs", "check_subnet", "cost_breakdown", "costs", "resolve_dtype"]
