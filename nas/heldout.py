@@ -1,0 +1,158 @@
+"""A cheap but real objective: next-token loss of a sub-network on fixed held-out sequences.
+
+:class:`HeldOutLoss` scores a sub-network by its mean next-token cross-entropy over a
+fixed, seeded batch of sequences (one "example" per sequence), returning per-example
+scores and their stderr like a benchmark task would. It is the task ``heldout_loss`` of
+a study spec, and what tests and benchmarks use where lm-eval would be too slow: it runs
+the real supernet forward, so its values differ between sub-networks for real reasons.
+
+Sequences come from ``random`` tokens (seeded), ``wikitext`` (``wiki.test.raw.txt`` under
+NAS_DATA_DIR) or a text file; text is tokenized with the supernet's tokenizer when it has
+one, else as UTF-8 bytes (folded into the vocabulary).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from evaluators.types import Fidelity, Metrics, TaskScore
+from nas.errors import NasError
+from nas.paths import data_dir
+from nas.space import SubnetConfig
+from nas.supernet import Supernet
+
+HARNESS_VERSION = "heldout-1"
+METRIC = "loss"
+
+
+def heldout_tokens(
+    *,
+    vocab_size: int,
+    n_examples: int,
+    seq_len: int,
+    source: str = "random",
+    seed: int = 0,
+    tokenizer: Any = None,
+) -> torch.Tensor:
+    """(n_examples, seq_len + 1) int64 tokens: inputs plus the shifted targets."""
+    width = seq_len + 1
+    if source == "random":
+        gen = torch.Generator().manual_seed(seed)
+        return torch.randint(0, vocab_size, (n_examples, width), generator=gen)
+    if source == "wikitext":
+        root = data_dir()
+        path = root / "benchmarks" / "wikitext" / "wiki.test.raw.txt" if root else None
+        if path is None or not path.is_file():
+            raise NasError(
+                f"heldout_loss source 'wikitext' needs {path or 'NAS_DATA_DIR/benchmarks/wikitext/wiki.test.raw.txt'}; "
+                "set NAS_DATA_DIR or use source: random"
+            )
+    else:
+        path = Path(source).expanduser()
+        if not path.is_file():
+            raise NasError(f"heldout_loss source {source!r} is not 'random', 'wikitext' or an existing text file")
+    text = path.read_text(encoding="utf-8", errors="replace")
+    if tokenizer is not None:
+        ids = tokenizer(text[: 200 * width * n_examples], add_special_tokens=False)["input_ids"]
+    else:
+        ids = [b % vocab_size for b in text.encode("utf-8")]
+    n_windows = len(ids) // width
+    if n_windows < n_examples:
+        raise NasError(f"heldout_loss source {path} holds {n_windows} windows of {width} tokens; {n_examples} needed")
+    starts = sorted(random.Random(seed).sample(range(n_windows), n_examples))
+    rows = [ids[s * width : (s + 1) * width] for s in starts]
+    return torch.tensor(rows, dtype=torch.long)
+
+
+def subset_indices(n_total: int, fidelity: Fidelity) -> list[int]:
+    """The examples a fidelity scores: all, or a seeded sample of ``limit`` (sorted)."""
+    if fidelity.limit is None or fidelity.limit >= n_total:
+        return list(range(n_total))
+    return sorted(random.Random(f"heldout-{fidelity.seed}").sample(range(n_total), fidelity.limit))
+
+
+class HeldOutLoss:
+    """Scores sub-networks of one supernet by per-sequence next-token loss (a task scorer).
+
+    Attributes the search uses: ``tasks``, ``harness_version``, ``task_hashes`` (known
+    before any evaluation, for the cache) and ``n_model_calls`` (forward passes run).
+    """
+
+    def __init__(
+        self,
+        model: Supernet,
+        *,
+        n_examples: int = 64,
+        seq_len: int = 64,
+        source: str = "random",
+        seed: int = 0,
+        batch_size: int = 16,
+        tokenizer: Any = None,
+        task: str = "heldout_loss",
+    ) -> None:
+        self.model = model
+        self.task = task
+        self.tasks = (task,)
+        self.batch_size = batch_size
+        self.tokens = heldout_tokens(
+            vocab_size=model.config.vocab_size,
+            n_examples=n_examples,
+            seq_len=seq_len,
+            source=source,
+            seed=seed,
+            tokenizer=tokenizer,
+        )
+        self.harness_version = HARNESS_VERSION
+        digest = hashlib.sha256(self.tokens.numpy().tobytes()).hexdigest()[:16]
+        self.task_hashes = {task: digest}
+        self.n_model_calls = 0
+
+    @torch.no_grad()
+    def example_losses(self, subnet: SubnetConfig, indices: Sequence[int]) -> list[float]:
+        """Mean next-token loss of each selected sequence."""
+        out: list[float] = []
+        rows = self.tokens[list(indices)]
+        for start in range(0, len(rows), self.batch_size):
+            batch = rows[start : start + self.batch_size]
+            logits = self.model(batch[:, :-1], subnet)  # (B, T, V)
+            self.n_model_calls += 1
+            loss = F.cross_entropy(logits.float().transpose(1, 2), batch[:, 1:], reduction="none")  # (B, T)
+            out.extend(loss.mean(dim=1).tolist())
+        return out
+
+    def evaluate(self, subnet: SubnetConfig, fidelity: Fidelity) -> Metrics:
+        start = time.perf_counter()
+        calls = self.n_model_calls
+        indices = subset_indices(len(self.tokens), fidelity)
+        scores = self.example_losses(subnet, indices)
+        n = len(scores)
+        mean = sum(scores) / n
+        var = sum((s - mean) ** 2 for s in scores) / (n - 1) if n > 1 else 0.0
+        score = TaskScore(
+            task=self.task,
+            metric=METRIC,
+            value=mean,
+            stderr=(var / n) ** 0.5,
+            n_examples=n,
+            example_ids=tuple(indices),
+            example_scores=tuple(scores),
+        )
+        return Metrics(
+            scores=(score,),
+            fidelity=fidelity.label,
+            harness_version=self.harness_version,
+            task_hashes=dict(self.task_hashes),
+            wall_s=time.perf_counter() - start,
+            n_model_calls=self.n_model_calls - calls,
+        )
+
+
+__all__ = ["HARNESS_VERSION", "HeldOutLoss", "heldout_tokens", "subset_indices"]
