@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 
 from nas.errors import NasError
+from nas.pareto import non_dominated_mask
 
 Direction = Literal["maximize", "minimize"]
 _BOUND = re.compile(r"^\s*([A-Za-z0-9_./@-]+)\s*(?:=|<=|>=|<|>)\s*([-+0-9.eE_]+)\s*$")
@@ -172,15 +173,13 @@ def pick(
         within &= b.admits(frame[b.column])
     rows = frame[within]
     sign = -1.0 if direction == "maximize" else 1.0
+    # minimisation keys: the metric (best first), then every bounded column (smallest first)
     keys = np.column_stack(
         [rows[metric].to_numpy(dtype=float) * sign, *(rows[b.column].to_numpy(dtype=float) for b in bounds)]
-    ) if len(rows) else np.zeros((0, 1 + len(bounds)))
-    order = np.lexsort((rows["trial"].to_numpy(), *[keys[:, i] for i in range(keys.shape[1] - 1, -1, -1)])) if len(rows) else np.array([], dtype=int)
-    efficient: list[int] = []
-    for i in order:
-        dominated = any(np.all(keys[j] <= keys[i]) and np.any(keys[j] < keys[i]) for j in efficient)
-        if not dominated:
-            efficient.append(int(i))
+    ).reshape(len(rows), 1 + len(bounds))
+    keep = non_dominated_mask(keys) if len(rows) else np.zeros(0, dtype=bool)
+    order = np.lexsort((rows["trial"].to_numpy(), *[keys[:, i] for i in range(keys.shape[1] - 1, -1, -1)]))
+    efficient = [int(i) for i in order if keep[i]]
     chosen = efficient if top is None else efficient[:top]
     columns = list(dict.fromkeys([metric, *(b.column for b in bounds), *show]))
     candidates = []

@@ -31,7 +31,7 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
-from reports._pareto import hypervolume, non_dominated_mask
+from nas.pareto import hypervolume, non_dominated_mask
 from storage import Database, StorageError, get_study, study_results
 
 Direction = Literal["maximize", "minimize"]
@@ -66,6 +66,7 @@ class Objective:
     column: str
     direction: Direction = "minimize"
     label: str = ""
+    reference: float | None = None  # the spec's hypervolume reference, if it gives one
 
     def __post_init__(self) -> None:
         if self.direction not in ("maximize", "minimize"):
@@ -90,8 +91,8 @@ def default_direction(column: str) -> Direction:
     return "maximize" if column in HIGHER_IS_BETTER_COSTS else "minimize"
 
 
-def objective(column: str, direction: Direction | None = None) -> Objective:
-    return Objective(column, direction or default_direction(column))
+def objective(column: str, direction: Direction | None = None, reference: float | None = None) -> Objective:
+    return Objective(column, direction or default_direction(column), reference=reference)
 
 
 def resolve_column(name: str, frame: pd.DataFrame) -> str | None:
@@ -232,7 +233,7 @@ def build_view(
     dims.sort(key=_dim_order)
 
     cost_cols = (*cost_cols, *derive_cost_columns(frame))
-    frame[ACCURACY] = aggregate_accuracy(frame, metric_cols, spec)
+    frame[ACCURACY], frame[f"{ACCURACY}_stderr"] = aggregate_accuracy(frame, metric_cols, spec)
     frame["summary"] = [_summary(text) for text in frame["config_json"]]
     frame["layers_glance"] = [_glance(text) for text in frame["config_json"]]
     top = top_fidelity(frame, spec)
@@ -256,7 +257,7 @@ def build_view(
     )
 
 
-_DERIVED = {ACCURACY, "summary", "layers_glance", "full_fidelity", "on_front"}
+_DERIVED = {ACCURACY, f"{ACCURACY}_stderr", "summary", "layers_glance", "full_fidelity", "on_front"}
 
 
 def _dim_order(column: str) -> tuple[int, int, str]:
@@ -282,17 +283,18 @@ def main_metric_columns(metric_columns: Iterable[str]) -> dict[str, str]:
     return out
 
 
-def aggregate_accuracy(frame: pd.DataFrame, metric_columns: Sequence[str], spec: Mapping[str, Any]) -> pd.Series:
-    """The study's aggregate accuracy per trial, as the search computes it.
+def aggregate_weights(metric_columns: Sequence[str], spec: Mapping[str, Any]) -> dict[str, float]:
+    """Column -> weight of the study's aggregate accuracy.
 
     The spec's ``tasks`` (names or ``{name, metric, weight}``) pick each task's main
     metric (the spec's, else :data:`nas.spec.DEFAULT_TASK_METRIC`, else the best
     available); ``aggregation: weighted`` uses the weights, ``mean`` weighs every task 1.
-    Without tasks in the spec every task in the frame counts. NaN where a metric is missing.
+    Without tasks in the spec every task's main metric counts.
     """
     from nas.spec import DEFAULT_TASK_METRIC
 
     mains = main_metric_columns(metric_columns)
+    available = set(metric_columns)
     weighted = spec.get("aggregation") == "weighted"
     weights: dict[str, float] = {}
     for task in spec.get("tasks") or []:
@@ -301,16 +303,24 @@ def aggregate_accuracy(frame: pd.DataFrame, metric_columns: Sequence[str], spec:
             continue
         tname = str(item.get("name", ""))
         metric = item.get("metric") or DEFAULT_TASK_METRIC.get(tname)
-        col = f"{tname}/{metric}" if metric and f"{tname}/{metric}" in frame.columns else mains.get(tname)
-        if col and col in frame.columns:
+        col = f"{tname}/{metric}" if metric and f"{tname}/{metric}" in available else mains.get(tname)
+        if col and col in available:
             weights[col] = float(item.get("weight", 1.0)) if weighted else 1.0
+    return weights or {col: 1.0 for col in mains.values()}
+
+
+def aggregate_accuracy(frame: pd.DataFrame, metric_columns: Sequence[str], spec: Mapping[str, Any]) -> tuple[pd.Series, pd.Series]:
+    """The study's aggregate accuracy per trial and its standard error (tasks taken as
+    independent: sqrt(sum w^2 se^2) / sum w). NaN where a metric is missing."""
+    weights = aggregate_weights(metric_columns, spec)
     if not weights:
-        weights = {col: 1.0 for col in mains.values()}
-    if not weights:
-        return pd.Series(np.nan, index=frame.index, dtype="float64")
+        nan = pd.Series(np.nan, index=frame.index, dtype="float64")
+        return nan, nan.copy()
     total = sum(weights.values())
     acc = sum(frame[col] * w for col, w in weights.items()) / total
-    return acc.astype("float64")
+    var = sum((frame[f"{col}_stderr"].fillna(0.0) * w) ** 2 if f"{col}_stderr" in frame else 0.0 for col, w in weights.items())
+    stderr = np.sqrt(var) / total
+    return acc.astype("float64"), pd.Series(stderr, index=frame.index, dtype="float64").where(acc.notna())
 
 
 def derive_cost_columns(frame: pd.DataFrame) -> list[str]:
@@ -376,15 +386,17 @@ def spec_objectives(spec: Mapping[str, Any], frame: pd.DataFrame) -> tuple[Objec
     out: list[Objective] = []
     for item in spec.get("objectives") or []:
         if isinstance(item, str):
-            name, direction = item, None
+            name, direction, reference = item, None, None
         elif isinstance(item, Mapping):
             name = str(item.get("metric") or item.get("name") or item.get("column") or "")
             direction = item.get("direction")
+            reference = item.get("reference")
         else:
             continue
         column = _objective_column(name, frame)
         if column is not None:
-            out.append(objective(column, direction if direction in ("maximize", "minimize") else None))
+            ref = float(reference) if isinstance(reference, (int, float)) else None
+            out.append(objective(column, direction if direction in ("maximize", "minimize") else None, ref))
     if len(out) >= 2:
         return tuple(out)
     fallback = [objective(ACCURACY)]
@@ -450,51 +462,62 @@ def oriented(frame: pd.DataFrame, objectives: Sequence[Objective]) -> np.ndarray
 # ----------------------------------------------------------------- hypervolume
 @dataclass(frozen=True)
 class HypervolumeHistory:
-    """Hypervolume of the front after each trial (normalised objectives, reference 1.1)."""
+    """Hypervolume of the front after each trial, and the reference point (raw units)."""
 
     trials: tuple[int, ...]
     values: tuple[float, ...]
     reference: tuple[float, ...]
-    lower: tuple[float, ...]
-    upper: tuple[float, ...]
+
+
+def hypervolume_reference(frame: pd.DataFrame, objectives: Sequence[Objective]) -> tuple[float, ...]:
+    """The reference point, by the search's convention (``nas status``): the spec's
+    ``reference`` when given; for costs the largest value seen in the study (the largest
+    sub-network's cost whenever it was proposed); 0 for maximised metrics; the worst
+    top-fidelity value for other minimised metrics."""
+    cand = candidates_mask(frame, objectives)
+    ref = []
+    for o in objectives:
+        if o.reference is not None:
+            ref.append(float(o.reference))
+        elif o.direction == "maximize" and ("/" in o.column or o.column == ACCURACY):
+            ref.append(0.0)
+        elif "/" in o.column or o.column == ACCURACY:
+            seen = frame.loc[cand, o.column]
+            ref.append(float(seen.max()) if len(seen) else 1.0)
+        else:
+            seen = frame[o.column].dropna()
+            ref.append(float(seen.max() if o.direction == "minimize" else seen.min()) if len(seen) else 1.0)
+    return tuple(ref)
 
 
 def hypervolume_history(frame: pd.DataFrame, objectives: Sequence[Objective]) -> HypervolumeHistory:
-    """Hypervolume of the full-fidelity feasible front as trials arrive.
+    """Hypervolume of the feasible top-fidelity front as trials arrive (by trial number).
 
-    Objectives are oriented to minimisation and scaled to [0, 1] by the bounds of every
-    front candidate of the study; the reference point is 1.1 in every objective, so the
-    study's final value lies in [0, 1.1^k].
+    Axes are scaled as the search does: a minimised objective by its reference (so costs
+    span [0, 1]), maximised metrics keep their scale with reference 0; see
+    :func:`hypervolume_reference`.
     """
     frame = frame.sort_values("trial")
+    trials = tuple(int(t) for t in frame["trial"])
     mask = candidates_mask(frame, objectives).to_numpy()
-    trials = frame["trial"].to_numpy()
+    reference = hypervolume_reference(frame, objectives)
     if not mask.any():
-        return HypervolumeHistory(tuple(int(t) for t in trials), tuple(0.0 for _ in trials), (), (), ())
-    values = oriented(frame, objectives)
-    lo = np.nanmin(values[mask], axis=0)
-    hi = np.nanmax(values[mask], axis=0)
-    span = np.where(hi > lo, hi - lo, 1.0)
-    scaled = (values - lo) / span
-    ref = np.full(len(objectives), 1.1)
+        return HypervolumeHistory(trials, tuple(0.0 for _ in trials), reference)
+    ref = np.array(reference)
+    signs = np.array([o.sign for o in objectives])
+    scale = np.array([abs(r) if (o.direction == "minimize" and r) else 1.0 for r, o in zip(reference, objectives)])
+    values = oriented(frame, objectives) / scale
+    ref_min = ref * signs / scale
     out: list[float] = []
-    seen: list[np.ndarray] = []
+    front = np.zeros((0, len(objectives)))
     current = 0.0
     for i in range(len(frame)):
         if mask[i]:
-            seen.append(scaled[i])
-            pts = np.array(seen)
-            pts = pts[non_dominated_mask(pts)]
-            seen = list(pts)
-            current = float(hypervolume(pts, ref))
+            front = np.vstack([front, values[i]])
+            front = front[non_dominated_mask(front)]
+            current = float(hypervolume(front, ref_min))
         out.append(current)
-    return HypervolumeHistory(
-        trials=tuple(int(t) for t in trials),
-        values=tuple(out),
-        reference=tuple(float(r) for r in ref),
-        lower=tuple(float(v) for v in lo),
-        upper=tuple(float(v) for v in hi),
-    )
+    return HypervolumeHistory(trials=trials, values=tuple(out), reference=reference)
 
 
 def study_hypervolume(view: StudyView) -> float:
@@ -562,6 +585,7 @@ __all__ = [
     "Objective",
     "StudyView",
     "aggregate_accuracy",
+    "aggregate_weights",
     "build_view",
     "candidates_mask",
     "default_direction",
@@ -569,6 +593,7 @@ __all__ = [
     "flatten_config",
     "front_mask",
     "hypervolume_history",
+    "hypervolume_reference",
     "load_study",
     "main_metric_columns",
     "objective",

@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from reports._pareto import non_dominated_mask
+from nas.pareto import non_dominated_mask
 from reports.data import (
     ACCURACY,
     HypervolumeHistory,
@@ -305,9 +305,9 @@ def draw_hypervolume(history: HypervolumeHistory, *, study: str = "", objectives
     )
     names = " × ".join(o.label for o in objectives)
     fig.update_layout(
-        title=f"{study}: hypervolume over trials" + (f" ({names}, normalised)" if names else ""),
+        title=f"{study}: hypervolume over trials" + (f" ({names})" if names else ""),
         xaxis_title="trial",
-        yaxis_title="hypervolume (normalised, ref 1.1)",
+        yaxis_title="hypervolume (costs scaled by their reference)",
         **_LAYOUT,
     )
     return fig

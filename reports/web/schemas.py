@@ -1,0 +1,145 @@
+"""Pydantic bodies and responses of the JSON API (validated at the edge, 422 on error)."""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+_COLUMN = r"^[A-Za-z0-9_.\-/@]{1,200}$"
+_STUDY = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,199}$"
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+def _finite_bounds(values: dict[str, float]) -> dict[str, float]:
+    if len(values) > 32:
+        raise ValueError("at most 32 bounds")
+    for key, value in values.items():
+        if not re.match(_COLUMN, key):
+            raise ValueError(f"bound name {key!r} must look like params, latency_ms or hellaswag/acc_norm")
+        if not math.isfinite(value):
+            raise ValueError(f"bound {key} must be a finite number")
+    return values
+
+
+class PickBody(_Body):
+    """Constraints and the metric to rank by. ``max``/``min`` map a column (or alias such
+    as ``latency``) to an inclusive bound."""
+
+    study: str = Field(pattern=_STUDY)
+    metric: str = Field(default="accuracy", pattern=_COLUMN)
+    max: dict[str, float] = Field(default_factory=dict)
+    min: dict[str, float] = Field(default_factory=dict)
+    top: int = Field(default=5, ge=1, le=100)
+
+    @field_validator("max", "min")
+    @classmethod
+    def _bounds(cls, v: dict[str, float]) -> dict[str, float]:
+        return _finite_bounds(v)
+
+
+class ExportBody(_Body):
+    """Export one trial (``trial``) or the best pick (``pick``) of a study to ``out``, a path
+    relative to the server's exports directory (``<work dir>/exports``)."""
+
+    study: str = Field(pattern=_STUDY)
+    trial: int | None = Field(default=None, ge=0)
+    pick: PickBody | None = None
+    out: str = Field(min_length=1, max_length=200)
+    verify: bool = False
+    dtype: Literal["bf16", "fp32"] | None = None
+    overwrite: bool = False
+
+    @model_validator(mode="after")
+    def _one_source(self) -> ExportBody:
+        if (self.trial is None) == (self.pick is None):
+            raise ValueError("give exactly one of trial (a trial number) or pick (constraints)")
+        if self.pick is not None and self.pick.study != self.study:
+            raise ValueError("pick.study must be the study being exported")
+        return self
+
+
+class StudyLaunchBody(_Body):
+    """A study spec (the same fields as a YAML spec for `nas search`)."""
+
+    spec: dict[str, Any]
+
+
+class JobOut(BaseModel):
+    id: str
+    kind: str
+    status: Literal["running", "succeeded", "failed", "cancelled"]
+    returncode: int | None
+    created_at: str
+    finished_at: str | None
+    result: dict[str, Any]
+    log_tail: str
+
+
+class StudyLaunched(BaseModel):
+    study: str
+    job: JobOut
+
+
+class ExportStarted(BaseModel):
+    study: str
+    trial: int
+    out: str
+    job: JobOut
+
+
+class StudySummary(BaseModel):
+    name: str
+    status: str
+    n_trials: int
+    n_trials_target: int | None
+    n_feasible: int
+    n_top_fidelity: int
+    front_size: int
+    hypervolume: float
+    supernet_hash: str
+    objectives: list[dict[str, Any]]
+    created_at: str | None
+    finished_at: str | None
+
+
+class TrialOut(BaseModel):
+    trial: int
+    state: str
+    feasible: bool
+    fidelity: str | None
+    full_fidelity: bool
+    on_front: bool
+    config_hash: str
+    summary: str
+    accuracy: float | None
+    accuracy_stderr: float | None
+    metrics: dict[str, float | None]
+    stderr: dict[str, float | None]
+    costs: dict[str, float | None]
+
+
+class TrialPage(BaseModel):
+    study: str
+    total: int
+    offset: int
+    limit: int
+    trials: list[TrialOut]
+
+
+__all__ = [
+    "ExportBody",
+    "ExportStarted",
+    "JobOut",
+    "PickBody",
+    "StudyLaunchBody",
+    "StudyLaunched",
+    "StudySummary",
+    "TrialOut",
+    "TrialPage",
+]
