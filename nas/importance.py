@@ -25,12 +25,12 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
 from nas.errors import NasError
 from nas.paths import data_dir
 from nas.space import SubnetConfig
-from nas.supernet import Attention, FeedForward, MixtureOfExperts, Supernet, swiglu
+from nas.supernet import MixtureOfExperts, Supernet, swiglu
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +102,7 @@ def held_out_text(calibration: str | Path | None = None, n_chars: int = 60_000) 
     raise NasError("no held-out text available; pass --calibration FILE")
 
 
-def tokenize_for_calibration(tokenizer, text: str, *, n_tokens: int = 32_768, seq_len: int = 512) -> Tensor:
+def tokenize_for_calibration(tokenizer, text: str, *, n_tokens: int = 32_768, seq_len: int = 256) -> Tensor:
     """Token ids (N, seq_len) from ``text``, at most ``n_tokens`` in all."""
     ids = tokenizer(text, add_special_tokens=False)["input_ids"]
     n = min(len(ids), n_tokens) // seq_len
@@ -136,25 +136,20 @@ def measure(
     hooks = []
 
     def attn_hook(index: int):
-        def hook(module: Attention, args: tuple, output: Tensor) -> None:
-            x, n_head = args[0], args[1]
-            # attend() needs a fresh cache-less call: args[6] is the cache
-            call = list(args)
-            call[6] = None
-            y = module.attend(*call).float()  # (B, T, H*hd)
-            B, T, _ = y.shape
-            hd = module.head_dim
-            w = module.o_proj.weight[: x.shape[-1], : n_head * hd].float().view(-1, n_head, hd)  # (D, H, hd)
-            contrib = torch.einsum("bthd,ehd->bthe", y.view(B, T, n_head, hd), w)  # (B, T, H, D)
+        attn = work.layers[index].attn
+
+        def hook(module: nn.Module, args: tuple, y: Tensor) -> None:
+            B, T, width = y.shape
+            hd = attn.head_dim
+            n_head = width // hd
+            w = attn.o_proj.weight[:, :width].float().view(-1, n_head, hd)  # (D, H, hd)
+            contrib = torch.einsum("bthd,ehd->bthe", y.float().view(B, T, n_head, hd), w)  # (B, T, H, D)
             heads[index].add_(contrib.norm(dim=-1).sum(dim=(0, 1)).cpu())
 
         return hook
 
     def ffn_hook(index: int):
-        def hook(module: FeedForward, args: tuple, output: Tensor) -> None:
-            x, d_ff = args[0], args[1]
-            D = x.shape[-1]
-            act = F.silu(F.linear(x, module.gate_proj.weight[:d_ff, :D])) * F.linear(x, module.up_proj.weight[:d_ff, :D])
+        def hook(module: nn.Module, args: tuple, act: Tensor) -> None:
             ffn[index].add_(act.float().abs().sum(dim=(0, 1)).cpu())
 
         return hook
@@ -174,11 +169,11 @@ def measure(
         return hook
 
     for i, block in enumerate(work.layers):
-        hooks.append(block.attn.register_forward_hook(attn_hook(i)))
+        hooks.append(block.attn.head_outputs.register_forward_hook(attn_hook(i)))
         if isinstance(block.ffn, MixtureOfExperts):
             hooks.append(block.ffn.register_forward_hook(moe_hook(i)))
         else:
-            hooks.append(block.ffn.register_forward_hook(ffn_hook(i)))
+            hooks.append(block.ffn.activations.register_forward_hook(ffn_hook(i)))
     try:
         batches = list(tokens.split(batch_size))
         for b, batch in enumerate(batches):

@@ -126,6 +126,7 @@ class Attention(nn.Module):
         self.k_proj = nn.Linear(config.d_model, dims.n_kv_head * hd, bias=bias)
         self.v_proj = nn.Linear(config.d_model, dims.n_kv_head * hd, bias=bias)
         self.o_proj = nn.Linear(dims.n_head * hd, config.d_model, bias=False)
+        self.head_outputs = nn.Identity()  # a hook point: per-head outputs (B, T, H*hd) before o_proj
 
     def attend(
         self,
@@ -163,7 +164,7 @@ class Attention(nn.Module):
 
     def forward(self, x: Tensor, *args: object) -> Tensor:
         """o_proj(attend(x, ...)): the attention sub-layer's contribution to the residual."""
-        y = self.attend(x, *args)  # (B, T, H*hd)
+        y = self.head_outputs(self.attend(x, *args))  # (B, T, H*hd)
         return F.linear(y, self.o_proj.weight[: x.shape[-1], : y.shape[-1]])
 
 
@@ -180,10 +181,12 @@ class FeedForward(nn.Module):
         self.gate_proj = nn.Linear(config.d_model, d_ff, bias=False)
         self.up_proj = nn.Linear(config.d_model, d_ff, bias=False)
         self.down_proj = nn.Linear(d_ff, config.d_model, bias=False)
+        self.activations = nn.Identity()  # a hook point: neuron activations (B, T, F) before down_proj
 
     def forward(self, x: Tensor, d_ff: int) -> Tensor:
         D = x.shape[-1]
-        return swiglu(x, self.gate_proj.weight[:d_ff, :D], self.up_proj.weight[:d_ff, :D], self.down_proj.weight[:D, :d_ff])
+        h = F.silu(F.linear(x, self.gate_proj.weight[:d_ff, :D])) * F.linear(x, self.up_proj.weight[:d_ff, :D])
+        return F.linear(self.activations(h), self.down_proj.weight[:D, :d_ff])
 
 
 class MixtureOfExperts(nn.Module):
