@@ -1,0 +1,441 @@
+"""lm-eval adapter: score a sub-network of a supernet in memory (``--model nas-subnet``).
+
+:class:`SubnetLM` is an lm-eval ``LM`` (via ``TemplateLM``, which supplies lm-eval's
+own context/continuation tokenisation) over one sub-network of a loaded supernet. No
+weights are exported or written: the sub-network is an explicit argument of every
+forward call, and one adapter object is bound to one sub-network for its lifetime.
+
+Scoring follows lm-eval's ``HFLM`` exactly where results depend on it:
+
+- ``loglikelihood``: the same tokenisation (trailing spaces move to the continuation;
+  an empty context becomes the prefix token), the same left truncation of
+  ``context + continuation`` to ``max_length + 1`` tokens, the same log-softmax dtype
+  (that of the logits unless ``softmax_dtype`` is set) and the same greedy check.
+  Unlike HFLM, requests that share a (truncated) context — the choices of a
+  multiple-choice question — run that context once: contexts go through the model
+  in length-sorted, right-padded batches that fill a KV cache, the cache is repeated
+  for each continuation (``KVCache.select``) and only the continuation tokens run again.
+- ``loglikelihood_rolling``: HFLM's disjoint rolling windows (``max_length`` tokens,
+  the prefix token before the first), summed per document.
+- ``generate_until``: greedy decoding with the KV cache in left-padded batches, stop
+  sequences (plus the EOS text), ``max_gen_toks``; the text is cut at the first stop
+  sequence as HFLM does. Sampling is refused.
+
+From lm-eval's CLI (the registry has no plugin entry points in lm-eval 0.4.x, so the
+model is registered when this module is imported; ``python -m evaluators.lm_eval_cli``
+imports it and then runs lm-eval's own CLI)::
+
+    python -m evaluators.lm_eval_cli --model nas-subnet \\
+        --model_args supernet=work/smollm2,subnet=largest,dtype=bf16 --tasks arc_easy
+
+``subnet`` is ``largest`` or ``smallest`` (of the supernet's search space), ``full``
+(every weight), a JSON sub-network config, or the path of a JSON file holding one.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from lm_eval import utils as lm_utils
+from lm_eval.api.model import TemplateLM
+from lm_eval.api.registry import model_registry
+from lm_eval.models.utils import handle_stop_sequences, normalize_gen_kwargs, postprocess_generated_text
+
+from evaluators.errors import EvaluatorError
+from nas.checkpoint import LoadedSupernet, load_supernet, parse_dtype
+from nas.errors import NasError
+from nas.space import SearchSpace, SubnetConfig
+from nas.supernet import Supernet
+
+log = logging.getLogger(__name__)
+
+MODEL_NAME = "nas-subnet"
+DEFAULT_BATCH_SIZE = 32
+_Request = tuple[Any, list[int], list[int]]
+
+
+def parse_eval_dtype(name: str | torch.dtype | None) -> torch.dtype | None:
+    """``bf16``/``fp32`` (or a torch dtype) to a torch dtype; fp16 is refused (unusably slow on CPUs)."""
+    if isinstance(name, torch.dtype) and name not in (torch.float32, torch.bfloat16):
+        raise EvaluatorError(f"dtype {name} is not supported; use bf16 or fp32")
+    try:
+        return parse_dtype(name)
+    except NasError as exc:
+        raise EvaluatorError(str(exc)) from None
+
+
+def resolve_subnet(spec: Any, model: Supernet, space: SearchSpace | None = None) -> SubnetConfig:
+    """A sub-network from ``largest`` | ``smallest`` | ``full`` | a JSON config (text,
+    mapping or file path) | a :class:`SubnetConfig`, checked to fit ``model``."""
+    space = space or SearchSpace.default(model.config, model.layer_rank)
+    try:
+        if isinstance(spec, SubnetConfig):
+            subnet = spec
+        elif isinstance(spec, Mapping):
+            subnet = SubnetConfig.from_dict(spec)
+        elif isinstance(spec, (str, Path)):
+            text = str(spec).strip()
+            if text == "largest":
+                subnet = space.largest()
+            elif text == "smallest":
+                subnet = space.smallest()
+            elif text == "full":
+                subnet = model.full_subnet()
+            elif text.startswith("{"):
+                subnet = SubnetConfig.from_json(text)
+            elif Path(text).expanduser().is_file():
+                subnet = SubnetConfig.from_json(Path(text).expanduser().read_text())
+            else:
+                raise EvaluatorError(
+                    f"subnet {text!r} is not 'largest', 'smallest', 'full', a JSON config or an existing JSON file"
+                )
+        else:
+            raise EvaluatorError(f"subnet must be a name, a JSON config or a SubnetConfig, got {type(spec).__name__}")
+        subnet.check_fits(model.config)
+    except NasError as exc:
+        raise EvaluatorError(f"{exc} (the supernet does not contain this sub-network; pick one from its search space)") from None
+    return subnet
+
+
+class SubnetLM(TemplateLM):
+    """An lm-eval LM over one sub-network of a supernet (registered as ``nas-subnet``).
+
+    ``supernet`` is a supernet directory, a :class:`LoadedSupernet` or a
+    :class:`Supernet` (then ``tokenizer`` is required). ``dtype`` (``bf16`` default,
+    ``fp32`` for parity checks) is applied to a loaded directory; an in-memory model is
+    cast to it in place when it differs. ``encode_cache`` (a dict) memoises tokenisation
+    across adapters of the same tokenizer — it holds token ids only, never results.
+    """
+
+    def __init__(
+        self,
+        supernet: str | Path | Supernet | LoadedSupernet,
+        subnet: Any = "largest",
+        *,
+        tokenizer: Any = None,
+        dtype: str | torch.dtype | None = "bf16",
+        batch_size: int | str = DEFAULT_BATCH_SIZE,
+        max_batch_size: int | None = None,
+        max_length: int | None = None,
+        max_gen_toks: int = 256,
+        add_bos_token: bool | None = None,
+        prefix_token_id: int | None = None,
+        softmax_dtype: str | torch.dtype | None = None,
+        device: str | None = None,
+        encode_cache: dict[tuple[str, bool | None], list[int]] | None = None,
+    ) -> None:
+        super().__init__()
+        target = parse_eval_dtype(dtype)
+        space: SearchSpace | None = None
+        if isinstance(supernet, (str, Path)):
+            try:
+                supernet = load_supernet(supernet, dtype=target, device=device or "cpu")
+            except NasError as exc:
+                raise EvaluatorError(str(exc)) from None
+        if isinstance(supernet, LoadedSupernet):
+            space = supernet.space
+            if tokenizer is None:
+                try:
+                    tokenizer = supernet.load_tokenizer()
+                except NasError as exc:
+                    raise EvaluatorError(str(exc)) from None
+            supernet = supernet.model
+        if not isinstance(supernet, Supernet):
+            raise EvaluatorError(f"supernet must be a directory, a LoadedSupernet or a Supernet, got {type(supernet).__name__}")
+        if isinstance(tokenizer, (str, Path)):
+            from transformers import AutoTokenizer
+
+            tokenizer = AutoTokenizer.from_pretrained(str(tokenizer))
+        if tokenizer is None:
+            raise EvaluatorError("a tokenizer is required to evaluate an in-memory supernet; pass tokenizer=")
+        if target is not None and supernet.lm_head_weight.dtype != target:
+            log.info("casting the supernet to %s for evaluation", target)
+            supernet.to(target)
+        supernet.eval()
+        self.model = supernet
+        self.subnet = resolve_subnet(subnet, supernet, space)
+        self.tokenizer = tokenizer
+        self.add_bos_token = add_bos_token
+        self.custom_prefix_token_id = prefix_token_id
+        self.softmax_dtype = parse_eval_dtype(softmax_dtype) if softmax_dtype is not None else None
+        self._max_length = int(max_length) if max_length else supernet.config.max_seq_len
+        self._max_gen_toks = int(max_gen_toks)
+        if isinstance(batch_size, str):
+            batch_size = int(batch_size) if batch_size.isdigit() else DEFAULT_BATCH_SIZE  # "auto" -> default
+        self._batch_size = max(1, min(int(batch_size), int(max_batch_size or batch_size)))
+        self._encode_cache = encode_cache
+        self.n_forward = 0  # model calls made by this adapter
+        self.n_tokens = 0  # tokens (including padding) run through the model
+
+    # ------------------------------------------------------------- properties
+    @property
+    def eot_token_id(self) -> int:
+        eos = self.tokenizer.eos_token_id
+        return int(eos if eos is not None else self.model.config.eos_token_id)
+
+    @property
+    def prefix_token_id(self) -> int:
+        if self.custom_prefix_token_id is not None:
+            return int(self.custom_prefix_token_id)
+        if self.tokenizer.bos_token_id is not None:
+            return int(self.tokenizer.bos_token_id)
+        return self.eot_token_id
+
+    @property
+    def max_length(self) -> int:
+        return self._max_length
+
+    @property
+    def max_gen_toks(self) -> int:
+        return self._max_gen_toks
+
+    @property
+    def batch_size(self) -> int:
+        return self._batch_size
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.lm_head_weight.device
+
+    @property
+    def tokenizer_name(self) -> str:
+        return str(getattr(self.tokenizer, "name_or_path", "")).replace("/", "__")
+
+    def get_model_info(self) -> dict[str, Any]:
+        return {
+            "subnet": self.subnet.to_json(),
+            "subnet_hash": self.subnet.hash,
+            "model_dtype": str(self.model.lm_head_weight.dtype),
+            "model_num_parameters": self.model.num_params(self.subnet),
+        }
+
+    # ------------------------------------------------------------ tokenising
+    def tok_encode(self, string: str, add_special_tokens: bool | None = None, left_truncate_len: int | None = None, **kwargs: Any) -> list[int]:
+        """HFLM's ``tok_encode``: add special tokens per ``add_bos_token`` unless the
+        string already starts with the prefix token's text."""
+        special = add_special_tokens if add_special_tokens is not None else self.add_bos_token
+        if add_special_tokens is None and string.startswith(self.tokenizer.decode(self.prefix_token_id)):
+            special = False
+        ids = self._encode(string, special)
+        return ids[-left_truncate_len:] if left_truncate_len else ids
+
+    def _encode(self, string: str, add_special_tokens: bool | None) -> list[int]:
+        """``tokenizer.encode`` (its default special tokens when None), memoised in ``encode_cache``."""
+        key = (string, add_special_tokens)
+        cached = self._encode_cache.get(key) if self._encode_cache is not None else None
+        if cached is None:
+            special = {} if add_special_tokens is None else {"add_special_tokens": add_special_tokens}
+            cached = list(self.tokenizer.encode(string, **special))
+            if self._encode_cache is not None:
+                self._encode_cache[key] = cached
+        return list(cached)
+
+    def tok_decode(self, tokens: Sequence[int], skip_special_tokens: bool = True) -> str:
+        return self.tokenizer.decode(list(tokens), skip_special_tokens=skip_special_tokens)
+
+    # --------------------------------------------------------------- forward
+    def _forward(self, tokens: torch.Tensor, cache: Any = None, mask: torch.Tensor | None = None) -> torch.Tensor:
+        self.n_forward += 1
+        self.n_tokens += tokens.numel()
+        return self.model(tokens, self.subnet, cache=cache, attention_mask=mask)
+
+    # --------------------------------------------------------- loglikelihood
+    def _loglikelihood_tokens(self, requests: list[_Request], disable_tqdm: bool = False, override_bs: int | None = None) -> list[tuple[float, bool]]:
+        """(log p(continuation | context), is_greedy) per (key, context ids, continuation ids)."""
+        max_len = self.max_length
+        groups: dict[tuple[int, ...], list[int]] = {}
+        conts: list[list[int]] = []
+        truncated = 0
+        for i, (_, ctx, cont) in enumerate(requests):
+            if not ctx or not cont:
+                raise EvaluatorError("a loglikelihood request has an empty context or continuation after tokenisation")
+            if len(cont) > max_len:
+                raise EvaluatorError(
+                    f"a continuation of {len(cont)} tokens exceeds the model's maximum length {max_len}; raise max_length"
+                )
+            whole = list(ctx) + list(cont)
+            if len(whole) > max_len + 1:  # HFLM: (ctx + cont)[-(max_length + 1):][:-1]
+                truncated += 1
+                whole = whole[-(max_len + 1):]
+            groups.setdefault(tuple(whole[: len(whole) - len(cont)]), []).append(i)
+            conts.append(list(cont))
+        if truncated:
+            log.warning("%d request(s) exceed the maximum length %d; contexts truncated from the left as lm-eval's HFLM does", truncated, max_len)
+
+        results: list[tuple[float, bool] | None] = [None] * len(requests)
+        contexts = sorted(groups, key=lambda c: (-len(c), c))
+        batch: list[tuple[int, ...]] = []
+        rows = 0
+        for ctx in contexts:
+            n = len(groups[ctx])
+            if batch and rows + n > self.batch_size:
+                self._score_batch(batch, groups, conts, results)
+                batch, rows = [], 0
+            batch.append(ctx)
+            rows += n
+        if batch:
+            self._score_batch(batch, groups, conts, results)
+        return results  # type: ignore[return-value]
+
+    @torch.inference_mode()
+    def _score_batch(
+        self,
+        contexts: list[tuple[int, ...]],
+        groups: dict[tuple[int, ...], list[int]],
+        conts: list[list[int]],
+        results: list[tuple[float, bool] | None],
+    ) -> None:
+        """Run distinct contexts once (filling a KV cache), then every continuation of them."""
+        device = self.device
+        lens = [len(c) for c in contexts]
+        T = max(lens)
+        tokens = torch.full((len(contexts), T), self.eot_token_id, dtype=torch.long)
+        ctx_mask = torch.zeros((len(contexts), T), dtype=torch.long)
+        for b, ctx in enumerate(contexts):
+            tokens[b, : len(ctx)] = torch.tensor(ctx)
+            ctx_mask[b, : len(ctx)] = 1
+        padded = min(lens) != T
+        cache = self.model.new_cache(self.subnet)
+        logits = self._forward(tokens.to(device), cache, ctx_mask.to(device) if padded else None)  # (B, T, V)
+        last = logits[torch.arange(len(contexts)), torch.tensor(lens) - 1]  # (B, V): predicts each first continuation token
+        del logits
+
+        # one row per continuation, longest first, in chunks of batch_size rows
+        rows = sorted(
+            ((b, i) for b, ctx in enumerate(contexts) for i in groups[ctx]),
+            key=lambda r: (-len(conts[r[1]]), r[1]),
+        )
+        for start in range(0, len(rows), self.batch_size):
+            chunk = rows[start : start + self.batch_size]
+            owner = torch.tensor([b for b, _ in chunk])
+            lengths = [len(conts[i]) for _, i in chunk]
+            K = max(lengths) - 1  # continuation tokens fed after the context
+            target = torch.zeros((len(chunk), K + 1), dtype=torch.long)
+            for r, (_, i) in enumerate(chunk):
+                target[r, : lengths[r]] = torch.tensor(conts[i])
+            scored = last[owner.to(device)][:, None]  # (N, 1, V)
+            if K > 0:
+                mask = torch.cat((ctx_mask[owner], torch.zeros((len(chunk), K), dtype=torch.long)), dim=1)  # (N, T + K)
+                for r, n in enumerate(lengths):
+                    mask[r, T : T + n - 1] = 1
+                feed = target[:, :K].clone()
+                feed[mask[:, T:] == 0] = self.eot_token_id
+                rest = self._forward(feed.to(device), cache.select(owner.to(device)), mask.to(device))  # (N, K, V)
+                scored = torch.cat((scored, rest), dim=1)  # (N, K + 1, V)
+            # as HFLM: log-softmax in the logits' dtype (or softmax_dtype), greedy = argmax of it
+            logp = F.log_softmax(scored, dim=-1, dtype=self.softmax_dtype)
+            target = target.to(device)
+            token_lp = torch.gather(logp, 2, target[..., None]).squeeze(-1)  # (N, K + 1)
+            is_argmax = logp.argmax(dim=-1) == target  # (N, K + 1)
+            for r, ((_, i), n) in enumerate(zip(chunk, lengths)):
+                results[i] = (float(token_lp[r : r + 1, :n].contiguous().sum()), bool(is_argmax[r, :n].all()))
+
+    def loglikelihood_rolling(self, requests: list[Any], disable_tqdm: bool = False) -> list[float]:
+        """Sum of log-probabilities of each document over HFLM's disjoint rolling windows."""
+        windows: list[_Request] = []
+        owners: list[int] = []
+        for n, req in enumerate(requests):
+            (string,) = req.args
+            for ctx, cont in map(
+                lm_utils.make_disjoint_window,
+                lm_utils.get_rolling_token_windows(
+                    token_list=self.tok_encode(string),
+                    prefix_token=self.prefix_token_id,
+                    max_seq_len=self.max_length,
+                    context_len=1,
+                ),
+            ):
+                windows.append((None, ctx, cont))
+                owners.append(n)
+        totals = [0.0] * len(requests)
+        for owner, (ll, _) in zip(owners, self._loglikelihood_tokens(windows) if windows else []):
+            totals[owner] += ll
+        return totals
+
+    # ------------------------------------------------------------ generation
+    def generate_until(self, requests: list[Any], disable_tqdm: bool = False) -> list[str]:
+        """Greedy continuation of each context until a stop sequence, EOS or ``max_gen_toks``."""
+        out: list[str | None] = [None] * len(requests)
+        by_kwargs: dict[str, list[int]] = {}
+        for n, req in enumerate(requests):
+            by_kwargs.setdefault(json.dumps(req.args[1], sort_keys=True, default=str), []).append(n)
+        eos_text = self.tok_decode([self.eot_token_id], skip_special_tokens=False)
+        for members in by_kwargs.values():
+            kwargs = dict(normalize_gen_kwargs(requests[members[0]].args[1], self.max_gen_toks))
+            if kwargs.get("do_sample"):
+                raise EvaluatorError("the nas-subnet model decodes greedily only; set do_sample=False (or temperature 0)")
+            until = handle_stop_sequences(kwargs.pop("until", None), eos=eos_text)
+            max_gen = int(kwargs.pop("max_gen_toks"))
+            max_ctx = self.max_length - max_gen
+            if max_ctx <= 0:
+                raise EvaluatorError(f"max_gen_toks={max_gen} leaves no room for the context in max_length={self.max_length}")
+            encoded = {n: self._generation_context(requests[n].args[0])[-max_ctx:] for n in members}
+            order = sorted(members, key=lambda n: (-len(encoded[n]), requests[n].args[0]))
+            for start in range(0, len(order), self.batch_size):
+                chunk = order[start : start + self.batch_size]
+                for n, text in zip(chunk, self._greedy([encoded[n] for n in chunk], until, max_gen)):
+                    out[n] = text
+        return out  # type: ignore[return-value]
+
+    def _generation_context(self, context: str) -> list[int]:
+        """HFLM's ``tok_batch_encode`` for one string: no special tokens when it already
+        starts with BOS, else per ``add_bos_token``, else the tokenizer's default."""
+        bos = getattr(self.tokenizer, "bos_token", None)
+        if bos is not None and context.startswith(bos):
+            return self._encode(context, False)
+        return self._encode(context, self.add_bos_token)
+
+    @torch.inference_mode()
+    def _greedy(self, contexts: list[list[int]], until: list[str], max_gen: int) -> list[str]:
+        device = self.device
+        B, T = len(contexts), max(len(c) for c in contexts)
+        tokens = torch.full((B, T), self.eot_token_id, dtype=torch.long)
+        mask = torch.zeros((B, T), dtype=torch.long)
+        for b, ctx in enumerate(contexts):
+            tokens[b, T - len(ctx) :] = torch.tensor(ctx)
+            mask[b, T - len(ctx) :] = 1
+        padded = bool((mask == 0).any())
+        mask = mask.to(device)
+        cache = self.model.new_cache(self.subnet)
+        logits = self._forward(tokens.to(device), cache, mask if padded else None)
+        nxt = logits[:, -1].argmax(dim=-1)  # (B,)
+        generated: list[list[int]] = [[] for _ in range(B)]
+        active = list(range(B))  # batch rows still generating, in cache order
+        for step in range(max_gen):
+            still: list[int] = []
+            for pos, b in enumerate(active):
+                tok = int(nxt[pos])
+                generated[b].append(tok)
+                text = self.tok_decode(generated[b], skip_special_tokens=False)
+                if tok != self.eot_token_id and not any(s and s in text for s in until):
+                    still.append(pos)
+            if not still or step == max_gen - 1:
+                break
+            if len(still) != len(active):
+                keep = torch.tensor(still, device=device)
+                cache, mask, nxt = cache.select(keep), mask[keep], nxt[keep]
+                active = [active[p] for p in still]
+            mask = torch.cat((mask, torch.ones((len(active), 1), dtype=mask.dtype, device=device)), dim=1)
+            logits = self._forward(nxt[:, None], cache, mask if padded else None)
+            nxt = logits[:, -1].argmax(dim=-1)
+        return [postprocess_generated_text(self.tok_decode(g), until, None) for g in generated]
+
+
+def register() -> None:
+    """Register :class:`SubnetLM` with lm-eval's model registry as ``nas-subnet`` (idempotent)."""
+    current = model_registry.get(MODEL_NAME, None)
+    if current is None:
+        model_registry.register(MODEL_NAME)(SubnetLM)
+    elif current is not SubnetLM:
+        log.warning("lm-eval model %r is already registered to %r; not replacing it", MODEL_NAME, current)
+
+
+register()
+
+__all__ = ["MODEL_NAME", "SubnetLM", "parse_eval_dtype", "register", "resolve_subnet"]
