@@ -8,8 +8,9 @@
    completed (``state`` COMPLETE, when it exists),
 3. satisfy every user bound (``params <= 50e6``, ``latency_ms <= 20`` ...), and
 4. are *efficient* under this pick: no other candidate is at least as good on the ranking
-   metric and on every bounded column, and strictly better on one. So each candidate is
-   a real trade-off (the Pareto front of the metric against the budgeted costs).
+   metric, on every bounded column (smaller is better) and on every ``tradeoffs`` column
+   (usually the study's cost objectives), and strictly better on one. So each candidate
+   is a real trade-off (the Pareto front of the metric against the costs that matter).
 
 Candidates are ranked by the metric (best first), ties broken by the bounded columns
 (smallest first), then by trial number. Column names are resolved by the caller (the CLI
@@ -149,6 +150,7 @@ def pick(
     direction: Direction = "maximize",
     top: int | None = 5,
     show: Sequence[str] = (),
+    tradeoffs: Sequence[tuple[str, Direction]] = (),
 ) -> PickResult:
     """Rank the efficient, feasible, top-fidelity trials of ``frame`` within ``bounds``.
 
@@ -160,7 +162,7 @@ def pick(
         raise NasError(f"--top must be at least 1, got {top}")
     bounds = merge_bounds(bounds)
     known = [c for c in frame.columns if not c.endswith("_stderr")]
-    for col in [metric, *(b.column for b in bounds)]:
+    for col in [metric, *(b.column for b in bounds), *(c for c, _ in tradeoffs)]:
         if col not in frame.columns:
             raise NasError(f"study has no column {col!r}; use one of: {', '.join(_nice(known))}")
     eligible = frame["feasible"].astype(bool) & frame[metric].notna()
@@ -174,14 +176,20 @@ def pick(
     rows = frame[within]
     sign = -1.0 if direction == "maximize" else 1.0
     # minimisation keys: the metric (best first), then every bounded column (smallest first)
+    extra = [(c, d) for c, d in tradeoffs if c != metric and c not in {b.column for b in bounds}]
     keys = np.column_stack(
-        [rows[metric].to_numpy(dtype=float) * sign, *(rows[b.column].to_numpy(dtype=float) for b in bounds)]
-    ).reshape(len(rows), 1 + len(bounds))
-    keep = non_dominated_mask(keys) if len(rows) else np.zeros(0, dtype=bool)
+        [
+            rows[metric].to_numpy(dtype=float) * sign,
+            *(rows[b.column].to_numpy(dtype=float) for b in bounds),
+            *(rows[c].to_numpy(dtype=float) * (-1.0 if d == "maximize" else 1.0) for c, d in extra),
+        ]
+    ).reshape(len(rows), 1 + len(bounds) + len(extra))
+    # rows missing a trade-off value compete on the metric and bounds only
+    keep = non_dominated_mask(np.nan_to_num(keys, nan=np.inf)) if len(rows) else np.zeros(0, dtype=bool)
     order = np.lexsort((rows["trial"].to_numpy(), *[keys[:, i] for i in range(keys.shape[1] - 1, -1, -1)]))
     efficient = [int(i) for i in order if keep[i]]
     chosen = efficient if top is None else efficient[:top]
-    columns = list(dict.fromkeys([metric, *(b.column for b in bounds), *show]))
+    columns = list(dict.fromkeys([metric, *(b.column for b in bounds), *(c for c, _ in extra), *show]))
     candidates = []
     for rank, i in enumerate(chosen, start=1):
         r = rows.iloc[i]

@@ -125,6 +125,11 @@ class StudyView:
         return self.frame[self.frame["on_front"]]
 
     @property
+    def cost_objectives(self) -> tuple[tuple[str, Direction], ...]:
+        """(column, direction) of the study's cost objectives (not accuracy or task metrics)."""
+        return tuple((o.column, o.direction) for o in self.objectives if o.column != ACCURACY and "/" not in o.column)
+
+    @property
     def value_columns(self) -> tuple[str, ...]:
         """Every column an objective, constraint or axis may name."""
         return (ACCURACY, *self.metric_columns, *self.cost_columns)

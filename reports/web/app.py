@@ -487,7 +487,7 @@ def _run_pick(view: StudyView, body: PickBody) -> Any:
         bounds.append(Bound(col, max=b.max, min=b.min))
     show = [ACCURACY, *view.cost_columns]
     return pick(view.frame, metric=metric, bounds=bounds, direction=view.objective_for(metric).direction,
-                top=body.top, show=show)
+                top=body.top, show=show, tradeoffs=view.cost_objectives)
 
 
 def _candidate(db: storage.Database, cache: StudyCache, name: str, trial: int) -> dict[str, Any]:
