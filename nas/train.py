@@ -359,13 +359,12 @@ def sandwich_step(
 
 
 # ============================================================ arm sampling
-def restrict(space: SearchSpace, subnet: SubnetConfig, elastic: Sequence[str]) -> SubnetConfig:
-    """``subnet`` with every dim outside ``elastic`` set to its largest choice."""
-    choices = space.param_choices()
-    params = space.to_params(subnet)
-    for name in choices:
-        if name.rpartition(".")[2] not in elastic:
-            params[name] = max(choices[name])
+def restrict(space: SearchSpace, pick: Callable[[tuple[int, ...]], int], elastic: Sequence[str]) -> SubnetConfig:
+    """The sub-network whose elastic dims take ``pick(choices)`` and whose other dims take
+    their largest choice (a progressive-shrinking stage)."""
+    params = {}
+    for name, choices in space.param_choices().items():
+        params[name] = pick(choices) if name.rpartition(".")[2] in elastic else max(choices)
     return space.from_params(params)
 
 
@@ -400,13 +399,13 @@ class ArmSampler:
     def arms(self, step: int) -> list[Arm]:
         elastic = self.elastic(step)
         full = elastic == ELASTIC_DIMS
-        smallest = self.space.smallest() if full else restrict(self.space, self.space.smallest(), elastic)
+        smallest = self.space.smallest() if full else restrict(self.space, min, elastic)
         out = [Arm("largest", self.largest)] if self.train_largest else []
         if smallest != self.largest:
             out.append(Arm("smallest", smallest))
         for i in range(self.n_random):
-            sub = self.space.sample(self.rng)
-            out.append(Arm(f"random{i}", sub if full else restrict(self.space, sub, elastic)))
+            sub = self.space.sample(self.rng) if full else restrict(self.space, self.rng.choice, elastic)
+            out.append(Arm(f"random{i}", sub))
         return out
 
 

@@ -1,0 +1,77 @@
+"""End-to-end tiny training runs: exact resume, the saved supernet, checkpoint safety."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from nas.checkpoint import load_supernet
+from nas.errors import NasError
+from nas.train import list_checkpoints, train
+from _train_fixtures import tiny_config, write_corpus
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_corpus(tmp_path_factory.mktemp("corpus"))
+
+
+@pytest.fixture(autouse=True)
+def _env(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("NAS_WORK_DIR", str(tmp_path_factory.getbasetemp() / "train_work"))
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_killed_and_resumed_run_equals_uninterrupted_run(tmp_path: Path, corpus: Path) -> None:
+    base = dict(steps=5, checkpoint_every=2, dtype="bf16", sandwich={"n_random": 2})
+    full = train(tiny_config(tmp_path / "a", corpus, **base))
+    killed = train(tiny_config(tmp_path / "b", corpus, **base), stop_after=3)  # dies after step 3; last checkpoint: 2
+    assert killed.stopped_early and [p.name for p in list_checkpoints(tmp_path / "b" / "out")] == ["step_00000002.pt"]
+    resumed = train(tiny_config(tmp_path / "b", corpus, **base), resume="latest")
+    assert resumed.resumed_from and resumed.resumed_from.endswith("step_00000002.pt")
+    assert resumed.content_hash == full.content_hash  # bitwise-identical weights
+    assert resumed.tokens == full.tokens and resumed.val_loss == full.val_loss
+    a = load_supernet(tmp_path / "a" / "out").model.state_dict()
+    b = load_supernet(tmp_path / "b" / "out").model.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_saved_supernet_has_tokenizer_space_and_provenance(tmp_path: Path, corpus: Path) -> None:
+    cfg = tiny_config(tmp_path, corpus, steps=3, eval_every=2)
+    result = train(cfg)
+    loaded = load_supernet(cfg.out, verify=True)
+    assert loaded.content_hash == result.content_hash
+    prov = loaded.provenance
+    assert prov["source"] == "nas train" and prov["train_tokens"] == 3 * 4 * 32 == result.tokens
+    assert prov["wall_time_s"] > 0 and prov["train_flops"] > 0 and prov["config"]["model"]["d_model"] == 32
+    assert loaded.space.n_layer_choices == (2, 3) and loaded.space.layers[0].d_ff == (32, 64)
+    tok = loaded.load_tokenizer()
+    assert len(tok) == loaded.config.vocab_size == 300
+    assert set(result.val_loss) == {"largest", "smallest"}
+    events = [json.loads(line) for line in (Path(cfg.out) / "train" / "log.jsonl").read_text().splitlines()]
+    kinds = [e["event"] for e in events]
+    assert kinds[0] == "start" and kinds[-1] == "end" and kinds.count("eval") == 2
+    step = next(e for e in events if e["event"] == "step")
+    assert {"largest", "smallest", "random"} <= set(step["arms"]) and step["tokens_per_s"] > 0
+    assert step["arms"]["smallest"]["kd"] >= 0 and "kd" not in step["arms"]["largest"]
+
+
+def test_checkpoint_safety(tmp_path: Path, corpus: Path) -> None:
+    cfg = tiny_config(tmp_path, corpus, steps=2, checkpoint_every=1)
+    train(cfg)
+    with pytest.raises(NasError, match="already has training checkpoints"):
+        train(cfg)
+    other = tiny_config(tmp_path, corpus, steps=4, model={"d_model": 48, "n_layer": 3, "n_head": 4, "n_kv_head": 2, "d_ff": 64})
+    with pytest.raises(NasError, match=r"another supernet config \(d_model: 32 vs 48"):
+        train(other, resume="latest")
+    with pytest.raises(NasError, match="another seed"):
+        train(cfg.with_overrides(seed=1, steps=4), resume="latest")
+    # extending the budget of a finished run is a valid resume
+    assert train(cfg.with_overrides(steps=3), resume="latest").steps == 3
+    assert train(cfg, fresh=True).steps == 2

@@ -1,0 +1,165 @@
+"""The sandwich step: learning, detached in-place distillation, frozen teacher, MoE aux loss, arm sampling."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from nas.config import SupernetConfig
+from nas.errors import NasError
+from nas.space import SearchSpace
+from nas.supernet import Supernet
+from nas.train import (
+    Arm,
+    ArmSampler,
+    SandwichLoss,
+    StageConfig,
+    check_memory,
+    distill_loss,
+    estimate_memory,
+    sandwich_step,
+)
+
+CFG = SupernetConfig(vocab_size=64, d_model=32, n_layer=3, n_head=4, n_kv_head=2, d_ff=64)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _model(cfg: SupernetConfig = CFG, seed: int = 0) -> Supernet:
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return Supernet(cfg)
+
+
+def _batch(vocab: int = 64, seed: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    seq = torch.randint(0, vocab, (4, 17), generator=g)
+    return seq[:, :-1], seq[:, 1:]
+
+
+def test_sandwich_step_reduces_loss_of_largest_and_smallest() -> None:
+    model = _model()
+    space = SearchSpace.default(CFG)
+    sampler = ArmSampler(space, n_random=2, rng=random.Random(0))
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    x, y = _batch()
+    history = []
+    for step in range(25):
+        opt.zero_grad(set_to_none=True)
+        stats = sandwich_step(model, x, y, sampler.arms(step), SandwichLoss())
+        opt.step()
+        history.append((stats["largest"].ce, stats["smallest"].ce))
+    (l0, s0), (l1, s1) = history[0], history[-1]
+    assert l1 < l0 - 1.0, history
+    assert s1 < s0 - 1.0, history  # the smallest learns only from the largest's logits, and still learns the data
+
+
+def test_distillation_target_is_detached() -> None:
+    space = SearchSpace.default(CFG)
+    arms = [Arm("largest", space.largest()), Arm("smallest", space.smallest())]
+    x, y = _batch()
+    loss = SandwichLoss(temperature=2.0, distill_weight=0.7, ce_weight=0.2)
+
+    model = _model()
+    sandwich_step(model, x, y, arms, loss)
+    got = {n: p.grad.clone() for n, p in model.named_parameters()}
+
+    def reference(detach: bool) -> dict[str, torch.Tensor]:
+        ref = _model()
+        big = ref(x, arms[0].subnet).float()
+        small = ref(x, arms[1].subnet).float()
+        target = big.detach().clone() if detach else big
+        t = loss.temperature
+        kd = F.kl_div(
+            F.log_softmax(small / t, -1).flatten(0, 1), F.log_softmax(target / t, -1).flatten(0, 1),
+            log_target=True, reduction="batchmean",
+        ) * t * t
+        ce = lambda logits: F.cross_entropy(logits.reshape(-1, 64), y.reshape(-1))  # noqa: E731
+        (ce(big) + loss.distill_weight * kd + loss.ce_weight * ce(small)).backward()
+        return {n: p.grad for n, p in ref.named_parameters()}
+
+    detached, leaky = reference(True), reference(False)
+    for name, grad in got.items():
+        torch.testing.assert_close(grad, detached[name], rtol=1e-5, atol=1e-7)
+    # the check can fail: letting the KL flow into the teacher changes the gradients
+    assert any(not torch.allclose(got[n], leaky[n], rtol=1e-4, atol=1e-6) for n in got)
+
+    teacher = torch.randn(2, 3, 8, requires_grad=True)
+    student = torch.randn(2, 3, 8, requires_grad=True)
+    distill_loss(student, teacher, 2.0).backward()
+    assert teacher.grad is None and student.grad is not None
+
+
+def test_frozen_teacher_heals_without_touching_the_teacher() -> None:
+    model = _model()
+    teacher = model.extract(model.full_subnet()).requires_grad_(False)
+    before = {n: p.clone() for n, p in teacher.named_parameters()}
+    space = SearchSpace.default(CFG)
+    arms = [Arm("largest", space.largest()), Arm("smallest", space.smallest())]
+    x, y = _batch()
+    stats = sandwich_step(model, x, y, arms, SandwichLoss(frozen_teacher=True), teacher=teacher)
+    assert stats["largest"].kd == pytest.approx(0.0, abs=1e-6)  # the largest starts equal to the teacher
+    assert stats["smallest"].kd > 0.0
+    assert all(p.grad is None for p in teacher.parameters())
+    assert all(torch.equal(p, before[n]) for n, p in teacher.named_parameters())
+    assert model.layers[0].ffn.up_proj.weight.grad.abs().sum() > 0
+    with pytest.raises(NasError, match="teacher"):
+        sandwich_step(model, x, y, arms, SandwichLoss(frozen_teacher=True))
+
+
+def test_moe_samples_experts_and_adds_the_aux_loss() -> None:
+    cfg = SupernetConfig(vocab_size=64, d_model=32, n_layer=2, n_head=4, n_kv_head=2, d_ff=32, n_expert=4, top_k=2)
+    space = SearchSpace.default(cfg)
+    sampled = [ArmSampler(space, n_random=1, rng=random.Random(s)).arms(0)[-1].subnet for s in range(12)]
+    assert len({(s.n_expert, s.top_k) for s in sampled}) > 1  # experts and top_k are elastic in the sandwich
+    x, y = _batch()
+    arms = ArmSampler(space, n_random=1, rng=random.Random(0)).arms(0)
+
+    def router_grad(weight: float) -> tuple[torch.Tensor, dict]:
+        model = _model(cfg)
+        stats = sandwich_step(model, x, y, arms, SandwichLoss(aux_loss_weight=weight))
+        return model.layers[0].ffn.router.weight.grad.clone(), stats
+
+    g0, _ = router_grad(0.0)
+    g1, stats = router_grad(1.0)
+    assert all(s.aux is not None and s.aux > 0 for s in stats.values())
+    assert stats["largest"].loss == pytest.approx(stats["largest"].ce + stats["largest"].aux, rel=1e-5)
+    assert not torch.allclose(g0, g1)
+
+
+def test_sampler_arms_and_progressive_stages() -> None:
+    space = SearchSpace.default(CFG)
+    stages = [StageConfig(until=0.5, elastic=["d_ff"]), StageConfig(until=1.0, elastic=["d_ff", "n_head", "n_layer"])]
+    sampler = ArmSampler(space, n_random=3, rng=random.Random(0), stages=stages, total_steps=10)
+    early = sampler.arms(0)
+    assert [a.name for a in early] == ["largest", "smallest", "random0", "random1", "random2"]
+    for arm in early:
+        assert arm.subnet.n_layer == 3 and set(arm.subnet.n_head) == {4}  # only d_ff is elastic yet
+    assert set(early[1].subnet.d_ff) == {min(space.layers[0].d_ff)}
+    late = sampler.arms(9)
+    assert late[1].subnet == space.smallest()
+    again = ArmSampler(space, n_random=3, rng=random.Random(0), stages=stages, total_steps=10)
+    assert again.arms(0) == early  # same seed, same arms
+    fixed = SearchSpace.from_dict({"n_layer_choices": [3], "n_head_choices": [4], "d_ff_choices": [64]}, CFG)
+    assert [a.name for a in ArmSampler(fixed, n_random=2, rng=random.Random(0)).arms(0)] == ["largest"]
+
+
+def test_memory_estimate_refuses_what_does_not_fit() -> None:
+    small = estimate_memory(CFG, micro_batch=4, seq_len=16, dtype="bf16", frozen_teacher=False)
+    bigger = estimate_memory(CFG, micro_batch=8, seq_len=16, dtype="bf16", frozen_teacher=True)
+    assert bigger.activations > small.activations and bigger.teacher > 0 and small.teacher == 0
+    assert small.weights == 4 * Supernet(CFG).num_params()
+    check_memory(small, available=1 << 30, limit_gb=None)
+    huge = SupernetConfig(vocab_size=50_000, d_model=8192, n_layer=64, n_head=64, n_kv_head=8, d_ff=28_672)
+    estimate = estimate_memory(huge, micro_batch=8, seq_len=2048, dtype="bf16", frozen_teacher=False)
+    with pytest.raises(NasError, match=r"needs about \d+\.\d GiB .*only 20\.0 GiB"):
+        check_memory(estimate, available=None, limit_gb=20.0)
