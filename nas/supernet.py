@@ -228,7 +228,8 @@ class MixtureOfExperts(nn.Module):
             if rows.numel() == 0:
                 continue
             y = swiglu(flat[rows], self.gate[e, :d_ff, :D], self.up[e, :d_ff, :D], self.down[e, :D, :d_ff])
-            out.index_add_(0, rows, y * weights[rows, slot].unsqueeze(-1).to(y.dtype))
+            # under bf16 autocast y is bf16 while the residual stream (and out) stays fp32
+            out.index_add_(0, rows, (y * weights[rows, slot].unsqueeze(-1).to(y.dtype)).to(out.dtype))
         if self.shared is not None:
             out = out + self.shared(flat, d_ff)
         if aux is not None:
