@@ -59,6 +59,10 @@ COST_LABELS = {
 HIGHER_IS_BETTER_COSTS = ("decode_tokens_per_s", "tokens_per_s", "throughput")
 
 
+class TrialNotFound(StorageError, LookupError):
+    """A trial number the study does not have."""
+
+
 @dataclass(frozen=True)
 class Objective:
     """One axis of a study: a column of the study frame and which way is better."""
@@ -152,7 +156,7 @@ class StudyView:
     def trial(self, number: int) -> pd.Series:
         rows = self.frame[self.frame["trial"] == number]
         if rows.empty:
-            raise StorageError(
+            raise TrialNotFound(
                 f"study {self.name!r} has no trial {number}; it has trials "
                 f"{_ranges(self.frame['trial'].tolist())}"
             )
@@ -589,6 +593,7 @@ __all__ = [
     "HypervolumeHistory",
     "Objective",
     "StudyView",
+    "TrialNotFound",
     "aggregate_accuracy",
     "aggregate_weights",
     "build_view",

@@ -38,7 +38,7 @@ import storage
 from nas.errors import NasError
 from nas.pick import Bound, bounds_from_mapping, describe_empty, pick
 from reports import figures as F
-from reports.data import ACCURACY, COST_LABELS, StudyView, finite, resolve_column, study_hypervolume
+from reports.data import ACCURACY, COST_LABELS, StudyView, TrialNotFound, finite, resolve_column, study_hypervolume
 from reports.html import render_report
 from reports.web.cache import StudyCache
 from reports.web.jobs import JobManager, TooManyJobs
@@ -122,7 +122,7 @@ def create_app(settings: WebSettings) -> FastAPI:
 
     @app.exception_handler(storage.StorageError)
     async def storage_error(request: Request, exc: storage.StorageError) -> Response:
-        code = 404 if str(exc).startswith("no study named") else 503
+        code = 404 if isinstance(exc, TrialNotFound) or str(exc).startswith("no study named") else 503
         return _error(request, templates, code, str(exc))
 
     @app.exception_handler(NasError)
@@ -492,10 +492,7 @@ def _run_pick(view: StudyView, body: PickBody) -> Any:
 
 def _candidate(db: storage.Database, cache: StudyCache, name: str, trial: int) -> dict[str, Any]:
     def build(view: StudyView) -> dict[str, Any]:
-        try:
-            row = view.trial(trial)
-        except storage.StorageError as exc:
-            raise HTTPException(404, str(exc)) from None
+        row = view.trial(trial)
         evaluations = storage.list_evaluations(db, int(row["subnet_id"]))
         costs = storage.find_costs(db, supernet_hash=view.supernet_hash, config_hash=str(row["config_hash"]))
         supernet = storage.get_supernet(db, view.supernet_hash)
