@@ -48,6 +48,7 @@ import logging
 import math
 import os
 import random
+import socket
 import threading
 import time
 import warnings
@@ -60,6 +61,7 @@ import numpy as np
 
 from evaluators.types import CostValue, Fidelity, Metrics, TaskScore
 from nas.errors import NasError
+from nas.pareto import hypervolume, non_dominated_mask
 from nas.space import SearchSpace, SubnetConfig
 from nas.spec import AGGREGATE, COST_METRICS, LOWER_IS_BETTER, StudySpec, spec_from_json
 
@@ -377,6 +379,14 @@ class Search:
     def name(self) -> str:
         return self.spec.name
 
+    def close(self) -> None:
+        """Release the database connections (ours and Optuna's), e.g. before forking."""
+        self.db.close()
+        backend = getattr(self.study._storage, "_backend", self.study._storage)
+        engine = getattr(backend, "engine", None)
+        if engine is not None:
+            engine.dispose()
+
     def request_stop(self) -> None:
         """Finish the running trial, then return from :meth:`optimize`."""
         self._stop.set()
@@ -415,7 +425,7 @@ class Search:
                 if max_trials is not None and summary.trials_run >= max_trials:
                     summary.stopped = "max_trials"
                     break
-                counts = self._state_counts()
+                counts = self.state_counts()
                 summary.complete = counts["COMPLETE"]
                 if self.n_trials is not None and counts["COMPLETE"] >= self.n_trials:
                     summary.stopped = "budget met"
@@ -436,14 +446,15 @@ class Search:
         finally:
             summary.seconds = time.monotonic() - start
             self._sync_trial_records()
-            counts = self._state_counts()
+            counts = self.state_counts()
             summary.complete = counts["COMPLETE"]
             done = self.n_trials is not None and counts["COMPLETE"] >= self.n_trials
             running = counts["RUNNING"] + counts["WAITING"] > 0
             set_study_status(self.db, self.name, "finished" if done else ("running" if running else "stopped"))
         return summary
 
-    def _state_counts(self) -> dict[str, int]:
+    def state_counts(self) -> dict[str, int]:
+        """Trials of the study by Optuna state name (all workers)."""
         counts = dict.fromkeys(("COMPLETE", "RUNNING", "WAITING", "FAIL", "PRUNED"), 0)
         for t in self.study.get_trials(deepcopy=False):
             counts[t.state.name] = counts.get(t.state.name, 0) + 1
@@ -454,6 +465,7 @@ class Search:
         from storage import get_or_create_subnet, record_trial
 
         self._budget_guard(trial)
+        trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
         subnet = self.space.suggest(trial)
         subnet_id = get_or_create_subnet(
             self.db, supernet_id=self.supernet_id, config_json=subnet.to_json(), config_hash=subnet.hash,
@@ -761,43 +773,6 @@ def _effective_n_trials(spec: StudySpec, space: SearchSpace) -> int | None:
         size = space.size()
         return size if n is None else min(n, size)
     return n
-
-
-# =============================================================================== pareto
-def non_dominated_mask(values: np.ndarray) -> np.ndarray:
-    """Rows of ``values`` (n, k; minimisation) that no other row dominates."""
-    try:
-        from nas.pareto import non_dominated_mask as shared
-    except ImportError:  # pragma: no cover - depends on the tree state
-        shared = None
-    values = np.asarray(values, dtype=float)
-    if shared is not None:
-        return np.asarray(shared(values), dtype=bool)
-    n = len(values)
-    mask = np.ones(n, dtype=bool)
-    for i in range(n):
-        le = np.all(values <= values[i], axis=1)
-        lt = np.any(values < values[i], axis=1)
-        mask[i] = not np.any(le & lt)
-    return mask
-
-
-def hypervolume(points: np.ndarray, reference: np.ndarray) -> float:
-    """Volume dominated by ``points`` (n, k; minimisation) up to ``reference``."""
-    try:
-        from nas.pareto import hypervolume as shared
-    except ImportError:  # pragma: no cover - depends on the tree state
-        shared = None
-    pts = np.asarray(points, dtype=float).reshape(-1, len(reference))
-    ref = np.asarray(reference, dtype=float)
-    pts = pts[np.all(pts < ref, axis=1)] if len(pts) else pts
-    if len(pts) == 0:
-        return 0.0
-    if shared is not None:
-        return float(shared(pts, ref))
-    from optuna._hypervolume import compute_hypervolume
-
-    return float(compute_hypervolume(pts, ref))
 
 
 # ============================================================================= opening
