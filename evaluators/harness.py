@@ -103,6 +103,18 @@ def resolve_subnet(spec: Any, model: Supernet, space: SearchSpace | None = None)
     return subnet
 
 
+def _available_device(name: str | None) -> str:
+    """``name`` if torch can use it, else ``cpu`` (lm-eval's CLI asks for ``cuda`` by default)."""
+    name = name or "cpu"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        log.warning("device %s is not available; evaluating on cpu", name)
+        return "cpu"
+    if name == "mps" and not torch.backends.mps.is_available():
+        log.warning("device mps is not available; evaluating on cpu")
+        return "cpu"
+    return name
+
+
 class SubnetLM(TemplateLM):
     """An lm-eval LM over one sub-network of a supernet (registered as ``nas-subnet``).
 
@@ -135,7 +147,7 @@ class SubnetLM(TemplateLM):
         space: SearchSpace | None = None
         if isinstance(supernet, (str, Path)):
             try:
-                supernet = load_supernet(supernet, dtype=target, device=device or "cpu")
+                supernet = load_supernet(supernet, dtype=target, device=_available_device(device))
             except NasError as exc:
                 raise EvaluatorError(str(exc)) from None
         if isinstance(supernet, LoadedSupernet):

@@ -1,0 +1,255 @@
+"""The nas-subnet lm-eval adapter and the study-level Evaluator against lm-eval's HFLM.
+
+A tiny random LlamaForCausalLM and our Supernet hold the same weights (fp32), so every
+request must score the same under lm-eval's HFLM and under our adapter.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from lm_eval.api.instance import Instance
+
+from _tiny import corpus_text, tiny_llama, tiny_supernet, tiny_tokenizer
+from evaluators import Evaluator, EvaluatorError, Fidelity, SubnetLM, subset_ids
+from nas.checkpoint import save_supernet
+from nas.space import SubnetConfig
+
+MAX_LEN = 48
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    tok = tiny_tokenizer()
+    hf = tiny_llama(tok)
+    return tok, hf, tiny_supernet(hf)
+
+
+@pytest.fixture(scope="module")
+def hflm(tiny):
+    from lm_eval.models.huggingface import HFLM
+
+    tok, hf, _ = tiny
+    return HFLM(pretrained=hf, tokenizer=tok, batch_size=3, max_length=MAX_LEN, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def ours(tiny):
+    tok, _, model = tiny
+    return SubnetLM(model, "full", tokenizer=tok, dtype="fp32", batch_size=4, max_length=MAX_LEN)
+
+
+def req(kind: str, *args: object) -> Instance:
+    return Instance(request_type=kind, doc={}, arguments=args if len(args) > 1 else (args[0],), idx=0)
+
+
+LONG = " ".join(["All: speak, speak. First Citizen: You are all resolved rather to die than to famish?"] * 4)
+LL_REQUESTS = [
+    ("The quick brown fox", " jumps over the lazy dog"),
+    ("The quick brown fox", " sleeps"),
+    ("The quick brown fox", " is quick"),
+    ("", "First Citizen: speak."),  # empty context: the prefix token conditions
+    ("A man is sitting on a roof. ", "He starts"),  # trailing space moves to the continuation
+    (LONG, " Resolved."),  # longer than max_length: left-truncated like HFLM
+    (LONG, " hear me speak"),
+    ("Question: why?\nAnswer:", " because"),
+]
+
+
+def test_loglikelihood_matches_hflm(hflm, ours):
+    requests = [req("loglikelihood", c, x) for c, x in LL_REQUESTS]
+    expected = hflm.loglikelihood(requests, disable_tqdm=True)
+    got = ours.loglikelihood(requests, disable_tqdm=True)
+    for (ll_e, greedy_e), (ll_g, greedy_g) in zip(expected, got, strict=True):
+        assert abs(ll_e - ll_g) < 1e-4
+        assert greedy_e == greedy_g
+
+
+def test_loglikelihood_tokens_greedy_flag_matches_hflm(tiny, hflm, ours):
+    tok, hf, _ = tiny
+    ctx = tok.encode("The quick brown fox jumps")
+    ids = list(ctx)
+    with torch.no_grad():
+        for _ in range(4):
+            ids.append(int(hf(torch.tensor([ids])).logits[0, -1].argmax()))
+    greedy = ids[len(ctx) :]
+    requests = [((None,), ctx, greedy), ((None,), ctx, greedy[:2] + [7, 9]), ((None,), ctx[:3], greedy[:1])]
+    expected = hflm._loglikelihood_tokens(requests, disable_tqdm=True)
+    got = ours._loglikelihood_tokens(requests)
+    assert got[0][1] is True and expected[0][1] is True
+    for (ll_e, greedy_e), (ll_g, greedy_g) in zip(expected, got, strict=True):
+        assert abs(ll_e - ll_g) < 1e-4 and greedy_e == greedy_g
+
+
+def test_shared_context_is_computed_once_and_equals_unshared(tiny):
+    tok, _, model = tiny
+    requests = [req("loglikelihood", c, x) for c, x in LL_REQUESTS]
+    shared = SubnetLM(model, "full", tokenizer=tok, dtype="fp32", batch_size=8, max_length=MAX_LEN)
+    together = shared.loglikelihood(requests, disable_tqdm=True)
+    # 8 requests, 6 distinct truncated contexts, one batch: one context pass + one continuation pass
+    assert shared.n_forward == 2
+    alone = SubnetLM(model, "full", tokenizer=tok, dtype="fp32", batch_size=1, max_length=MAX_LEN)
+    separate = [alone.loglikelihood([r], disable_tqdm=True)[0] for r in requests]
+    for (a, ga), (b, gb) in zip(together, separate, strict=True):
+        assert abs(a - b) < 1e-5 and ga == gb
+
+
+def test_rolling_windows_match_hflm(hflm, ours, tiny):
+    tok = tiny[0]
+    text = corpus_text(700)
+    assert len(tok.encode(text)) > 3 * MAX_LEN  # several disjoint windows
+    requests = [req("loglikelihood_rolling", text), req("loglikelihood_rolling", text[:60])]
+    expected = hflm.loglikelihood_rolling(requests, disable_tqdm=True)
+    got = ours.loglikelihood_rolling(requests, disable_tqdm=True)
+    for e, g in zip(expected, got, strict=True):
+        assert math.isclose(e, g, rel_tol=1e-6, abs_tol=1e-4)
+
+
+def test_greedy_generation_matches_hflm(hflm, ours):
+    requests = [
+        req("generate_until", "First Citizen:", {"until": ["\n\n"], "max_gen_toks": 12}),
+        req("generate_until", "All: speak", {"until": ["e"], "max_gen_toks": 10}),
+        req("generate_until", "The quick brown fox jumps over", {"until": ["\n\n"], "max_gen_toks": 12}),
+        req("generate_until", "Q", {"until": ["\n\n"], "max_gen_toks": 5}),
+    ]
+    expected = hflm.generate_until(requests, disable_tqdm=True)
+    got = ours.generate_until(requests, disable_tqdm=True)
+    assert got == expected
+    assert "e" not in got[1]  # cut at the stop sequence
+    with pytest.raises(EvaluatorError, match="greedily"):
+        ours.generate_until([req("generate_until", "A", {"do_sample": True, "temperature": 0.7})])
+
+
+def test_subnet_specs_and_views_equal_extracted_models(tiny, tmp_path):
+    tok, _, model = tiny
+    small = SubnetConfig(layers=(0,), n_head=(2,), d_ff=(64,), d_model=64)
+    (tmp_path / "sub.json").write_text(small.to_json())
+    for spec in (small, small.to_json(), small.to_dict(), str(tmp_path / "sub.json")):
+        assert SubnetLM(model, spec, tokenizer=tok, dtype="fp32").subnet == small
+    assert SubnetLM(model, "largest", tokenizer=tok, dtype="fp32").subnet == model.full_subnet()
+    requests = [req("loglikelihood", c, x) for c, x in LL_REQUESTS[:4]]
+    view = SubnetLM(model, small, tokenizer=tok, dtype="fp32", max_length=MAX_LEN).loglikelihood(requests, disable_tqdm=True)
+    dense = SubnetLM(model.extract(small), "full", tokenizer=tok, dtype="fp32", max_length=MAX_LEN).loglikelihood(requests, disable_tqdm=True)
+    full = SubnetLM(model, "full", tokenizer=tok, dtype="fp32", max_length=MAX_LEN).loglikelihood(requests, disable_tqdm=True)
+    assert all(abs(a[0] - b[0]) < 1e-4 for a, b in zip(view, dense, strict=True))
+    assert all(abs(a[0] - b[0]) > 1e-3 for a, b in zip(view, full, strict=True))
+
+
+def test_bad_inputs_raise_clear_errors(tiny):
+    tok, _, model = tiny
+    with pytest.raises(EvaluatorError, match="layer 5 does not exist"):
+        SubnetLM(model, SubnetConfig(layers=(0, 5), n_head=(4, 4), d_ff=(128, 128), d_model=64), tokenizer=tok)
+    with pytest.raises(EvaluatorError, match="d_ff=999"):
+        SubnetLM(model, '{"layers": [0], "n_head": [4], "d_ff": [999], "d_model": 64}', tokenizer=tok)
+    with pytest.raises(EvaluatorError, match="'biggest' is not 'largest'"):
+        SubnetLM(model, "biggest", tokenizer=tok)
+    with pytest.raises(EvaluatorError, match="bf16 or fp32"):
+        SubnetLM(model, "largest", tokenizer=tok, dtype="fp16")
+    with pytest.raises(EvaluatorError, match="tokenizer is required"):
+        SubnetLM(model, "largest")
+    with pytest.raises(EvaluatorError, match="does not exist"):
+        SubnetLM("/nonexistent/supernet", "largest")
+
+
+def test_subset_is_seeded_nested_and_not_the_first_documents():
+    a = subset_ids("arc_easy", 1000, Fidelity(limit=100, seed=0))
+    assert a == subset_ids("arc_easy", 1000, Fidelity(limit=100, seed=0)) and len(a) == 100
+    assert a != list(range(100)) and a == sorted(a)
+    assert set(a) <= set(subset_ids("arc_easy", 1000, Fidelity(limit=200, seed=0)))
+    assert a != subset_ids("arc_easy", 1000, Fidelity(limit=100, seed=1))
+    assert a != subset_ids("piqa", 1000, Fidelity(limit=100, seed=0))
+    assert subset_ids("x", 10, Fidelity(limit=100)) == list(range(10))
+
+
+@pytest.fixture(scope="module")
+def evaluator(tiny):
+    tok, hf, _ = tiny
+    model = tiny_supernet(hf)  # its own copy: the Evaluator may cast it
+    ev = Evaluator(model, tok, ["arc_easy", "lambada_openai"], dtype="fp32", batch_size=8, max_length=MAX_LEN)
+    yield ev
+    ev.close()
+
+
+def test_evaluator_matches_lm_eval_evaluate_on_the_same_documents(evaluator):
+    from lm_eval.evaluator import evaluate as lm_eval_evaluate
+
+    fidelity = Fidelity(limit=6, seed=3)
+    metrics = evaluator.evaluate("largest", fidelity)
+    assert metrics.fidelity == "n6-s3" and metrics.harness_version and metrics.wall_s > 0
+    assert set(metrics.task_hashes) == {"arc_easy", "lambada_openai"}
+    samples = {task: evaluator.subset(task, fidelity) for task in ("arc_easy", "lambada_openai")}
+    reference = lm_eval_evaluate(
+        evaluator.lm("largest"),
+        {"tasks": dict(evaluator.tasks.tasks), "groups": {}},
+        samples=samples,
+        bootstrap_iters=0,
+        log_samples=False,
+    )["results"]
+    for task, metric in (("arc_easy", "acc"), ("arc_easy", "acc_norm"), ("lambada_openai", "acc"), ("lambada_openai", "perplexity")):
+        score = metrics.get(task, metric)
+        assert score.example_ids == tuple(samples[task]) and score.n_examples == 6
+        assert math.isclose(score.value, reference[task][f"{metric},none"], rel_tol=1e-9)
+    acc = metrics.get("arc_easy", "acc")
+    assert acc.value == sum(acc.example_scores) / 6
+    assert math.isclose(acc.stderr, math.sqrt(acc.value * (1 - acc.value) / 5), rel_tol=1e-9)
+    assert math.isfinite(metrics.get("lambada_openai", "perplexity").stderr)
+
+
+def test_evaluator_never_reuses_answers_across_candidates(evaluator):
+    fidelity = Fidelity(limit=5, seed=0)
+    smallest = SubnetConfig(layers=(0,), n_head=(2,), d_ff=(64,), d_model=64)
+    first = evaluator.evaluate("largest", fidelity).get("lambada_openai", "perplexity")
+    other = evaluator.evaluate(smallest, fidelity).get("lambada_openai", "perplexity")
+    again = evaluator.evaluate("largest", fidelity).get("lambada_openai", "perplexity")
+    assert other.example_scores != first.example_scores
+    assert again.example_scores == first.example_scores and again.value == first.value
+
+
+def test_registered_name_and_lm_eval_cli(tiny, tmp_path):
+    from lm_eval.api.registry import get_model
+
+    assert get_model("nas-subnet") is SubnetLM
+    tok, _, model = tiny
+    save_supernet(model, tmp_path / "sn", tokenizer=tok)
+    out = tmp_path / "out"
+    cmd = [
+        sys.executable, "-m", "evaluators.lm_eval_cli", "--model", "nas-subnet",
+        "--model_args", f"supernet={tmp_path / 'sn'},subnet=largest,dtype=fp32,max_length={MAX_LEN}",
+        "--tasks", "arc_easy", "--limit", "3", "--batch_size", "4",
+        "--output_path", str(out), "--log_samples",
+    ]
+    run = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=180)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "arc_easy" in run.stdout and "acc" in run.stdout
+    results = json.loads(next(out.rglob("results_*.json")).read_text())
+    assert results["config"]["model"] == "nas-subnet"
+    assert results["configs"]["arc_easy"]["dataset_path"] == "json"  # the local pack task
+    samples = [json.loads(line) for line in next(out.rglob("samples_arc_easy_*.jsonl")).read_text().splitlines()]
+    assert len(samples) == 3
+    lm = SubnetLM(model, "largest", tokenizer=tok, dtype="fp32", max_length=MAX_LEN)
+    for sample in samples:
+        args = [(a["arg_0"], a["arg_1"]) for a in sample["arguments"].values()]
+        got = lm.loglikelihood([req("loglikelihood", *a) for a in args], disable_tqdm=True)
+        expected = [float(r[0][0]) for r in sample["resps"]]
+        assert all(abs(g - e) < 1e-4 for (g, _), e in zip(got, expected, strict=True))
+
+
+
+def test_lm_eval_cli_reports_bad_subnet_without_a_traceback(tiny, tmp_path, monkeypatch, capsys):
+    from evaluators.lm_eval_cli import main
+
+    tok, _, model = tiny
+    save_supernet(model, tmp_path / "sn", tokenizer=tok)
+    monkeypatch.setattr(sys, "argv", ["lm-eval"])
+    args = ["--model", "nas-subnet", "--model_args", f"supernet={tmp_path / 'sn'},subnet=biggest", "--tasks", "arc_easy", "--limit", "1"]
+    with pytest.raises(SystemExit) as exit_info:
+        main(args)
+    assert exit_info.value.code == 2
+    assert "error: subnet 'biggest' is not 'largest'" in capsys.readouterr().err
