@@ -94,10 +94,9 @@ def train_cmd(
             on_eval=on_eval,
         )
     if main:
-        gib = result.train_flops / 1e12
         console.print(
             f"supernet [bold]{result.content_hash}[/] written to {result.out}: {result.steps} steps, "
-            f"{result.tokens:,} tokens, {gib:.2f} TFLOP, {result.wall_time_s:.0f} s"
+            f"{result.tokens:,} tokens, {result.train_flops:.3g} training FLOP, {result.wall_time_s:.0f} s"
             + (f" (resumed from {Path(result.resumed_from).name})" if result.resumed_from else "")
         )
         console.print("logs: " + str(Path(result.out) / "train" / "log.jsonl"))

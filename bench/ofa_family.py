@@ -1,0 +1,244 @@
+""""One run, many models": a once-for-all supernet vs standalone twins at equal token budget.
+
+Default mode (from scratch, Gutenberg corpus, byte-level BPE of 4096 tokens):
+
+1. train one supernet for T tokens with the sandwich rule (largest learns CE, smallest and
+   ``n_random`` random sub-networks distil from its detached logits);
+2. train standalone dense models with the architectures of 3 of its sub-networks
+   (smallest, middle — every elastic dim at its middle choice — and largest), each for the same T tokens with the same optimiser,
+   schedule, batch order and seed, through the same training code (a one-member space);
+3. report the held-out loss (the corpus's validation split, never trained on) of each
+   extracted sub-network next to its standalone twin, and the training FLOPs and wall
+   time of the one supernet run against the standalone runs.
+
+``cost_ratio_k3`` = supernet training FLOPs / the 3 standalone runs' FLOPs;
+``cost_ratio_k10`` = supernet training FLOPs / the analytic FLOPs of training, for T
+tokens each, 10 sub-networks whose parameter counts are spread evenly over the space's
+range (training FLOPs per token = 3 x forward, see ``nas.train.train_flops_per_token``).
+
+``--heal``: held-out loss of 3 sub-networks of an imported SmolLM2 supernet before and
+after ``--heal-steps`` steps of elastic distillation from the frozen full model
+(``heal_gain`` = loss before - loss after, per size).
+
+Prints one JSON object. Reproduce:
+
+    .venv/bin/python bench/ofa_family.py                 # ~25-30 min on 2 idle cores
+    .venv/bin/python bench/ofa_family.py --heal          # needs work/smollm2 (nas supernet import)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import random
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from nas.checkpoint import load_supernet  # noqa: E402
+from nas.data import eval_windows, load_tokens, split_tokens  # noqa: E402
+from nas.paths import work_dir  # noqa: E402
+from nas.space import SearchSpace, SubnetConfig  # noqa: E402
+from nas.tokenizer import eos_id  # noqa: E402
+from nas.train import TrainConfig, evaluate_loss, parse_train_config, train, train_flops_per_token  # noqa: E402
+
+log = logging.getLogger("ofa_family")
+
+SUPERNET = {"d_model": 192, "n_layer": 6, "n_head": 6, "n_kv_head": 3, "d_ff": 768}
+SPACE = {"n_layer_choices": [3, 4, 5, 6], "n_head_choices": [2, 4, 6], "d_ff_choices": [256, 512, 768], "tied": True}
+
+
+def _base(args: argparse.Namespace, out: Path, **changes: Any) -> TrainConfig:
+    data: dict[str, Any] = {
+        "out": str(out),
+        "seed": 0,
+        "data": {"corpus": [args.corpus], "val_fraction": 0.01},
+        "tokenizer": {"vocab_size": args.vocab},
+        "optim": {"lr": args.lr, "warmup_fraction": 0.05, "schedule": "cosine", "min_lr_ratio": 0.1, "weight_decay": 0.1},
+        "tokens": args.tokens,
+        "batch_size": args.batch_size,
+        "seq_len": args.seq_len,
+        "dtype": "bf16",
+        "log_every": 25,
+    }
+    data.update(changes)
+    return parse_train_config(data, source="bench")
+
+
+def _val_windows(cfg: TrainConfig, tokenizer: Any, n_tokens: int) -> torch.Tensor:
+    """The same validation split the trainer holds out (never trained on)."""
+    stream, _ = load_tokens(cfg.data.spec(), tokenizer, cache_dir=work_dir() / "cache", eos=eos_id(tokenizer))
+    _, val = split_tokens(stream, val_fraction=cfg.data.val_fraction, seq_len=cfg.seq_len)
+    return eval_windows(val, cfg.seq_len, n_tokens)
+
+
+def _pick(space: SearchSpace, fraction: float) -> SubnetConfig:
+    """Every dim at the choice ``fraction`` of the way from its smallest to its largest (rounded half up)."""
+    params = {}
+    for name, choices in space.param_choices().items():
+        params[name] = choices[min(len(choices) - 1, math.floor(fraction * (len(choices) - 1) + 0.5))]
+    return space.from_params(params)
+
+
+def _spread(space: SearchSpace, params: Any, k: int) -> list[SubnetConfig]:
+    """``k`` sub-networks whose parameter counts are nearest ``k`` evenly spaced targets."""
+    rng = random.Random(0)
+    members = list(space.enumerate()) if space.size() <= 20_000 else [space.sample(rng) for _ in range(20_000)]
+    lo, hi = params(space.smallest()), params(space.largest())
+    picks = []
+    for i in range(k):
+        target = lo + (hi - lo) * i / (k - 1)
+        picks.append(min(members, key=lambda s: (abs(params(s) - target), s.to_json())))
+    return picks
+
+
+def _standalone_config(sub: SubnetConfig, q_per_kv: int) -> tuple[dict[str, int], dict[str, Any]]:
+    h, f = sub.n_head[0], sub.d_ff[0]
+    model = {"d_model": sub.d_model, "n_layer": sub.n_layer, "n_head": h, "n_kv_head": h // q_per_kv, "d_ff": f,
+             "head_dim": SUPERNET["d_model"] // SUPERNET["n_head"]}
+    space = {"n_layer_choices": [sub.n_layer], "n_head_choices": [h], "d_ff_choices": [f], "tied": True}
+    return model, space
+
+
+def run_scratch(args: argparse.Namespace) -> dict[str, Any]:
+    root = Path(args.work)
+    sup_cfg = _base(args, root / "supernet", model=SUPERNET, space=SPACE,
+                    sandwich={"n_random": args.n_random, "temperature": 1.0, "distill_weight": 1.0})
+    t0 = time.perf_counter()
+    sup = train(sup_cfg, fresh=True)
+    log.info("supernet: %.0f s, %.3g FLOP", sup.wall_time_s, sup.train_flops)
+    loaded = load_supernet(sup_cfg.out, dtype="fp32")
+    model, space, tokenizer = loaded.model, loaded.space, loaded.load_tokenizer()
+    val = _val_windows(sup_cfg, tokenizer, args.eval_tokens)
+    params = model.num_params
+    sizes = {"smallest": space.smallest(), "middle": _pick(space, 0.5), "largest": space.largest()}
+
+    subnet_loss, standalone_loss, standalone_flops, standalone_wall, info = {}, {}, {}, {}, {}
+    for name, sub in sizes.items():
+        subnet_loss[name] = evaluate_loss(model, val, sub, dtype="bf16")
+        m_cfg, s_cfg = _standalone_config(sub, model.config.q_per_kv)
+        cfg = _base(args, root / f"standalone_{name}", model=m_cfg, space=s_cfg, sandwich={"n_random": 0},
+                    tokenizer={"path": str(Path(sup_cfg.out) / "tokenizer")})
+        res = train(cfg, fresh=True)
+        twin = load_supernet(cfg.out, dtype="fp32").model
+        standalone_loss[name] = evaluate_loss(twin, val, None, dtype="bf16")
+        standalone_flops[name], standalone_wall[name] = res.train_flops, res.wall_time_s
+        info[name] = {"subnet": sub.summary(), "params": params(sub), "standalone_params": twin.num_params()}
+        log.info("%s: subnet %.4f standalone %.4f", name, subnet_loss[name], standalone_loss[name])
+
+    rel_gap = {k: (subnet_loss[k] - standalone_loss[k]) / standalone_loss[k] for k in sizes}
+    k10 = _spread(space, params, 10)
+    k10_flops = sum(train_flops_per_token(model.config, s, sup_cfg.seq_len) for s in k10) * sup.tokens
+    return {
+        "mode": "scratch",
+        "tokens_per_run": sup.tokens,
+        "supernet": {"config": SUPERNET, "space": SPACE, "space_size": space.size(), "n_random": args.n_random,
+                     "params": params(), "vocab_size": model.config.vocab_size},
+        "sizes": info,
+        "subnet_loss": {k: round(v, 4) for k, v in subnet_loss.items()},
+        "standalone_loss": {k: round(v, 4) for k, v in standalone_loss.items()},
+        "rel_gap": {k: round(v, 4) for k, v in rel_gap.items()},
+        "max_rel_gap": round(max(rel_gap.values()), 4),
+        "supernet_flops": sup.train_flops,
+        "standalone_flops": standalone_flops,
+        "cost_ratio_k3": round(sup.train_flops / sum(standalone_flops.values()), 4),
+        "cost_ratio_k10": round(sup.train_flops / k10_flops, 4),
+        "k10_params": [params(s) for s in k10],
+        "wall_time_s": {"supernet": round(sup.wall_time_s, 1), "standalone": {k: round(v, 1) for k, v in standalone_wall.items()},
+                        "bench_total": round(time.perf_counter() - t0, 1)},
+        "wall_ratio_k3": round(sup.wall_time_s / sum(standalone_wall.values()), 4),
+        "eval_tokens": int(val[:, 1:].numel()),
+        "goals": {"max_rel_gap<=0.03": max(rel_gap.values()) <= 0.03,
+                  "cost_ratio_k10<=0.5": sup.train_flops / k10_flops <= 0.5},
+        "threads": torch.get_num_threads(),
+    }
+
+
+def run_heal(args: argparse.Namespace) -> dict[str, Any]:
+    root = Path(args.work)
+    source = Path(args.supernet)
+    if not (source / "config.json").is_file():
+        raise SystemExit(f"{source} is not a supernet directory; run `nas supernet import smollm2-135m --out {source}` first")
+    cfg = parse_train_config({
+        "out": str(root / "healed"),
+        "seed": 0,
+        "init_from": str(source),
+        "data": {"corpus": [args.corpus], "val_fraction": 0.02, "max_chars": args.heal_chars},
+        "space": {"tied": True},
+        "sandwich": {"teacher": "frozen", "n_random": args.n_random, "temperature": 1.0},
+        "optim": {"lr": args.heal_lr, "warmup_fraction": 0.05, "weight_decay": 0.0, "min_lr_ratio": 0.1},
+        "steps": args.heal_steps,
+        "batch_size": args.heal_batch,
+        "seq_len": args.seq_len,
+        "dtype": "bf16",
+        "log_every": 5,
+    }, source="bench --heal")
+    before = load_supernet(source, dtype="fp32")
+    tokenizer = before.load_tokenizer()
+    space = SearchSpace.from_dict({"tied": True}, before.config, before.model.layer_rank)
+    sizes = {"small": space.smallest(), "medium": _pick(space, 0.5), "large": _pick(space, 0.75)}
+    val = _val_windows(cfg, tokenizer, args.eval_tokens)
+    full_loss = evaluate_loss(before.model, val, None, dtype="bf16")
+    loss_before = {k: evaluate_loss(before.model, val, s, dtype="bf16") for k, s in sizes.items()}
+    del before
+    result = train(cfg, fresh=True)
+    healed = load_supernet(cfg.out, dtype="fp32").model
+    loss_after = {k: evaluate_loss(healed, val, s, dtype="bf16") for k, s in sizes.items()}
+    full_after = evaluate_loss(healed, val, None, dtype="bf16")
+    gain = {k: round(loss_before[k] - loss_after[k], 4) for k in sizes}
+    return {
+        "mode": "heal",
+        "supernet": str(source),
+        "sizes": {k: {"subnet": s.summary(), "params": healed.num_params(s)} for k, s in sizes.items()},
+        "full_model_loss": {"before": round(full_loss, 4), "after": round(full_after, 4)},
+        "loss_before": {k: round(v, 4) for k, v in loss_before.items()},
+        "loss_after": {k: round(v, 4) for k, v in loss_after.items()},
+        "heal_gain": gain,
+        "goal_all_gains_positive": all(v > 0 for v in gain.values()),
+        "steps": result.steps,
+        "train_tokens": result.tokens,
+        "wall_time_s": round(result.wall_time_s, 1),
+        "eval_tokens": int(val[:, 1:].numel()),
+        "threads": torch.get_num_threads(),
+    }
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--tokens", type=int, default=1_200_000, help="token budget T of every run")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--seq-len", type=int, default=256)
+    p.add_argument("--vocab", type=int, default=4096)
+    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--n-random", type=int, default=2)
+    p.add_argument("--eval-tokens", type=int, default=65_536)
+    p.add_argument("--corpus", default="corpus/gutenberg")
+    p.add_argument("--work", default=str(work_dir() / "bench" / "ofa_family"))
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--heal", action="store_true", help="heal 3 sub-networks of an imported SmolLM2 instead")
+    p.add_argument("--supernet", default=str(work_dir() / "smollm2"))
+    p.add_argument("--heal-steps", type=int, default=40)
+    p.add_argument("--heal-batch", type=int, default=4)
+    p.add_argument("--heal-lr", type=float, default=1e-4)
+    p.add_argument("--heal-chars", type=int, default=3_000_000)
+    args = p.parse_args()
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(name)s: %(message)s")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.heal:
+        args.work = str(Path(args.work).parent / "ofa_heal") if args.work.endswith("ofa_family") else args.work
+        out = run_heal(args)
+    else:
+        out = run_scratch(args)
+    print(json.dumps(out, indent=2))
+
+
+if __name__ == "__main__":
+    main()
