@@ -246,17 +246,18 @@ class TaskPack:
         self._finalizer()
 
     # ----------------------------------------------------------------- names
-    def check_names(self, names: Sequence[str]) -> None:
-        """Raise :class:`EvaluatorError` for names neither the pack nor lm-eval knows."""
+    def check_names(self, names: Sequence[str], known: Iterable[str] | None = None) -> None:
+        """Raise :class:`EvaluatorError` for names neither the pack nor lm-eval knows
+        (``known``: lm-eval's names when already indexed)."""
         if not names:
             raise EvaluatorError("no tasks given; name at least one lm-eval task, e.g. hellaswag")
         unknown = [n for n in names if not is_pack_name(n)]
         if not unknown:
             return
-        known = set(pack_names()) | set(_all_builtin_names())
+        everything = set(pack_names()) | set(known if known is not None else _all_builtin_names())
         for name in unknown:
-            if name not in known:
-                close = difflib.get_close_matches(name, sorted(known), n=5, cutoff=0.6)
+            if name not in everything:
+                close = difflib.get_close_matches(name, sorted(everything), n=5, cutoff=0.6)
                 hint = f"; did you mean {', '.join(close)}?" if close else ""
                 raise EvaluatorError(
                     f"unknown task {name!r}{hint} (offline pack: {', '.join([*STANDARD_TASKS, BLIMP_GROUP])}; "
@@ -307,7 +308,8 @@ class TaskPack:
         index, ~10 s, only when a name is outside the pack)."""
         from lm_eval.tasks import TaskManager
 
-        self.check_names(names)
+        if not names:
+            raise EvaluatorError("no tasks given; name at least one lm-eval task, e.g. hellaswag")
         self.write(names)
         builtin_dirs: list[Path] = []
         outside = False
@@ -323,13 +325,20 @@ class TaskPack:
                 builtin_dirs.append(directory)
         # generated files last: later include paths override earlier ones
         paths = [*builtin_dirs, self._dir]
+        cached = _cached_builtin_names() if outside else None
+        if cached is not None:
+            self.check_names(names, known=cached)  # fail fast, before indexing every built-in task
         quiet = logging.getLogger("lm_eval.tasks._index")
         level = quiet.level
         quiet.setLevel(logging.ERROR)  # "task X overrides existing task" is what we want here
         try:
-            return TaskManager(include_defaults=outside, include_path=[str(p) for p in paths])
+            manager = TaskManager(include_defaults=outside, include_path=[str(p) for p in paths])
         finally:
             quiet.setLevel(level)
+        if outside and cached is None:
+            _store_builtin_names(manager.all_tasks)
+            self.check_names(names, known=manager.all_tasks)
+        return manager
 
     def load(self, names: Sequence[str]) -> LoadedTasks:
         """Build the lm-eval Task (and Group) objects of ``names`` (datasets load here)."""
@@ -366,12 +375,46 @@ class LoadedTasks:
         return {name: task_hash(task) for name, task in self.tasks.items()}
 
 
+def _names_cache() -> Path:
+    """Where lm-eval's built-in task names are cached (per lm-eval version and install)."""
+    import lm_eval
+
+    from nas.importers import cache_dir
+
+    key = hashlib.sha256(f"{lm_eval.__version__}:{lm_eval_tasks_dir()}".encode()).hexdigest()[:12]
+    return cache_dir() / f"lm_eval_task_names-{key}.json"
+
+
+def _cached_builtin_names() -> list[str] | None:
+    try:
+        names = json.loads(_names_cache().read_text())
+    except (OSError, ValueError):
+        return None
+    return names if isinstance(names, list) else None
+
+
+def _store_builtin_names(names: Sequence[str]) -> None:
+    path = _names_cache()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(sorted(names)))
+        tmp.replace(path)
+    except OSError as exc:
+        log.debug("cannot cache lm-eval's task names in %s: %s", path, exc)
+
+
 def _all_builtin_names() -> list[str]:
-    """Every task, group and tag name lm-eval knows (indexes all built-in YAMLs, ~10 s)."""
+    """Every task, group and tag name lm-eval knows (indexing all built-in YAMLs takes
+    ~10 s, so the list is cached per lm-eval version)."""
     from lm_eval.tasks import TaskManager
 
-    log.info("indexing lm-eval's built-in tasks to resolve a name outside the offline pack")
-    return TaskManager().all_tasks
+    names = _cached_builtin_names()
+    if names is None:
+        log.info("indexing lm-eval's built-in tasks to resolve a name outside the offline pack")
+        names = TaskManager().all_tasks
+        _store_builtin_names(names)
+    return names
 
 
 # --------------------------------------------------------------------- hashing
