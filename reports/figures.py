@@ -192,8 +192,8 @@ def draw_pareto(data: ParetoData, *, title: str | None = None) -> go.Figure:
         title=title or f"{data.study}: {data.y.label} vs {data.x.label}",
         xaxis_title=_axis_title(data.x),
         yaxis_title=_axis_title(data.y),
-        legend=dict(orientation="h", yanchor="bottom", y=1.0, x=0),
-        **_LAYOUT,
+        **{**_LAYOUT, "margin": dict(l=60, r=20, t=90, b=50)},
+        legend=dict(orientation="h", yanchor="bottom", y=1.02, x=0),
     )
     return fig
 
@@ -323,6 +323,7 @@ class TaskBreakdownData(NamedTuple):
     members: tuple[str, ...]  # x labels, "#12 L24 h..."
     trials: tuple[int, ...]
     metrics: dict[str, tuple[tuple[float, ...], tuple[float, ...]]]  # column -> (values, stderrs)
+    summaries: tuple[str, ...] = ()
 
 
 def task_breakdown_data(view: StudyView, *, max_members: int = 30) -> TaskBreakdownData:
@@ -340,8 +341,9 @@ def task_breakdown_data(view: StudyView, *, max_members: int = 30) -> TaskBreakd
         err_col = f"{col}_stderr"
         errs = tuple(float(v) for v in front[err_col].fillna(0).to_numpy(dtype=float)) if err_col in front else tuple(0.0 for _ in values)
         metrics[col] = (values, errs)
-    labels = tuple(f"#{int(t)} {s}" for t, s in zip(front["trial"], front["summary"]))
-    return TaskBreakdownData(view.name, labels, tuple(int(t) for t in front["trial"]), metrics)
+    labels = tuple(f"#{int(t)}" for t in front["trial"])
+    return TaskBreakdownData(view.name, labels, tuple(int(t) for t in front["trial"]), metrics,
+                             tuple(str(s) for s in front["summary"]))
 
 
 def draw_task_breakdown(data: TaskBreakdownData) -> go.Figure:
@@ -354,6 +356,7 @@ def draw_task_breakdown(data: TaskBreakdownData) -> go.Figure:
                 error_y=dict(type="data", array=list(errs), visible=True),
                 name=col,
                 customdata=list(data.trials),
+                hovertext=[f"trial {t}: {s}" for t, s in zip(data.trials, data.summaries)] if data.summaries else None,
                 marker_color=STUDY_COLOURS[i % len(STUDY_COLOURS)],
             )
         )
@@ -409,7 +412,8 @@ def draw_parallel(data: ParallelData) -> go.Figure:
             dimensions=[dict(label=label, values=list(values)) for label, values in data.dimensions],
         )
     )
-    fig.update_layout(title=f"{data.study}: elastic dims coloured by {data.colour_label}", **_LAYOUT)
+    fig.update_layout(title=f"{data.study}: elastic dims coloured by {data.colour_label}",
+                      **{**_LAYOUT, "margin": dict(l=60, r=40, t=110, b=40)})
     return fig
 
 

@@ -28,6 +28,7 @@ from typing import Annotated, Any
 import pandas as pd
 import plotly.io as pio
 import yaml
+from markupsafe import Markup
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
@@ -108,7 +109,8 @@ def create_app(settings: WebSettings) -> FastAPI:
     app.state.jobs = jobs
     templates = Jinja2Templates(directory=str(_HERE / "templates"))
     templates.env.filters["num"] = _num_filter
-    templates.env.filters["tojson_safe"] = lambda v: json.dumps(v, default=str).replace("</", "<\\/")
+    templates.env.filters["tojson_safe"] = _json_for_script
+
     @app.middleware("http")
     async def limits_and_headers(request: Request, call_next: Any) -> Response:
         length = request.headers.get("content-length")
@@ -372,6 +374,12 @@ def _error(request: Request, templates: Jinja2Templates, code: int, message: str
     if request.url.path.startswith("/api/") or "text/html" not in request.headers.get("accept", ""):
         return JSONResponse({"detail": message}, status_code=code)
     return templates.TemplateResponse(request, "error.html", {"code": code, "message": message}, status_code=code)
+
+
+def _json_for_script(value: Any) -> Markup:
+    """JSON safe to embed in a <script> (no '</' can close the tag)."""
+    text = json.dumps(value, default=str).replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+    return Markup(text)
 
 
 def _num_filter(value: Any, column: str = "") -> str:
