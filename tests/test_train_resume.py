@@ -75,3 +75,29 @@ def test_checkpoint_safety(tmp_path: Path, corpus: Path) -> None:
     # extending the budget of a finished run is a valid resume
     assert train(cfg.with_overrides(steps=3), resume="latest").steps == 3
     assert train(cfg, fresh=True).steps == 2
+
+
+def test_healing_an_imported_supernet_keeps_its_tokenizer_and_rank(tmp_path: Path, corpus: Path) -> None:
+    parent = train(tiny_config(tmp_path / "parent", corpus, steps=2))
+    source = load_supernet(parent.out)
+    cfg = tiny_config(tmp_path / "heal", corpus, model=None, init_from=str(parent.out), space={"tied": True}, steps=2,
+                      optim={"lr": 1e-3, "warmup_fraction": 0.0})
+    assert cfg.teacher == "frozen"
+    healed = train(cfg)
+    loaded = load_supernet(cfg.out)
+    assert loaded.config == source.config and loaded.model.layer_rank == source.model.layer_rank
+    assert loaded.provenance["init_from"]["content_hash"] == parent.content_hash
+    assert loaded.provenance["teacher"] == "frozen" and loaded.space.tied
+    assert (Path(cfg.out) / "tokenizer" / "tokenizer.json").read_text() == (Path(parent.out) / "tokenizer" / "tokenizer.json").read_text()
+    assert healed.content_hash != parent.content_hash
+
+
+def test_moe_supernet_with_progressive_stages(tmp_path: Path, corpus: Path) -> None:
+    moe = {"d_model": 32, "n_layer": 2, "n_head": 4, "n_kv_head": 2, "d_ff": 32, "n_expert": 4, "top_k": 2}
+    stages = [{"until": 0.5, "elastic": ["d_ff"]}, {"until": 1.0, "elastic": ["d_ff", "n_expert", "top_k", "n_layer"]}]
+    cfg = tiny_config(tmp_path, corpus, model=moe, space=None, steps=4, sandwich={"n_random": 1, "stages": stages, "aux_loss_weight": 0.02})
+    train(cfg)
+    events = [json.loads(line) for line in (Path(cfg.out) / "train" / "log.jsonl").read_text().splitlines()]
+    steps = [e for e in events if e["event"] == "step"]
+    assert len(steps) == 4 and all(e["arms"]["largest"]["aux"] > 0 for e in steps)
+    assert load_supernet(cfg.out).config.n_expert == 4
