@@ -132,6 +132,7 @@ class Evaluator:
         self._instances: dict[str, dict[int, list[Any]]] = {name: {} for name in self.tasks.tasks}
         self._encode_cache: dict[tuple[str, bool | None], list[int]] = {}
         self.harness_version = lm_eval.__version__
+        self.last_stats: dict[str, int] = {}  # model calls and real tokens of the last evaluate()
         self.setup_s = time.perf_counter() - start
         log.info("evaluator ready: %d tasks in %.1f s", len(self.tasks.tasks), self.setup_s)
 
@@ -205,6 +206,7 @@ class Evaluator:
             scores.extend(task_scores)
         for group, obj in self.tasks.groups.items():
             scores.extend(self._score_group(group, obj, summary))
+        self.last_stats = {"n_tokens": lm.n_tokens, "n_forward": lm.n_forward}
         return Metrics(
             scores=tuple(scores),
             fidelity=fidelity.label,

@@ -183,7 +183,7 @@ class SubnetLM(TemplateLM):
         self._batch_size = max(1, min(int(batch_size), int(max_batch_size or batch_size)))
         self._encode_cache = encode_cache
         self.n_forward = 0  # model calls made by this adapter
-        self.n_tokens = 0  # tokens (including padding) run through the model
+        self.n_tokens = 0  # real (not padding) tokens run through the model
 
     # ------------------------------------------------------------- properties
     @property
@@ -253,8 +253,9 @@ class SubnetLM(TemplateLM):
 
     # --------------------------------------------------------------- forward
     def _forward(self, tokens: torch.Tensor, cache: Any = None, mask: torch.Tensor | None = None) -> torch.Tensor:
+        past = 0 if cache is None else cache.length
         self.n_forward += 1
-        self.n_tokens += tokens.numel()
+        self.n_tokens += int(tokens.numel() if mask is None else mask[:, past:].sum())
         return self.model(tokens, self.subnet, cache=cache, attention_mask=mask)
 
     # --------------------------------------------------------- loglikelihood

@@ -1,0 +1,204 @@
+"""Seconds per candidate: our in-memory lm-eval adapter vs extract -> transformers -> HFLM.
+
+For 5 homogeneous sub-networks of the imported SmolLM2 (same sizes in every kept layer,
+so that a transformers LlamaForCausalLM can hold them) on hellaswag, arc_easy and piqa
+(100 seeded examples each, same dtype on both sides):
+
+- ours: one :class:`evaluators.Evaluator` per study (its set-up is reported apart as
+  ``ours_setup_s``), then ``evaluate(subnet, Fidelity(100, seed))`` per candidate;
+- hflm: what a user pays per candidate today: ``Supernet.extract`` -> ``to_hf_model`` ->
+  ``HFLM(pretrained=model)`` -> ``lm_eval.evaluator.evaluate`` on the same documents
+  (the task objects are loaded once and shared, which favours this side).
+
+Prints one JSON object with ``ours_s`` and ``hflm_s`` (mean seconds per candidate),
+``speedup``, ``acc_max_abs_diff`` (over candidates, tasks, acc and acc_norm),
+``tokens_per_s`` (real tokens our adapter ran per second) and ``mfu`` (model FLOPs/s
+over the bf16 matmul peak of this machine, ~930 GFLOP/s; FLOPs per token =
+2 x (non-embedding + LM-head parameters), attention scores left out).
+
+``--parity`` instead checks the issue's done condition on the largest sub-network:
+acc equal to HFLM on the transformers model on 200 seeded examples of each task, plus
+the largest per-request loglikelihood difference.
+
+    python bench/eval_throughput.py [--supernet work/smollm2] [--dtype bf16] [--limit 100]
+    python bench/eval_throughput.py --parity [--dtype fp32] [--limit 200]
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import logging
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from evaluators import Evaluator, Fidelity  # noqa: E402
+from nas.checkpoint import load_supernet  # noqa: E402
+from nas.importers import to_hf_model  # noqa: E402
+from nas.space import SearchSpace, SubnetConfig  # noqa: E402
+
+PEAK_BF16_FLOPS = 930e9  # measured bf16 matmul peak of this machine (shared/DESIGN.md)
+METRICS = ("acc", "acc_norm")
+
+
+def homogeneous_candidates(space: SearchSpace, count: int) -> list[SubnetConfig]:
+    """``count`` homogeneous sub-networks from the largest down (depth, heads and FFN width shrink)."""
+    c = space.layers[0]
+    depths, heads, widths = sorted(space.n_layer_choices), sorted(c.n_head), sorted(c.d_ff)
+    d_model = max(space.d_model_choices)
+    picks = [
+        (depths[-1], heads[-1], widths[-1]),
+        (depths[-1], heads[-1], widths[len(widths) // 2]),
+        (depths[len(depths) // 2], heads[-1], widths[-1]),
+        (depths[len(depths) // 2], heads[len(heads) // 2], widths[len(widths) // 2]),
+        (depths[0], heads[0], widths[0]),
+    ][:count]
+    out = []
+    for n, h, f in picks:
+        layers = space.kept_layers(n)
+        out.append(SubnetConfig(layers=layers, n_head=(h,) * n, d_ff=(f,) * n, d_model=d_model))
+    return out
+
+
+def hflm_scores(model: Any, subnet: SubnetConfig, tokenizer: Any, tasks: dict[str, Any], samples: dict[str, list[int]],
+                batch_size: int, log_samples: bool = False) -> tuple[dict[str, Any], float]:
+    """The user's path: extract, convert to transformers, wrap in HFLM, run lm-eval."""
+    from lm_eval.evaluator import evaluate
+    from lm_eval.models.huggingface import HFLM
+
+    start = time.perf_counter()
+    hf_model = to_hf_model(model.extract(subnet))
+    lm = HFLM(pretrained=hf_model, tokenizer=tokenizer, batch_size=batch_size, device="cpu")
+    results = evaluate(lm, {"tasks": tasks, "groups": {}}, samples=samples, bootstrap_iters=0, log_samples=log_samples)
+    elapsed = time.perf_counter() - start
+    del lm, hf_model
+    gc.collect()
+    return results, elapsed
+
+
+def flops_per_token(model: Any, subnet: SubnetConfig) -> float:
+    return 2.0 * (model.num_params(subnet, embedding=False) + model.config.vocab_size * subnet.d_model)
+
+
+def throughput(args: argparse.Namespace) -> dict[str, Any]:
+    loaded = load_supernet(args.supernet, dtype=args.dtype)
+    tokenizer = loaded.load_tokenizer()
+    evaluator = Evaluator.from_loaded(loaded, args.tasks, dtype=args.dtype, batch_size=args.batch_size)
+    fidelity = Fidelity(limit=args.limit, seed=args.seed)
+    samples = {task: evaluator.subset(task, fidelity) for task in args.tasks}
+    rows = []
+    for subnet in homogeneous_candidates(loaded.space, args.candidates):
+        metrics = evaluator.evaluate(subnet, fidelity)
+        stats = dict(evaluator.last_stats)
+        reference, hflm_s = hflm_scores(loaded.model, subnet, tokenizer, dict(evaluator.tasks.tasks), samples, args.batch_size)
+        diffs = {
+            f"{task}/{metric}": abs(metrics.get(task, metric).value - reference["results"][task][f"{metric},none"])
+            for task in args.tasks for metric in METRICS
+        }
+        rows.append({
+            "subnet": subnet.summary(),
+            "ours_s": round(metrics.wall_s, 3),
+            "hflm_s": round(hflm_s, 3),
+            "tokens": stats["n_tokens"],
+            "model_flops": stats["n_tokens"] * flops_per_token(loaded.model, subnet),
+            "acc": {f"{t}/{m}": round(metrics.get(t, m).value, 4) for t in args.tasks for m in METRICS},
+            "acc_abs_diff": max(diffs.values()),
+        })
+        print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
+    ours_s = statistics.mean(r["ours_s"] for r in rows)
+    hflm_s = statistics.mean(r["hflm_s"] for r in rows)
+    total_time = sum(r["ours_s"] for r in rows)
+    return {
+        "ours_s": round(ours_s, 3),
+        "hflm_s": round(hflm_s, 3),
+        "speedup": round(hflm_s / ours_s, 2),
+        "acc_max_abs_diff": max(r["acc_abs_diff"] for r in rows),
+        "tokens_per_s": round(sum(r["tokens"] for r in rows) / total_time, 1),
+        "mfu": round(sum(r["model_flops"] for r in rows) / total_time / PEAK_BF16_FLOPS, 4),
+        "ours_setup_s": round(evaluator.setup_s, 2),
+        "dtype": args.dtype,
+        "limit": args.limit,
+        "seed": args.seed,
+        "batch_size": args.batch_size,
+        "tasks": list(args.tasks),
+        "threads": torch.get_num_threads(),
+        "candidates": [{k: r[k] for k in ("subnet", "ours_s", "hflm_s", "acc_abs_diff", "tokens")} for r in rows],
+    }
+
+
+def parity(args: argparse.Namespace) -> dict[str, Any]:
+    loaded = load_supernet(args.supernet, dtype=args.dtype)
+    tokenizer = loaded.load_tokenizer()
+    evaluator = Evaluator.from_loaded(loaded, args.tasks, dtype=args.dtype, batch_size=args.batch_size)
+    fidelity = Fidelity(limit=args.limit, seed=args.seed)
+    largest = loaded.space.largest()
+    metrics = evaluator.evaluate(largest, fidelity)
+    samples = {task: evaluator.subset(task, fidelity) for task in args.tasks}
+    reference, hflm_s = hflm_scores(loaded.model, largest, tokenizer, dict(evaluator.tasks.tasks), samples,
+                                    args.batch_size, log_samples=True)
+    # per-request loglikelihoods of our adapter on exactly HFLM's logged requests
+    lm = evaluator.lm(largest)
+    from lm_eval.api.instance import Instance
+
+    per_task = {}
+    max_ll_diff = 0.0
+    for task in args.tasks:
+        logged = reference["samples"][task]
+        requests = [Instance("loglikelihood", {}, tuple(args), 0) for s in logged for args in s["arguments"]]
+        ours_ll = [ll for ll, _ in lm.loglikelihood(requests, disable_tqdm=True)]
+        theirs_ll = [float(r[0][0]) for s in logged for r in s["resps"]]
+        diff = max(abs(a - b) for a, b in zip(ours_ll, theirs_ll, strict=True))
+        max_ll_diff = max(max_ll_diff, diff)
+        per_task[task] = {
+            **{f"ours_{m}": metrics.get(task, m).value for m in METRICS},
+            **{f"hflm_{m}": reference["results"][task][f"{m},none"] for m in METRICS},
+            "n_examples": metrics.get(task, "acc").n_examples,
+            "max_ll_abs_diff": diff,
+        }
+    equal = all(v[f"ours_{m}"] == v[f"hflm_{m}"] for v in per_task.values() for m in METRICS)
+    return {
+        "parity": equal,
+        "dtype": args.dtype,
+        "limit": args.limit,
+        "seed": args.seed,
+        "subnet": largest.summary(),
+        "tasks": per_task,
+        "max_ll_abs_diff": max_ll_diff,
+        "ours_s": round(metrics.wall_s, 2),
+        "hflm_s": round(hflm_s, 2),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--supernet", default=str(Path(os.environ.get("NAS_WORK_DIR", "work")) / "smollm2"))
+    parser.add_argument("--tasks", default="hellaswag,arc_easy,piqa")
+    parser.add_argument("--dtype", default=None, help="bf16 (default) or fp32 (default for --parity)")
+    parser.add_argument("--limit", type=int, default=None, help="examples per task (100; 200 with --parity)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--candidates", type=int, default=5)
+    parser.add_argument("--parity", action="store_true", help="largest sub-network: acc must equal HFLM's")
+    args = parser.parse_args()
+    args.tasks = [t for t in args.tasks.split(",") if t]
+    args.dtype = args.dtype or ("fp32" if args.parity else "bf16")
+    args.limit = args.limit or (200 if args.parity else 100)
+    logging.basicConfig(level=logging.WARNING)
+    for name in ("lm_eval", "datasets"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    result = parity(args) if args.parity else throughput(args)
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
