@@ -30,6 +30,7 @@ import plotly.io as pio
 import yaml
 from markupsafe import Markup
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
@@ -54,7 +55,7 @@ from reports.web.schemas import (
     TrialOut,
     TrialPage,
 )
-from reports.web.security import MAX_BODY_BYTES, confine, require_token
+from reports.web.security import LimitsMiddleware, confine, require_token
 
 log = logging.getLogger(__name__)
 
@@ -111,16 +112,7 @@ def create_app(settings: WebSettings) -> FastAPI:
     templates.env.filters["num"] = _num_filter
     templates.env.filters["tojson_safe"] = _json_for_script
 
-    @app.middleware("http")
-    async def limits_and_headers(request: Request, call_next: Any) -> Response:
-        length = request.headers.get("content-length")
-        if length is not None and (not length.isdigit() or int(length) > MAX_BODY_BYTES):
-            return JSONResponse({"detail": f"request body larger than {MAX_BODY_BYTES} bytes"}, status_code=413)
-        response = await call_next(request)
-        response.headers.setdefault("X-Content-Type-Options", "nosniff")
-        response.headers.setdefault("X-Frame-Options", "DENY")
-        response.headers.setdefault("Referrer-Policy", "same-origin")
-        return response
+    app.add_middleware(LimitsMiddleware)
 
     @app.exception_handler(storage.StorageError)
     async def storage_error(request: Request, exc: storage.StorageError) -> Response:
@@ -139,9 +131,15 @@ def create_app(settings: WebSettings) -> FastAPI:
         return templates.TemplateResponse(request, "studies.html", {"studies": _summaries(db, cache)})
 
     @app.get("/studies/{name}", response_class=HTMLResponse, include_in_schema=False)
-    def study_page(request: Request, name: str) -> Response:
-        page = cache.derived(name, ("page",), lambda v: _study_context(v))
-        return templates.TemplateResponse(request, "study.html", page)
+    async def study_page(name: str) -> Response:
+        # the page does not depend on the request: render once per study version
+        key = ("page-html",)
+        html = cache.peek(name, key)
+        if html is None:
+            html = await run_in_threadpool(
+                cache.derived, name, key, lambda v: templates.get_template("study.html").render(_study_context(v))
+            )
+        return HTMLResponse(html)
 
     @app.get("/studies/{name}/trials/{trial}", response_class=HTMLResponse, include_in_schema=False)
     def candidate_page(request: Request, name: str, trial: int) -> Response:
@@ -232,8 +230,11 @@ def create_app(settings: WebSettings) -> FastAPI:
         return {"study": name, "total": len(rows), "offset": offset, "limit": limit, "trials": rows[offset: offset + limit]}
 
     @app.get("/api/studies/{name}/front", response_model=list[TrialOut], tags=["studies"])
-    def api_front(name: str) -> Response:
-        body = cache.derived(name, ("front-json",), lambda v: json.dumps(_trial_rows(v, "front")))
+    async def api_front(name: str) -> Response:
+        key = ("front-json",)
+        body = cache.peek(name, key)
+        if body is None:
+            body = await run_in_threadpool(cache.derived, name, key, lambda v: json.dumps(_trial_rows(v, "front")))
         return Response(body, media_type="application/json")
 
     @app.get("/api/studies/{name}/trials/{trial}", tags=["studies"])
@@ -256,6 +257,7 @@ def create_app(settings: WebSettings) -> FastAPI:
                 raise HTTPException(422, f"study {name!r} has no column {axis!r}")
         key = ("figure", kind, x, y)
         return Response(cache.derived(name, key, lambda v: pio.to_json(_figure(v, kind, x, y))), media_type="application/json")
+
 
     @app.get("/api/compare/figure", tags=["figures"])
     def api_compare(

@@ -83,6 +83,14 @@ class StudyCache:
                 self._entries[name] = entry
             return entry
 
+    def peek(self, name: str, key: Hashable) -> Any | None:
+        """A memoised product of a fresh entry, without any I/O (None when stale or not built):
+        lets async endpoints answer from memory and go to a thread only when needed."""
+        entry = self._entries.get(name)
+        if entry is None or time.monotonic() - entry.checked >= self.ttl_s:
+            return None
+        return entry.derived.get(key)
+
     def view(self, name: str) -> StudyView:
         """The current view of study ``name`` (raises :class:`StorageError` if unknown)."""
         return self._entry(name).view

@@ -12,6 +12,7 @@ from __future__ import annotations
 import ipaddress
 import secrets
 from pathlib import Path, PurePosixPath
+from typing import Any
 
 from fastapi import HTTPException, Request, status
 
@@ -58,6 +59,56 @@ def require_token(request: Request) -> None:
         )
 
 
+_SECURITY_HEADERS = [
+    (b"x-content-type-options", b"nosniff"),
+    (b"x-frame-options", b"DENY"),
+    (b"referrer-policy", b"same-origin"),
+]
+
+
+class LimitsMiddleware:
+    """Pure ASGI middleware: refuses bodies over ``max_body`` bytes (413, by Content-Length
+    and while streaming) and adds security headers to every response."""
+
+    def __init__(self, app: Any, max_body: int = MAX_BODY_BYTES) -> None:
+        self.app = app
+        self.max_body = max_body
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        length = dict(scope.get("headers") or []).get(b"content-length")
+        if length is not None and (not length.isdigit() or int(length) > self.max_body):
+            await _too_large(send, self.max_body)
+            return
+        seen = 0
+
+        async def limited_receive() -> dict:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_body:
+                    raise HTTPException(status_code=413, detail=f"request body larger than {self.max_body} bytes")
+            return message
+
+        async def send_with_headers(message: dict) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = list(message.get("headers", [])) + _SECURITY_HEADERS
+            await send(message)
+
+        await self.app(scope, limited_receive, send_with_headers)
+
+
+async def _too_large(send: Any, limit: int) -> None:
+    body = ('{"detail":"request body larger than %d bytes"}' % limit).encode()
+    await send({"type": "http.response.start", "status": 413,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                            *_SECURITY_HEADERS]})
+    await send({"type": "http.response.body", "body": body})
+
+
 def confine(root: Path, relative: str) -> Path:
     """``root / relative`` resolved, or HTTP 400 if it is absolute or leaves ``root``."""
     text = relative.strip()
@@ -76,4 +127,4 @@ def confine(root: Path, relative: str) -> Path:
     return target
 
 
-__all__ = ["MAX_BODY_BYTES", "TOKEN_ENV", "check_bind", "confine", "is_loopback", "new_token", "require_token"]
+__all__ = ["LimitsMiddleware", "MAX_BODY_BYTES", "TOKEN_ENV", "check_bind", "confine", "is_loopback", "new_token", "require_token"]
