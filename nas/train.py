@@ -670,7 +670,12 @@ def _obtain_tokenizer(config: TrainConfig, run_dir: Path, resuming: bool) -> tup
             if config.tokenizer.train_chars:
                 docs = _capped(docs, config.tokenizer.train_chars)
             tok = train_tokenizer(docs, vocab_size=config.tokenizer.vocab_size, min_frequency=config.tokenizer.min_frequency)
-            save_tokenizer(tok, cache)
+            tmp = cache.with_name(f".{cache.name}.{os.getpid()}.tmp")
+            save_tokenizer(tok, tmp)
+            try:
+                tmp.rename(cache)  # atomic: concurrent runs never see a half-written cache entry
+            except OSError:  # another run cached the same tokenizer first
+                shutil.rmtree(tmp, ignore_errors=True)
         source = f"byte-level BPE ({len(tok)} tokens) trained on the corpus"
     save_tokenizer(tok, saved)
     return tok, source
