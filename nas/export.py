@@ -585,11 +585,12 @@ def verify_export(path: str | Path, source: ExportSource, *, dtype: str | None =
     from evaluators.types import Fidelity
     from nas.search import build_scorers
     from nas.space import SearchSpace
-    from nas.spec import spec_from_json
+    from nas.spec import StudySpec, spec_from_json
 
     if not source.scores:
         raise NasError(f"study {source.study!r} trial {source.trial} has no stored scores to verify against")
-    spec = spec_from_json(source.spec)
+    # the search stores bookkeeping (e.g. supernet_hash) next to the spec's own fields
+    spec = spec_from_json({k: v for k, v in source.spec.items() if k in StudySpec.model_fields})
     dtype = dtype or spec.dtype
     exported = load_exported(path, dtype=dtype, tokenizer=False)
     model = exported.model

@@ -179,7 +179,44 @@ def load_study(db: Database, name: str) -> StudyView:
         spec=row.spec or {},
         created_at=row.created_at,
         finished_at=row.finished_at,
+        cost_reference=largest_subnet_costs(db, row.supernet_hash, row.spec or {}),
     )
+
+
+def largest_subnet_costs(db: Database, supernet_hash: str, spec: Mapping[str, Any]) -> dict[str, float]:
+    """Analytic costs of the search space's largest sub-network, under the spec's cost
+    names (the hypervolume reference of cost objectives, as ``nas status`` uses). Empty
+    when the supernet row or the cost model is unavailable (then the largest observed
+    cost stands in)."""
+    from storage import get_supernet
+
+    row = get_supernet(db, supernet_hash)
+    if row is None or not row.config:
+        return {}
+    try:
+        from evaluators.cost import analytic_costs
+        from nas.config import SupernetConfig
+        from nas.space import SearchSpace
+        from nas.spec import COST_METRICS
+
+        config = SupernetConfig.from_dict(row.config)
+        rank = (row.space or {}).get("layer_rank") or list(range(config.n_layer))
+        space_spec = spec.get("space")
+        if isinstance(space_spec, dict):
+            space = SearchSpace.from_dict(space_spec, config, rank)
+        elif isinstance(space_spec, str):
+            space = SearchSpace.from_yaml(space_spec, config, rank)
+        else:
+            space = SearchSpace.from_dict(row.space or {}, config, rank)
+        values = analytic_costs(config, space.largest(), context_len=int(spec.get("context_len", 512)),
+                                dtype=str(spec.get("dtype", "bf16"))).values
+    except Exception:  # noqa: BLE001 - a missing space file or an unusual supernet: fall back to observed costs
+        return {}
+    out = {}
+    for name, (keys, method) in COST_METRICS.items():
+        if method == "analytic" and all(k in values for k in keys):
+            out[name] = float(sum(values[k].value for k in keys))
+    return out
 
 
 def flatten_config(config: Mapping[str, Any]) -> dict[str, Any]:
@@ -215,8 +252,12 @@ def build_view(
     spec: Mapping[str, Any] | None = None,
     created_at: dt.datetime | None = None,
     finished_at: dt.datetime | None = None,
+    cost_reference: Mapping[str, float] | None = None,
 ) -> StudyView:
-    """Derive a :class:`StudyView` from a :func:`storage.study_results` frame."""
+    """Derive a :class:`StudyView` from a :func:`storage.study_results` frame.
+
+    ``cost_reference``: hypervolume reference of cost objectives (the largest
+    sub-network's costs, see :func:`largest_subnet_costs`)."""
     spec = dict(spec or {})
     frame = frame.copy()
     metric_cols = tuple(
@@ -247,7 +288,7 @@ def build_view(
     frame["layers_glance"] = [_glance(text) for text in frame["config_json"]]
     top = top_fidelity(frame, spec)
     frame["full_fidelity"] = frame["fidelity"].eq(top) if top is not None else False
-    objectives = spec_objectives(spec, frame)
+    objectives = spec_objectives(spec, frame, cost_reference or {})
     frame["on_front"] = front_mask(frame, objectives)
     return StudyView(
         name=name,
@@ -389,7 +430,9 @@ def _fidelity_size(label: str) -> int:
         return 0
 
 
-def spec_objectives(spec: Mapping[str, Any], frame: pd.DataFrame) -> tuple[Objective, ...]:
+def spec_objectives(
+    spec: Mapping[str, Any], frame: pd.DataFrame, cost_reference: Mapping[str, float] | None = None
+) -> tuple[Objective, ...]:
     """The study's objectives from its spec (names mapped onto frame columns), else
     ``accuracy`` (max) vs ``params`` (min)."""
     out: list[Objective] = []
@@ -404,7 +447,7 @@ def spec_objectives(spec: Mapping[str, Any], frame: pd.DataFrame) -> tuple[Objec
             continue
         column = _objective_column(name, frame)
         if column is not None:
-            ref = float(reference) if isinstance(reference, (int, float)) else None
+            ref = float(reference) if isinstance(reference, (int, float)) else (cost_reference or {}).get(column)
             out.append(objective(column, direction if direction in ("maximize", "minimize") else None, ref))
     if len(out) >= 2:
         return tuple(out)
@@ -479,23 +522,20 @@ class HypervolumeHistory:
 
 
 def hypervolume_reference(frame: pd.DataFrame, objectives: Sequence[Objective]) -> tuple[float, ...]:
-    """The reference point, by the search's convention (``nas status``): the spec's
-    ``reference`` when given; for costs the largest value seen in the study (the largest
-    sub-network's cost whenever it was proposed); 0 for maximised metrics; the worst
-    top-fidelity value for other minimised metrics."""
+    """The reference point, by the search's convention (``nas status``): the objective's
+    ``reference`` (the spec's, or for analytic costs the largest sub-network's cost); 0 for
+    maximised objectives; 1.1 x the worst top-fidelity value for other minimised ones."""
     cand = candidates_mask(frame, objectives)
     ref = []
     for o in objectives:
         if o.reference is not None:
             ref.append(float(o.reference))
-        elif o.direction == "maximize" and ("/" in o.column or o.column == ACCURACY):
+        elif o.direction == "maximize":
             ref.append(0.0)
-        elif "/" in o.column or o.column == ACCURACY:
-            seen = frame.loc[cand, o.column]
-            ref.append(float(seen.max()) if len(seen) else 1.0)
         else:
-            seen = frame[o.column].dropna()
-            ref.append(float(seen.max() if o.direction == "minimize" else seen.min()) if len(seen) else 1.0)
+            seen = frame.loc[cand, o.column].dropna()
+            worst = float(seen.max()) if len(seen) else 1.0
+            ref.append(worst * 1.1 if worst > 0 else worst + 1.0)
     return tuple(ref)
 
 
@@ -604,6 +644,7 @@ __all__ = [
     "front_mask",
     "hypervolume_history",
     "hypervolume_reference",
+    "largest_subnet_costs",
     "load_study",
     "main_metric_columns",
     "objective",

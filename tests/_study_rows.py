@@ -72,8 +72,8 @@ def frame() -> pd.DataFrame:
     return out
 
 
-def view(name: str = "toy", shift: float = 0.0) -> StudyView:
+def view(name: str = "toy", shift: float = 0.0, cost_reference: dict[str, float] | None = None) -> StudyView:
     f = frame()
     for col in ("arc_easy/acc", "hellaswag/acc_norm"):
         f[col] = f[col] + shift
-    return build_view(f, name=name, status="finished", supernet_hash="abc", spec=SPEC)
+    return build_view(f, name=name, status="finished", supernet_hash="abc", spec=SPEC, cost_reference=cost_reference)

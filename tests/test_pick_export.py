@@ -176,7 +176,7 @@ def _record_heldout_study(db: storage.Database, path: Path, model: Supernet, dig
     (scorer,) = build_scorers(spec, loaded)
     sn = storage.upsert_supernet(db, content_hash=digest, name="tiny", path=str(path), config=CONFIG.to_dict(),
                                  space=SearchSpace.default(CONFIG).to_dict(), provenance={})
-    study = storage.create_study(db, name="heldout", optuna_study_name="heldout", spec=spec.to_dict(), supernet_id=sn)
+    study = storage.create_study(db, name="heldout", optuna_study_name="heldout", spec={**spec.to_dict(), "supernet_hash": digest}, supernet_id=sn)
     for number, subnet in enumerate(subnets):
         sub = storage.get_or_create_subnet(db, supernet_id=sn, config_json=subnet.to_json(), config_hash=subnet.hash,
                                            n_layer=subnet.n_layer, params=model.num_params(subnet))

@@ -74,11 +74,11 @@ def test_three_objective_view() -> None:
 
 
 def test_hypervolume_history_matches_hand_computation() -> None:
-    v = view()
+    # reference as `nas status`: accuracy 0 (maximised), params = the largest sub-network's (given: 900)
+    v = view(cost_reference={"params": 900.0})
     hist = hypervolume_history(v.frame, v.objectives)
     assert hist.trials == tuple(range(8))
     assert all(b >= a for a, b in zip(hist.values, hist.values[1:]))
-    # reference: accuracy 0 (maximised metric), params 900 (largest cost seen); params scaled by 900
     assert hist.reference == (0.0, 900.0)
     # area dominated in (params/900 down, accuracy up) w.r.t. (1, 0): a staircase of 4 steps
     pts = [(100, 0.30), (200, 0.40), (350, 0.50), (400, 0.60)]
@@ -89,6 +89,8 @@ def test_hypervolume_history_matches_hand_computation() -> None:
     assert hist.values[0] == pytest.approx((1 - 100 / 900) * 0.30)
     fig = F.hypervolume_figure(v)
     assert list(fig.data[0].y) == pytest.approx(list(hist.values))
+    # without a known largest sub-network: 1.1 x the worst top-fidelity cost
+    assert hypervolume_history(view().frame, view().objectives).reference == (0.0, pytest.approx(550.0))
 
 
 def test_task_breakdown_of_front_members() -> None:

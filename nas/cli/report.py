@@ -103,7 +103,7 @@ def pick_cmd(
     """Rank the feasible, fully scored, efficient candidates of a study within bounds."""
     import storage
     from nas.pick import describe_empty
-    from reports.data import ACCURACY, load_study
+    from reports.data import ACCURACY, aggregate_weights, load_study
 
     with storage.open_database(storage_url) as db:
         view = load_study(db, study)
@@ -117,7 +117,8 @@ def pick_cmd(
         console.print(f"[yellow]{describe_empty(result)}[/]")
         raise typer.Exit(1)
     bounded = [b.column for b in result.bounds]
-    wanted = [ACCURACY, *(c for c, _ in view.cost_objectives)]
+    several_tasks = len(aggregate_weights(view.metric_columns, view.spec)) > 1
+    wanted = [*([ACCURACY] if several_tasks else []), *(c for c, _ in view.cost_objectives)]
     extra = [c for c in wanted if c in result.candidates[0].values and c not in (result.metric, *bounded)]
     table = Table(title=f"{study}: best by {result.metric} ({result.direction})"
                   + (f" within {', '.join(b.describe() for b in result.bounds)}" if result.bounds else ""))
