@@ -119,9 +119,9 @@ class SubnetLM(TemplateLM):
     """An lm-eval LM over one sub-network of a supernet (registered as ``nas-subnet``).
 
     ``supernet`` is a supernet directory, a :class:`LoadedSupernet` or a
-    :class:`Supernet` (then ``tokenizer`` is required). ``dtype`` (``bf16`` default,
-    ``fp32`` for parity checks) is applied to a loaded directory; an in-memory model is
-    cast to it in place when it differs. ``encode_cache`` (a dict) memoises tokenisation
+    :class:`Supernet` (then ``tokenizer`` is required). ``dtype`` (``bf16`` or ``fp32``;
+    fp16 is refused) is the dtype a directory is loaded in (default bf16); an in-memory
+    model keeps its dtype unless ``dtype`` is given, in which case it is cast in place. ``encode_cache`` (a dict) memoises tokenisation
     across adapters of the same tokenizer — it holds token ids only, never results.
     """
 
@@ -131,9 +131,10 @@ class SubnetLM(TemplateLM):
         subnet: Any = "largest",
         *,
         tokenizer: Any = None,
-        dtype: str | torch.dtype | None = "bf16",
+        dtype: str | torch.dtype | None = None,
         batch_size: int | str = DEFAULT_BATCH_SIZE,
         max_batch_size: int | None = None,
+        max_batch_tokens: int = 8192,
         max_length: int | None = None,
         max_gen_toks: int = 256,
         add_bos_token: bool | None = None,
@@ -147,7 +148,7 @@ class SubnetLM(TemplateLM):
         space: SearchSpace | None = None
         if isinstance(supernet, (str, Path)):
             try:
-                supernet = load_supernet(supernet, dtype=target, device=_available_device(device))
+                supernet = load_supernet(supernet, dtype=target or torch.bfloat16, device=_available_device(device))
             except NasError as exc:
                 raise EvaluatorError(str(exc)) from None
         if isinstance(supernet, LoadedSupernet):
@@ -166,21 +167,22 @@ class SubnetLM(TemplateLM):
             tokenizer = AutoTokenizer.from_pretrained(str(tokenizer))
         if tokenizer is None:
             raise EvaluatorError("a tokenizer is required to evaluate an in-memory supernet; pass tokenizer=")
-        if target is not None and supernet.lm_head_weight.dtype != target:
+        self.subnet = resolve_subnet(subnet, supernet, space)
+        self.softmax_dtype = parse_eval_dtype(softmax_dtype) if softmax_dtype is not None else None
+        if target is not None and supernet.lm_head_weight.dtype != target:  # after every check: no half-done casts
             log.info("casting the supernet to %s for evaluation", target)
             supernet.to(target)
         supernet.eval()
         self.model = supernet
-        self.subnet = resolve_subnet(subnet, supernet, space)
         self.tokenizer = tokenizer
         self.add_bos_token = add_bos_token
         self.custom_prefix_token_id = prefix_token_id
-        self.softmax_dtype = parse_eval_dtype(softmax_dtype) if softmax_dtype is not None else None
         self._max_length = int(max_length) if max_length else supernet.config.max_seq_len
         self._max_gen_toks = int(max_gen_toks)
         if isinstance(batch_size, str):
             batch_size = int(batch_size) if batch_size.isdigit() else DEFAULT_BATCH_SIZE  # "auto" -> default
         self._batch_size = max(1, min(int(batch_size), int(max_batch_size or batch_size)))
+        self.max_batch_tokens = int(max_batch_tokens)  # bounds the (rows x tokens x vocab) logits of one call
         self._encode_cache = encode_cache
         self.n_forward = 0  # model calls made by this adapter
         self.n_tokens = 0  # real (not padding) tokens run through the model
@@ -282,19 +284,23 @@ class SubnetLM(TemplateLM):
             log.warning("%d request(s) exceed the maximum length %d; contexts truncated from the left as lm-eval's HFLM does", truncated, max_len)
 
         results: list[tuple[float, bool] | None] = [None] * len(requests)
-        contexts = sorted(groups, key=lambda c: (-len(c), c))
-        batch: list[tuple[int, ...]] = []
-        rows = 0
-        for ctx in contexts:
-            n = len(groups[ctx])
-            if batch and rows + n > self.batch_size:
-                self._score_batch(batch, groups, conts, results)
-                batch, rows = [], 0
-            batch.append(ctx)
-            rows += n
-        if batch:
+        contexts = sorted(groups, key=lambda c: (-len(c), c))  # longest first: a batch's first row sets its width
+        for batch in self._batches(contexts, len):
             self._score_batch(batch, groups, conts, results)
         return results  # type: ignore[return-value]
+
+    def _batches(self, items: list[Any], width: Any) -> list[list[Any]]:
+        """Consecutive batches of items sorted by decreasing ``width``: at most ``batch_size``
+        rows and ``max_batch_tokens`` padded tokens each (at least one row)."""
+        batches: list[list[Any]] = []
+        for item in items:
+            if batches:
+                batch = batches[-1]
+                if len(batch) < self.batch_size and (len(batch) + 1) * max(width(batch[0]), 1) <= self.max_batch_tokens:
+                    batch.append(item)
+                    continue
+            batches.append([item])
+        return batches
 
     @torch.inference_mode()
     def _score_batch(
@@ -319,13 +325,12 @@ class SubnetLM(TemplateLM):
         last = logits[torch.arange(len(contexts)), torch.tensor(lens) - 1]  # (B, V): predicts each first continuation token
         del logits
 
-        # one row per continuation, longest first, in chunks of batch_size rows
+        # one row per continuation, longest first, in batches
         rows = sorted(
             ((b, i) for b, ctx in enumerate(contexts) for i in groups[ctx]),
             key=lambda r: (-len(conts[r[1]]), r[1]),
         )
-        for start in range(0, len(rows), self.batch_size):
-            chunk = rows[start : start + self.batch_size]
+        for chunk in self._batches(rows, lambda r: len(conts[r[1]])):
             owner = torch.tensor([b for b, _ in chunk])
             lengths = [len(conts[i]) for _, i in chunk]
             K = max(lengths) - 1  # continuation tokens fed after the context
@@ -390,8 +395,7 @@ class SubnetLM(TemplateLM):
                 raise EvaluatorError(f"max_gen_toks={max_gen} leaves no room for the context in max_length={self.max_length}")
             encoded = {n: self._generation_context(requests[n].args[0])[-max_ctx:] for n in members}
             order = sorted(members, key=lambda n: (-len(encoded[n]), requests[n].args[0]))
-            for start in range(0, len(order), self.batch_size):
-                chunk = order[start : start + self.batch_size]
+            for chunk in self._batches(order, lambda n: len(encoded[n])):
                 for n, text in zip(chunk, self._greedy([encoded[n] for n in chunk], until, max_gen)):
                     out[n] = text
         return out  # type: ignore[return-value]

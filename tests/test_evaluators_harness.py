@@ -145,7 +145,8 @@ def test_subnet_specs_and_views_equal_extracted_models(tiny, tmp_path):
 def test_bad_inputs_raise_clear_errors(tiny):
     tok, _, model = tiny
     with pytest.raises(EvaluatorError, match="layer 5 does not exist"):
-        SubnetLM(model, SubnetConfig(layers=(0, 5), n_head=(4, 4), d_ff=(128, 128), d_model=64), tokenizer=tok)
+        SubnetLM(model, SubnetConfig(layers=(0, 5), n_head=(4, 4), d_ff=(128, 128), d_model=64), tokenizer=tok, dtype="bf16")
+    assert model.lm_head_weight.dtype == torch.float32  # a refused adapter leaves the model alone
     with pytest.raises(EvaluatorError, match="d_ff=999"):
         SubnetLM(model, '{"layers": [0], "n_head": [4], "d_ff": [999], "d_model": 64}', tokenizer=tok)
     with pytest.raises(EvaluatorError, match="'biggest' is not 'largest'"):
