@@ -270,3 +270,16 @@ def test_live_view_sees_new_trials(client: TestClient, site: dict) -> None:
         sub = storage.list_trials(db, "toy2")[0].subnet_id
         storage.record_trial(db, study_id=study.id, trial_number=100, subnet_id=sub, fidelity=None, feasible=True, state="RUNNING")
     assert client.get("/api/studies/toy2").json()["n_trials"] == before + 1
+
+
+def test_nas_serve_refuses_the_network_without_a_token(site: dict, monkeypatch: pytest.MonkeyPatch) -> None:
+    from typer.testing import CliRunner
+
+    from nas.cli import app
+    from reports.web import settings_from_env
+
+    result = CliRunner().invoke(app, ["serve", "--host", "0.0.0.0", "--storage", site["url"]], env={"NAS_API_TOKEN": ""})
+    assert isinstance(result.exception, NasError) and "NAS_API_TOKEN" in str(result.exception)
+    monkeypatch.delenv("NAS_API_TOKEN", raising=False)
+    settings, generated = settings_from_env(site["url"], site["work"], host="127.0.0.1")
+    assert generated and len(settings.token) >= 24
