@@ -487,10 +487,13 @@ class SearchSpace:
                     raise NasError(
                         f"sub-network config: layer {layer} {name}={value} not in {name}_choices {list(allowed)}"
                     )
-            if subnet.top_k and subnet.top_k[pos] not in c.top_k:
-                raise NasError(
-                    f"sub-network config: layer {layer} top_k={subnet.top_k[pos]} not in top_k_choices {list(c.top_k)}"
-                )
+            if subnet.top_k:
+                # a top_k choice above the experts kept is lowered to them (see from_params)
+                reachable = sorted({min(k, subnet.n_expert[pos]) for k in c.top_k})
+                if subnet.top_k[pos] not in reachable:
+                    raise NasError(
+                        f"sub-network config: layer {layer} top_k={subnet.top_k[pos]} not in top_k_choices {list(c.top_k)}"
+                    )
         if self.tied and not (len(set(subnet.n_head)) == 1 and len(set(subnet.d_ff)) == 1):
             raise NasError("sub-network config: this space is tied; every layer must have the same sizes")
 
@@ -598,7 +601,10 @@ class SearchSpace:
                     params[name] = choices[-1]
                 else:
                     seq = getattr(subnet, dim)
-                    params[name] = seq[pos] if seq else 0
+                    value = seq[pos] if seq else 0
+                    if dim == "top_k" and value not in choices:
+                        value = min(k for k in choices if k >= value)  # a top_k lowered to the experts kept
+                    params[name] = value
         return params
 
     def suggest(self, trial: Any) -> SubnetConfig:

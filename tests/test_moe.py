@@ -376,9 +376,20 @@ def test_top_k_above_the_experts_kept_is_refused(tmp_path: Path) -> None:
             "out": str(tmp_path / "out"), "data": {"corpus": [str(tmp_path)]}, "steps": 1,
             "model": {"d_model": 32, "n_layer": 2, "n_head": 4, "d_ff": 16, "n_expert": 4, "top_k": 5},
         }))
-    # a search space clamps a top_k choice to the experts a sub-network keeps
+
+
+def test_a_top_k_choice_above_the_experts_kept_is_lowered_and_stays_in_the_space() -> None:
     space = SearchSpace.from_dict({"n_expert_choices": [2, 4], "top_k_choices": [1, 4]}, ALL_MOE.replace(top_k=4))
-    assert space.from_params({"layer_0.n_expert": 2, "layer_0.top_k": 4}).top_k[0] == 2
+    sub = space.from_params({"layer_0.n_expert": 2, "layer_0.top_k": 4})
+    assert (sub.n_expert[0], sub.top_k[0]) == (2, 2)
+    # what the space builds, it contains, and Optuna parameters name it (grid plans, caching)
+    members = list(space.enumerate()) + [space.sample(random.Random(s)) for s in range(20)]
+    assert len(set(members[:space.size()])) == space.size()
+    for member in members:
+        space.check(member)
+        assert space.from_params(space.to_params(member)) == member
+    with pytest.raises(NasError, match="top_k=3 not in top_k_choices \\[1, 4\\]"):
+        space.check(SubnetConfig(layers=(0, 1), n_head=(4, 4), d_ff=(16, 16), d_model=32, n_expert=(4, 4), top_k=(3, 1)))
 
 
 def test_zero_experts_are_refused() -> None:
