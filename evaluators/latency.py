@@ -27,6 +27,7 @@ import statistics
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from functools import partial
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -119,22 +120,42 @@ def _quiet_gc() -> Iterator[None]:
             gc.enable()
 
 
+CLOCKS = ("wall", "process")
+
+
+def _clock(clock: str, dev: torch.device) -> Callable[[], float]:
+    """Seconds on the chosen clock: ``wall`` (elapsed time, the latency a user sees) or
+    ``process`` (CPU time of this process; with one thread it is close to the idle-machine
+    latency even when other processes compete for the cores)."""
+    if clock == "wall":
+        return time.perf_counter
+    if clock == "process":
+        if dev.type != "cpu":
+            raise EvaluatorError(f"clock 'process' only measures CPU work; use clock='wall' on {dev}")
+        return time.process_time
+    raise EvaluatorError(f"clock {clock!r} is not one of {list(CLOCKS)}")
+
+
 def _sync(dev: torch.device) -> None:
     if dev.type == "cuda":
         torch.cuda.synchronize(dev)
 
 
-def _time_ms(fn: Callable[[], Any], dev: torch.device, *, repeats: int, warmup: int) -> list[float]:
-    """Wall-clock milliseconds of ``fn()`` for ``repeats`` runs after ``warmup`` runs."""
-    for _ in range(warmup):
-        fn()
-    _sync(dev)
-    samples = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        _sync(dev)
-        samples.append((time.perf_counter() - t0) * 1e3)
+def _round_robin_ms(
+    fns: Sequence[Callable[[], Any]], dev: torch.device, *, repeats: int, warmup: int, clock: str = "wall"
+) -> list[list[float]]:
+    """Time every ``fn`` ``repeats`` times after ``warmup`` runs, interleaved (one run of
+    each per round), so that a burst of load from other processes hits all of them alike."""
+    now = _clock(clock, dev)
+    samples: list[list[float]] = [[] for _ in fns]
+    for r in range(warmup + repeats):
+        for i, fn in enumerate(fns):
+            _sync(dev)
+            t0 = now()
+            fn()
+            _sync(dev)
+            if r >= warmup:
+                samples[i].append((now() - t0) * 1e3)
     return samples
 
 
@@ -157,6 +178,7 @@ def measure_latency(
     warmup: int = 2,
     dtype: str | torch.dtype = "bf16",
     threads: int | None = None,
+    clock: str = "wall",
     seed: int = 0,
 ) -> Costs:
     """Prefill latency and decode throughput of ``subnet`` (None: the full model), measured
@@ -167,7 +189,8 @@ def measure_latency(
     then ``decode_tokens`` greedy single-token steps with that cache. Reported values
     (method ``measured``): ``prefill_latency_ms`` (median), ``decode_latency_ms`` (median
     milliseconds per decode step) and ``decode_tokens_per_s`` (``batch`` tokens per step).
-    ``threads`` sets torch's intra-op threads for the measurement only.
+    ``threads`` sets torch's intra-op threads for the measurement only; ``clock`` is
+    ``wall`` (default) or ``process`` (CPU time, see :func:`_clock`).
     """
     if not isinstance(model, Supernet):
         raise EvaluatorError(f"measure_latency needs a Supernet, got {type(model).__name__}")
@@ -176,6 +199,7 @@ def measure_latency(
     subnet = subnet or model.full_subnet()
     check_subnet(model.config, subnet)
     dev = model.lm_head_weight.device
+    now = _clock(clock, dev)
     with _num_threads(threads) as n_threads:
         fingerprint = device_fingerprint(dev, name, threads=n_threads)
         with torch.inference_mode():
@@ -190,15 +214,15 @@ def measure_latency(
                 for i in range(warmup + repeats):
                     cache = dense.new_cache()
                     _sync(dev)
-                    t0 = time.perf_counter()
+                    t0 = now()
                     logits = dense(tokens, cache=cache)
                     _sync(dev)
-                    t1 = time.perf_counter()
+                    t1 = now()
                     nxt = logits[:, -1:].argmax(-1)  # (B, 1)
                     for _ in range(decode_tokens):
                         nxt = dense(nxt, cache=cache)[:, -1:].argmax(-1)
                     _sync(dev)
-                    t2 = time.perf_counter()
+                    t2 = now()
                     if i >= warmup:
                         prefill.append((t1 - t0) * 1e3)
                         decode.append((t2 - t1) * 1e3)
@@ -213,11 +237,40 @@ def measure_latency(
         values["decode_tokens_per_s"] = CostValue(batch * 1e3 / step_ms, "measured", "tokens/s", f"batch {batch}; {note}")
     context = {
         "prompt_len": prompt_len, "decode_tokens": decode_tokens, "batch": batch, "repeats": repeats,
-        "warmup": warmup, "dtype": name, "threads": n_threads,
+        "warmup": warmup, "dtype": name, "threads": n_threads, "clock": clock,
         "prefill_ms_samples": [round(v, 4) for v in prefill],
         "decode_ms_samples": [round(v, 4) for v in decode],
     }
     return Costs(values=values, device=fingerprint, context=context)
+
+
+def measure_prefill_ms(
+    model: Supernet,
+    subnets: Sequence[SubnetConfig],
+    *,
+    prompt_len: int = 128,
+    batch: int = 1,
+    rounds: int = 3,
+    repeats: int = 3,
+    warmup: int = 1,
+    dtype: str | torch.dtype = "bf16",
+    threads: int | None = None,
+    clock: str = "wall",
+    seed: int = 0,
+) -> list[float]:
+    """Median prefill latency (ms) of each sub-network, measured with :func:`measure_latency`
+    in ``rounds`` interleaved passes over all of them (``repeats`` runs each per pass), so
+    that load from other processes spreads over all sub-networks alike."""
+    _check_counts(rounds=rounds)
+    samples: list[list[float]] = [[] for _ in subnets]
+    for _ in range(rounds):
+        for i, subnet in enumerate(subnets):
+            c = measure_latency(
+                model, subnet, prompt_len=prompt_len, decode_tokens=0, batch=batch, repeats=repeats,
+                warmup=warmup, dtype=dtype, threads=threads, clock=clock, seed=seed,
+            )
+            samples[i].extend(c.context["prefill_ms_samples"])
+    return [statistics.median(s) for s in samples]
 
 
 # --------------------------------------------------------------- predicted
@@ -277,10 +330,18 @@ def _stack_model(config: SupernetConfig, variant: LayerVariant, n: int, dtype: t
 
 def _blocks_per_stack(variant: LayerVariant, config: SupernetConfig, width: int, target_bytes: int, max_blocks: int) -> int:
     """Enough distinct blocks that their weights do not all sit in cache (a real model's
-    layers stream from memory), at least 2."""
+    layers stream from memory): about ``target_bytes`` of weights, 1 to ``max_blocks``."""
     D, hd, d = variant.d_model, config.head_dim, variant
     per_block = D * hd * (2 * d.n_head + 2 * d.n_kv_head) + 3 * D * d.d_ff * max(1, d.n_expert)
-    return max(2, min(max_blocks, math.ceil(target_bytes / max(1, per_block * width))))
+    return max(1, min(max_blocks, math.ceil(target_bytes / max(1, per_block * width))))
+
+
+def _run_blocks(blocks: Iterable[torch.nn.Module], dims: LayerDims, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> None:
+    """Prefill through a stack of blocks, as ``Supernet.run`` does (a fresh cache only
+    stores keys and values, so none is passed)."""
+    h = x
+    for pos, block in enumerate(blocks):
+        h = block(h, dims, cos, sin, None, None, pos, None)
 
 
 def _fit_line(raw: Sequence[float], measured: Sequence[float]) -> tuple[float, float]:
@@ -314,6 +375,7 @@ class LatencyTable:
     scale: float = 1.0
     offset_ms: float = 0.0
     calibration: list[dict[str, Any]] = field(default_factory=list)
+    clock: str = "wall"
     build_s: float = 0.0
 
     # ----------------------------------------------------------- building
@@ -327,11 +389,14 @@ class LatencyTable:
         batch: int = 1,
         dtype: str | torch.dtype = "bf16",
         threads: int | None = None,
+        clock: str = "wall",
         repeats: int = 5,
         warmup: int = 2,
         calibrate_on: Iterable[SubnetConfig] | None = None,
+        calibration_rounds: int = 2,
         stack_bytes: int = 48 << 20,
         max_blocks: int = 8,
+        total_bytes: int = 1 << 30,
         seed: int = 0,
     ) -> LatencyTable:
         """Time every layer variant of ``space`` (default: the model's default space) once,
@@ -342,7 +407,10 @@ class LatencyTable:
         Each variant runs as a stack of distinct random blocks (about ``stack_bytes`` of
         weights, at most ``max_blocks``) on seeded ``(batch, prompt_len, d_model)``
         activations — the sizes, code path and threads of the real prefill; the median
-        run time divided by the stack depth is its per-block latency.
+        run time divided by the stack depth is its per-block latency. All stacks stay in
+        memory (at most ``total_bytes`` of weights) and are timed round-robin. ``clock``:
+        ``wall`` or ``process`` (CPU time; with ``threads=1`` it stays meaningful on a
+        CPU shared with other jobs); calibration and predictions use the same clock.
         """
         if not isinstance(model, Supernet):
             raise EvaluatorError(f"LatencyTable.build needs a Supernet, got {type(model).__name__}")
@@ -353,45 +421,44 @@ class LatencyTable:
         if space.config != config:
             raise EvaluatorError("the search space belongs to another supernet config; pass the model's own space")
         dev = model.lm_head_weight.device
+        _clock(clock, dev)  # refuse a bad clock before any work
         start = time.perf_counter()
         gen = torch.Generator().manual_seed(seed)
-        layer_ms: dict[str, float] = {}
-        head_ms: dict[int, float] = {}
+        variants = space_variants(space)
+        budget = min(stack_bytes, max(1, total_bytes // len(variants)))
         with _num_threads(threads) as n_threads, torch.inference_mode(), _quiet_gc():
             fingerprint = device_fingerprint(dev, name, threads=n_threads)
             positions = torch.arange(prompt_len, device=dev)
-            for variant in space_variants(space):
-                n = _blocks_per_stack(variant, config, width, stack_bytes, max_blocks)
+            runners: list[Callable[[], Any]] = []
+            depths: list[int] = []
+            for variant in variants:
+                n = _blocks_per_stack(variant, config, width, budget, max_blocks)
                 stack = _stack_model(config, variant, n, torch_dtype, dev)
                 x = torch.randn(batch, prompt_len, variant.d_model, generator=gen).to(dev, torch_dtype)
                 cos, sin = stack.rope(positions, torch_dtype)
-                dims = variant.dims
-
-                def run_stack(stack: Supernet = stack, x: torch.Tensor = x, cos: torch.Tensor = cos,
-                              sin: torch.Tensor = sin, dims: LayerDims = dims) -> None:
-                    h = x
-                    for pos, block in enumerate(stack.layers):
-                        h = block(h, dims, cos, sin, None, None, pos, None)
-
-                samples = _time_ms(run_stack, dev, repeats=repeats, warmup=warmup)
-                layer_ms[variant.key] = statistics.median(samples) / n
-                del stack
+                runners.append(partial(_run_blocks, stack.layers, variant.dims, x, cos, sin))
+                depths.append(n)
             for d_model in space.d_model_choices:
-                head_ms[d_model] = cls._time_head(model, d_model, prompt_len, batch, torch_dtype, dev, gen, repeats, warmup)
+                runners.append(cls._head_runner(model, d_model, prompt_len, batch, torch_dtype, dev, gen))
+            samples = _round_robin_ms(runners, dev, repeats=repeats, warmup=warmup, clock=clock)
+            del runners
+        medians = [statistics.median(s) for s in samples]
+        layer_ms = {v.key: m / n for v, m, n in zip(variants, medians, depths)}
+        head_ms = dict(zip(space.d_model_choices, medians[len(variants):]))
         table = cls(
             fingerprint=fingerprint, config=config, prompt_len=prompt_len, batch=batch, dtype=name,
-            threads=n_threads, layer_ms=layer_ms, head_ms=head_ms,
+            threads=n_threads, layer_ms=layer_ms, head_ms=head_ms, clock=clock,
         )
         targets = list(calibrate_on) if calibrate_on is not None else [space.largest(), space.smallest()]
         if targets:
-            table.calibrate(model, targets, repeats=repeats, warmup=warmup, seed=seed)
+            table.calibrate(model, targets, repeats=repeats, warmup=warmup, rounds=calibration_rounds, seed=seed)
         table.build_s = time.perf_counter() - start
         log.info("latency table: %d layer variants, %d calibration models, %.1f s", len(layer_ms), len(targets), table.build_s)
         return table
 
     @staticmethod
-    def _time_head(model: Supernet, d_model: int, prompt_len: int, batch: int, dtype: torch.dtype,
-                   dev: torch.device, gen: torch.Generator, repeats: int, warmup: int) -> float:
+    def _head_runner(model: Supernet, d_model: int, prompt_len: int, batch: int, dtype: torch.dtype,
+                     dev: torch.device, gen: torch.Generator) -> Callable[[], Any]:
         """Embedding lookup, RoPE tables, final norm and LM head (what a forward does outside its blocks)."""
         cfg = model.config
         weight = torch.randn(cfg.vocab_size, d_model, generator=gen).to(dev, dtype) * 0.02
@@ -404,23 +471,23 @@ class LatencyTable:
             model.rope(positions, dtype)
             F.linear(rms_norm(x, norm, cfg.norm_eps), weight)  # (B, T, V)
 
-        return statistics.median(_time_ms(run_head, dev, repeats=repeats, warmup=warmup))
+        return run_head
 
-    def calibrate(self, model: Supernet, subnets: Sequence[SubnetConfig], *, repeats: int = 5, warmup: int = 2, seed: int = 0) -> None:
+    def calibrate(
+        self, model: Supernet, subnets: Sequence[SubnetConfig], *, repeats: int = 5, warmup: int = 2,
+        rounds: int = 2, seed: int = 0,
+    ) -> None:
         """Fit ``scale`` and ``offset_ms`` so that predictions match whole extracted models
-        measured with :func:`measure_latency` (offset only for a single model)."""
+        measured with :func:`measure_prefill_ms` (offset only for a single model)."""
         if model.config != self.config:
             raise EvaluatorError("calibration model has another supernet config than the latency table")
         if not subnets:
             raise EvaluatorError("calibrate needs at least one sub-network")
-        raw, measured = [], []
-        for subnet in subnets:
-            m = measure_latency(
-                model, subnet, prompt_len=self.prompt_len, decode_tokens=0, batch=self.batch,
-                repeats=repeats, warmup=warmup, dtype=self.dtype, threads=self.threads, seed=seed,
-            )
-            raw.append(self.raw_ms(subnet))
-            measured.append(m["prefill_latency_ms"])
+        measured = measure_prefill_ms(
+            model, subnets, prompt_len=self.prompt_len, batch=self.batch, rounds=rounds, repeats=repeats,
+            warmup=warmup, dtype=self.dtype, threads=self.threads, clock=self.clock, seed=seed,
+        )
+        raw = [self.raw_ms(s) for s in subnets]
         self.scale, self.offset_ms = _fit_line(raw, measured)
         self.calibration = [
             {"subnet": s.to_json(), "raw_ms": round(r, 4), "measured_ms": round(m, 4)}
@@ -465,6 +532,7 @@ class LatencyTable:
             "scale": self.scale,
             "offset_ms": self.offset_ms,
             "calibration": self.calibration,
+            "clock": self.clock,
             "build_s": self.build_s,
         }
 
@@ -483,6 +551,7 @@ class LatencyTable:
                 scale=float(data.get("scale", 1.0)),
                 offset_ms=float(data.get("offset_ms", 0.0)),
                 calibration=list(data.get("calibration", [])),
+                clock=str(data.get("clock", "wall")),
                 build_s=float(data.get("build_s", 0.0)),
             )
         except (KeyError, TypeError, ValueError, AttributeError, NasError) as exc:
@@ -544,6 +613,6 @@ def random_subnets(space: SearchSpace, n: int, seed: int = 0) -> list[SubnetConf
 
 
 __all__ = [
-    "LatencyTable", "LayerVariant", "device_fingerprint", "measure_latency", "random_subnets",
+    "LatencyTable", "LayerVariant", "device_fingerprint", "measure_latency", "measure_prefill_ms", "random_subnets",
     "space_variants", "subnet_variants",
 ]

@@ -26,6 +26,16 @@ MOE = SupernetConfig(
 )
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny models run thousands of small ops; on a shared 2-core CPU two intra-op threads
+    mostly wait for each other, so these tests use one (restored afterwards)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def _model(config: SupernetConfig) -> Supernet:
     torch.manual_seed(0)
     return Supernet(config).eval()
@@ -136,27 +146,32 @@ def test_fingerprint_is_stable_and_names_the_setup() -> None:
 
 def test_measure_latency_returns_positive_figures_and_restores_threads() -> None:
     model = _model(DENSE)
-    before = torch.get_num_threads()
+    torch.set_num_threads(2)
     c = measure_latency(model, _subnets(DENSE)[1], prompt_len=8, decode_tokens=4, repeats=2, warmup=1, threads=1)
-    assert torch.get_num_threads() == before
+    assert torch.get_num_threads() == 2
     for name in ("prefill_latency_ms", "decode_latency_ms", "decode_tokens_per_s"):
         assert math.isfinite(c[name]) and c[name] > 0
         assert c.values[name].method == "measured"
     assert c.device == device_fingerprint("cpu", "bf16", threads=1)
     assert len(c.context["prefill_ms_samples"]) == 2
+    cpu = measure_latency(model, _subnets(DENSE)[1], prompt_len=8, decode_tokens=0, repeats=1, warmup=0,
+                          threads=1, clock="process")
+    assert cpu["prefill_latency_ms"] > 0 and cpu.context["clock"] == "process"
+    assert "decode_tokens_per_s" not in cpu.values
 
 
 def test_latency_table_predicts_and_round_trips(tmp_path) -> None:
     config = SupernetConfig(vocab_size=512, d_model=64, n_layer=4, n_head=4, n_kv_head=2, d_ff=128)
     model = _model(config).to(torch.bfloat16)
     space = SearchSpace.from_dict({"d_ff_choices": [64, 128], "n_layer_choices": [2, 4]}, config)
-    table = LatencyTable.build(model, space, prompt_len=16, repeats=3, warmup=1, threads=1, max_blocks=2)
+    table = LatencyTable.build(model, space, prompt_len=16, repeats=3, warmup=1, threads=1, max_blocks=2, clock="process")
     assert set(table.layer_ms) == {v.key for v in space_variants(space)} and len(table.layer_ms) == 4
     assert len(table.calibration) == 2
     for subnet in [space.largest(), space.smallest()]:
         assert {v.key for v in subnet_variants(config, subnet)} <= set(table.layer_ms)
         predicted = table.predict(subnet)
-        measured = measure_latency(model, subnet, prompt_len=16, decode_tokens=0, repeats=3, warmup=1, threads=1)
+        measured = measure_latency(model, subnet, prompt_len=16, decode_tokens=0, repeats=3, warmup=1, threads=1,
+                                   clock="process")
         assert 0.2 < predicted / measured["prefill_latency_ms"] < 5
     path = tmp_path / "latency.json"
     table.save(path)
@@ -165,6 +180,7 @@ def test_latency_table_predicts_and_round_trips(tmp_path) -> None:
     assert set(json.loads(path.read_text())["tables"]) == {table.fingerprint, "cpu:other"}
     loaded = LatencyTable.load(path, table.fingerprint, config=config)
     assert loaded.predict(space.largest()) == table.predict(space.largest())
+    assert loaded.clock == "process" and loaded.calibration == table.calibration
     merged = costs(config, space.largest(), table=loaded)
     assert merged.values["predicted_latency_ms"].method == "predicted"
     assert merged.device == table.fingerprint and merged["params"] == model.num_params(space.largest())
@@ -205,3 +221,7 @@ def test_dtypes_and_sizes_are_checked() -> None:
         measure_latency(_model(DENSE), subnet, dtype="fp16")
     with pytest.raises(EvaluatorError, match="not a torch device"):
         device_fingerprint("tpu-9000")
+    with pytest.raises(EvaluatorError, match="clock 'sundial'"):
+        measure_latency(_model(DENSE), subnet, prompt_len=4, decode_tokens=0, repeats=1, clock="sundial")
+    with pytest.raises(EvaluatorError, match="threads must be a positive integer"):
+        measure_latency(_model(DENSE), subnet, prompt_len=4, decode_tokens=0, repeats=1, threads=0)
