@@ -21,6 +21,11 @@ _LAZY = {
     "TaskPack": "evaluators.tasks",
     "resolve_data_dir": "evaluators.tasks",
     "task_hash": "evaluators.tasks",
+    "analytic_costs": "evaluators.cost",
+    "costs": "evaluators.cost",
+    "LatencyTable": "evaluators.latency",
+    "device_fingerprint": "evaluators.latency",
+    "measure_latency": "evaluators.latency",
 }
 
 
@@ -37,10 +42,15 @@ __all__ = [
     "Evaluator",
     "EvaluatorError",
     "Fidelity",
+    "LatencyTable",
     "Metrics",
     "SubnetLM",
     "TaskPack",
     "TaskScore",
+    "analytic_costs",
+    "costs",
+    "device_fingerprint",
+    "measure_latency",
     "resolve_data_dir",
     "resolve_subnet",
     "subset_ids",
