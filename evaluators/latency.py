@@ -136,6 +136,14 @@ def _clock(clock: str, dev: torch.device) -> Callable[[], float]:
     raise EvaluatorError(f"clock {clock!r} is not one of {list(CLOCKS)}")
 
 
+def _check_clock(clock: str, threads: int) -> None:
+    if clock == "process" and threads != 1:
+        raise EvaluatorError(
+            f"clock 'process' measures latency only with one thread (CPU time adds up over threads); "
+            f"pass threads=1 or use clock='wall' (threads is {threads})"
+        )
+
+
 def _sync(dev: torch.device) -> None:
     if dev.type == "cuda":
         torch.cuda.synchronize(dev)
@@ -190,7 +198,8 @@ def measure_latency(
     (method ``measured``): ``prefill_latency_ms`` (median), ``decode_latency_ms`` (median
     milliseconds per decode step) and ``decode_tokens_per_s`` (``batch`` tokens per step).
     ``threads`` sets torch's intra-op threads for the measurement only; ``clock`` is
-    ``wall`` (default) or ``process`` (CPU time, see :func:`_clock`).
+    ``wall`` (default) or ``process`` (CPU time of the single thread, ``threads=1`` only:
+    close to the idle-machine latency even on a CPU shared with other jobs).
     """
     if not isinstance(model, Supernet):
         raise EvaluatorError(f"measure_latency needs a Supernet, got {type(model).__name__}")
@@ -201,6 +210,7 @@ def measure_latency(
     dev = model.lm_head_weight.device
     now = _clock(clock, dev)
     with _num_threads(threads) as n_threads:
+        _check_clock(clock, n_threads)
         fingerprint = device_fingerprint(dev, name, threads=n_threads)
         with torch.inference_mode():
             dense = model.extract(subnet)
@@ -427,6 +437,7 @@ class LatencyTable:
         variants = space_variants(space)
         budget = min(stack_bytes, max(1, total_bytes // len(variants)))
         with _num_threads(threads) as n_threads, torch.inference_mode(), _quiet_gc():
+            _check_clock(clock, n_threads)
             fingerprint = device_fingerprint(dev, name, threads=n_threads)
             positions = torch.arange(prompt_len, device=dev)
             runners: list[Callable[[], Any]] = []

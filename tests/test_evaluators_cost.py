@@ -223,5 +223,7 @@ def test_dtypes_and_sizes_are_checked() -> None:
         device_fingerprint("tpu-9000")
     with pytest.raises(EvaluatorError, match="clock 'sundial'"):
         measure_latency(_model(DENSE), subnet, prompt_len=4, decode_tokens=0, repeats=1, clock="sundial")
+    with pytest.raises(EvaluatorError, match="only with one thread"):
+        measure_latency(_model(DENSE), subnet, prompt_len=4, decode_tokens=0, repeats=1, threads=2, clock="process")
     with pytest.raises(EvaluatorError, match="threads must be a positive integer"):
         measure_latency(_model(DENSE), subnet, prompt_len=4, decode_tokens=0, repeats=1, threads=0)
