@@ -403,6 +403,7 @@ class LatencyTable:
         repeats: int = 5,
         warmup: int = 2,
         calibrate_on: Iterable[SubnetConfig] | None = None,
+        calibration_samples: int = 2,
         calibration_rounds: int = 2,
         stack_bytes: int = 48 << 20,
         max_blocks: int = 8,
@@ -411,8 +412,9 @@ class LatencyTable:
     ) -> LatencyTable:
         """Time every layer variant of ``space`` (default: the model's default space) once,
         plus the head per ``d_model``, then calibrate on whole extracted models
-        (``calibrate_on``, default: the space's largest and smallest sub-networks; pass
-        ``[]`` to skip).
+        (``calibrate_on``, default: the space's largest and smallest sub-networks and
+        ``calibration_samples`` seeded random ones — mixed layer sizes run a little
+        slower than the sum of homogeneous stacks; pass ``[]`` to skip).
 
         Each variant runs as a stack of distinct random blocks (about ``stack_bytes`` of
         weights, at most ``max_blocks``) on seeded ``(batch, prompt_len, d_model)``
@@ -460,7 +462,13 @@ class LatencyTable:
             fingerprint=fingerprint, config=config, prompt_len=prompt_len, batch=batch, dtype=name,
             threads=n_threads, layer_ms=layer_ms, head_ms=head_ms, clock=clock,
         )
-        targets = list(calibrate_on) if calibrate_on is not None else [space.largest(), space.smallest()]
+        if calibrate_on is not None:
+            targets = list(calibrate_on)
+        else:
+            targets = [space.largest(), space.smallest()]
+            # a seed stream of its own, so that calibration never reuses a caller's samples
+            extra = random_subnets(space, calibration_samples + 2, seed=seed + 7919) if calibration_samples else []
+            targets += [s for s in extra if s not in targets][:calibration_samples]
         if targets:
             table.calibrate(model, targets, repeats=repeats, warmup=warmup, rounds=calibration_rounds, seed=seed)
         table.build_s = time.perf_counter() - start
