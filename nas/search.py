@@ -2,7 +2,7 @@
 
 One trial = one sub-network::
 
-    space.suggest(trial)                         # stable parameter names (layer_3.d_ff, ...)
+    suggest_subnet(space, trial)                 # stable parameter names (layer_3.d_ff, ...)
       -> analytic (and predicted/measured) costs # before any benchmark
       -> constraints: infeasible?  -> told to Optuna with trial.set_constraint, never scored
       -> fidelity ladder: score at the low rung (or answer from the storage cache),
@@ -96,7 +96,8 @@ def score_estimate(score: TaskScore) -> Estimate:
         mean = sum(xs) / n
         var = sum((x - mean) ** 2 for x in xs) / (n - 1)
         return Estimate(score.value, math.sqrt(var / n))
-    return Estimate(score.value, float(score.stderr or 0.0))
+    stderr = float(score.stderr) if score.stderr is not None else 0.0
+    return Estimate(score.value, stderr if math.isfinite(stderr) else 0.0)
 
 
 def aggregate_estimate(parts: Sequence[Estimate], weights: Sequence[float]) -> Estimate:
@@ -148,6 +149,56 @@ def promotion_decision(
     return (not dominated), (margin if dominated else 0.0)
 
 
+# ===================================================================== parametrisation
+def param_distributions(space: SearchSpace) -> dict[str, Any]:
+    """Optuna distributions of the space's parameters (names from ``space.param_choices``).
+
+    Evenly spaced integer choices (d_ff in quarters, heads in whole KV groups, depths,
+    expert counts: nearly every dimension) become ``IntDistribution(low, high, step)`` so
+    that model-based samplers (TPE, GP) and QMC see their order; anything else stays
+    categorical. Every value is one of the space's choices either way.
+    """
+    from optuna.distributions import CategoricalDistribution, IntDistribution
+
+    out: dict[str, Any] = {}
+    for name, choices in space.param_choices().items():
+        values = sorted(choices)
+        steps = {b - a for a, b in zip(values, values[1:])}
+        if len(steps) == 1:
+            out[name] = IntDistribution(values[0], values[-1], step=steps.pop())
+        else:
+            out[name] = CategoricalDistribution(values)
+    return out
+
+
+def suggest_subnet(space: SearchSpace, trial: Any) -> SubnetConfig:
+    """Ask an Optuna trial for one sub-network of ``space`` (parameters in a fixed order).
+
+    Depth and width come first; then only the kept layers' parameters are asked (a
+    conditional space: a dropped layer's sizes would be noise to the sampler).
+    """
+    dists = param_distributions(space)
+    params = {name: int(_suggest(trial, name, dists[name])) for name in ("n_layer", "d_model") if name in dists}
+    n_layer = params.get("n_layer", max(space.n_layer_choices))
+    kept = set(space.kept_layers(n_layer))
+    for name, dist in dists.items():
+        if name in params:
+            continue
+        layer, _, _ = name.partition(".")
+        if layer.startswith("layer_") and int(layer.removeprefix("layer_")) not in kept:
+            continue
+        params[name] = int(_suggest(trial, name, dist))
+    return space.from_params(params)
+
+
+def _suggest(trial: Any, name: str, dist: Any) -> Any:
+    from optuna.distributions import IntDistribution
+
+    if isinstance(dist, IntDistribution):
+        return trial.suggest_int(name, dist.low, dist.high, step=dist.step)
+    return trial.suggest_categorical(name, list(dist.choices))
+
+
 # ============================================================================ scorers
 @runtime_checkable
 class TaskScorer(Protocol):
@@ -177,9 +228,22 @@ class LmEvalScorer:
         return self.evaluator.evaluate(subnet, fidelity)
 
 
-def build_scorers(spec: StudySpec, loaded: LoadedSupernet) -> list[TaskScorer]:
+def check_task_names(spec: StudySpec) -> None:
+    """Refuse unknown lm-eval task names before anything is loaded (close matches suggested)."""
+    bench = [t.name for t in spec.tasks if not t.is_heldout]
+    if bench:
+        from evaluators.tasks import TaskPack
+
+        pack = TaskPack()
+        try:
+            pack.check_names(bench)
+        finally:
+            pack.close()
+
+
+def build_scorers(spec: StudySpec, loaded: LoadedSupernet, space: SearchSpace | None = None) -> list[TaskScorer]:
     """The scorers a spec needs: :class:`~nas.heldout.HeldOutLoss` for ``heldout_loss`` and
-    one lm-eval evaluator for every other task."""
+    one :class:`evaluators.evaluate.Evaluator` (built once, reused) for the lm-eval tasks."""
     from nas.heldout import HeldOutLoss
 
     scorers: list[TaskScorer] = []
@@ -196,12 +260,10 @@ def build_scorers(spec: StudySpec, loaded: LoadedSupernet) -> list[TaskScorer]:
             )
     bench = [t.name for t in spec.tasks if not t.is_heldout]
     if bench:
-        try:
-            from evaluators.evaluate import Evaluator
-        except ImportError as exc:  # pragma: no cover - depends on the tree state
-            raise NasError(f"lm-eval tasks {bench} need evaluators.evaluate ({exc}); use heldout_loss meanwhile") from None
-        evaluator = Evaluator(
-            loaded, tasks=bench, dtype=spec.dtype, batch_size=spec.batch_size, device=spec.device,
+        from evaluators.evaluate import Evaluator
+
+        evaluator = Evaluator.from_loaded(
+            loaded, bench, dtype=spec.dtype, batch_size=spec.batch_size, space=space or loaded.space,
         )
         scorers.append(LmEvalScorer(evaluator, bench))
     return scorers
@@ -278,8 +340,6 @@ class StudyCosts:
     def value(name: str, values: Mapping[str, CostValue]) -> float:
         """A spec cost (see :data:`nas.spec.COST_METRICS`) from cost-model values."""
         keys, _ = COST_METRICS[name]
-        if name == "latency_ms":
-            keys = ("prefill_latency_ms",)
         missing = [k for k in keys if k not in values]
         if missing:
             raise NasError(f"cost {name!r} is not available (missing {missing}); known: {sorted(values)}")
@@ -370,6 +430,7 @@ class Search:
         self._summary = RunSummary(study=spec.name)
         self._task_scorer = {t: s for s in self.scorers for t in s.tasks}
         self._costs_recorded: set[int] = set()
+        self._subnet_ids: dict[int, int] = {}
         self._on_trial: Callable[[TrialOutcome], None] | None = None
         missing = [t.name for t in spec.tasks if t.name not in self._task_scorer] if spec.needs_scores else []
         if missing:
@@ -466,12 +527,12 @@ class Search:
 
         self._budget_guard(trial)
         trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
-        subnet = self.space.suggest(trial)
+        subnet = suggest_subnet(self.space, trial)
         subnet_id = get_or_create_subnet(
             self.db, supernet_id=self.supernet_id, config_json=subnet.to_json(), config_hash=subnet.hash,
             n_layer=subnet.n_layer, params=_params(self.config, subnet),
         )
-        trial.set_user_attr("subnet_id", subnet_id)
+        self._subnet_ids[trial.number] = subnet_id
         trial.set_user_attr("config_hash", subnet.hash)
         trial.set_user_attr("subnet", subnet.summary())
         record_trial(self.db, study_id=self.study_id, trial_number=trial.number, subnet_id=subnet_id,
@@ -488,6 +549,7 @@ class Search:
         trial.set_user_attr("feasible", feasible)
 
         calls = hits = 0
+        stderr: list[float] = []
         promotion = ""
         fidelity_label: str | None = None
         reached_top = True
@@ -501,15 +563,14 @@ class Search:
         else:
             estimates, fidelity_label, reached_top, margin, calls, hits, promotion = self._ladder(subnet, subnet_id, cost_values)
             values = [e.value for e in estimates]
-            trial.set_user_attr("stderr", [e.stderr for e in estimates])
+            stderr = [e.stderr for e in estimates]
             if not reached_top:
                 self._summary.low_fidelity_only += 1
                 self._summary.full_evaluations_saved += 1
         trial.set_user_attr("fidelity", fidelity_label)
         trial.set_user_attr("top", bool(feasible and reached_top))
         trial.set_user_attr("promotion", promotion)
-        trial.set_user_attr("model_calls", calls)
-        trial.set_user_attr("cache_hits", hits)
+        trial.set_user_attr("scoring", {"subnet_id": subnet_id, "model_calls": calls, "cache_hits": hits, "stderr": stderr})
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             for key, value in violations.items():
@@ -537,7 +598,7 @@ class Search:
     def _after_trial(self, study: optuna.Study, frozen: optuna.trial.FrozenTrial) -> None:
         from storage import record_trial
 
-        subnet_id = frozen.user_attrs.get("subnet_id")
+        subnet_id = self._subnet_ids.pop(frozen.number, None)
         if subnet_id is not None:
             record_trial(
                 self.db, study_id=self.study_id, trial_number=frozen.number, subnet_id=int(subnet_id),
@@ -554,8 +615,8 @@ class Search:
             feasible=bool(frozen.user_attrs.get("feasible", True)),
             fidelity=frozen.user_attrs.get("fidelity"),
             values=tuple(frozen.values) if frozen.values else None,
-            model_calls=int(frozen.user_attrs.get("model_calls", 0)),
-            cache_hits=int(frozen.user_attrs.get("cache_hits", 0)),
+            model_calls=int(_scoring(frozen).get("model_calls", 0)),
+            cache_hits=int(_scoring(frozen).get("cache_hits", 0)),
             promotion=frozen.user_attrs.get("promotion", ""),
             complete=self._summary.complete,
             n_trials=self.n_trials,
@@ -747,6 +808,11 @@ class Search:
         return [p for p, keep in zip(points, mask) if keep]
 
 
+def _scoring(trial: Any) -> dict[str, Any]:
+    value = trial.user_attrs.get("scoring")
+    return value if isinstance(value, dict) else {}
+
+
 def _get_score(scores: Mapping[tuple[str, str], TaskScore], task: str, metric: str) -> TaskScore:
     try:
         return scores[(task, metric)]
@@ -795,37 +861,26 @@ def _sampler(spec: StudySpec, seed: int, n_trials: int | None) -> Any:
             return optuna.samplers.GPSampler(
                 seed=seed, n_startup_trials=s.n_startup_trials if s.n_startup_trials is not None else 10,
             )
-        return optuna.samplers.RandomSampler(seed=seed)  # random, and the fallback of grid/qmc plans
+        if s.name == "qmc":
+            return optuna.samplers.QMCSampler(qmc_type="sobol", scramble=True, seed=seed)
+        return optuna.samplers.RandomSampler(seed=seed)  # random, and the fallback of the grid plan
 
 
-def _plan(spec: StudySpec, space: SearchSpace, total: int) -> list[dict[str, int]]:
-    """The enqueued parameter sets of the ``grid`` and ``qmc`` samplers (first ``total``)."""
-    choices = space.param_choices()
-    names = list(choices)
-    if spec.sampler.name == "grid":
-        subnets = list(space.enumerate(limit=200_000))
-        random.Random(spec.seed).shuffle(subnets)
-        return [space.to_params(s) for s in subnets[:total]]
-    from scipy.stats import qmc
-
-    if not names:
-        return [{}]
-    points = qmc.Sobol(d=len(names), scramble=True, seed=spec.seed).random(max(total, 1))
-    return [
-        {n: choices[n][min(int(u * len(choices[n])), len(choices[n]) - 1)] for n, u in zip(names, row)}
-        for row in points[:total]
-    ]
+def _plan(space: SearchSpace, seed: int, total: int) -> list[dict[str, int]]:
+    """The ``grid`` sampler's plan: every distinct sub-network once, in a seeded order."""
+    subnets = list(space.enumerate(limit=200_000))
+    random.Random(seed).shuffle(subnets)
+    return [space.to_params(s) for s in subnets[:total]]
 
 
 def _enqueue_plan(study: optuna.Study, spec: StudySpec, space: SearchSpace, total: int | None) -> None:
-    if spec.sampler.name not in ("grid", "qmc"):
+    """Enqueue the rest of the grid plan (resumable: trials carry their plan index)."""
+    if spec.sampler.name != "grid":
         return
-    if total is None:
-        total = 10_000 if spec.sampler.name == "qmc" else space.size()
+    total = space.size() if total is None else total
     done = [t.user_attrs.get(PLAN_ATTR, -1) for t in study.get_trials(deepcopy=False)]
-    start = max(done, default=-1) + 1
-    plan = _plan(spec, space, total)
-    for i in range(start, len(plan)):
+    plan = _plan(space, spec.seed, total)
+    for i in range(max(done, default=-1) + 1, len(plan)):
         study.enqueue_trial(plan[i], user_attrs={PLAN_ATTR: i})
 
 
@@ -875,7 +930,7 @@ def optuna_storage(url: str, spec: StudySpec) -> Any:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
-            return RDBStorage(
+            storage = RDBStorage(
                 url,
                 engine_kwargs=kwargs,
                 heartbeat_interval=ft.heartbeat_interval_s,
@@ -884,6 +939,26 @@ def optuna_storage(url: str, spec: StudySpec) -> Any:
             )
         except Exception as exc:  # noqa: BLE001 - sqlalchemy/driver errors vary by backend
             raise NasError(f"Optuna cannot open storage {_safe(url)}: {str(exc).splitlines()[0]}") from None
+    if url.startswith("sqlite"):
+        _sqlite_pragmas(storage.engine)
+    return storage
+
+
+def _sqlite_pragmas(engine: Any) -> None:
+    """WAL with synchronous=NORMAL on Optuna's SQLite connections, as on ours: one fsync per
+    checkpoint instead of per commit (an Optuna trial makes dozens of small commits)."""
+    from sqlalchemy import event
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute("PRAGMA journal_mode = WAL")
+            cursor.execute("PRAGMA synchronous = NORMAL")
+        finally:
+            cursor.close()
+
+    engine.dispose()  # connections opened before the listener reconnect with it
 
 
 def _safe(url: str) -> str:
@@ -915,6 +990,8 @@ def open_search(
     from nas.checkpoint import load_supernet
     from storage import create_study, get_study, open_database, upsert_supernet
 
+    if scorers is None:
+        check_task_names(spec)
     db = open_database(spec.storage)
     if loaded is None:
         loaded = load_supernet(spec.supernet, dtype=spec.dtype, device=spec.device)
@@ -941,7 +1018,7 @@ def open_search(
     costs = StudyCosts(config, context_len=spec.context_len, dtype=spec.dtype, model=loaded.model, space=space, needs=needs)
     check_feasible_extremes(spec, costs, space)
     if scorers is None:
-        scorers = build_scorers(spec, loaded) if spec.needs_scores else []
+        scorers = build_scorers(spec, loaded, space) if spec.needs_scores else []
 
     supernet_id = upsert_supernet(
         db, content_hash=loaded.content_hash, name=Path(loaded.path).name, path=str(loaded.path),
@@ -1127,8 +1204,9 @@ def study_status(name: str, storage_url: str | None = None) -> StudyStatus:
             infeasible=sum(1 for t in complete if not t.user_attrs.get("feasible", True)),
             top_fidelity=sum(1 for t in complete if t.user_attrs.get("top")),
             low_fidelity_only=sum(1 for t in complete if t.user_attrs.get("promotion") == "rejected"),
-            model_calls=sum(int(t.user_attrs.get("model_calls", 0)) for t in trials),
-            cache_hit_trials=sum(1 for t in complete if t.user_attrs.get("feasible", True) and t.user_attrs.get("model_calls", 0) == 0),
+            model_calls=sum(int(_scoring(t).get("model_calls", 0)) for t in trials),
+            cache_hit_trials=sum(1 for t in complete if t.user_attrs.get("feasible", True) and _scoring(t).get("cache_hits", 0) > 0
+                                 and _scoring(t).get("model_calls", 0) == 0),
             front=rows,
             hypervolume=hv,
             reference=tuple(reference),
@@ -1154,6 +1232,7 @@ __all__ = [
     "TrialOutcome",
     "aggregate_estimate",
     "build_scorers",
+    "check_task_names",
     "check_feasible_extremes",
     "constraint_violation",
     "dominates",
@@ -1161,10 +1240,12 @@ __all__ = [
     "hypervolume",
     "non_dominated_mask",
     "open_search",
+    "param_distributions",
     "optuna_storage",
     "promotion_decision",
     "score_estimate",
     "stored_spec",
+    "suggest_subnet",
     "study_status",
     "to_minimization",
 ]

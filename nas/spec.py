@@ -53,7 +53,7 @@ COST_METRICS: dict[str, tuple[tuple[str, ...], str]] = {
     "kv_cache_bytes": (("kv_cache_bytes",), "analytic"),
     "memory": (("weight_memory_bytes", "kv_cache_bytes"), "analytic"),
     "predicted_latency_ms": (("predicted_latency_ms",), "predicted"),
-    "latency_ms": (("latency_ms",), "measured"),
+    "latency_ms": (("prefill_latency_ms",), "measured"),
 }
 COST_ALIASES = {
     "non_embedding": "non_embedding_params",

@@ -72,8 +72,9 @@ def heldout_scorer(loaded: LoadedSupernet, *, n_examples: int = 16, seq_len: int
 
 class SyntheticLoss:
     """A deterministic fake task with controlled per-example scores: ``heldout_loss``/``loss``
-    = 3 - 0.5 * depth + small seeded noise per example. Width does not help, so the
-    wider sub-networks of each depth are dominated (and the noise is small enough to tell)."""
+    = 3 - 0.5 * depth + 0.1 * (mean d_ff / 64 + mean n_head / 4) + small seeded noise per
+    example. Width *hurts*, so the wider sub-networks of each depth are dominated by the
+    narrower ones, by far more than the noise."""
 
     tasks = ("heldout_loss",)
     harness_version = "synthetic-1"
@@ -86,7 +87,8 @@ class SyntheticLoss:
 
     def evaluate(self, subnet: SubnetConfig, fidelity: Fidelity) -> Metrics:
         ids = subset_indices(self.n_examples, fidelity)
-        base = 3.0 - 0.5 * subnet.n_layer
+        width = sum(subnet.d_ff) / len(subnet.d_ff) / 64 + sum(subnet.n_head) / len(subnet.n_head) / 4
+        base = 3.0 - 0.5 * subnet.n_layer + 0.1 * width
         scores = [base + self.noise[i] for i in ids]
         mean = sum(scores) / len(scores)
         sd = math.sqrt(sum((s - mean) ** 2 for s in scores) / (len(scores) - 1))

@@ -57,7 +57,7 @@ def test_constraints_reject_before_any_scoring(tiny: LoadedSupernet, sqlite_url:
     for t in infeasible:
         assert t.user_attrs["costs"]["params"] > limit
         assert t.constraints["params"] > 0  # told to Optuna through its constraint mechanism
-        assert t.user_attrs["model_calls"] == 0 and t.user_attrs["fidelity"] is None
+        assert t.user_attrs["scoring"]["model_calls"] == 0 and t.user_attrs["fidelity"] is None
     for t in feasible:
         assert t.constraints["params"] <= 0
     # the scorer never saw an infeasible sub-network; every call was for a feasible one
@@ -117,7 +117,7 @@ def test_promotion_scores_low_first_and_builds_the_front_from_the_top_rung(tiny:
     assert labels.count("full") == len(fresh_top)
     # both fidelities are recorded in storage for promoted sub-networks
     db = storage.open_database(sqlite_url)
-    some = fresh_top[-1].user_attrs["subnet_id"]
+    some = fresh_top[-1].user_attrs["scoring"]["subnet_id"]
     assert {e.fidelity for e in storage.list_evaluations(db, some)} == {"n10-s3", "full"}
     # Optuna's front and ours contain top-fidelity trials only
     with warnings.catch_warnings():
