@@ -188,7 +188,10 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--candidates", type=int, default=5)
     parser.add_argument("--parity", action="store_true", help="largest sub-network: acc must equal HFLM's")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     args.tasks = [t for t in args.tasks.split(",") if t]
     args.dtype = args.dtype or ("fp32" if args.parity else "bf16")
     args.limit = args.limit or (200 if args.parity else 100)

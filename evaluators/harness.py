@@ -135,6 +135,7 @@ class SubnetLM(TemplateLM):
         batch_size: int | str = DEFAULT_BATCH_SIZE,
         max_batch_size: int | None = None,
         max_batch_tokens: int = 8192,
+        max_cache_tokens: int = 32768,
         max_length: int | None = None,
         max_gen_toks: int = 256,
         add_bos_token: bool | None = None,
@@ -183,6 +184,7 @@ class SubnetLM(TemplateLM):
             batch_size = int(batch_size) if batch_size.isdigit() else DEFAULT_BATCH_SIZE  # "auto" -> default
         self._batch_size = max(1, min(int(batch_size), int(max_batch_size or batch_size)))
         self.max_batch_tokens = int(max_batch_tokens)  # bounds the (rows x tokens x vocab) logits of one call
+        self.max_cache_tokens = int(max_cache_tokens)  # context tokens whose KV caches are held at once
         self._encode_cache = encode_cache
         self.n_forward = 0  # model calls made by this adapter
         self.n_tokens = 0  # real (not padding) tokens run through the model
@@ -284,75 +286,119 @@ class SubnetLM(TemplateLM):
             log.warning("%d request(s) exceed the maximum length %d; contexts truncated from the left as lm-eval's HFLM does", truncated, max_len)
 
         results: list[tuple[float, bool] | None] = [None] * len(requests)
-        contexts = sorted(groups, key=lambda c: (-len(c), c))  # longest first: a batch's first row sets its width
-        for batch in self._batches(contexts, len):
-            self._score_batch(batch, groups, conts, results)
+        contexts = sorted(groups, key=lambda c: (-len(c), c))  # longest first
+        # rounds of contexts whose KV caches are held at once (bounded memory)
+        for round_ in self._batches(contexts, len, rows=len(contexts), tokens=self.max_cache_tokens, slack=None):
+            self._score_round(round_, groups, conts, results)
         return results  # type: ignore[return-value]
 
-    def _batches(self, items: list[Any], width: Any) -> list[list[Any]]:
-        """Consecutive batches of items sorted by decreasing ``width``: at most ``batch_size``
-        rows and ``max_batch_tokens`` padded tokens each (at least one row)."""
+    def _batches(self, items: list[Any], width: Any, *, rows: int | None = None, tokens: int | None = None,
+                 slack: float | None = 0.1) -> list[list[Any]]:
+        """Consecutive batches of ``items`` (sorted by decreasing ``width``) of at most ``rows``
+        rows (default ``batch_size``) and ``tokens`` padded tokens (default ``max_batch_tokens``);
+        a row whose width is more than ``slack`` (relative, 4 tokens at least) below the
+        batch's first row starts a new batch, so little compute goes to padding."""
+        rows = rows or self.batch_size
+        tokens = tokens or self.max_batch_tokens
         batches: list[list[Any]] = []
         for item in items:
             if batches:
                 batch = batches[-1]
-                if len(batch) < self.batch_size and (len(batch) + 1) * max(width(batch[0]), 1) <= self.max_batch_tokens:
+                first, w = max(width(batch[0]), 1), width(item)
+                fits = len(batch) < rows and (len(batch) + 1) * first <= tokens
+                tight = slack is None or first - w <= max(4, slack * first)
+                if fits and tight:
                     batch.append(item)
                     continue
             batches.append([item])
         return batches
 
     @torch.inference_mode()
-    def _score_batch(
+    def _score_round(
         self,
         contexts: list[tuple[int, ...]],
         groups: dict[tuple[int, ...], list[int]],
         conts: list[list[int]],
         results: list[tuple[float, bool] | None],
     ) -> None:
-        """Run distinct contexts once (filling a KV cache), then every continuation of them."""
+        """Run every distinct context once (tightly padded batches filling KV caches), then
+        every continuation: rows of similar length gathered from those caches."""
         device = self.device
-        lens = [len(c) for c in contexts]
-        T = max(lens)
-        tokens = torch.full((len(contexts), T), self.eot_token_id, dtype=torch.long)
-        ctx_mask = torch.zeros((len(contexts), T), dtype=torch.long)
-        for b, ctx in enumerate(contexts):
-            tokens[b, : len(ctx)] = torch.tensor(ctx)
-            ctx_mask[b, : len(ctx)] = 1
-        padded = min(lens) != T
-        cache = self.model.new_cache(self.subnet)
-        logits = self._forward(tokens.to(device), cache, ctx_mask.to(device) if padded else None)  # (B, T, V)
-        last = logits[torch.arange(len(contexts)), torch.tensor(lens) - 1]  # (B, V): predicts each first continuation token
-        del logits
+        caches: list[Any] = []  # one KV cache per context batch
+        where: dict[tuple[int, ...], tuple[int, int]] = {}  # context -> (cache, row)
+        last: dict[tuple[int, ...], torch.Tensor] = {}  # context -> logits (V,) predicting the 1st continuation token
+        for batch in self._batches(contexts, len):
+            lens = [len(c) for c in batch]
+            T = lens[0]
+            tokens = torch.full((len(batch), T), self.eot_token_id, dtype=torch.long)
+            mask = torch.zeros((len(batch), T), dtype=torch.long)
+            for b, ctx in enumerate(batch):
+                tokens[b, : len(ctx)] = torch.tensor(ctx)
+                mask[b, : len(ctx)] = 1
+            cache = self.model.new_cache(self.subnet)
+            logits = self._forward(tokens.to(device), cache, mask.to(device) if lens[-1] != T else None)  # (B, T, V)
+            rows_last = logits[torch.arange(len(batch)), torch.tensor(lens) - 1]  # (B, V)
+            for b, ctx in enumerate(batch):
+                where[ctx] = (len(caches), b)
+                last[ctx] = rows_last[b]
+            caches.append(cache)
+            del logits
 
-        # one row per continuation, longest first, in batches
         rows = sorted(
-            ((b, i) for b, ctx in enumerate(contexts) for i in groups[ctx]),
-            key=lambda r: (-len(conts[r[1]]), r[1]),
+            ((ctx, i) for ctx in contexts for i in groups[ctx]),
+            key=lambda r: (-len(conts[r[1]]), -len(r[0]), r[1]),
         )
         for chunk in self._batches(rows, lambda r: len(conts[r[1]])):
-            owner = torch.tensor([b for b, _ in chunk])
             lengths = [len(conts[i]) for _, i in chunk]
-            K = max(lengths) - 1  # continuation tokens fed after the context
+            K = lengths[0] - 1  # continuation tokens fed after the context (longest first)
             target = torch.zeros((len(chunk), K + 1), dtype=torch.long)
             for r, (_, i) in enumerate(chunk):
                 target[r, : lengths[r]] = torch.tensor(conts[i])
-            scored = last[owner.to(device)][:, None]  # (N, 1, V)
+            scored = torch.stack([last[ctx] for ctx, _ in chunk])[:, None]  # (N, 1, V)
             if K > 0:
-                mask = torch.cat((ctx_mask[owner], torch.zeros((len(chunk), K), dtype=torch.long)), dim=1)  # (N, T + K)
-                for r, n in enumerate(lengths):
-                    mask[r, T : T + n - 1] = 1
+                T = max(len(ctx) for ctx, _ in chunk)
+                mask = torch.zeros((len(chunk), T + K), dtype=torch.long)
+                for r, (ctx, _) in enumerate(chunk):
+                    mask[r, : len(ctx)] = 1
+                    mask[r, T : T + lengths[r] - 1] = 1
                 feed = target[:, :K].clone()
                 feed[mask[:, T:] == 0] = self.eot_token_id
-                rest = self._forward(feed.to(device), cache.select(owner.to(device)), mask.to(device))  # (N, K, V)
+                cache = self._gather_cache([where[ctx] for ctx, _ in chunk], caches, T)
+                rest = self._forward(feed.to(device), cache, mask.to(device))  # (N, K, V)
                 scored = torch.cat((scored, rest), dim=1)  # (N, K + 1, V)
-            # as HFLM: log-softmax in the logits' dtype (or softmax_dtype), greedy = argmax of it
+            # as HFLM: log-softmax in the logits' dtype (or softmax_dtype); greedy = argmax of it
             logp = F.log_softmax(scored, dim=-1, dtype=self.softmax_dtype)
             target = target.to(device)
             token_lp = torch.gather(logp, 2, target[..., None]).squeeze(-1)  # (N, K + 1)
-            is_argmax = logp.argmax(dim=-1) == target  # (N, K + 1)
+            greedy = self._is_argmax(logp, token_lp, target)
             for r, ((_, i), n) in enumerate(zip(chunk, lengths)):
-                results[i] = (float(token_lp[r : r + 1, :n].contiguous().sum()), bool(is_argmax[r, :n].all()))
+                results[i] = (float(token_lp[r : r + 1, :n].contiguous().sum()), bool(greedy[r, :n].all()))
+
+    def _gather_cache(self, sources: list[tuple[int, int]], caches: list[Any], T: int) -> Any:
+        """A KV cache whose row r holds the first ``T`` cached positions of row ``sources[r]``
+        = (cache, row) (positions past a context's end are padding, masked by the caller)."""
+        device = self.device
+        out = self.model.new_cache(self.subnet)
+        for layer in range(len(out.keys)):
+            for store, held in ((out.keys, [c.keys[layer] for c in caches]), (out.values, [c.values[layer] for c in caches])):
+                parts = []
+                for cache_id, row in sources:
+                    t = held[cache_id][row, :, :T]  # (K, <=T, hd)
+                    if t.shape[1] < T:
+                        t = F.pad(t, (0, 0, 0, T - t.shape[1]))
+                    parts.append(t)
+                store[layer] = torch.stack(parts).to(device)  # (N, K, T, hd)
+        return out
+
+    @staticmethod
+    def _is_argmax(logp: torch.Tensor, token_lp: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """``logp.argmax(-1) == target`` (the first maximal index, as torch's argmax), computed
+        with a cheap max and an argmax only where the target reaches the maximum."""
+        hit = token_lp >= logp.amax(dim=-1)  # (N, L)
+        if hit.any():
+            rows, cols = hit.nonzero(as_tuple=True)
+            hit[rows, cols] = logp[rows, cols].argmax(dim=-1) == target[rows, cols]
+        return hit
 
     def loglikelihood_rolling(self, requests: list[Any], disable_tqdm: bool = False) -> list[float]:
         """Sum of log-probabilities of each document over HFLM's disjoint rolling windows."""

@@ -93,8 +93,15 @@ def test_shared_context_is_computed_once_and_equals_unshared(tiny):
     requests = [req("loglikelihood", c, x) for c, x in LL_REQUESTS]
     shared = SubnetLM(model, "full", tokenizer=tok, dtype="fp32", batch_size=8, max_length=MAX_LEN)
     together = shared.loglikelihood(requests, disable_tqdm=True)
-    # 8 requests, 6 distinct truncated contexts, one batch: one context pass + one continuation pass
-    assert shared.n_forward == 2
+    # every distinct (truncated) context runs once, then each continuation but its last token
+    contexts, fed = set(), 0
+    for c, x in LL_REQUESTS:
+        ctx, cont = ([shared.prefix_token_id], shared.tok_encode(x, add_special_tokens=False)) if not c else shared._encode_pair(c, x)
+        whole = (ctx + cont)[-(MAX_LEN + 1):]
+        contexts.add(tuple(whole[: len(whole) - len(cont)]))
+        fed += len(cont) - 1
+    assert len(contexts) < len(requests)
+    assert shared.n_tokens == sum(map(len, contexts)) + fed
     alone = SubnetLM(model, "full", tokenizer=tok, dtype="fp32", batch_size=1, max_length=MAX_LEN)
     separate = [alone.loglikelihood([r], disable_tqdm=True)[0] for r in requests]
     for (a, ga), (b, gb) in zip(together, separate, strict=True):
