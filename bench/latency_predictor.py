@@ -26,7 +26,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from evaluators.latency import LatencyTable, measure_latency, measure_prefill_ms, random_subnets  # noqa: E402
+from evaluators.latency import LatencyTable, TableOptions, measure_latency, measure_prefill_ms, random_subnets  # noqa: E402
 from nas.config import SupernetConfig  # noqa: E402
 from nas.space import SearchSpace  # noqa: E402
 from nas.supernet import Supernet  # noqa: E402
@@ -97,7 +97,9 @@ def main() -> None:
     subnets = random_subnets(space, args.n, seed=args.seed)
     common = dict(prompt_len=args.prompt_len, batch=args.batch, threads=threads, clock=clock, seed=args.seed)
 
-    table = LatencyTable.build(model, space, repeats=args.repeats, warmup=2, **common)
+    options = TableOptions(repeats=args.repeats, warmup=2, seed=args.seed)
+    table_args = {k: v for k, v in common.items() if k != "seed"}
+    table = LatencyTable.build(model, space, options=options, **table_args)
     t_measure = time.perf_counter()
     measured = measure_prefill_ms(model, subnets, rounds=args.rounds, repeats=3, warmup=1, **common)
     measure_s = time.perf_counter() - t_measure

@@ -365,6 +365,28 @@ def _fit_line(raw: Sequence[float], measured: Sequence[float]) -> tuple[float, f
     return scale, mm - scale * mr
 
 
+@dataclass(frozen=True)
+class TableOptions:
+    """How :meth:`LatencyTable.build` times things.
+
+    ``repeats``/``warmup`` runs per layer variant (and per calibration model and round);
+    each variant runs as a stack of about ``stack_bytes`` of distinct block weights (1 to
+    ``max_blocks`` blocks, so that, as in a real model, weights stream from memory rather
+    than sit in cache), all stacks together at most ``total_bytes``; calibration adds
+    ``calibration_samples`` seeded random sub-networks to the largest and smallest and
+    measures them in ``calibration_rounds`` interleaved passes.
+    """
+
+    repeats: int = 5
+    warmup: int = 2
+    calibration_samples: int = 2
+    calibration_rounds: int = 2
+    stack_bytes: int = 48 << 20
+    max_blocks: int = 8
+    total_bytes: int = 1 << 30
+    seed: int = 0
+
+
 @dataclass
 class LatencyTable:
     """Per-device prefill latency lookup table of one supernet config.
@@ -400,33 +422,26 @@ class LatencyTable:
         dtype: str | torch.dtype = "bf16",
         threads: int | None = None,
         clock: str = "wall",
-        repeats: int = 5,
-        warmup: int = 2,
         calibrate_on: Iterable[SubnetConfig] | None = None,
-        calibration_samples: int = 2,
-        calibration_rounds: int = 2,
-        stack_bytes: int = 48 << 20,
-        max_blocks: int = 8,
-        total_bytes: int = 1 << 30,
-        seed: int = 0,
+        options: TableOptions | None = None,
     ) -> LatencyTable:
         """Time every layer variant of ``space`` (default: the model's default space) once,
         plus the head per ``d_model``, then calibrate on whole extracted models
         (``calibrate_on``, default: the space's largest and smallest sub-networks and
-        ``calibration_samples`` seeded random ones — mixed layer sizes run a little
-        slower than the sum of homogeneous stacks; pass ``[]`` to skip).
+        ``options.calibration_samples`` seeded random ones — mixed layer sizes run a
+        little slower than the sum of homogeneous stacks; pass ``[]`` to skip).
 
-        Each variant runs as a stack of distinct random blocks (about ``stack_bytes`` of
-        weights, at most ``max_blocks``) on seeded ``(batch, prompt_len, d_model)``
-        activations — the sizes, code path and threads of the real prefill; the median
-        run time divided by the stack depth is its per-block latency. All stacks stay in
-        memory (at most ``total_bytes`` of weights) and are timed round-robin. ``clock``:
+        Each variant runs as a stack of distinct random blocks (see :class:`TableOptions`)
+        on seeded ``(batch, prompt_len, d_model)`` activations — the sizes, code path and
+        threads of the real prefill; the median run time divided by the stack depth is
+        its per-block latency. All stacks stay in memory and are timed round-robin. ``clock``:
         ``wall`` or ``process`` (CPU time; with ``threads=1`` it stays meaningful on a
         CPU shared with other jobs); calibration and predictions use the same clock.
         """
         if not isinstance(model, Supernet):
             raise EvaluatorError(f"LatencyTable.build needs a Supernet, got {type(model).__name__}")
-        _check_counts(prompt_len=prompt_len, batch=batch, repeats=repeats, warmup=warmup)
+        opts = options or TableOptions()
+        _check_counts(prompt_len=prompt_len, batch=batch, repeats=opts.repeats, warmup=opts.warmup)
         name, torch_dtype, width = resolve_dtype(dtype)
         config = model.config
         space = space or SearchSpace.default(config, model.layer_rank)
@@ -435,9 +450,9 @@ class LatencyTable:
         dev = model.lm_head_weight.device
         _clock(clock, dev)  # refuse a bad clock before any work
         start = time.perf_counter()
-        gen = torch.Generator().manual_seed(seed)
+        gen = torch.Generator().manual_seed(opts.seed)
         variants = space_variants(space)
-        budget = min(stack_bytes, max(1, total_bytes // len(variants)))
+        budget = min(opts.stack_bytes, max(1, opts.total_bytes // len(variants)))
         with _num_threads(threads) as n_threads, torch.inference_mode(), _quiet_gc():
             _check_clock(clock, n_threads)
             fingerprint = device_fingerprint(dev, name, threads=n_threads)
@@ -445,7 +460,7 @@ class LatencyTable:
             runners: list[Callable[[], Any]] = []
             depths: list[int] = []
             for variant in variants:
-                n = _blocks_per_stack(variant, config, width, budget, max_blocks)
+                n = _blocks_per_stack(variant, config, width, budget, opts.max_blocks)
                 stack = _stack_model(config, variant, n, torch_dtype, dev)
                 x = torch.randn(batch, prompt_len, variant.d_model, generator=gen).to(dev, torch_dtype)
                 cos, sin = stack.rope(positions, torch_dtype)
@@ -453,7 +468,7 @@ class LatencyTable:
                 depths.append(n)
             for d_model in space.d_model_choices:
                 runners.append(cls._head_runner(model, d_model, prompt_len, batch, torch_dtype, dev, gen))
-            samples = _round_robin_ms(runners, dev, repeats=repeats, warmup=warmup, clock=clock)
+            samples = _round_robin_ms(runners, dev, repeats=opts.repeats, warmup=opts.warmup, clock=clock)
             del runners
         medians = [statistics.median(s) for s in samples]
         layer_ms = {v.key: m / n for v, m, n in zip(variants, medians, depths)}
@@ -467,10 +482,13 @@ class LatencyTable:
         else:
             targets = [space.largest(), space.smallest()]
             # a seed stream of its own, so that calibration never reuses a caller's samples
-            extra = random_subnets(space, calibration_samples + 2, seed=seed + 7919) if calibration_samples else []
-            targets += [s for s in extra if s not in targets][:calibration_samples]
+            n_extra = opts.calibration_samples
+            extra = random_subnets(space, n_extra + 2, seed=opts.seed + 7919) if n_extra else []
+            targets += [s for s in extra if s not in targets][:n_extra]
         if targets:
-            table.calibrate(model, targets, repeats=repeats, warmup=warmup, rounds=calibration_rounds, seed=seed)
+            table.calibrate(
+                model, targets, repeats=opts.repeats, warmup=opts.warmup, rounds=opts.calibration_rounds, seed=opts.seed
+            )
         table.build_s = time.perf_counter() - start
         log.info("latency table: %d layer variants, %d calibration models, %.1f s", len(layer_ms), len(targets), table.build_s)
         return table
@@ -632,6 +650,6 @@ def random_subnets(space: SearchSpace, n: int, seed: int = 0) -> list[SubnetConf
 
 
 __all__ = [
-    "LatencyTable", "LayerVariant", "device_fingerprint", "measure_latency", "measure_prefill_ms", "random_subnets",
+    "LatencyTable", "LayerVariant", "TableOptions", "device_fingerprint", "measure_latency", "measure_prefill_ms", "random_subnets",
     "space_variants", "subnet_variants",
 ]

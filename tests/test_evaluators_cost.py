@@ -14,7 +14,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from evaluators.cost import analytic_costs, cost_breakdown, costs, resolve_dtype
 from evaluators.errors import EvaluatorError
-from evaluators.latency import LatencyTable, device_fingerprint, measure_latency, space_variants, subnet_variants
+from evaluators.latency import LatencyTable, TableOptions, device_fingerprint, measure_latency, space_variants, subnet_variants
 from nas.config import SupernetConfig
 from nas.space import SearchSpace, SubnetConfig
 from nas.supernet import Supernet
@@ -164,7 +164,8 @@ def test_latency_table_predicts_and_round_trips(tmp_path) -> None:
     config = SupernetConfig(vocab_size=512, d_model=64, n_layer=4, n_head=4, n_kv_head=2, d_ff=128)
     model = _model(config).to(torch.bfloat16)
     space = SearchSpace.from_dict({"d_ff_choices": [64, 128], "n_layer_choices": [2, 4]}, config)
-    table = LatencyTable.build(model, space, prompt_len=16, repeats=3, warmup=1, threads=1, max_blocks=2, clock="process")
+    options = TableOptions(repeats=3, warmup=1, max_blocks=2)
+    table = LatencyTable.build(model, space, prompt_len=16, threads=1, clock="process", options=options)
     assert set(table.layer_ms) == {v.key for v in space_variants(space)} and len(table.layer_ms) == 4
     assert len(table.calibration) == 4  # largest, smallest, two seeded samples
     for subnet in [space.largest(), space.smallest()]:
