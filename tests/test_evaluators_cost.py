@@ -194,6 +194,17 @@ def test_latency_table_predicts_and_round_trips(tmp_path) -> None:
         table.predict(outside)
 
 
+def test_latency_table_covers_moe_and_dense_layers_of_a_moe_space() -> None:
+    model = _model(MOE).to(torch.bfloat16)
+    space = SearchSpace.from_dict({"n_head_choices": [4], "d_ff_choices": [32], "n_expert_choices": [2, 4]}, MOE)
+    table = LatencyTable.build(model, space, prompt_len=8, threads=1, calibrate_on=[],
+                               options=TableOptions(repeats=1, warmup=0, max_blocks=1))
+    assert sorted(table.layer_ms) == sorted(v.key for v in space_variants(space))
+    assert {k.split(".e")[1] for k in table.layer_ms} == {"0.k0", "2.k1", "2.k2", "4.k1", "4.k2"}
+    for subnet in (space.largest(), space.smallest()):
+        assert table.predict(subnet) > 0 and (table.scale, table.offset_ms) == (1.0, 0.0)
+
+
 # --------------------------------------------------------------- bad input
 def test_subnet_that_does_not_fit_is_a_clear_error() -> None:
     too_wide = SubnetConfig(layers=(0, 1), n_head=(6, 6), d_ff=(999, 64), d_model=48)
