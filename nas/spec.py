@@ -159,7 +159,7 @@ class ConstraintSpec(_Model):
 class SamplerSpec(_Model):
     """The Optuna sampler and its few knobs."""
 
-    name: str = "nsga2"
+    name: str = "tpe"
     population_size: int | None = Field(default=None, ge=2)
     n_startup_trials: int | None = Field(default=None, ge=0)
 

@@ -23,7 +23,7 @@ def test_minimal_spec_takes_defaults() -> None:
     spec = parse_spec(_spec())
     assert [o.metric for o in spec.objectives] == ["accuracy", "non_embedding_params"]
     assert [o.direction for o in spec.objectives] == ["maximize", "minimize"]
-    assert spec.sampler.name == "nsga2" and spec.seed == 0 and spec.dtype == "bf16"
+    assert spec.sampler.name == "tpe" and spec.seed == 0 and spec.dtype == "bf16"
     assert [f.label for f in spec.fidelities] == ["full"]
     assert spec.storage is None and spec.space is None
 
