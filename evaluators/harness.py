@@ -12,9 +12,12 @@ Scoring follows lm-eval's ``HFLM`` exactly where results depend on it:
   ``context + continuation`` to ``max_length + 1`` tokens, the same log-softmax dtype
   (that of the logits unless ``softmax_dtype`` is set) and the same greedy check.
   Unlike HFLM, requests that share a (truncated) context — the choices of a
-  multiple-choice question — run that context once: contexts go through the model
-  in length-sorted, right-padded batches that fill a KV cache, the cache is repeated
-  for each continuation (``KVCache.select``) and only the continuation tokens run again.
+  multiple-choice question — run that context once: distinct contexts go through the
+  model in length-sorted, right-padded batches of similar lengths that fill KV caches;
+  then the continuations, sorted by length across all questions, run in batches whose
+  KV cache rows are gathered from those caches (a context repeated for each of its
+  continuations), with an attention mask over the padding. Batches are bounded in rows
+  (``batch_size``) and padded tokens (``max_batch_tokens``, which bounds the logits).
 - ``loglikelihood_rolling``: HFLM's disjoint rolling windows (``max_length`` tokens,
   the prefix token before the first), summed per document.
 - ``generate_until``: greedy decoding with the KV cache in left-padded batches, stop
@@ -134,7 +137,7 @@ class SubnetLM(TemplateLM):
         dtype: str | torch.dtype | None = None,
         batch_size: int | str = DEFAULT_BATCH_SIZE,
         max_batch_size: int | None = None,
-        max_batch_tokens: int = 8192,
+        max_batch_tokens: int = 4096,
         max_cache_tokens: int = 32768,
         max_length: int | None = None,
         max_gen_toks: int = 256,
