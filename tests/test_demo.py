@@ -1,0 +1,50 @@
+"""`nas demo --quick`: the main job end to end on a tiny supernet (real lm-eval tasks, SQLite, report)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from nas.paths import data_dir
+
+pytestmark = pytest.mark.skipif(data_dir() is None, reason="needs the offline benchmark data (NAS_DATA_DIR)")
+
+
+def test_quick_demo_end_to_end_and_resume(tmp_path):
+    env_cmd = [sys.executable, "-c", "from nas.cli import main; main()", "demo", "--quick", "--work", str(tmp_path)]
+    first = subprocess.run(env_cmd, capture_output=True, text=True, timeout=900)
+    assert first.returncode == 0, first.stderr[-2000:]
+    out = first.stdout
+    timings = json.loads(out.strip().splitlines()[-1])
+    assert set(timings["wall_time"]) == {"import_s", "search_s", "report_s", "total_s"}
+    assert timings["complete"] == 4 and timings["front_size"] >= 1
+    assert "Pareto front of demo-quick" in out
+    assert "picks with params <=" in out and "nas serve" in out and "nas export demo-quick" in out
+
+    # the database holds every trial, linked to sub-networks and scored on the three tasks
+    from storage import open_database, study_results
+
+    db = open_database(f"sqlite:///{tmp_path / 'nas.db'}")
+    try:
+        frame = study_results(db, "demo-quick")
+    finally:
+        db.close()
+    assert len(frame) == 4
+    for task in ("hellaswag", "arc_easy", "piqa"):
+        assert frame[f"{task}/acc_norm"].notna().all()
+        assert frame[f"{task}/acc_norm"].between(0, 1).all()
+
+    # a self-contained HTML report (plotly inline, no script from the network)
+    report = (tmp_path / "reports" / "demo-quick.html").read_text()
+    assert "Plotly" in report and "<script src=\"http" not in report
+
+    # re-running continues the same study: nothing new to evaluate
+    second = subprocess.run(env_cmd, capture_output=True, text=True, timeout=600)
+    assert second.returncode == 0, second.stderr[-2000:]
+    again = json.loads(second.stdout.strip().splitlines()[-1])
+    assert again["complete"] == 4
+    assert again["evaluations"] == 0
+    assert "already there" in second.stdout
