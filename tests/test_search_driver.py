@@ -190,6 +190,19 @@ def test_refuses_to_mix_supernets_or_change_the_spec(tiny: LoadedSupernet, sqlit
     assert open_search(more, scorers=[heldout_scorer(tiny)], loaded=tiny).optimize().complete == 4
 
 
+def test_unknown_task_is_refused_before_anything_is_created(tiny: LoadedSupernet, tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    import evaluators.tasks
+    from evaluators.errors import EvaluatorError
+
+    monkeypatch.setattr(evaluators.tasks, "_all_builtin_names", lambda: [])  # skip indexing lm-eval's ~10 s
+    db_file = tmp_path / "never.db"
+    spec = make_spec(tiny.path, f"sqlite:///{db_file}", tasks=["arc_eassy"], objectives=["accuracy", "params"])
+    with pytest.raises(EvaluatorError, match="unknown task 'arc_eassy'; did you mean arc_easy"):
+        open_search(spec, loaded=tiny)
+    assert not db_file.exists()
+
+
 def test_unreachable_storage_is_a_clear_error(tiny: LoadedSupernet) -> None:
     spec = make_spec(tiny.path, "postgresql+psycopg://root@127.0.0.1:1/nas")
     with pytest.raises(StorageError, match="cannot connect to PostgreSQL at 127.0.0.1:1"):
