@@ -51,16 +51,16 @@ from nas.train import TrainConfig, evaluate_loss, parse_train_config, train, tra
 
 log = logging.getLogger("ofa_family")
 
-SUPERNET = {"d_model": 192, "n_layer": 6, "n_head": 6, "n_kv_head": 3, "d_ff": 768}
-SPACE = {"n_layer_choices": [3, 4, 5, 6], "n_head_choices": [2, 4, 6], "d_ff_choices": [256, 512, 768], "tied": True}
+SUPERNET = {"d_model": 128, "n_layer": 6, "n_head": 4, "n_kv_head": 2, "d_ff": 512}
+SPACE = {"n_layer_choices": [3, 4, 5, 6], "n_head_choices": [2, 4], "d_ff_choices": [128, 256, 384, 512], "tied": True}
 
 
 def _base(args: argparse.Namespace, out: Path, **changes: Any) -> TrainConfig:
     data: dict[str, Any] = {
         "out": str(out),
         "seed": 0,
-        "data": {"corpus": [args.corpus], "val_fraction": 0.01},
-        "tokenizer": {"vocab_size": args.vocab},
+        "data": {"corpus": [args.corpus], "val_fraction": 0.01, "max_chars": args.max_chars},
+        "tokenizer": {"vocab_size": args.vocab, "train_chars": args.max_chars},
         "optim": {"lr": args.lr, "warmup_fraction": 0.05, "schedule": "cosine", "min_lr_ratio": 0.1, "weight_decay": 0.1},
         "tokens": args.tokens,
         "batch_size": args.batch_size,
@@ -172,7 +172,7 @@ def run_heal(args: argparse.Namespace) -> dict[str, Any]:
         "init_from": str(source),
         "data": {"corpus": [args.corpus], "val_fraction": 0.02, "max_chars": args.heal_chars},
         "space": {"tied": True},
-        "sandwich": {"teacher": "frozen", "n_random": args.n_random, "temperature": 1.0},
+        "sandwich": {"teacher": "frozen", "n_random": args.heal_n_random, "temperature": 1.0},
         "optim": {"lr": args.heal_lr, "warmup_fraction": 0.05, "weight_decay": 0.0, "min_lr_ratio": 0.1},
         "steps": args.heal_steps,
         "batch_size": args.heal_batch,
@@ -184,7 +184,7 @@ def run_heal(args: argparse.Namespace) -> dict[str, Any]:
     tokenizer = before.load_tokenizer()
     space = SearchSpace.from_dict({"tied": True}, before.config, before.model.layer_rank)
     sizes = {"small": space.smallest(), "medium": _pick(space, 0.5), "large": _pick(space, 0.75)}
-    val = _val_windows(cfg, tokenizer, args.eval_tokens)
+    val = _val_windows(cfg, tokenizer, args.heal_eval_tokens)
     full_loss = evaluate_loss(before.model, val, None, dtype="bf16")
     loss_before = {k: evaluate_loss(before.model, val, s, dtype="bf16") for k, s in sizes.items()}
     del before
@@ -212,22 +212,25 @@ def run_heal(args: argparse.Namespace) -> dict[str, Any]:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--tokens", type=int, default=1_200_000, help="token budget T of every run")
+    p.add_argument("--tokens", type=int, default=400_000, help="token budget T of every run")
     p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--seq-len", type=int, default=256)
+    p.add_argument("--seq-len", type=int, default=128)
+    p.add_argument("--max-chars", type=int, default=10_000_000, help="corpus characters read (tokenizer and data)")
     p.add_argument("--vocab", type=int, default=4096)
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--n-random", type=int, default=2)
-    p.add_argument("--eval-tokens", type=int, default=65_536)
+    p.add_argument("--eval-tokens", type=int, default=32_768)
     p.add_argument("--corpus", default="corpus/gutenberg")
     p.add_argument("--work", default=str(work_dir() / "bench" / "ofa_family"))
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--heal", action="store_true", help="heal 3 sub-networks of an imported SmolLM2 instead")
     p.add_argument("--supernet", default=str(work_dir() / "smollm2"))
-    p.add_argument("--heal-steps", type=int, default=40)
+    p.add_argument("--heal-steps", type=int, default=20)
+    p.add_argument("--heal-n-random", type=int, default=1)
     p.add_argument("--heal-batch", type=int, default=4)
     p.add_argument("--heal-lr", type=float, default=1e-4)
     p.add_argument("--heal-chars", type=int, default=3_000_000)
+    p.add_argument("--heal-eval-tokens", type=int, default=8_192)
     args = p.parse_args()
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(name)s: %(message)s")
     if args.threads:
