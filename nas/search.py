@@ -76,6 +76,7 @@ log = logging.getLogger(__name__)
 
 TOP_FIDELITY_CONSTRAINT = "top_fidelity"
 PLAN_ATTR = "plan_index"
+RETRY_ATTR = "retry_of"
 _LIVE_STATES = ("COMPLETE", "RUNNING", "WAITING")
 
 
@@ -884,6 +885,19 @@ def _enqueue_plan(study: optuna.Study, spec: StudySpec, space: SearchSpace, tota
         study.enqueue_trial(plan[i], user_attrs={PLAN_ATTR: i})
 
 
+def _requeue_interrupted(study: optuna.Study) -> None:
+    """On resume, queue again the trials an interrupted run left failed (Ctrl-C, a crash), so
+    the resumed study runs the sub-networks the sampler had chosen. Trials failed as stale
+    are already re-queued by the heartbeat callback; a retry that fails again is not."""
+    trials = study.get_trials(deepcopy=False)
+    handled = {t.user_attrs.get(RETRY_ATTR) for t in trials} | {t.system_attrs.get("failed_trial") for t in trials}
+    for t in trials:
+        if t.state.name != "FAIL" or t.number in handled or RETRY_ATTR in t.user_attrs or "failed_trial" in t.system_attrs:
+            continue
+        if t.params:
+            study.enqueue_trial(dict(t.params), user_attrs={RETRY_ATTR: t.number})
+
+
 def check_feasible_extremes(spec: StudySpec, costs: StudyCosts, space: SearchSpace) -> None:
     """Refuse constraints that no sub-network can meet, judged on the space's extremes
     (every cost grows with every dimension, so the smallest sub-network has the smallest
@@ -1046,6 +1060,7 @@ def open_search(
     study_id = create_study(db, name=spec.name, optuna_study_name=spec.name, spec=stored_spec, supernet_id=supernet_id)
     if not worker:
         _enqueue_plan(study, spec, space, n_trials)
+        _requeue_interrupted(study)
     log.info("study %s: %d trials already, sampler %s seed %d", spec.name, n_before, spec.sampler.name, seed)
     return Search(
         spec=spec, db=db, study=study, study_id=study_id, supernet_id=supernet_id, supernet_hash=loaded.content_hash,

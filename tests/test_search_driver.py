@@ -145,6 +145,9 @@ def test_resume_after_an_interrupted_run_finishes_the_budget(tiny: LoadedSuperne
     trials = _trials(sqlite_url, "s")
     assert [t.state.name for t in trials].count("COMPLETE") == 7 == summary.complete
     assert not done_before & {h for h, _ in again.calls}, "nothing scored before was scored again"
+    failed = next(t for t in trials if t.state.name == "FAIL")
+    retry = next(t for t in trials if t.user_attrs.get("retry_of") == failed.number)
+    assert retry.state.name == "COMPLETE" and retry.params == failed.params  # the interrupted choice is run
     rows = storage.list_trials(search.db, "s")
     assert [r.state for r in rows].count("COMPLETE") == 7
     assert storage.get_study(search.db, "s").status == "finished"
