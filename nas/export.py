@@ -155,21 +155,9 @@ def export_source(db: Any, study: str, trial: int) -> ExportSource:
 # ------------------------------------------------------------------ HF mapping
 def hf_names(config: SupernetConfig) -> dict[str, str]:
     """Our parameter names -> transformers LlamaForCausalLM names (dense homogeneous models)."""
-    names = {"embed.weight": "model.embed_tokens.weight", "norm": "model.norm.weight"}
-    if not config.tie_embeddings:
-        names["lm_head.weight"] = "lm_head.weight"
-    for i in range(config.n_layer):
-        ours, theirs = f"layers.{i}", f"model.layers.{i}"
-        names[f"{ours}.attn_norm"] = f"{theirs}.input_layernorm.weight"
-        names[f"{ours}.ffn_norm"] = f"{theirs}.post_attention_layernorm.weight"
-        for p in ("q", "k", "v", "o"):
-            names[f"{ours}.attn.{p}_proj.weight"] = f"{theirs}.self_attn.{p}_proj.weight"
-        if config.qkv_bias:
-            for p in ("q", "k", "v"):
-                names[f"{ours}.attn.{p}_proj.bias"] = f"{theirs}.self_attn.{p}_proj.bias"
-        for p in ("gate", "up", "down"):
-            names[f"{ours}.ffn.{p}_proj.weight"] = f"{theirs}.mlp.{p}_proj.weight"
-    return names
+    from nas.importers import hf_name_map
+
+    return hf_name_map(config)
 
 
 def hf_config_dict(config: SupernetConfig) -> dict[str, Any]:

@@ -202,7 +202,7 @@ def _first(value: Any) -> Any:
     return value[0] if isinstance(value, (list, tuple)) and value else value
 
 
-def _hf_name_map(config: SupernetConfig) -> dict[str, str]:
+def hf_name_map(config: SupernetConfig) -> dict[str, str]:
     """Our parameter names -> Hugging Face LlamaForCausalLM names."""
     names = {"embed.weight": "model.embed_tokens.weight", "norm": "model.norm.weight"}
     if not config.tie_embeddings:
@@ -230,7 +230,7 @@ def from_hf_model(hf_model: Any) -> Supernet:
         model = Supernet(config)
     model = model.to_empty(device="cpu").to(dtype)
     ours = {}
-    for name, hf_name in _hf_name_map(config).items():
+    for name, hf_name in hf_name_map(config).items():
         if hf_name not in state:
             raise NasError(f"the model has no weight {hf_name!r}; is it a LLaMA-family checkpoint?")
         ours[name] = state[hf_name].detach().clone()
@@ -276,7 +276,7 @@ def to_hf_state_dict(model: Supernet) -> dict[str, torch.Tensor]:
     """Our weights under Hugging Face names (homogeneous dense models only)."""
     to_hf_config(model.config)  # validates
     state = model.state_dict()
-    return {hf: state[ours].detach().contiguous() for ours, hf in _hf_name_map(model.config).items()}
+    return {hf: state[ours].detach().contiguous() for ours, hf in hf_name_map(model.config).items()}
 
 
 def to_hf_model(model: Supernet) -> Any:
@@ -355,6 +355,7 @@ __all__ = [
     "config_from_hf",
     "fetch_named",
     "from_hf_model",
+    "hf_name_map",
     "import_source",
     "load_hf",
     "to_hf_config",
