@@ -83,14 +83,14 @@ def test_contradictory_constraints_are_refused_up_front(tiny: LoadedSupernet, sq
 
 def test_cache_answers_a_second_study_with_zero_model_calls(tiny: LoadedSupernet, sqlite_url: str) -> None:
     first = heldout_scorer(tiny)
-    spec_a = make_spec(tiny.path, sqlite_url, name="a", sampler="grid", budget={"n_trials": 6}, seed=1)
+    spec_a = make_spec(tiny.path, sqlite_url, name="a", sampler="grid", budget={"n_trials": 5}, seed=1)
     open_search(spec_a, scorers=[first], loaded=tiny).optimize()
-    assert len(first.calls) == 6
+    assert len(first.calls) == 5
     # same sub-networks (grid with the same seed) in another study: everything from storage
     second = heldout_scorer(tiny)
     spec_b = spec_a.model_copy(update={"name": "b"})
     summary = open_search(spec_b, scorers=[second], loaded=tiny).optimize()
-    assert second.calls == [] and summary.evaluations == 0 and summary.cache_hits == 6
+    assert second.calls == [] and summary.evaluations == 0 and summary.cache_hits == 5
     a = {t.user_attrs["config_hash"]: t.values for t in _trials(sqlite_url, "a")}
     b = {t.user_attrs["config_hash"]: t.values for t in _trials(sqlite_url, "b")}
     assert a == b and all(t.user_attrs["promotion"] == "cached" for t in _trials(sqlite_url, "b"))
@@ -98,7 +98,7 @@ def test_cache_answers_a_second_study_with_zero_model_calls(tiny: LoadedSupernet
 
 def test_promotion_scores_low_first_and_builds_the_front_from_the_top_rung(tiny: LoadedSupernet, sqlite_url: str) -> None:
     scorer = CountingScorer(SyntheticLoss())
-    spec = make_spec(tiny.path, sqlite_url, fidelities=[10, "full"], budget={"n_trials": 16}, seed=3,
+    spec = make_spec(tiny.path, sqlite_url, fidelities=[10, "full"], budget={"n_trials": 12}, seed=3,
                      promotion={"z": 2.0, "min_top_trials": 2})
     search = open_search(spec, scorers=[scorer], loaded=tiny)
     summary = search.optimize()
@@ -159,7 +159,7 @@ def test_same_spec_and_seed_give_the_same_trials(tiny: LoadedSupernet, tmp_path:
     runs = []
     for i in range(2):
         url = f"sqlite:///{tmp_path / f'run{i}.db'}"
-        spec = make_spec(tiny.path, url, sampler={"name": "tpe", "n_startup_trials": 4}, budget={"n_trials": 9}, seed=11)
+        spec = make_spec(tiny.path, url, sampler={"name": "tpe", "n_startup_trials": 3}, budget={"n_trials": 7}, seed=11)
         open_search(spec, scorers=[heldout_scorer(tiny)], loaded=tiny).optimize()
         runs.append([(t.params, t.values) for t in _trials(url, "s")])
     assert runs[0] == runs[1]
@@ -246,3 +246,27 @@ def test_cli_search_status_and_bad_input(tiny: LoadedSupernet, tmp_path: Path, m
     bad.write_text(path.read_text().replace("sampler: random", "sampler: annealing"))
     code, _, err = _cli(monkeypatch, capsys, "search", str(bad))
     assert code == 2 and "sampler.name: unknown sampler 'annealing'" in err and "Traceback" not in err
+
+
+def test_latency_objectives_are_measured_or_predicted_and_recorded(tiny: LoadedSupernet, sqlite_url: str, tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    from evaluators.latency import LatencyTable
+    from nas.space import SearchSpace
+
+    monkeypatch.setenv("NAS_WORK_DIR", str(tmp_path / "work"))
+    one_variant = {"n_layer_choices": [2, 3], "n_head_choices": [4], "d_ff_choices": [64]}
+    # the search builds the device's table on first use; a quick one saved beforehand is loaded instead
+    space = SearchSpace.from_dict(one_variant, tiny.config, tiny.model.layer_rank)
+    LatencyTable.build(tiny.model, space, dtype="fp32", prompt_len=16, calibrate_on=[]).save(
+        tmp_path / "work" / "latency_tables.json")
+    spec = make_spec(tiny.path, sqlite_url, objectives=["heldout_loss", "predicted_latency_ms"], budget={"n_trials": 2},
+                     constraints=[{"metric": "latency_ms", "max": 10_000}], space=one_variant)
+    search = open_search(spec, scorers=[heldout_scorer(tiny)], loaded=tiny)
+    search.optimize()
+    trial = _trials(sqlite_url, "s")[0]
+    rows = storage.find_costs(search.db, supernet_hash=tiny.content_hash, config_hash=trial.user_attrs["config_hash"])
+    methods = {r.metric: r.method for r in rows}
+    assert methods["predicted_latency_ms"] == "predicted" and methods["prefill_latency_ms"] == "measured"
+    assert methods["params"] == "analytic"
+    assert trial.values[1] == pytest.approx(trial.user_attrs["costs"]["predicted_latency_ms"])
+    assert trial.constraints["latency_ms"] <= 0
