@@ -63,7 +63,7 @@ from evaluators.types import CostValue, Fidelity, Metrics, TaskScore
 from nas.errors import NasError
 from nas.pareto import hypervolume, non_dominated_mask
 from nas.space import SearchSpace, SubnetConfig
-from nas.spec import AGGREGATE, COST_METRICS, LOWER_IS_BETTER, StudySpec, spec_from_json
+from nas.spec import COST_METRICS, StudySpec, spec_from_json
 
 if TYPE_CHECKING:
     import optuna
@@ -1235,8 +1235,6 @@ def spec_metric_names(spec: StudySpec) -> list[str]:
 
 
 __all__ = [
-    "AGGREGATE",
-    "LOWER_IS_BETTER",
     "Estimate",
     "LmEvalScorer",
     "RunSummary",
