@@ -73,7 +73,16 @@ def test_two_workers_finish_the_study_when_one_is_killed(pg_url_factory: Callabl
             running = [t for t in mine if t.state.name == "RUNNING"]
             if running and any(t.state.name == "COMPLETE" for t in mine):
                 os.kill(victim.pid, signal.SIGKILL)
-                killed_trial = running[0].number
+                victim.join()
+                # the kill may land just after the trial finished: only a trial the dead
+                # worker left RUNNING tests the retry; otherwise send in a new victim
+                after = _study(url).get_trials(deepcopy=False)
+                left = [t for t in after if t.user_attrs.get("worker") == victim_id and t.state.name == "RUNNING"]
+                if left:
+                    killed_trial = left[0].number
+                else:
+                    victim = _worker("w", url)
+                    victim_id = f"{socket.gethostname()}:{victim.pid}"
             elif not survivor.is_alive():
                 break
             time.sleep(0.05)
