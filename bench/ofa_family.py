@@ -107,56 +107,96 @@ def _standalone_config(sub: SubnetConfig, q_per_kv: int) -> tuple[dict[str, int]
     return model, space
 
 
+# How the students (smallest + random arms) learn, per variant: "kd" is in-place distillation
+# from the largest's detached logits (the OFA/BigNAS default); "ce" lets them learn the data
+# like the largest (MatFormer-style joint training); "ramp" moves from ce to kd over half the run.
+STUDENT_LOSS = {
+    "kd": {"distill_weight": 1.0, "ce_weight": 0.0},
+    "ce": {"distill_weight": 0.0, "ce_weight": 1.0},
+    "ramp": {"distill_weight": 1.0, "ce_weight": 0.0, "distill_ramp": 0.5},
+}
+
+
 def run_scratch(args: argparse.Namespace) -> dict[str, Any]:
     root = Path(args.work)
-    sup_cfg = _base(args, root / "supernet", model=SUPERNET, space=SPACE,
-                    sandwich={"n_random": args.n_random, "temperature": 1.0, "distill_weight": 1.0})
     t0 = time.perf_counter()
-    sup = train(sup_cfg, fresh=True)
-    log.info("supernet: %.0f s, %.3g FLOP", sup.wall_time_s, sup.train_flops)
-    loaded = load_supernet(sup_cfg.out, dtype="fp32")
-    model, space, tokenizer = loaded.model, loaded.space, loaded.load_tokenizer()
-    val = _val_windows(sup_cfg, tokenizer, args.eval_tokens)
-    params = model.num_params
+    variants = [v.strip() for v in args.variants.split(",") if v.strip()]
+    unknown = sorted(set(variants) - set(STUDENT_LOSS))
+    if unknown or not variants:
+        raise SystemExit(f"--variants: unknown {unknown}; choose from {sorted(STUDENT_LOSS)}")
+    runs: dict[str, dict[str, Any]] = {}
+    for variant in variants:
+        cfg = _base(args, root / f"supernet_{variant}", model=SUPERNET, space=SPACE,
+                    sandwich={"n_random": args.n_random, "temperature": 1.0, **STUDENT_LOSS[variant]})
+        res = train(cfg, fresh=True)
+        log.info("supernet %s: %.0f s, %.3g FLOP", variant, res.wall_time_s, res.train_flops)
+        runs[variant] = {"config": cfg, "result": res}
+
+    first = runs[variants[0]]["config"]
+    tokenizer = load_supernet(first.out).load_tokenizer()
+    val = _val_windows(first, tokenizer, args.eval_tokens)
+    ref = load_supernet(first.out, dtype="fp32")
+    space, q_per_kv = ref.space, ref.config.q_per_kv
+    params = ref.model.num_params
     sizes = {"smallest": space.smallest(), "middle": _pick(space, 0.5), "largest": space.largest()}
 
-    subnet_loss, standalone_loss, standalone_flops, standalone_wall, info = {}, {}, {}, {}, {}
+    standalone_loss, standalone_flops, standalone_wall, info = {}, {}, {}, {}
     for name, sub in sizes.items():
-        subnet_loss[name] = evaluate_loss(model, val, sub, dtype="bf16")
-        m_cfg, s_cfg = _standalone_config(sub, model.config.q_per_kv)
+        m_cfg, s_cfg = _standalone_config(sub, q_per_kv)
         cfg = _base(args, root / f"standalone_{name}", model=m_cfg, space=s_cfg, sandwich={"n_random": 0},
-                    tokenizer={"path": str(Path(sup_cfg.out) / "tokenizer")})
+                    tokenizer={"path": str(Path(first.out) / "tokenizer")})
         res = train(cfg, fresh=True)
         twin = load_supernet(cfg.out, dtype="fp32").model
         standalone_loss[name] = evaluate_loss(twin, val, None, dtype="bf16")
         standalone_flops[name], standalone_wall[name] = res.train_flops, res.wall_time_s
         info[name] = {"subnet": sub.summary(), "params": params(sub), "standalone_params": twin.num_params()}
-        log.info("%s: subnet %.4f standalone %.4f", name, subnet_loss[name], standalone_loss[name])
+        log.info("%s standalone: %.4f", name, standalone_loss[name])
 
-    rel_gap = {k: (subnet_loss[k] - standalone_loss[k]) / standalone_loss[k] for k in sizes}
     k10 = _spread(space, params, 10)
-    k10_flops = sum(train_flops_per_token(model.config, s, sup_cfg.seq_len) for s in k10) * sup.tokens
+    figures: dict[str, dict[str, Any]] = {}
+    for variant, run in runs.items():
+        res = run["result"]
+        model = load_supernet(run["config"].out, dtype="fp32").model
+        loss = {k: evaluate_loss(model, val, sub, dtype="bf16") for k, sub in sizes.items()}
+        gap = {k: (loss[k] - standalone_loss[k]) / standalone_loss[k] for k in sizes}
+        k10_flops = sum(train_flops_per_token(model.config, s, first.seq_len) for s in k10) * res.tokens
+        figures[variant] = {
+            "student_loss": STUDENT_LOSS[variant],
+            "subnet_loss": {k: round(v, 4) for k, v in loss.items()},
+            "rel_gap": {k: round(v, 4) for k, v in gap.items()},
+            "max_rel_gap": round(max(gap.values()), 4),
+            "supernet_flops": res.train_flops,
+            "cost_ratio_k3": round(res.train_flops / sum(standalone_flops.values()), 4),
+            "cost_ratio_k10": round(res.train_flops / k10_flops, 4),
+            "supernet_wall_s": round(res.wall_time_s, 1),
+            "wall_ratio_k3": round(res.wall_time_s / sum(standalone_wall.values()), 4),
+        }
+        log.info("variant %s: %s", variant, figures[variant])
+
+    main = figures[variants[0]]
     return {
         "mode": "scratch",
-        "tokens_per_run": sup.tokens,
+        "variant": variants[0],
+        "tokens_per_run": runs[variants[0]]["result"].tokens,
         "supernet": {"config": SUPERNET, "space": SPACE, "space_size": space.size(), "n_random": args.n_random,
-                     "params": params(), "vocab_size": model.config.vocab_size},
+                     "params": params(), "vocab_size": ref.config.vocab_size, "batch_size": args.batch_size,
+                     "seq_len": args.seq_len, "lr": args.lr},
         "sizes": info,
-        "subnet_loss": {k: round(v, 4) for k, v in subnet_loss.items()},
+        "subnet_loss": main["subnet_loss"],
         "standalone_loss": {k: round(v, 4) for k, v in standalone_loss.items()},
-        "rel_gap": {k: round(v, 4) for k, v in rel_gap.items()},
-        "max_rel_gap": round(max(rel_gap.values()), 4),
-        "supernet_flops": sup.train_flops,
+        "rel_gap": main["rel_gap"],
+        "max_rel_gap": main["max_rel_gap"],
+        "supernet_flops": main["supernet_flops"],
         "standalone_flops": standalone_flops,
-        "cost_ratio_k3": round(sup.train_flops / sum(standalone_flops.values()), 4),
-        "cost_ratio_k10": round(sup.train_flops / k10_flops, 4),
+        "cost_ratio_k3": main["cost_ratio_k3"],
+        "cost_ratio_k10": main["cost_ratio_k10"],
         "k10_params": [params(s) for s in k10],
-        "wall_time_s": {"supernet": round(sup.wall_time_s, 1), "standalone": {k: round(v, 1) for k, v in standalone_wall.items()},
+        "wall_time_s": {"supernet": main["supernet_wall_s"], "standalone": {k: round(v, 1) for k, v in standalone_wall.items()},
                         "bench_total": round(time.perf_counter() - t0, 1)},
-        "wall_ratio_k3": round(sup.wall_time_s / sum(standalone_wall.values()), 4),
+        "wall_ratio_k3": main["wall_ratio_k3"],
+        "variants": figures,
         "eval_tokens": int(val[:, 1:].numel()),
-        "goals": {"max_rel_gap<=0.03": max(rel_gap.values()) <= 0.03,
-                  "cost_ratio_k10<=0.5": sup.train_flops / k10_flops <= 0.5},
+        "goals": {"max_rel_gap<=0.03": main["max_rel_gap"] <= 0.03, "cost_ratio_k10<=0.5": main["cost_ratio_k10"] <= 0.5},
         "threads": torch.get_num_threads(),
     }
 
@@ -212,12 +252,13 @@ def run_heal(args: argparse.Namespace) -> dict[str, Any]:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--tokens", type=int, default=400_000, help="token budget T of every run")
-    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--tokens", type=int, default=600_000, help="token budget T of every run")
+    p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--seq-len", type=int, default=128)
     p.add_argument("--max-chars", type=int, default=10_000_000, help="corpus characters read (tokenizer and data)")
     p.add_argument("--vocab", type=int, default=4096)
-    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--lr", type=float, default=3e-3)
+    p.add_argument("--variants", default="ce,kd", help="student losses to train a supernet with (first = headline): ce, kd, ramp")
     p.add_argument("--n-random", type=int, default=2)
     p.add_argument("--eval-tokens", type=int, default=32_768)
     p.add_argument("--corpus", default="corpus/gutenberg")

@@ -29,6 +29,7 @@ draws a rich progress bar), logs to ``OUT/train/log.jsonl`` and the ``logging`` 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import logging
@@ -129,10 +130,17 @@ class StageConfig(_Section):
 
 
 class SandwichConfig(_Section):
+    """The arms of every step and how the students learn: ``distill_weight`` x KL(teacher ||
+    student) at ``temperature`` + ``ce_weight`` x cross-entropy on the data. With
+    ``distill_ramp`` > 0 the students start on the data alone and move linearly to that
+    mix over that fraction of the steps (in-place distillation from a still-untrained
+    largest can pin every arm near the unigram distribution; see the issue-7 report)."""
+
     n_random: int = Field(2, ge=0)
     temperature: float = Field(1.0, gt=0)
     distill_weight: float = Field(1.0, ge=0)
     ce_weight: float = Field(0.0, ge=0)
+    distill_ramp: float = Field(0.0, ge=0, le=1)
     teacher: Literal["largest", "frozen"] | None = None
     train_largest: bool = True
     aux_loss_weight: float = Field(0.01, ge=0)
@@ -453,7 +461,8 @@ class ArmSampler:
             out.append(Arm("smallest", smallest))
         for i in range(self.n_random):
             sub = self.space.sample(self.rng) if full else restrict(self.space, self.rng.choice, elastic)
-            out.append(Arm(f"random{i}", sub))
+            if sub != self.largest:  # a copy of the teacher would learn nothing (KL to itself is 0)
+                out.append(Arm(f"random{i}", sub))
         return out
 
 
@@ -770,7 +779,9 @@ def _search_space(config: TrainConfig, supernet: SupernetConfig, layer_rank: Seq
     if isinstance(config.space, str):
         return SearchSpace.from_yaml(config.space, supernet, layer_rank)
     if isinstance(config.space, dict):
-        return SearchSpace.from_dict(config.space, supernet, layer_rank)
+        # keys given in the config override the imported supernet's space (else the default space)
+        base = loaded.to_dict() if loaded is not None else {}
+        return SearchSpace.from_dict({**base, **config.space}, supernet, layer_rank)
     return loaded or SearchSpace.default(supernet, layer_rank)
 
 
@@ -997,6 +1008,16 @@ class _Trainer:
             temperature=cfg.sandwich.temperature, distill_weight=cfg.sandwich.distill_weight,
             ce_weight=cfg.sandwich.ce_weight, aux_loss_weight=cfg.sandwich.aux_loss_weight, frozen_teacher=frozen,
         )
+        ramp_steps = cfg.sandwich.distill_ramp * total_steps
+
+        def step_loss(step: int) -> SandwichLoss:
+            r = 1.0 if ramp_steps <= 0 else min(1.0, step / ramp_steps)
+            if r >= 1.0:
+                return loss_cfg
+            return dataclasses.replace(
+                loss_cfg, distill_weight=r * loss_cfg.distill_weight, ce_weight=(1.0 - r) + r * loss_cfg.ce_weight
+            )
+
         flops_cache: dict[SubnetConfig, float] = {}
 
         def arm_flops(sub: SubnetConfig) -> float:
@@ -1033,7 +1054,7 @@ class _Trainer:
             stats: dict[str, ArmStats] = {}
             for m0 in range(0, local_batch, micro):
                 part = sandwich_step(
-                    model, inputs[m0:m0 + micro], targets[m0:m0 + micro], arms, loss_cfg,
+                    model, inputs[m0:m0 + micro], targets[m0:m0 + micro], arms, step_loss(step),
                     teacher=teacher, dtype=cfg.dtype, scale=micro / local_batch,
                 )
                 stats = part if not stats else {

@@ -88,6 +88,7 @@ def test_healing_an_imported_supernet_keeps_its_tokenizer_and_rank(tmp_path: Pat
     assert loaded.config == source.config and loaded.model.layer_rank == source.model.layer_rank
     assert loaded.provenance["init_from"]["content_hash"] == parent.content_hash
     assert loaded.provenance["teacher"] == "frozen" and loaded.space.tied
+    assert loaded.space.layers[0].d_ff == source.space.layers[0].d_ff == (32, 64)  # config keys override the imported space
     assert (Path(cfg.out) / "tokenizer" / "tokenizer.json").read_text() == (Path(parent.out) / "tokenizer" / "tokenizer.json").read_text()
     assert healed.content_hash != parent.content_hash
 
@@ -101,3 +102,13 @@ def test_moe_supernet_with_progressive_stages(tmp_path: Path, corpus: Path) -> N
     steps = [e for e in events if e["event"] == "step"]
     assert len(steps) == 4 and all(e["arms"]["largest"]["aux"] > 0 for e in steps)
     assert load_supernet(cfg.out).config.n_expert == 4
+
+
+def test_distill_ramp_starts_students_on_the_data(tmp_path: Path, corpus: Path) -> None:
+    cfg = tiny_config(tmp_path, corpus, steps=4, sandwich={"n_random": 1, "distill_ramp": 1.0})
+    train(cfg)
+    steps = [json.loads(line) for line in (Path(cfg.out) / "train" / "log.jsonl").read_text().splitlines()]
+    steps = [e for e in steps if e["event"] == "step"]
+    first, last = steps[0]["arms"]["smallest"], steps[-1]["arms"]["smallest"]
+    assert first["loss"] == pytest.approx(first["ce"])  # step 0: students learn the data only
+    assert last["loss"] == pytest.approx(0.25 * last["ce"] + 0.75 * last["kd"], rel=1e-4)  # step 3 of 4: r = 0.75
