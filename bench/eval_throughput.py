@@ -22,6 +22,10 @@ the largest per-request loglikelihood difference.
 
     python bench/eval_throughput.py [--supernet work/smollm2] [--dtype bf16] [--limit 100]
     python bench/eval_throughput.py --parity [--dtype fp32] [--limit 200]
+    python bench/eval_throughput.py --calibrate [--dtype bf16] [--limit 100]
+
+``--calibrate`` shows how far bf16 results move with the batch composition alone
+(HFLM at batch sizes 32 and 8, and our adapter, on the largest sub-network).
 """
 
 from __future__ import annotations
@@ -178,6 +182,41 @@ def parity(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def calibrate(args: argparse.Namespace) -> dict[str, Any]:
+    """How far bf16 scores move with the batch composition alone: HFLM at two batch sizes
+    vs our adapter, on the largest sub-network (acc / acc_norm and per-request loglikelihoods)."""
+    from lm_eval.api.instance import Instance
+
+    loaded = load_supernet(args.supernet, dtype=args.dtype)
+    tokenizer = loaded.load_tokenizer()
+    evaluator = Evaluator.from_loaded(loaded, args.tasks, dtype=args.dtype, batch_size=args.batch_size)
+    fidelity = Fidelity(limit=args.limit, seed=args.seed)
+    largest = loaded.space.largest()
+    samples = {task: evaluator.subset(task, fidelity) for task in args.tasks}
+    runs = {}
+    for bs in (args.batch_size, max(1, args.batch_size // 4)):
+        runs[f"hflm_bs{bs}"], _ = hflm_scores(loaded.model, largest, tokenizer, dict(evaluator.tasks.tasks), samples, bs, log_samples=True)
+    lm = evaluator.lm(largest)
+    first = next(iter(runs.values()))
+    names = list(runs)
+    out: dict[str, Any] = {"dtype": args.dtype, "limit": args.limit, "subnet": largest.summary()}
+    ours_scores = evaluator.evaluate(largest, fidelity)
+    for task in args.tasks:
+        requests = [Instance("loglikelihood", {}, tuple(a), 0) for s in first["samples"][task] for a in s["arguments"]]
+        lls = {name: [float(r[0][0]) for s in run["samples"][task] for r in s["resps"]] for name, run in runs.items()}
+        lls["ours"] = [ll for ll, _ in lm.loglikelihood(requests, disable_tqdm=True)]
+        accs = {name: {m: run["results"][task][f"{m},none"] for m in METRICS} for name, run in runs.items()}
+        accs["ours"] = {m: ours_scores.get(task, m).value for m in METRICS}
+        pairs = {}
+        for a, b in ((names[0], names[1]), (names[0], "ours"), (names[1], "ours")):
+            pairs[f"{a}_vs_{b}"] = {
+                "acc_max_abs_diff": max(abs(accs[a][m] - accs[b][m]) for m in METRICS),
+                "max_ll_abs_diff": max(abs(x - y) for x, y in zip(lls[a], lls[b], strict=True)),
+            }
+        out[task] = {"acc": accs, "pairs": pairs}
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--supernet", default=str(Path(os.environ.get("NAS_WORK_DIR", "work")) / "smollm2"))
@@ -188,6 +227,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--candidates", type=int, default=5)
     parser.add_argument("--parity", action="store_true", help="largest sub-network: acc must equal HFLM's")
+    parser.add_argument("--calibrate", action="store_true", help="HFLM at two batch sizes vs ours (bf16 noise)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     args = parser.parse_args()
     if args.threads:
@@ -199,7 +239,7 @@ def main() -> None:
     for name in ("lm_eval", "datasets"):
         logging.getLogger(name).setLevel(logging.ERROR)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    result = parity(args) if args.parity else throughput(args)
+    result = parity(args) if args.parity else calibrate(args) if args.calibrate else throughput(args)
     print(json.dumps(result))
 
 
