@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -23,6 +24,15 @@ from nas.space import SubnetConfig
 
 MAX_LEN = 48
 REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny models run faster on one thread (no OpenMP hand-offs on a shared CPU)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
@@ -233,7 +243,8 @@ def test_registered_name_and_lm_eval_cli(tiny, tmp_path):
         "--tasks", "arc_easy", "--limit", "3", "--batch_size", "4",
         "--output_path", str(out), "--log_samples",
     ]
-    run = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=180)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+    run = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=180, env=env)
     assert run.returncode == 0, run.stderr[-2000:]
     assert "arc_easy" in run.stdout and "acc" in run.stdout
     results = json.loads(next(out.rglob("results_*.json")).read_text())
