@@ -2,7 +2,8 @@
 
 For 5 homogeneous sub-networks of the imported SmolLM2 (same sizes in every kept layer,
 so that a transformers LlamaForCausalLM can hold them) on hellaswag, arc_easy and piqa
-(100 seeded examples each, same dtype on both sides):
+(100 seeded examples each, same dtype on both sides; ``--threads 1`` is steadier on a
+shared CPU):
 
 - ours: one :class:`evaluators.Evaluator` per study (its set-up is reported apart as
   ``ours_setup_s``), then ``evaluate(subnet, Fidelity(100, seed))`` per candidate;
@@ -11,7 +12,9 @@ so that a transformers LlamaForCausalLM can hold them) on hellaswag, arc_easy an
   (the task objects are loaded once and shared, which favours this side).
 
 Prints one JSON object with ``ours_s`` and ``hflm_s`` (mean seconds per candidate),
-``speedup``, ``acc_max_abs_diff`` (over candidates, tasks, acc and acc_norm),
+``speedup``, ``hflm_task_setup_s`` and ``speedup_vs_simple_evaluate`` (what
+``lm_eval.simple_evaluate`` adds per call: a TaskManager over every built-in task and
+loading the tasks), ``acc_max_abs_diff`` (over candidates, tasks, acc and acc_norm),
 ``tokens_per_s`` (real tokens our adapter ran per second) and ``mfu`` (model FLOPs/s
 over the bf16 matmul peak of this machine, ~930 GFLOP/s; FLOPs per token =
 2 x (non-embedding + LM-head parameters), attention scores left out).
@@ -89,6 +92,16 @@ def hflm_scores(model: Any, subnet: SubnetConfig, tokenizer: Any, tasks: dict[st
     return results, elapsed
 
 
+def simple_evaluate_task_setup(tasks: list[str], pack_dir: Path) -> float:
+    """What ``lm_eval.simple_evaluate`` adds per call on top of ``hflm_s``: a TaskManager
+    (indexing every built-in task, plus the offline pack) and loading the tasks."""
+    from lm_eval.tasks import TaskManager
+
+    start = time.perf_counter()
+    TaskManager(include_path=str(pack_dir)).load(list(tasks))
+    return time.perf_counter() - start
+
+
 def flops_per_token(model: Any, subnet: SubnetConfig) -> float:
     return 2.0 * (model.num_params(subnet, embedding=False) + model.config.vocab_size * subnet.d_model)
 
@@ -121,10 +134,13 @@ def throughput(args: argparse.Namespace) -> dict[str, Any]:
     ours_s = statistics.mean(r["ours_s"] for r in rows)
     hflm_s = statistics.mean(r["hflm_s"] for r in rows)
     total_time = sum(r["ours_s"] for r in rows)
+    task_setup_s = simple_evaluate_task_setup(args.tasks, evaluator.pack.directory)
     return {
         "ours_s": round(ours_s, 3),
         "hflm_s": round(hflm_s, 3),
         "speedup": round(hflm_s / ours_s, 2),
+        "hflm_task_setup_s": round(task_setup_s, 2),
+        "speedup_vs_simple_evaluate": round((hflm_s + task_setup_s) / ours_s, 2),
         "acc_max_abs_diff": max(r["acc_abs_diff"] for r in rows),
         "tokens_per_s": round(sum(r["tokens"] for r in rows) / total_time, 1),
         "mfu": round(sum(r["model_flops"] for r in rows) / total_time / PEAK_BF16_FLOPS, 4),

@@ -93,7 +93,9 @@ class Evaluator:
     Build it once per study (tasks load and instances are kept); call :meth:`evaluate`
     per candidate. ``dtype`` is applied to the supernet in place when it differs (bf16
     default; fp32 for parity checks; fp16 is refused). ``bootstrap_iters`` sets the
-    resamples for the stderr of non-mean metrics (perplexities).
+    resamples for the stderr of non-mean metrics (perplexities). ``softmax_dtype``
+    (default: the logits' dtype, as lm-eval's HFLM) ``"fp32"`` keeps bf16 runs from
+    rounding each loglikelihood to bf16 (which ties close choices).
     """
 
     def __init__(
@@ -108,6 +110,7 @@ class Evaluator:
         max_length: int | None = None,
         space: SearchSpace | None = None,
         bootstrap_iters: int = 500,
+        softmax_dtype: str | None = None,
     ) -> None:
         start = time.perf_counter()
         if isinstance(tasks, str):
@@ -122,6 +125,7 @@ class Evaluator:
         self.batch_size = batch_size
         self.max_length = max_length
         self.bootstrap_iters = bootstrap_iters
+        self.softmax_dtype = softmax_dtype
         self.pack = TaskPack(data_dir)
         self.tasks: LoadedTasks = self.pack.load(list(tasks))
         self.task_hashes: dict[str, str] = dict(self.tasks.hashes)
@@ -164,6 +168,7 @@ class Evaluator:
             dtype=None,
             batch_size=self.batch_size,
             max_length=self.max_length,
+            softmax_dtype=self.softmax_dtype,
             encode_cache=self._encode_cache,
         )
 
