@@ -1,29 +1,36 @@
 """"One run, many models": a once-for-all supernet vs standalone twins at equal token budget.
 
-Default mode (from scratch, Gutenberg corpus, byte-level BPE of 4096 tokens):
+Default mode (from scratch; the first 10 M characters of the Gutenberg corpus; byte-level
+BPE of 4096 tokens; supernet d_model 128, 6 layers, 4 heads / 2 KV heads, d_ff 512; tied
+space n_layer {3..6} x n_head {2, 4} x d_ff {128..512}, 32 sub-networks):
 
-1. train one supernet for T tokens with the sandwich rule (largest learns CE, smallest and
-   ``n_random`` random sub-networks distil from its detached logits);
+1. train one supernet per ``--variants`` entry for T tokens with the sandwich rule: the
+   largest learns the data (CE), the smallest and ``n_random`` random sub-networks learn
+   by in-place distillation from its detached logits (``kd``), or from the data like the
+   largest (``ce``), or move from data to distillation over half the run (``ramp``);
 2. train standalone dense models with the architectures of 3 of its sub-networks
-   (smallest, middle — every elastic dim at its middle choice — and largest), each for the same T tokens with the same optimiser,
-   schedule, batch order and seed, through the same training code (a one-member space);
+   (smallest, middle — every elastic dim at its middle choice — and largest), each for
+   the same T tokens with the same optimiser, schedule, batch order and seed, through the
+   same training code (a one-member space);
 3. report the held-out loss (the corpus's validation split, never trained on) of each
    extracted sub-network next to its standalone twin, and the training FLOPs and wall
    time of the one supernet run against the standalone runs.
 
+The top-level figures are those of the first variant; ``variants`` holds all of them.
 ``cost_ratio_k3`` = supernet training FLOPs / the 3 standalone runs' FLOPs;
 ``cost_ratio_k10`` = supernet training FLOPs / the analytic FLOPs of training, for T
 tokens each, 10 sub-networks whose parameter counts are spread evenly over the space's
 range (training FLOPs per token = 3 x forward, see ``nas.train.train_flops_per_token``).
 
-``--heal``: held-out loss of 3 sub-networks of an imported SmolLM2 supernet before and
-after ``--heal-steps`` steps of elastic distillation from the frozen full model
+``--heal``: held-out loss of 3 tied sub-networks (smallest, every dim at its middle
+choice, every dim 3/4 of the way up) of an imported SmolLM2 supernet before and after
+``--heal-steps`` steps of elastic distillation from the frozen full model
 (``heal_gain`` = loss before - loss after, per size).
 
-Prints one JSON object. Reproduce:
+Prints one JSON object (progress on stderr). Reproduce:
 
-    .venv/bin/python bench/ofa_family.py                 # ~25-30 min on 2 idle cores
-    .venv/bin/python bench/ofa_family.py --heal          # needs work/smollm2 (nas supernet import)
+    .venv/bin/python bench/ofa_family.py --threads 1 > ofa_family.json   # ~25 min on the shared 2-core CPU
+    .venv/bin/python bench/ofa_family.py --heal --threads 1               # needs work/smollm2 (nas supernet import)
 """
 
 from __future__ import annotations
@@ -266,7 +273,7 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--heal", action="store_true", help="heal 3 sub-networks of an imported SmolLM2 instead")
     p.add_argument("--supernet", default=str(work_dir() / "smollm2"))
-    p.add_argument("--heal-steps", type=int, default=20)
+    p.add_argument("--heal-steps", type=int, default=40)
     p.add_argument("--heal-n-random", type=int, default=1)
     p.add_argument("--heal-batch", type=int, default=4)
     p.add_argument("--heal-lr", type=float, default=1e-4)
