@@ -227,12 +227,14 @@ class Evaluator:
         for ensemble in obj._filters:  # the task's own filters (lm-eval's Task.apply_filters)
             ensemble.apply(flat)
         raw: dict[tuple[str, str], list[Any]] = defaultdict(list)
+        raw_ids: dict[tuple[str, str], list[int]] = defaultdict(list)
         for key in flat[0].filtered_resps:
             for doc_id in ids:
                 insts = self._instances[task][doc_id]
                 values = obj.process_results(insts[0].doc, [inst.filtered_resps[key] for inst in insts])
                 for metric, value in values.items():
                     raw[(metric, key)].append(value)
+                    raw_ids[(metric, key)].append(doc_id)
         aggregations = obj.aggregation()
         scores: list[TaskScore] = []
         summary: dict[str, Any] = {"sample_len": len(ids)}
@@ -251,7 +253,7 @@ class Evaluator:
                     value=value,
                     stderr=stderr,
                     n_examples=len(items),
-                    example_ids=tuple(ids),
+                    example_ids=tuple(raw_ids[(metric, key)]),
                     example_scores=tuple(_example_score(v) for v in items),
                 )
             )
