@@ -200,11 +200,14 @@ def _print_picks(view: Any, *, quick: bool) -> dict[str, list[dict[str, Any]]]:
     from nas.pick import Bound, pick
     from reports.data import ACCURACY
 
-    total = view.frame["params"].max() if "params" in view.frame else None
-    budgets = {"small": 0.6, "medium": 0.85} if total is not None else {}
+    # two example budgets inside the front's range of sizes: its middle and its top
+    sizes = view.front["params"].dropna() if "params" in view.front else []
+    budgets = {}
+    if len(sizes):
+        lo, hi = float(sizes.min()), float(sizes.max())
+        budgets = {"tight": lo + 0.5 * (hi - lo), "generous": hi}
     out: dict[str, list[dict[str, Any]]] = {}
-    for label, share in budgets.items():
-        limit = float(total) * share
+    for label, limit in budgets.items():
         result = pick(view.frame, metric=ACCURACY, bounds=[Bound("params", max=limit)], direction="maximize", top=3,
                       show=[ACCURACY, "params", "non_embedding_params"], tradeoffs=view.cost_objectives)
         picked = [{"trial": c.trial, "accuracy": c.score, "params": c.values.get("params"), "subnet": c.summary}
