@@ -25,21 +25,10 @@ HARNESS_VERSION = "synthetic-0"
 
 
 def analytic_params(config: SupernetConfig, subnet: SubnetConfig) -> int:
-    """Parameters kept by ``subnet`` (same count as ``Supernet.num_params``), no torch needed."""
-    D, hd = subnet.d_model, config.head_dim
-    total = 0
-    for pos in range(subnet.n_layer):
-        d = subnet.layer_dims(pos, config.q_per_kv)
-        attn = D * hd * (2 * d.n_head + 2 * d.n_kv_head)
-        if config.qkv_bias:
-            attn += hd * (d.n_head + 2 * d.n_kv_head)
-        if d.n_expert:
-            ffn = d.n_expert * 3 * D * d.d_ff + d.n_expert * D + (3 * D * d.d_ff if config.shared_expert else 0)
-        else:
-            ffn = 3 * D * d.d_ff
-        total += attn + ffn + 2 * D
-    total += D + config.vocab_size * D * (1 if config.tie_embeddings else 2)
-    return total
+    """Parameters kept by ``subnet``: the cost model's count (same as ``Supernet.num_params``)."""
+    from evaluators.cost import cost_breakdown
+
+    return cost_breakdown(config, subnet).params
 
 
 @dataclass(frozen=True)
