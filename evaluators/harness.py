@@ -259,11 +259,12 @@ class SubnetLM(TemplateLM):
         return self.tokenizer.decode(list(tokens), skip_special_tokens=skip_special_tokens)
 
     # --------------------------------------------------------------- forward
-    def _forward(self, tokens: torch.Tensor, cache: Any = None, mask: torch.Tensor | None = None) -> torch.Tensor:
+    def _forward(self, tokens: torch.Tensor, cache: Any = None, mask: torch.Tensor | None = None,
+                 logits_index: torch.Tensor | None = None) -> torch.Tensor:
         past = 0 if cache is None else cache.length
         self.n_forward += 1
         self.n_tokens += int(tokens.numel() if mask is None else mask[:, past:].sum())
-        return self.model(tokens, self.subnet, cache=cache, attention_mask=mask)
+        return self.model(tokens, self.subnet, cache=cache, attention_mask=mask, logits_index=logits_index)
 
     # --------------------------------------------------------- loglikelihood
     def _loglikelihood_tokens(self, requests: list[_Request], disable_tqdm: bool = False, override_bs: int | None = None) -> list[tuple[float, bool]]:
@@ -339,13 +340,12 @@ class SubnetLM(TemplateLM):
                 tokens[b, : len(ctx)] = torch.tensor(ctx)
                 mask[b, : len(ctx)] = 1
             cache = self.model.new_cache(self.subnet)
-            logits = self._forward(tokens.to(device), cache, mask.to(device) if lens[-1] != T else None)  # (B, T, V)
-            rows_last = logits[torch.arange(len(batch)), torch.tensor(lens) - 1]  # (B, V)
+            ends = (torch.tensor(lens) - 1)[:, None].to(device)  # only the last real position's logits
+            rows_last = self._forward(tokens.to(device), cache, mask.to(device) if lens[-1] != T else None, ends)[:, 0]  # (B, V)
             for b, ctx in enumerate(batch):
                 where[ctx] = (len(caches), b)
                 last[ctx] = rows_last[b]
             caches.append(cache)
-            del logits
 
         rows = sorted(
             ((ctx, i) for ctx in contexts for i in groups[ctx]),
@@ -469,8 +469,8 @@ class SubnetLM(TemplateLM):
         padded = bool((mask == 0).any())
         mask = mask.to(device)
         cache = self.model.new_cache(self.subnet)
-        logits = self._forward(tokens.to(device), cache, mask if padded else None)
-        nxt = logits[:, -1].argmax(dim=-1)  # (B,)
+        last = torch.full((B, 1), T - 1, dtype=torch.long, device=device)  # left-padded: every row ends at T - 1
+        nxt = self._forward(tokens.to(device), cache, mask if padded else None, last)[:, -1].argmax(dim=-1)  # (B,)
         generated: list[list[int]] = [[] for _ in range(B)]
         active = list(range(B))  # batch rows still generating, in cache order
         for step in range(max_gen):

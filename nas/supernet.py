@@ -268,7 +268,7 @@ class Block(nn.Module):
 class ForwardOutput:
     """Logits plus what training and importance estimation need."""
 
-    logits: Tensor  # (B, T, V)
+    logits: Tensor  # (B, T, V); (B, P, V) for the positions of logits_index
     hidden: list[Tensor] | None  # residual stream entering each kept layer, then leaving the last one (pre-norm)
     aux_loss: Tensor | None  # summed MoE load-balancing loss (None for dense sub-networks)
 
@@ -343,14 +343,17 @@ class Supernet(nn.Module):
         *,
         cache: KVCache | None = None,
         attention_mask: Tensor | None = None,
+        logits_index: Tensor | None = None,
     ) -> Tensor:
         """Logits (B, T, V) of ``subnet`` (None: the full model) for tokens (B, T).
 
         With ``cache``, tokens continue the cached sequence. ``attention_mask`` (B, S),
         1 for real tokens and 0 for padding over all S = past + T positions, is only
-        needed for left-padded batches.
+        needed for left-padded batches. ``logits_index`` (B, P) of positions in ``tokens``
+        returns only their logits, (B, P, V): the LM head (a fifth of a small model's
+        FLOPs) then runs on P positions instead of T.
         """
-        return self.run(tokens, subnet, cache=cache, attention_mask=attention_mask).logits
+        return self.run(tokens, subnet, cache=cache, attention_mask=attention_mask, logits_index=logits_index).logits
 
     def run(
         self,
@@ -361,6 +364,7 @@ class Supernet(nn.Module):
         attention_mask: Tensor | None = None,
         return_hidden: bool = False,
         return_aux: bool = False,
+        logits_index: Tensor | None = None,
     ) -> ForwardOutput:
         """:meth:`forward` with optional per-layer hidden states and the MoE auxiliary loss."""
         cfg = self.config
@@ -404,6 +408,12 @@ class Supernet(nn.Module):
             x = self.layers[layer](x, dims, cos, sin, mask, cache, pos, aux)
         if hidden is not None:
             hidden.append(x)
+        if logits_index is not None:
+            if logits_index.dim() != 2 or logits_index.shape[0] != B:
+                raise NasError(f"logits_index must have shape (batch={B}, positions), got {tuple(logits_index.shape)}")
+            if logits_index.numel() and not (0 <= int(logits_index.min()) and int(logits_index.max()) < T):
+                raise NasError(f"logits_index holds positions outside 0..{T - 1}")
+            x = x.gather(1, logits_index.to(x.device)[..., None].expand(-1, -1, D))  # (B, P, D)
         x = rms_norm(x, self.norm[:D], cfg.norm_eps)
         logits = F.linear(x, self.lm_head_weight[:, :D])  # (B, T, V)
         aux_loss = torch.stack(aux).sum() if aux else None

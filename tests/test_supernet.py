@@ -121,6 +121,25 @@ def test_attention_mask_left_padding_matches_unpadded():
         assert_close(model(padded, attention_mask=mask)[:, 3:], model(x), rtol=1e-5, atol=1e-5)
 
 
+def test_logits_index_selects_positions_of_the_full_logits():
+    model = make(DENSE)
+    x = tokens(batch=3, length=9)
+    index = torch.tensor([[8], [2], [5]])
+    for sub in subnets(model, n=1):
+        with torch.no_grad():
+            full = model(x, sub)
+            picked = model(x, sub, logits_index=index)
+            pairs = model(x, sub, logits_index=torch.tensor([[0, 8], [3, 3], [7, 1]]))
+        assert picked.shape == (3, 1, DENSE.vocab_size)
+        assert_close(picked[:, 0], full[torch.arange(3), index[:, 0]], rtol=1e-5, atol=1e-5)
+        assert_close(pairs[1, 0], full[1, 3], rtol=1e-5, atol=1e-5)
+        assert_close(pairs[2, 1], full[2, 1], rtol=1e-5, atol=1e-5)
+    with pytest.raises(NasError, match="outside 0..8"):
+        model(x, logits_index=torch.tensor([[9], [0], [0]]))
+    with pytest.raises(NasError, match="shape"):
+        model(x, logits_index=torch.tensor([1, 2, 3]))
+
+
 def test_cache_of_another_subnetwork_is_refused():
     model = make(DENSE)
     space = SearchSpace.default(DENSE)
