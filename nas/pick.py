@@ -142,6 +142,18 @@ class PickResult:
         }
 
 
+def first_of_each_subnet(frame: pd.DataFrame, mask: pd.Series) -> pd.Series:
+    """Within ``mask``, only the first trial of each sub-network (``config_hash``): a
+    sub-network the sampler proposed twice (the second answered from the cache) is one
+    point of the front and one pick, not two."""
+    if "config_hash" not in frame.columns or not mask.any():
+        return mask
+    rows = frame.loc[mask]
+    if "trial" in rows.columns:
+        rows = rows.sort_values("trial", kind="stable")
+    return pd.Series(frame.index.isin(rows.drop_duplicates("config_hash").index), index=frame.index)
+
+
 def pick(
     frame: pd.DataFrame,
     *,
@@ -170,6 +182,7 @@ def pick(
         eligible &= frame["full_fidelity"].astype(bool)
     if "state" in frame.columns:
         eligible &= frame["state"].fillna("COMPLETE").eq("COMPLETE")
+    eligible = first_of_each_subnet(frame, eligible)
     within = eligible.copy()
     for b in bounds:
         within &= b.admits(frame[b.column])

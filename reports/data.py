@@ -32,6 +32,7 @@ import numpy as np
 import pandas as pd
 
 from nas.pareto import hypervolume, non_dominated_mask
+from nas.pick import first_of_each_subnet
 from storage import Database, StorageError, get_study, study_results
 
 Direction = Literal["maximize", "minimize"]
@@ -492,7 +493,8 @@ def candidates_mask(frame: pd.DataFrame, objectives: Sequence[Objective]) -> pd.
         mask &= frame["state"].fillna("COMPLETE").eq("COMPLETE")
     for o in objectives:
         mask &= frame[o.column].notna() if o.column in frame.columns else False
-    return mask
+    return mask & first_of_each_subnet(frame, mask)
+
 
 
 def front_mask(frame: pd.DataFrame, objectives: Sequence[Objective]) -> pd.Series:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import torch
 from typer.testing import CliRunner
@@ -53,6 +54,18 @@ def test_pick_ranks_efficient_feasible_candidates_within_bounds() -> None:
     # two bounds at once (tightest wins when a column is bounded twice)
     r2 = pick(frame, metric=ACCURACY, bounds=[Bound("params", max=450), Bound("params", max=350), Bound("prefill_latency_ms", max=2.0)])
     assert _trials(r2) == [1, 0]
+
+
+def test_a_subnetwork_sampled_twice_is_one_front_point_and_one_pick() -> None:
+    from reports.data import build_view
+    from tests._study_rows import SPEC
+
+    base = view().frame
+    again = base[base["trial"] == 7].assign(trial=8)  # the sampler proposed trial 7's sub-network again
+    frame = pd.concat([base, again], ignore_index=True)[base.columns]
+    v = build_view(frame, name="dup", status="finished", supernet_hash="abc", spec=SPEC)
+    assert set(v.front["trial"]) == {0, 1, 3, 7}  # trial 8 is the same point: listed once
+    assert _trials(pick(v.frame, metric=ACCURACY, bounds=[Bound("params", max=350)])) == [7, 1, 0]
 
 
 def test_pick_trades_off_study_costs_and_ranks_by_any_metric() -> None:
