@@ -152,14 +152,12 @@ class Attention(nn.Module):
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         if cache is not None:
             k, v = cache.update(position, k, v)  # (B, K, S, hd)
-        if n_kv_head != n_head:
-            repeat = n_head // n_kv_head
-            k = k.repeat_interleave(repeat, dim=1)  # (B, H, S, hd)
-            v = v.repeat_interleave(repeat, dim=1)
+        # grouped-query attention without materialising repeated keys/values (query head h reads kv head h // repeat)
+        gqa = n_kv_head != n_head
         if mask is None:
-            y = F.scaled_dot_product_attention(q, k, v, is_causal=T > 1)
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=T > 1, enable_gqa=gqa)
         else:
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=gqa)
         return y.transpose(1, 2).reshape(B, T, q_out)  # (B, T, H*hd)
 
     def forward(self, x: Tensor, *args: object) -> Tensor:
