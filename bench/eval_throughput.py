@@ -27,9 +27,12 @@ the largest per-request loglikelihood difference.
     python bench/eval_throughput.py [--supernet work/smollm2] [--dtype bf16] [--limit 100]
     python bench/eval_throughput.py --parity [--dtype fp32] [--limit 200]
     python bench/eval_throughput.py --calibrate [--dtype bf16] [--limit 100]
+    python bench/eval_throughput.py --breakdown [--threads 2]
 
 ``--calibrate`` shows how far bf16 results move with the batch composition alone
 (HFLM at batch sizes 32 and 8, and our adapter, on the largest sub-network).
+``--breakdown`` times the parts of one evaluation of the largest sub-network (context
+pass, continuation pass, KV gather, scoring) with the FLOP rate of each model pass.
 """
 
 from __future__ import annotations
@@ -235,6 +238,56 @@ def calibrate(args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
+def breakdown(args: argparse.Namespace) -> dict[str, Any]:
+    """Where our time goes on the largest sub-network: the context pass, the continuation
+    pass (model calls, with the FLOP rate of each over the matmul FLOPs it does), the KV
+    gather, and the rest (log-softmax scoring over the vocabulary, lm-eval's aggregation)."""
+    from evaluators.harness import SubnetLM
+
+    loaded = load_supernet(args.supernet, dtype=args.dtype)
+    evaluator = Evaluator.from_loaded(loaded, args.tasks, dtype=args.dtype, batch_size=args.batch_size)
+    largest = loaded.space.largest()
+    evaluator.evaluate(largest, Fidelity(limit=10, seed=args.seed + 1))  # warm-up
+    parts = {name: {"s": 0.0, "calls": 0, "tokens": 0} for name in ("context", "continuation", "gather")}
+    forward, gather = SubnetLM._forward, SubnetLM._gather_cache
+
+    def timed_forward(self: Any, tokens: torch.Tensor, cache: Any = None, mask: Any = None, logits_index: Any = None) -> Any:
+        part = parts["continuation" if cache is not None and cache.length else "context"]
+        start = time.perf_counter()
+        out = forward(self, tokens, cache, mask, logits_index)
+        part["s"] += time.perf_counter() - start
+        part["calls"] += 1
+        part["tokens"] += tokens.numel()  # padded tokens: what the matmuls ran
+        return out
+
+    def timed_gather(self: Any, *a: Any) -> Any:
+        start = time.perf_counter()
+        out = gather(self, *a)
+        parts["gather"]["s"] += time.perf_counter() - start
+        parts["gather"]["calls"] += 1
+        return out
+
+    SubnetLM._forward, SubnetLM._gather_cache = timed_forward, timed_gather  # type: ignore[method-assign]
+    try:
+        metrics = evaluator.evaluate(largest, Fidelity(limit=args.limit, seed=args.seed))
+    finally:
+        SubnetLM._forward, SubnetLM._gather_cache = forward, gather  # type: ignore[method-assign]
+    body = 2.0 * loaded.model.num_params(largest, embedding=False)
+    head = 2.0 * loaded.model.config.vocab_size * largest.d_model
+    flops = {"context": body, "continuation": body + head}  # the LM head runs only where logits are scored
+    out: dict[str, Any] = {"subnet": largest.summary(), "total_s": round(metrics.wall_s, 2), "dtype": args.dtype,
+                           "limit": args.limit, "threads": torch.get_num_threads()}
+    for name, part in parts.items():
+        row: dict[str, Any] = {"s": round(part["s"], 2), "calls": part["calls"], "share": round(part["s"] / metrics.wall_s, 3)}
+        if name in flops:
+            rate = part["tokens"] * flops[name] / part["s"]
+            row |= {"padded_tokens": part["tokens"], "gflop_per_s": round(rate / 1e9, 1), "of_peak": round(rate / PEAK_BF16_FLOPS, 3)}
+        out[name] = row
+    rest = metrics.wall_s - sum(p["s"] for p in parts.values())
+    out["scoring_and_rest"] = {"s": round(rest, 2), "share": round(rest / metrics.wall_s, 3)}
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--supernet", default=str(Path(os.environ.get("NAS_WORK_DIR", "work")) / "smollm2"))
@@ -246,6 +299,7 @@ def main() -> None:
     parser.add_argument("--candidates", type=int, default=5)
     parser.add_argument("--parity", action="store_true", help="largest sub-network: acc must equal HFLM's")
     parser.add_argument("--calibrate", action="store_true", help="HFLM at two batch sizes vs ours (bf16 noise)")
+    parser.add_argument("--breakdown", action="store_true", help="largest sub-network: time per part and FLOP rates")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     args = parser.parse_args()
     if args.threads:
@@ -257,7 +311,8 @@ def main() -> None:
     for name in ("lm_eval", "datasets"):
         logging.getLogger(name).setLevel(logging.ERROR)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    result = parity(args) if args.parity else calibrate(args) if args.calibrate else throughput(args)
+    result = (parity(args) if args.parity else calibrate(args) if args.calibrate
+              else breakdown(args) if args.breakdown else throughput(args))
     print(json.dumps(result))
 
 
