@@ -4,10 +4,12 @@ Default mode (from scratch; the first 10 M characters of the Gutenberg corpus; b
 BPE of 4096 tokens; supernet d_model 128, 6 layers, 4 heads / 2 KV heads, d_ff 512; tied
 space n_layer {3..6} x n_head {2, 4} x d_ff {128..512}, 32 sub-networks):
 
-1. train one supernet per ``--variants`` entry for T tokens with the sandwich rule: the
-   largest learns the data (CE), the smallest and ``n_random`` random sub-networks learn
-   by in-place distillation from its detached logits (``kd``), or from the data like the
-   largest (``ce``), or move from data to distillation over half the run (``ramp``);
+1. train one supernet per ``--variants`` entry (default ``ps,ce``) for T tokens with the
+   sandwich rule: the largest learns the data (CE), the smallest and ``n_random`` random
+   sub-networks learn by in-place distillation from its detached logits (``kd``), or from
+   the data like the largest (``ce``), or move from data to distillation over half the run
+   (``ramp``); ``ps`` and ``ps_ramp`` are ``ce`` and ``ramp`` after a first quarter in
+   which the largest trains alone (progressive shrinking);
 2. train standalone dense models with the architectures of 3 of its sub-networks
    (smallest, middle — every elastic dim at its middle choice — and largest), each for
    the same T tokens with the same optimiser, schedule, batch order and seed, through the
@@ -29,7 +31,7 @@ choice, every dim 3/4 of the way up) of an imported SmolLM2 supernet before and 
 
 Prints one JSON object (progress on stderr). Reproduce:
 
-    .venv/bin/python bench/ofa_family.py --threads 1 > ofa_family.json   # ~25 min on the shared 2-core CPU
+    .venv/bin/python bench/ofa_family.py --threads 1 > ofa_family.json   # ~13 min on one core (16 min with --variants ps,ce,ps_ramp)
     .venv/bin/python bench/ofa_family.py --heal --threads 1               # needs work/smollm2 (nas supernet import)
 """
 
@@ -117,10 +119,15 @@ def _standalone_config(sub: SubnetConfig, q_per_kv: int) -> tuple[dict[str, int]
 # How the students (smallest + random arms) learn, per variant: "kd" is in-place distillation
 # from the largest's detached logits (the OFA/BigNAS default); "ce" lets them learn the data
 # like the largest (MatFormer-style joint training); "ramp" moves from ce to kd over half the run.
+# "ps" and "ps_ramp" first train the largest alone for a quarter of the steps (OFA's
+# progressive shrinking: the family grows out of a trained full model), then as "ce" / "ramp".
+GROW_FIRST = {"stages": [{"until": 0.25, "elastic": []}, {"until": 1.0, "elastic": ["n_layer", "d_model", "n_head", "d_ff", "n_expert", "top_k"]}]}
 STUDENT_LOSS = {
     "kd": {"distill_weight": 1.0, "ce_weight": 0.0},
     "ce": {"distill_weight": 0.0, "ce_weight": 1.0},
     "ramp": {"distill_weight": 1.0, "ce_weight": 0.0, "distill_ramp": 0.5},
+    "ps": {"distill_weight": 0.0, "ce_weight": 1.0, **GROW_FIRST},
+    "ps_ramp": {"distill_weight": 1.0, "ce_weight": 0.0, "distill_ramp": 0.5, **GROW_FIRST},
 }
 
 
@@ -265,7 +272,7 @@ def main() -> None:
     p.add_argument("--max-chars", type=int, default=10_000_000, help="corpus characters read (tokenizer and data)")
     p.add_argument("--vocab", type=int, default=4096)
     p.add_argument("--lr", type=float, default=3e-3)
-    p.add_argument("--variants", default="ce,kd", help="student losses to train a supernet with (first = headline): ce, kd, ramp")
+    p.add_argument("--variants", default="ps,ce", help="student losses to train a supernet with (first = headline): " + ", ".join(STUDENT_LOSS))
     p.add_argument("--n-random", type=int, default=2)
     p.add_argument("--eval-tokens", type=int, default=32_768)
     p.add_argument("--corpus", default="corpus/gutenberg")

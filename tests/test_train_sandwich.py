@@ -149,6 +149,11 @@ def test_sampler_arms_and_progressive_stages() -> None:
     assert late[1].subnet == space.smallest()
     again = ArmSampler(space, n_random=3, rng=random.Random(0), stages=stages, total_steps=10)
     assert again.arms(0) == early  # same seed, same arms
+    grow_first = ArmSampler(space, n_random=2, rng=random.Random(0), total_steps=8,
+                            stages=[StageConfig(until=0.25, elastic=[]), StageConfig(until=1.0, elastic=["n_layer", "n_head", "d_ff"])])
+    assert [a.name for a in grow_first.arms(1)] == ["largest"]  # the first quarter trains the full model alone
+    assert [a.name for a in grow_first.arms(2)] == ["largest", "smallest", "random0", "random1"]
+    assert grow_first.arms(2)[1].subnet == space.smallest()
     fixed = SearchSpace.from_dict({"n_layer_choices": [3], "n_head_choices": [4], "d_ff_choices": [64]}, CFG)
     assert [a.name for a in ArmSampler(fixed, n_random=2, rng=random.Random(0)).arms(0)] == ["largest"]
 
