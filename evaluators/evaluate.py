@@ -135,6 +135,7 @@ class Evaluator:
         self._docs = {name: task.eval_docs for name, task in self.tasks.tasks.items()}
         self._instances: dict[str, dict[int, list[Any]]] = {name: {} for name in self.tasks.tasks}
         self._encode_cache: dict[tuple[str, bool | None], list[int]] = {}
+        self.score_greedy = any(reads_is_greedy(task) for task in self.tasks.tasks.values())
         self.harness_version = lm_eval.__version__
         self.last_stats: dict[str, int] = {}  # model calls and real tokens of the last evaluate()
         self.setup_s = time.perf_counter() - start
@@ -170,6 +171,7 @@ class Evaluator:
             max_length=self.max_length,
             softmax_dtype=self.softmax_dtype,
             encode_cache=self._encode_cache,
+            score_greedy=self.score_greedy,
         )
 
     def instances(self, task: str, doc_id: int) -> list[Any]:
@@ -284,4 +286,14 @@ class Evaluator:
         self.pack.close()
 
 
-__all__ = ["Evaluator", "metric_stderr", "subset_ids"]
+def reads_is_greedy(task: Any) -> bool:
+    """Whether lm-eval's ``process_results`` of ``task`` reads the ``is_greedy`` flag of its
+    loglikelihood results: ``loglikelihood`` tasks (their ``acc``, e.g. lambada) and
+    multiple-choice tasks scored with ``exact_match``; multiple-choice acc/acc_norm do not."""
+    kind = getattr(task, "OUTPUT_TYPE", None) or getattr(task.config, "output_type", None)
+    if kind == "loglikelihood":
+        return True
+    return kind == "multiple_choice" and "exact_match" in task.aggregation()
+
+
+__all__ = ["Evaluator", "metric_stderr", "reads_is_greedy", "subset_ids"]

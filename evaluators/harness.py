@@ -126,6 +126,8 @@ class SubnetLM(TemplateLM):
     fp16 is refused) is the dtype a directory is loaded in (default bf16); an in-memory
     model keeps its dtype unless ``dtype`` is given, in which case it is cast in place. ``encode_cache`` (a dict) memoises tokenisation
     across adapters of the same tokenizer — it holds token ids only, never results.
+    ``score_greedy=False`` skips the greedy check of ``loglikelihood`` (``is_greedy`` is then
+    always False): only for callers whose tasks do not read it (see ``Evaluator``).
     """
 
     def __init__(
@@ -146,6 +148,7 @@ class SubnetLM(TemplateLM):
         softmax_dtype: str | torch.dtype | None = None,
         device: str | None = None,
         encode_cache: dict[tuple[str, bool | None], list[int]] | None = None,
+        score_greedy: bool = True,
     ) -> None:
         super().__init__()
         target = parse_eval_dtype(dtype)
@@ -189,6 +192,9 @@ class SubnetLM(TemplateLM):
         self.max_batch_tokens = int(max_batch_tokens)  # bounds the (rows x tokens x vocab) logits of one call
         self.max_cache_tokens = int(max_cache_tokens)  # context tokens whose KV caches are held at once
         self._encode_cache = encode_cache
+        # is_greedy costs a pass over the vocabulary per continuation token; a caller whose
+        # tasks never read it (multiple-choice acc/acc_norm) may switch it off: it is then False
+        self.score_greedy = bool(score_greedy)
         self.n_forward = 0  # model calls made by this adapter
         self.n_tokens = 0  # real (not padding) tokens run through the model
 
@@ -373,7 +379,7 @@ class SubnetLM(TemplateLM):
             logp = F.log_softmax(scored, dim=-1, dtype=self.softmax_dtype)
             target = target.to(device)
             token_lp = torch.gather(logp, 2, target[..., None]).squeeze(-1)  # (N, K + 1)
-            greedy = self._is_argmax(logp, token_lp, target)
+            greedy = self._is_argmax(logp, token_lp, target) if self.score_greedy else torch.zeros_like(token_lp, dtype=torch.bool)
             for r, ((_, i), n) in enumerate(zip(chunk, lengths)):
                 results[i] = (float(token_lp[r : r + 1, :n].contiguous().sum()), bool(greedy[r, :n].all()))
 

@@ -230,6 +230,22 @@ def test_evaluator_never_reuses_answers_across_candidates(evaluator):
     assert again.example_scores == first.example_scores and again.value == first.value
 
 
+def test_greedy_check_runs_only_when_a_task_reads_it(tiny, evaluator):
+    tok, hf, _ = tiny
+    assert evaluator.score_greedy  # lambada_openai's acc is is_greedy
+    assert evaluator.lm("largest").score_greedy
+    mc_only = Evaluator(tiny_supernet(hf), tok, ["arc_easy"], dtype="fp32", batch_size=8, max_length=MAX_LEN)
+    try:
+        assert not mc_only.score_greedy and not mc_only.lm("largest").score_greedy
+        fidelity = Fidelity(limit=6, seed=3)
+        fast = mc_only.evaluate("largest", fidelity)
+        full = evaluator.evaluate("largest", fidelity)
+        for metric in ("acc", "acc_norm"):  # multiple-choice scores never read is_greedy
+            assert fast.get("arc_easy", metric).example_scores == full.get("arc_easy", metric).example_scores
+    finally:
+        mc_only.close()
+
+
 def test_registered_name_and_lm_eval_cli(tiny, tmp_path):
     from lm_eval.api.registry import get_model
 
