@@ -496,7 +496,6 @@ def candidates_mask(frame: pd.DataFrame, objectives: Sequence[Objective]) -> pd.
     return mask & first_of_each_subnet(frame, mask)
 
 
-
 def front_mask(frame: pd.DataFrame, objectives: Sequence[Objective]) -> pd.Series:
     """Non-dominated rows among :func:`candidates_mask` (False elsewhere)."""
     mask = candidates_mask(frame, objectives)
