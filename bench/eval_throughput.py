@@ -18,7 +18,10 @@ CPU), ``hflm_task_setup_s`` and ``speedup_vs_simple_evaluate`` (what
 loading the tasks), ``acc_max_abs_diff`` (over candidates, tasks, acc and acc_norm),
 ``tokens_per_s`` (real tokens our adapter ran per second) and ``mfu`` (model FLOPs/s
 over the bf16 matmul peak of this machine, ~930 GFLOP/s; FLOPs per token =
-2 x (non-embedding + LM-head parameters), attention scores left out).
+2 x (non-embedding + LM-head parameters), attention scores left out), ``tokens`` and
+``hflm_tokens`` (tokens each side runs per candidate; ``token_ratio`` = their ratio, the
+saving from running each shared context once) and ``hflm_mfu`` (the same model FLOPs
+rate for HFLM over its whole per-candidate time, extraction and set-up included).
 
 ``--parity`` instead checks the issue's done condition on the largest sub-network:
 acc equal to HFLM on the transformers model on 200 seeded examples of each task, plus
@@ -106,6 +109,23 @@ def simple_evaluate_task_setup(tasks: list[str], pack_dir: Path) -> float:
     return time.perf_counter() - start
 
 
+def hflm_token_count(evaluator: Evaluator, samples: dict[str, list[int]]) -> int:
+    """Tokens HFLM runs through the model for these documents: every request is its own
+    sequence, ``(context + continuation)[-(max_length + 1):][:-1]``, shared contexts included."""
+    lm = evaluator.lm("largest")
+    total = 0
+    for task, ids in samples.items():
+        for doc_id in ids:
+            for inst in evaluator.instances(task, doc_id):
+                context, continuation = inst.args
+                if context == "":
+                    ctx, cont = [lm.prefix_token_id], lm.tok_encode(continuation)
+                else:
+                    ctx, cont = lm._encode_pair(context, continuation)
+                total += min(len(ctx) + len(cont), lm.max_length + 1) - 1
+    return total
+
+
 def flops_per_token(model: Any, subnet: SubnetConfig) -> float:
     return 2.0 * (model.num_params(subnet, embedding=False) + model.config.vocab_size * subnet.d_model)
 
@@ -117,6 +137,7 @@ def throughput(args: argparse.Namespace) -> dict[str, Any]:
     fidelity = Fidelity(limit=args.limit, seed=args.seed)
     samples = {task: evaluator.subset(task, fidelity) for task in args.tasks}
     rows = []
+    hflm_tokens = hflm_token_count(evaluator, samples)
     for subnet in homogeneous_candidates(loaded.space, args.candidates):
         metrics = evaluator.evaluate(subnet, fidelity)
         stats = dict(evaluator.last_stats)
@@ -131,6 +152,7 @@ def throughput(args: argparse.Namespace) -> dict[str, Any]:
             "hflm_s": round(hflm_s, 3),
             "tokens": stats["n_tokens"],
             "model_flops": stats["n_tokens"] * flops_per_token(loaded.model, subnet),
+            "hflm_model_flops": hflm_tokens * flops_per_token(loaded.model, subnet),
             "acc": {f"{t}/{m}": round(metrics.get(t, m).value, 4) for t in args.tasks for m in METRICS},
             "acc_abs_diff": max(diffs.values()),
         })
@@ -149,6 +171,11 @@ def throughput(args: argparse.Namespace) -> dict[str, Any]:
         "acc_max_abs_diff": max(r["acc_abs_diff"] for r in rows),
         "tokens_per_s": round(sum(r["tokens"] for r in rows) / total_time, 1),
         "mfu": round(sum(r["model_flops"] for r in rows) / total_time / PEAK_BF16_FLOPS, 4),
+        "tokens": rows[0]["tokens"],
+        "hflm_tokens": hflm_tokens,
+        "token_ratio": round(hflm_tokens / rows[0]["tokens"], 3),
+        # HFLM's model FLOPs over its whole per-candidate time (extraction and set-up included)
+        "hflm_mfu": round(sum(r["hflm_model_flops"] for r in rows) / sum(r["hflm_s"] for r in rows) / PEAK_BF16_FLOPS, 4),
         "ours_setup_s": round(evaluator.setup_s, 2),
         "dtype": args.dtype,
         "limit": args.limit,
