@@ -4,6 +4,7 @@ evaluation cache across studies, multi-fidelity promotion, resume, reproducibili
 from __future__ import annotations
 
 import sys
+import time
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,7 +16,7 @@ import torch
 import storage
 from nas.checkpoint import LoadedSupernet
 from nas.errors import NasError
-from nas.search import TOP_FIDELITY_CONSTRAINT, open_search, study_status
+from nas.search import TOP_FIDELITY_CONSTRAINT, open_search, param_distributions, study_status
 from storage import StorageError
 from _search import CountingScorer, SyntheticLoss, heldout_scorer, make_spec, save_tiny_supernet
 
@@ -152,6 +153,28 @@ def test_resume_after_an_interrupted_run_finishes_the_budget(tiny: LoadedSuperne
     assert storage.get_study(search.db, "s").status == "finished"
     # a third run has nothing left to do
     assert open_search(spec, scorers=[again], loaded=tiny).optimize().trials_run == 0
+
+
+def test_a_worker_that_died_mid_suggestion_is_retried_with_its_stored_choices(tiny: LoadedSupernet,
+                                                                               sqlite_url: str) -> None:
+    """A worker killed after storing its trial's depth but before the widths: the trial goes
+    stale, is failed, and its retry keeps the depth and completes (a race CI once hit)."""
+    spec = make_spec(tiny.path, sqlite_url, budget={"n_trials": 4}, seed=3)
+    search = open_search(spec, scorers=[heldout_scorer(tiny)], loaded=tiny)
+    depth = param_distributions(search.space)["n_layer"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # Optuna: heartbeats are meant for optimize(), as ours are
+        dead = search.study.ask(fixed_distributions={"n_layer": depth})
+    search.study._storage.record_heartbeat(dead._trial_id)  # its last heartbeat, then silence
+    time.sleep(spec.fault_tolerance.grace_period_s + 0.5)
+    summary = search.optimize()
+    trials = _trials(sqlite_url, "s")
+    assert trials[dead.number].state.name == "FAIL"
+    retry = next(t for t in trials if t.system_attrs.get("failed_trial") == dead.number)
+    assert retry.state.name == "COMPLETE"
+    assert retry.params["n_layer"] == dead.params["n_layer"] and len(retry.params) > 1
+    assert [t.state.name for t in trials].count("COMPLETE") == 4 == summary.complete
+    assert "RUNNING" not in {t.state.name for t in trials}
 
 
 def test_same_spec_and_seed_give_the_same_trials(tiny: LoadedSupernet, tmp_path: Path) -> None:

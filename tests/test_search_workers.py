@@ -101,7 +101,10 @@ def test_two_workers_finish_the_study_when_one_is_killed(pg_url_factory: Callabl
     killed = trials[killed_trial]
     assert killed.state.name == "FAIL"
     retries = [t for t in trials if t.system_attrs.get("failed_trial") == killed_trial]
-    assert len(retries) == 1 and retries[0].state.name == "COMPLETE" and retries[0].params == killed.params
+    assert len(retries) == 1 and retries[0].state.name == "COMPLETE"
+    # the kill can land while the trial is still suggesting its sub-network (caught by CI): the
+    # retry keeps every choice the dead trial had stored and samples the rest
+    assert killed.params.items() <= retries[0].params.items(), (killed.params, retries[0].params)
     db = storage.open_database(url)
     rows = storage.list_trials(db, "w")
     assert [r.state for r in rows].count("COMPLETE") == N_TRIALS
