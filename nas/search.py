@@ -963,11 +963,13 @@ def _sqlite_pragmas(engine: Any) -> None:
     checkpoint instead of per commit (an Optuna trial makes dozens of small commits)."""
     from sqlalchemy import event
 
+    from storage.database import enable_sqlite_wal
+
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         cursor = dbapi_connection.cursor()
         try:
-            cursor.execute("PRAGMA journal_mode = WAL")
+            enable_sqlite_wal(cursor)
             cursor.execute("PRAGMA synchronous = NORMAL")
         finally:
             cursor.close()

@@ -224,7 +224,7 @@ def _sqlite_engine(url: URL) -> Engine:
         cursor = dbapi_connection.cursor()
         try:
             cursor.execute(f"PRAGMA busy_timeout = {int(SQLITE_BUSY_TIMEOUT_S * 1000)}")
-            _enable_wal(cursor)
+            enable_sqlite_wal(cursor)
             cursor.execute("PRAGMA synchronous = NORMAL")
             cursor.execute("PRAGMA foreign_keys = ON")
         finally:
@@ -239,7 +239,7 @@ def _sqlite_engine(url: URL) -> Engine:
     return engine
 
 
-def _enable_wal(cursor: Any) -> None:
+def enable_sqlite_wal(cursor: Any) -> None:
     """Switch the file to write-ahead logging (persistent: once per file).
 
     Changing the journal mode needs an exclusive lock, and SQLite answers "database is
@@ -307,4 +307,4 @@ def _explain(exc: DBAPIError, url: URL) -> StorageError:
     )
 
 
-__all__ = ["Database", "default_database_url", "normalise_url", "open_database"]
+__all__ = ["Database", "default_database_url", "enable_sqlite_wal", "normalise_url", "open_database"]
