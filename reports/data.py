@@ -493,7 +493,7 @@ def candidates_mask(frame: pd.DataFrame, objectives: Sequence[Objective]) -> pd.
         mask &= frame["state"].fillna("COMPLETE").eq("COMPLETE")
     for o in objectives:
         mask &= frame[o.column].notna() if o.column in frame.columns else False
-    return mask & first_of_each_subnet(frame, mask)
+    return first_of_each_subnet(frame, mask)
 
 
 def front_mask(frame: pd.DataFrame, objectives: Sequence[Objective]) -> pd.Series:
