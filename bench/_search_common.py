@@ -12,11 +12,11 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from nas.checkpoint import LoadedSupernet, load_supernet, save_supernet
-from nas.config import SupernetConfig
+from nas.model.config import SupernetConfig
+from nas.model.directory import LoadedSupernet, load_supernet, save_supernet
+from nas.model.space import SearchSpace
+from nas.model.supernet import Supernet
 from nas.paths import data_dir
-from nas.space import SearchSpace
-from nas.supernet import Supernet
 
 CONFIG = SupernetConfig(vocab_size=256, d_model=64, n_layer=3, n_head=4, n_kv_head=2, d_ff=128, max_seq_len=256)
 #: (2 heads x 4 d_ff)^n per depth n in {2, 3}: 64 + 512 = 576 sub-networks.

@@ -37,11 +37,11 @@ import torch
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from nas.checkpoint import load_supernet, save_supernet  # noqa: E402
-from nas.config import SupernetConfig  # noqa: E402
-from nas.search import open_search  # noqa: E402
-from nas.spec import parse_spec  # noqa: E402
-from nas.supernet import Supernet  # noqa: E402
+from nas.model.config import SupernetConfig  # noqa: E402
+from nas.model.directory import load_supernet, save_supernet  # noqa: E402
+from nas.model.supernet import Supernet  # noqa: E402
+from nas.search.spec import parse_spec  # noqa: E402
+from nas.search.study import open_search  # noqa: E402
 
 CONFIG = SupernetConfig(vocab_size=256, d_model=64, n_layer=6, n_head=4, n_kv_head=2, d_ff=128)
 

@@ -56,9 +56,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from evaluators import Evaluator, Fidelity  # noqa: E402
-from nas.checkpoint import load_supernet  # noqa: E402
-from nas.importers import to_hf_model  # noqa: E402
-from nas.space import SearchSpace, SubnetConfig  # noqa: E402
+from nas.importing.hf import to_hf_model  # noqa: E402
+from nas.model.directory import load_supernet  # noqa: E402
+from nas.model.space import SearchSpace  # noqa: E402
+from nas.model.subnet import SubnetConfig  # noqa: E402
 
 PEAK_BF16_FLOPS = 930e9  # measured bf16 matmul peak of this machine (shared/DESIGN.md)
 METRICS = ("acc", "acc_norm")

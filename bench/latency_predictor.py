@@ -27,9 +27,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from evaluators.latency import LatencyTable, TableOptions, measure_latency, measure_prefill_ms, random_subnets  # noqa: E402
-from nas.config import SupernetConfig  # noqa: E402
-from nas.space import SearchSpace  # noqa: E402
-from nas.supernet import Supernet  # noqa: E402
+from nas.model.config import SupernetConfig  # noqa: E402
+from nas.model.space import SearchSpace  # noqa: E402
+from nas.model.supernet import Supernet  # noqa: E402
 
 
 def kendall_tau(a: list[float], b: list[float]) -> float:
@@ -58,7 +58,7 @@ def mape(predicted: list[float], measured: list[float]) -> float:
 
 def load_model(path: Path, force_random: bool) -> tuple[Supernet, SearchSpace, str]:
     if not force_random and (path / "supernet.json").is_file():
-        from nas.checkpoint import load_supernet
+        from nas.model.directory import load_supernet
 
         loaded = load_supernet(path, dtype="bf16")
         return loaded.model, loaded.space, str(path)

@@ -41,13 +41,14 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from evaluators.cost import cost_breakdown  # noqa: E402
-from nas.checkpoint import load_supernet  # noqa: E402
-from nas.data import eval_windows, load_tokens, split_tokens  # noqa: E402
+from nas.model.directory import load_supernet  # noqa: E402
+from nas.model.space import SearchSpace  # noqa: E402
+from nas.model.subnet import SubnetConfig  # noqa: E402
+from nas.model.tokenizer import eos_id, load_tokenizer  # noqa: E402
 from nas.pareto import non_dominated_mask  # noqa: E402
 from nas.paths import REPO_ROOT, work_dir  # noqa: E402
-from nas.space import SearchSpace, SubnetConfig  # noqa: E402
-from nas.tokenizer import eos_id, load_tokenizer  # noqa: E402
-from nas.train import TrainConfig, evaluate_loss, load_train_config, train  # noqa: E402
+from nas.training import TrainConfig, evaluate_loss, load_train_config, train  # noqa: E402
+from nas.training.data import eval_windows, load_tokens, split_tokens  # noqa: E402
 
 CONFIG = REPO_ROOT / "examples" / "train_moe_small.yaml"
 

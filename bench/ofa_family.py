@@ -51,12 +51,13 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from nas.checkpoint import load_supernet  # noqa: E402
-from nas.data import eval_windows, load_tokens, split_tokens  # noqa: E402
+from nas.model.directory import load_supernet  # noqa: E402
+from nas.model.space import SearchSpace  # noqa: E402
+from nas.model.subnet import SubnetConfig  # noqa: E402
+from nas.model.tokenizer import eos_id  # noqa: E402
 from nas.paths import work_dir  # noqa: E402
-from nas.space import SearchSpace, SubnetConfig  # noqa: E402
-from nas.tokenizer import eos_id  # noqa: E402
-from nas.train import TrainConfig, evaluate_loss, parse_train_config, train, train_flops_per_token  # noqa: E402
+from nas.training import TrainConfig, evaluate_loss, parse_train_config, train, train_flops_per_token  # noqa: E402
+from nas.training.data import eval_windows, load_tokens, split_tokens  # noqa: E402
 
 log = logging.getLogger("ofa_family")
 

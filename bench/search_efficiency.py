@@ -41,14 +41,16 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _search_common import SPACE, build_supernet, heldout_text_path  # noqa: E402
-
+from evaluators.heldout import HeldOutLoss  # noqa: E402
 from evaluators.types import Fidelity, Metrics  # noqa: E402
-from nas.heldout import HeldOutLoss  # noqa: E402
+from nas.model.space import SearchSpace  # noqa: E402
+from nas.model.subnet import SubnetConfig  # noqa: E402
 from nas.pareto import hypervolume, non_dominated_mask  # noqa: E402
-from nas.search import _enqueue_plan, _sampler, open_search, suggest_subnet  # noqa: E402
-from nas.space import SearchSpace, SubnetConfig  # noqa: E402
-from nas.spec import parse_spec  # noqa: E402
+from nas.search.params import suggest_subnet  # noqa: E402
+from nas.search.spec import parse_spec  # noqa: E402
+from nas.search.study import enqueue_plan, make_sampler, open_search  # noqa: E402
+
+from _search_common import SPACE, build_supernet, heldout_text_path  # noqa: E402
 
 SAMPLERS = ("nsga2", "nsga3", "tpe", "gp", "random", "qmc", "grid")
 BUDGETS = (0.025, 0.05, 0.10)
@@ -85,8 +87,8 @@ def replay(spec: Any, space: SearchSpace, value_of: dict[str, tuple[float, float
     """The driver's trial logic for an unconstrained single-fidelity study, in memory: the
     same sampler factory and seed, the same parametrisation (``suggest_subnet``), the same
     plan for grid; values from the exhaustive table."""
-    study = optuna.create_study(directions=["minimize", "minimize"], sampler=_sampler(spec, spec.seed, n_trials))
-    _enqueue_plan(study, spec, space, n_trials)
+    study = optuna.create_study(directions=["minimize", "minimize"], sampler=make_sampler(spec, spec.seed, n_trials))
+    enqueue_plan(study, spec, space, n_trials)
 
     def objective(trial: optuna.Trial) -> tuple[float, float]:
         return value_of[suggest_subnet(space, trial).hash]

@@ -21,8 +21,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from nas.checkpoint import load_supernet  # noqa: E402
-from nas.space import SubnetConfig  # noqa: E402
+from nas.model.directory import load_supernet  # noqa: E402
+from nas.model.subnet import SubnetConfig  # noqa: E402
 
 
 def tokens_per_s(fn, tokens: torch.Tensor, repeats: int) -> float:
@@ -64,7 +64,7 @@ def main() -> None:
         view_tps, dense_tps = [], []
         for _ in range(2):
             view_tps.append(tokens_per_s(lambda t: model(t, sub), tokens, args.repeats))
-            dense_tps.append(tokens_per_s(lambda t: dense(t), tokens, args.repeats))
+            dense_tps.append(tokens_per_s(lambda t, m=dense: m(t), tokens, args.repeats))
         v, d = max(view_tps), max(dense_tps)
         ratios[name] = round(v / d, 3)
         rows[name] = {"subnet": sub.summary(), "params": model.num_params(sub), "view_tokens_per_s": round(v, 1),

@@ -28,9 +28,10 @@ from pathlib import Path
 
 import httpx
 
-from nas.config import SupernetConfig
-from reports.synthetic import write_synthetic_study
+from nas.model.config import SupernetConfig
 from storage import open_database
+
+from _synthetic import write_synthetic_study
 
 STUDY = "load"
 

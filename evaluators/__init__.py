@@ -11,7 +11,7 @@ import importlib
 from typing import Any
 
 from evaluators.errors import EvaluatorError
-from evaluators.types import CostValue, Costs, Fidelity, Metrics, TaskScore
+from evaluators.types import Costs, CostValue, Fidelity, Metrics, TaskScore
 
 _LAZY = {
     "Evaluator": "evaluators.evaluate",

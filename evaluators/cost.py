@@ -1,15 +1,18 @@
 """Analytic costs of a sub-network: parameters, FLOPs per token, weight and KV-cache memory.
 
-Everything here is arithmetic on :class:`~nas.config.SupernetConfig` and
-:class:`~nas.space.SubnetConfig`; no model is built. Measured and predicted latency
-live in :mod:`evaluators.latency`; :func:`costs` merges both.
+Everything here is arithmetic on :class:`~nas.model.config.SupernetConfig` and
+:class:`~nas.model.subnet.SubnetConfig`; no model is built and torch is not imported
+(the web app and the reports use it). Measured and predicted latency live in
+:mod:`evaluators.latency`; :func:`costs` merges both. :func:`cost_value` turns
+cost-model values into the spec's cost names (:data:`nas.metrics.COST_METRICS`).
 
 Conventions (D kept d_model, hd head_dim, V vocab; per kept layer H query heads,
 K KV heads, F FFN width, E experts kept, k routing top-k):
 
-* ``params`` — every parameter the sub-network keeps, all experts included; equals
-  :meth:`nas.supernet.Supernet.num_params` and the parameter count of the extracted
-  model. A tied embedding is counted once.
+* ``params`` — every parameter the sub-network keeps, all experts included
+  (:func:`nas.model.params.count_params`, the formula
+  :meth:`~nas.model.supernet.Supernet.num_params` uses too); it equals the parameter
+  count of the extracted model. A tied embedding is counted once.
 * ``non_embedding_params`` — ``params`` minus the token embedding and an untied LM head.
 * ``active_params`` — non-embedding parameters one token touches: in an MoE layer only
   ``k`` of the ``E`` kept experts, plus the router and the shared expert. For a dense
@@ -37,42 +40,34 @@ K KV heads, F FFN width, E experts kept, k routing top-k):
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from evaluators.errors import EvaluatorError
 from evaluators.types import Costs, CostValue
-from nas.config import SupernetConfig
 from nas.errors import NasError
-from nas.space import SubnetConfig
+from nas.metrics import COST_METRICS
+from nas.model.config import SupernetConfig
+from nas.model.dtypes import DTYPE_BYTES, dtype_name
+from nas.model.params import count_params, layer_params
+from nas.model.subnet import SubnetConfig
 
 if TYPE_CHECKING:
     from evaluators.latency import LatencyTable
 
-_DTYPES: dict[str, tuple[str, torch.dtype, int]] = {
-    "bf16": ("bf16", torch.bfloat16, 2),
-    "bfloat16": ("bf16", torch.bfloat16, 2),
-    "fp32": ("fp32", torch.float32, 4),
-    "float32": ("fp32", torch.float32, 4),
-}
-_REFUSED = {"fp16", "float16", "half"}
 
-
-def resolve_dtype(dtype: str | torch.dtype) -> tuple[str, torch.dtype, int]:
-    """``"bf16"``/``"fp32"`` (or their torch dtypes) to (canonical name, torch dtype, bytes).
+def resolve_dtype(dtype: Any) -> tuple[str, int]:
+    """``"bf16"``/``"fp32"`` (or their torch dtypes) to (canonical name, bytes per element).
 
     fp16 is refused: on CPUs it is unusably slow (~3 GFLOP/s here), so neither costs nor
     latencies at fp16 would describe a sensible deployment.
     """
-    name = str(dtype).lower().removeprefix("torch.")
-    if name in _REFUSED:
-        raise EvaluatorError(f"dtype {dtype!r} is refused (fp16 is unusably slow on CPUs); use bf16 or fp32")
     try:
-        return _DTYPES[name]
-    except KeyError:
-        raise EvaluatorError(f"dtype {dtype!r} is not supported; use bf16 or fp32") from None
+        name = dtype_name(dtype)
+    except NasError as exc:
+        raise EvaluatorError(str(exc)) from None
+    return name, DTYPE_BYTES[name]
 
 
 def check_subnet(config: SupernetConfig, subnet: SubnetConfig) -> None:
@@ -111,33 +106,20 @@ def cost_breakdown(config: SupernetConfig, subnet: SubnetConfig, *, context_len:
     _positive_int("context_len", context_len)
     _positive_int("batch", batch)
     D, hd, V = subnet.d_model, config.head_dim, config.vocab_size
-    layer_params = active = matmul = attn_flops = kv_width = 0
+    counts = count_params(config, subnet)
+    matmul = V * D  # LM head (the tied embedding matrix, or its own)
+    attn_flops = kv_width = 0
     for pos in range(subnet.n_layer):
         d = subnet.layer_dims(pos, config.q_per_kv)
-        attn = D * hd * (2 * d.n_head + 2 * d.n_kv_head)
-        bias = hd * (d.n_head + 2 * d.n_kv_head) if config.qkv_bias else 0
-        norms = 2 * D
-        expert = 3 * D * d.d_ff
-        if d.n_expert:
-            shared = expert if config.shared_expert else 0
-            router = d.n_expert * D
-            ffn_all = d.n_expert * expert + router + shared
-            ffn_active = d.top_k * expert + router + shared
-        else:
-            ffn_all = ffn_active = expert
-        layer_params += attn + bias + norms + ffn_all
-        active += attn + bias + norms + ffn_active
-        matmul += attn + ffn_active
+        part = layer_params(config, d, D)
+        matmul += part.attention + part.ffn_active
         attn_flops += 4 * d.n_head * hd * context_len
         kv_width += d.n_kv_head * hd
-    non_embedding = layer_params + D  # + final norm
-    embedding = V * D * (1 if config.tie_embeddings else 2)
-    matmul += V * D  # LM head (the tied embedding matrix, or its own)
     return CostBreakdown(
-        params=non_embedding + embedding,
-        embedding_params=embedding,
-        non_embedding_params=non_embedding,
-        active_params=active + D,
+        params=counts.params,
+        embedding_params=counts.embedding_params,
+        non_embedding_params=counts.non_embedding_params,
+        active_params=counts.active_params,
         matmul_params_per_token=matmul,
         attention_flops_per_token=attn_flops,
         flops_per_token=2 * matmul + attn_flops,
@@ -151,14 +133,14 @@ def analytic_costs(
     *,
     context_len: int = 512,
     batch: int = 1,
-    dtype: str | torch.dtype = "bf16",
+    dtype: Any = "bf16",
 ) -> Costs:
     """Parameters, FLOPs per token, weight and KV-cache memory of ``subnet`` (method ``analytic``).
 
     Raises :class:`EvaluatorError` for a sub-network that does not fit ``config``, a
     non-positive ``context_len``/``batch``, or an unknown/refused dtype.
     """
-    name, _, width = resolve_dtype(dtype)
+    name, width = resolve_dtype(dtype)
     b = cost_breakdown(config, subnet, context_len=context_len, batch=batch)
 
     def val(value: int, unit: str, note: str = "") -> CostValue:
@@ -187,7 +169,7 @@ def costs(
     *,
     context_len: int = 512,
     batch: int = 1,
-    dtype: str | torch.dtype = "bf16",
+    dtype: Any = "bf16",
     table: LatencyTable | None = None,
 ) -> Costs:
     """Analytic costs plus, when a latency ``table`` is given, ``predicted_latency_ms``
@@ -217,4 +199,29 @@ def costs(
     return Costs(values=values, device=label, context=context)
 
 
-__all__ = ["CostBreakdown", "analytic_costs", "check_subnet", "cost_breakdown", "costs", "resolve_dtype"]
+def cost_value(name: str, values: Mapping[str, CostValue]) -> float:
+    """A spec cost (see :data:`nas.metrics.COST_METRICS`, e.g. ``memory`` = weights + KV
+    cache) from cost-model values; raises :class:`EvaluatorError` when a part is missing."""
+    keys, _ = COST_METRICS[name]
+    missing = [k for k in keys if k not in values]
+    if missing:
+        raise EvaluatorError(f"cost {name!r} is not available (missing {missing}); known: {sorted(values)}")
+    return float(sum(values[k].value for k in keys))
+
+
+def analytic_cost_values(config: SupernetConfig, subnet: SubnetConfig, *, context_len: int = 512, dtype: Any = "bf16") -> dict[str, float]:
+    """Every analytic spec cost of ``subnet`` by spec name (``params`` ... ``memory``)."""
+    values = analytic_costs(config, subnet, context_len=context_len, dtype=dtype).values
+    return {name: cost_value(name, values) for name, (keys, method) in COST_METRICS.items() if method == "analytic"}
+
+
+__all__ = [
+    "CostBreakdown",
+    "analytic_cost_values",
+    "analytic_costs",
+    "check_subnet",
+    "cost_breakdown",
+    "cost_value",
+    "costs",
+    "resolve_dtype",
+]

@@ -28,13 +28,15 @@ from typing import Any
 import lm_eval
 from lm_eval.api import metrics as lm_metrics
 
+from evaluators.errors import EvaluatorError
 from evaluators.harness import DEFAULT_BATCH_SIZE, SubnetLM, parse_eval_dtype, resolve_subnet
 from evaluators.tasks import LoadedTasks, TaskPack
 from evaluators.types import Fidelity, Metrics, TaskScore
-from nas.checkpoint import LoadedSupernet
 from nas.errors import NasError
-from nas.space import SearchSpace, SubnetConfig
-from nas.supernet import Supernet
+from nas.model.directory import LoadedSupernet
+from nas.model.space import SearchSpace
+from nas.model.subnet import SubnetConfig
+from nas.model.supernet import Supernet
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +99,6 @@ class Evaluator:
     (default: the logits' dtype, as lm-eval's HFLM) ``"fp32"`` keeps bf16 runs from
     rounding each loglikelihood to bf16 (which ties close choices).
     """
-
     def __init__(
         self,
         model: Supernet,
@@ -144,7 +145,6 @@ class Evaluator:
     @classmethod
     def from_loaded(cls, loaded: LoadedSupernet, tasks: Sequence[str], **kwargs: Any) -> Evaluator:
         """An Evaluator over a loaded supernet directory, with its tokenizer and search space."""
-        from evaluators.errors import EvaluatorError
 
         try:
             tokenizer = loaded.load_tokenizer()

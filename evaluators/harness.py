@@ -51,10 +51,11 @@ from lm_eval.api.registry import model_registry
 from lm_eval.models.utils import handle_stop_sequences, normalize_gen_kwargs, postprocess_generated_text
 
 from evaluators.errors import EvaluatorError
-from nas.checkpoint import LoadedSupernet, load_supernet, parse_dtype
 from nas.errors import NasError
-from nas.space import SearchSpace, SubnetConfig
-from nas.supernet import Supernet
+from nas.model.directory import LoadedSupernet, load_supernet, parse_dtype
+from nas.model.space import SearchSpace
+from nas.model.subnet import SubnetConfig
+from nas.model.supernet import Supernet
 
 log = logging.getLogger(__name__)
 
@@ -65,8 +66,6 @@ _Request = tuple[Any, list[int], list[int]]
 
 def parse_eval_dtype(name: str | torch.dtype | None) -> torch.dtype | None:
     """``bf16``/``fp32`` (or a torch dtype) to a torch dtype; fp16 is refused (unusably slow on CPUs)."""
-    if isinstance(name, torch.dtype) and name not in (torch.float32, torch.bfloat16):
-        raise EvaluatorError(f"dtype {name} is not supported; use bf16 or fp32")
     try:
         return parse_dtype(name)
     except NasError as exc:
@@ -169,6 +168,7 @@ class SubnetLM(TemplateLM):
         if not isinstance(supernet, Supernet):
             raise EvaluatorError(f"supernet must be a directory, a LoadedSupernet or a Supernet, got {type(supernet).__name__}")
         if isinstance(tokenizer, (str, Path)):
+            # deferred: transformers takes seconds to import; only this path needs it
             from transformers import AutoTokenizer
 
             tokenizer = AutoTokenizer.from_pretrained(str(tokenizer))

@@ -27,8 +27,8 @@ import statistics
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from functools import partial
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -38,10 +38,12 @@ import torch.nn.functional as F
 from evaluators.cost import check_subnet, resolve_dtype
 from evaluators.errors import EvaluatorError
 from evaluators.types import Costs, CostValue
-from nas.config import LayerDims, SupernetConfig
 from nas.errors import NasError
-from nas.space import SearchSpace, SubnetConfig
-from nas.supernet import Supernet, rms_norm
+from nas.model.config import LayerDims, SupernetConfig
+from nas.model.directory import parse_dtype
+from nas.model.space import SearchSpace
+from nas.model.subnet import SubnetConfig
+from nas.model.supernet import ForwardContext, Supernet, rms_norm
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +83,7 @@ def device_fingerprint(device: str | torch.device = "cpu", dtype: str | torch.dt
     and CUDA version.
     """
     dev = _device(device)
-    name, _, _ = resolve_dtype(dtype)
+    name, _ = resolve_dtype(dtype)
     if dev.type == "cuda":
         index = dev.index if dev.index is not None else torch.cuda.current_device()
         head = f"cuda:{torch.cuda.get_device_name(index)}|cuda={torch.version.cuda}"
@@ -204,7 +206,8 @@ def measure_latency(
     if not isinstance(model, Supernet):
         raise EvaluatorError(f"measure_latency needs a Supernet, got {type(model).__name__}")
     _check_counts(prompt_len=prompt_len, decode_tokens=decode_tokens, batch=batch, repeats=repeats, warmup=warmup)
-    name, torch_dtype, _ = resolve_dtype(dtype)
+    name, _ = resolve_dtype(dtype)
+    torch_dtype = parse_dtype(name)
     subnet = subnet or model.full_subnet()
     check_subnet(model.config, subnet)
     dev = model.lm_head_weight.device
@@ -346,12 +349,12 @@ def _blocks_per_stack(variant: LayerVariant, config: SupernetConfig, width: int,
     return max(1, min(max_blocks, math.ceil(target_bytes / max(1, per_block * width))))
 
 
-def _run_blocks(blocks: Iterable[torch.nn.Module], dims: LayerDims, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> None:
+def _run_blocks(blocks: Iterable[torch.nn.Module], dims: LayerDims, x: torch.Tensor, ctx: ForwardContext) -> None:
     """Prefill through a stack of blocks, as ``Supernet.run`` does (a fresh cache only
     stores keys and values, so none is passed)."""
     h = x
     for pos, block in enumerate(blocks):
-        h = block(h, dims, cos, sin, None, None, pos, None)
+        h = block(h, dims=dims, ctx=ctx, position=pos)
 
 
 def _fit_line(raw: Sequence[float], measured: Sequence[float]) -> tuple[float, float]:
@@ -442,7 +445,8 @@ class LatencyTable:
             raise EvaluatorError(f"LatencyTable.build needs a Supernet, got {type(model).__name__}")
         opts = options or TableOptions()
         _check_counts(prompt_len=prompt_len, batch=batch, repeats=opts.repeats, warmup=opts.warmup)
-        name, torch_dtype, width = resolve_dtype(dtype)
+        name, width = resolve_dtype(dtype)
+        torch_dtype = parse_dtype(name)
         config = model.config
         space = space or SearchSpace.default(config, model.layer_rank)
         if space.config != config:
@@ -464,7 +468,7 @@ class LatencyTable:
                 stack = _stack_model(config, variant, n, torch_dtype, dev)
                 x = torch.randn(batch, prompt_len, variant.d_model, generator=gen).to(dev, torch_dtype)
                 cos, sin = stack.rope(positions, torch_dtype)
-                runners.append(partial(_run_blocks, stack.layers, variant.dims, x, cos, sin))
+                runners.append(partial(_run_blocks, stack.layers, variant.dims, x, ForwardContext(cos=cos, sin=sin)))
                 depths.append(n)
             for d_model in space.d_model_choices:
                 runners.append(cls._head_runner(model, d_model, prompt_len, batch, torch_dtype, dev, gen))

@@ -42,6 +42,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     """Run lm-eval's CLI with ``argv`` (default: ``sys.argv[1:]``)."""
     args = list(sys.argv[1:] if argv is None else argv)
     try:
+        # deferred: lm-eval's CLI and task registry are heavy; argument errors are reported before loading them
         import evaluators.harness  # noqa: F401  (registers --model nas-subnet)
         from evaluators.tasks import TaskPack
 
@@ -57,6 +58,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
 
+    # deferred: lm-eval's CLI and task registry are heavy; argument errors are reported before loading them
     import lm_eval.tasks
     from lm_eval.__main__ import cli_evaluate
 

@@ -42,9 +42,15 @@ from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import Any
 
+import lm_eval
+import lm_eval.tasks
 import yaml
+from lm_eval.tasks import TaskManager
+from lm_eval.tasks._yaml_loader import load_yaml
 
 from evaluators.errors import EvaluatorError
+from nas.paths import cache_dir
+from nas.paths import data_dir as default_data_dir
 
 log = logging.getLogger(__name__)
 
@@ -54,8 +60,6 @@ _SPLIT_KEYS = ("training_split", "validation_split", "test_split")
 
 def lm_eval_tasks_dir() -> Path:
     """The directory of lm-eval's built-in task YAMLs."""
-    import lm_eval.tasks
-
     return Path(lm_eval.tasks.__file__).resolve().parent
 
 
@@ -79,7 +83,6 @@ def resolve_data_dir(data_dir: str | Path | None = None) -> Path | None:
                 "(the one holding benchmarks/) or unset it to use the Hugging Face Hub"
             )
         return path.resolve()
-    from nas.paths import data_dir as default_data_dir
 
     path = default_data_dir()
     return path.resolve() if path is not None and path.is_dir() else None
@@ -94,7 +97,6 @@ class PackTask:
     relative to ``DATA/benchmarks``; ``files`` maps a Hugging Face split name to a file
     name in that folder.
     """
-
     name: str
     builtin: str
     folder: str
@@ -127,8 +129,6 @@ _BLIMP_GROUP_YAML = "blimp/_blimp.yaml"
 @lru_cache(maxsize=1)
 def blimp_paradigms() -> tuple[str, ...]:
     """The BLiMP paradigms of lm-eval's ``blimp`` group, in its order."""
-    from lm_eval.tasks._yaml_loader import load_yaml
-
     cfg = load_yaml(lm_eval_tasks_dir() / _BLIMP_GROUP_YAML, resolve_func=False)
     return tuple(str(name).removeprefix("blimp_") for name in cfg["task"])
 
@@ -164,7 +164,6 @@ def is_pack_name(name: str) -> bool:
 @dataclass(frozen=True)
 class LocalFiles:
     """The local files of one pack task (split name -> absolute path)."""
-
     task: PackTask
     files: Mapping[str, Path]
 
@@ -194,7 +193,6 @@ def local_files(task: PackTask, data_dir: Path | None) -> LocalFiles | None:
 
 
 def _builtin_config(task: PackTask) -> dict[str, Any]:
-    from lm_eval.tasks._yaml_loader import load_yaml
 
     path = lm_eval_tasks_dir() / task.builtin
     if not path.is_file():
@@ -230,7 +228,6 @@ class TaskPack:
     ``TaskManager(include_defaults=False, include_path=[...])`` together with the
     built-in task directories of the tasks that are not local.
     """
-
     def __init__(self, data_dir: str | Path | None = None) -> None:
         self.data_dir = resolve_data_dir(data_dir)
         self._dir = Path(tempfile.mkdtemp(prefix="nas-tasks-"))
@@ -306,7 +303,6 @@ class TaskPack:
         """A TaskManager that resolves ``names``: generated local tasks, plus only the
         built-in directories of the pack tasks that are not local (the whole built-in
         index, ~10 s, only when a name is outside the pack)."""
-        from lm_eval.tasks import TaskManager
 
         if not names:
             raise EvaluatorError("no tasks given; name at least one lm-eval task, e.g. hellaswag")
@@ -363,7 +359,6 @@ class LoadedTasks:
     """lm-eval tasks of a study, built once: ``tasks`` maps every leaf task name to its
     Task, ``groups`` maps group names to lm-eval Groups, ``local`` says which tasks read
     local files."""
-
     names: tuple[str, ...]
     tasks: dict[str, Any]
     groups: dict[str, Any]
@@ -377,9 +372,7 @@ class LoadedTasks:
 
 def _names_cache() -> Path:
     """Where lm-eval's built-in task names are cached (per lm-eval version and install)."""
-    import lm_eval
 
-    from nas.importers import cache_dir
 
     key = hashlib.sha256(f"{lm_eval.__version__}:{lm_eval_tasks_dir()}".encode()).hexdigest()[:12]
     return cache_dir() / f"lm_eval_task_names-{key}.json"
@@ -407,8 +400,6 @@ def _store_builtin_names(names: Sequence[str]) -> None:
 def _all_builtin_names() -> list[str]:
     """Every task, group and tag name lm-eval knows (indexing all built-in YAMLs takes
     ~10 s, so the list is cached per lm-eval version)."""
-    from lm_eval.tasks import TaskManager
-
     names = _cached_builtin_names()
     if names is None:
         log.info("indexing lm-eval's built-in tasks to resolve a name outside the offline pack")

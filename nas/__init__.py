@@ -13,7 +13,7 @@ __all__ = ["load_exported"]
 
 def __getattr__(name: str) -> Any:
     if name == "load_exported":
-        from nas.export import load_exported
+        from nas.export.loading import load_exported  # deferred: torch and safetensors, only when asked for
 
         return load_exported
     raise AttributeError(f"module 'nas' has no attribute {name!r}")

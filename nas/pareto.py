@@ -6,6 +6,7 @@ Optuna's ``StudyDirection`` work too; default: minimise everything). Internally 
 objectives are negated, so "a dominates b" always means: a is no worse in every objective
 and strictly better in at least one.
 
+* :func:`dominates` — whether one point dominates another.
 * :func:`non_dominated_mask` — which points no other point dominates (the Pareto front).
   Identical points do not dominate each other, so duplicates on the front are all kept.
   Rows containing NaN are never on the front and never dominate anything.
@@ -22,11 +23,11 @@ and strictly better in at least one.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 
-Direction = Literal["minimize", "maximize"]
+from nas.metrics import Direction
 
 _DIRECTION_NAMES = {"minimize": 1.0, "min": 1.0, "maximize": -1.0, "max": -1.0}
 
@@ -55,6 +56,12 @@ def as_minimization(values: Any, directions: Sequence[Any] | None = None) -> np.
     if array.ndim != 2:
         raise ValueError(f"values must have shape (n_points, n_objectives), got {array.shape}")
     return array * direction_signs(directions, array.shape[1])
+
+
+def dominates(a: Sequence[float], b: Sequence[float], directions: Sequence[Any] | None = None) -> bool:
+    """``a`` dominates ``b``: no worse in every objective and strictly better in one."""
+    pa, pb = as_minimization([a], directions)[0], as_minimization([b], directions)[0]
+    return bool(np.all(pa <= pb) and np.any(pa < pb))
 
 
 def non_dominated_mask(values: Any, directions: Sequence[Any] | None = None) -> np.ndarray:
@@ -178,6 +185,7 @@ __all__ = [
     "Direction",
     "as_minimization",
     "direction_signs",
+    "dominates",
     "hypervolume",
     "non_dominated_mask",
     "non_dominated_ranks",

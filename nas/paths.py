@@ -3,6 +3,7 @@
 - ``NAS_WORK_DIR`` (default ``./work``): supernets, databases, caches, reports.
 - ``NAS_DATA_DIR`` (default ``../shared/data`` next to the repository, when it exists):
   offline benchmark files and training text.
+- ``NAS_CACHE_DIR`` (default ``~/.cache/elastic-nas``): downloaded model files.
 """
 
 from __future__ import annotations
@@ -26,4 +27,9 @@ def data_dir() -> Path | None:
     return default if default.is_dir() else None
 
 
-__all__ = ["REPO_ROOT", "data_dir", "work_dir"]
+def cache_dir() -> Path:
+    """Where downloaded model files are kept (``NAS_CACHE_DIR``, default ``~/.cache/elastic-nas``)."""
+    return Path(os.environ.get("NAS_CACHE_DIR", Path.home() / ".cache" / "elastic-nas"))
+
+
+__all__ = ["REPO_ROOT", "cache_dir", "data_dir", "work_dir"]

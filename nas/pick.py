@@ -1,7 +1,7 @@
 """Pick deployment candidates: the best feasible sub-networks of a study under a budget.
 
 :func:`pick` ranks the rows of a study frame (one row per trial, as
-``reports.data.load_study`` gives it) that
+``nas.front.annotate`` gives it) that
 
 1. are feasible under the study's own constraints (``feasible``),
 2. reached the study's top fidelity (``full_fidelity``, when the column exists) and
@@ -29,9 +29,10 @@ import numpy as np
 import pandas as pd
 
 from nas.errors import NasError
+from nas.front import first_of_each_subnet
+from nas.metrics import Direction
 from nas.pareto import non_dominated_mask
 
-Direction = Literal["maximize", "minimize"]
 _BOUND = re.compile(r"^\s*([A-Za-z0-9_./@-]+)\s*(?:=|<=|>=|<|>)\s*([-+0-9.eE_]+)\s*$")
 
 
@@ -140,18 +141,6 @@ class PickResult:
             },
             "candidates": [c.to_dict() for c in self.candidates],
         }
-
-
-def first_of_each_subnet(frame: pd.DataFrame, mask: pd.Series) -> pd.Series:
-    """Within ``mask``, only the first trial of each sub-network (``config_hash``): a
-    sub-network the sampler proposed twice (the second answered from the cache) is one
-    point of the front and one pick, not two."""
-    if "config_hash" not in frame.columns or not mask.any():
-        return mask
-    rows = frame.loc[mask]
-    if "trial" in rows.columns:
-        rows = rows.sort_values("trial", kind="stable")
-    return pd.Series(frame.index.isin(rows.drop_duplicates("config_hash").index), index=frame.index)
 
 
 def pick(

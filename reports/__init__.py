@@ -3,13 +3,14 @@
 * :mod:`reports.data` — a study's results shaped for views (:func:`load_study` -> :class:`StudyView`);
 * :mod:`reports.figures` — "compute the data" / "draw it" pairs returning ``go.Figure``;
 * :mod:`reports.html` — one self-contained HTML report (``nas report``);
-* :mod:`reports.web` — the FastAPI app (``nas serve``);
-* :mod:`reports.synthetic` — synthetic finished studies for tests, benchmarks and demos.
+* :mod:`reports.web` — the FastAPI app (``nas serve``).
+
+No torch anywhere in this package: the web server draws pages without it.
 """
 
 from __future__ import annotations
 
-from reports.data import ACCURACY, Objective, StudyView, TrialNotFound, build_view, load_study, study_hypervolume
+from reports.data import StudyView, TrialNotFound, build_view, load_study
 from reports.figures import (
     hypervolume_figure,
     overlay_figure,
@@ -21,8 +22,6 @@ from reports.figures import (
 from reports.html import render_report, write_report
 
 __all__ = [
-    "ACCURACY",
-    "Objective",
     "StudyView",
     "TrialNotFound",
     "build_view",
@@ -33,7 +32,6 @@ __all__ = [
     "pareto3d_figure",
     "pareto_figure",
     "render_report",
-    "study_hypervolume",
     "task_breakdown_figure",
     "write_report",
 ]

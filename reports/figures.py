@@ -24,18 +24,11 @@ from typing import NamedTuple
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
+from plotly.subplots import make_subplots
 
-from nas.pareto import non_dominated_mask
-from reports.data import (
-    ACCURACY,
-    HypervolumeHistory,
-    Objective,
-    StudyView,
-    candidates_mask,
-    hypervolume_history,
-    main_metric_columns,
-    oriented,
-)
+from nas.front import HypervolumeHistory, candidates_mask, front_mask, hypervolume_history, main_metric_columns
+from nas.metrics import ACCURACY, Objective
+from reports.data import StudyView
 
 CATEGORIES = ("front", "dominated", "low fidelity only", "infeasible")
 _STYLE = {
@@ -106,7 +99,6 @@ def _step_shape(x: Objective) -> str:
 # ---------------------------------------------------------------- pareto 2-D
 class ParetoData(NamedTuple):
     """Points of a two-objective view by category, and the front sorted by x."""
-
     study: str
     x: Objective
     y: Objective
@@ -123,9 +115,7 @@ def pareto_data(view: StudyView, x: str | Objective, y: str | Objective) -> Pare
         if o.column not in frame.columns:
             raise KeyError(f"study {view.name!r} has no column {o.column!r}")
     cand = candidates_mask(frame, (xo, yo))
-    on_front = pd.Series(False, index=frame.index)
-    if cand.any():
-        on_front.loc[cand] = non_dominated_mask(oriented(frame.loc[cand], (xo, yo)))
+    on_front = front_mask(frame, (xo, yo))
     has_xy = frame[xo.column].notna() & frame[yo.column].notna()
     infeasible = ~frame["feasible"].astype(bool)
     low = ~infeasible & ~frame["full_fidelity"].astype(bool) & has_xy
@@ -239,9 +229,7 @@ def pareto3d_data(view: StudyView, objectives: Sequence[str | Objective] | None 
         raise ValueError(f"a three-objective view needs three objectives, got {[o.column for o in objs]}")
     frame = view.frame
     cand = candidates_mask(frame, objs)
-    front = pd.Series(False, index=frame.index)
-    if cand.any():
-        front.loc[cand] = non_dominated_mask(oriented(frame.loc[cand], objs))
+    front = front_mask(frame, objs)
     points = {}
     for name, mask in (("front", front), ("other", cand & ~front)):
         rows = frame[mask]
@@ -486,7 +474,6 @@ def overlay_figure(views: Sequence[StudyView], x: str | Objective | None = None,
 # ---------------------------------------------------------------- candidate
 class LayerChartData(NamedTuple):
     """Per supernet layer: kept or dropped, and the kept sizes against the supernet's."""
-
     layers: tuple[int, ...]
     kept: tuple[bool, ...]
     n_head: tuple[int, ...]
@@ -516,7 +503,6 @@ def layer_chart_data(config: dict, supernet_config: dict | None) -> LayerChartDa
 
 
 def draw_layer_chart(data: LayerChartData, *, title: str = "per-layer config") -> go.Figure:
-    from plotly.subplots import make_subplots
 
     fig = make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.08,
                         subplot_titles=("attention heads kept", "FFN width (d_ff) kept"))

@@ -19,8 +19,9 @@ import plotly.graph_objects as go
 import plotly.io as pio
 from plotly.offline import get_plotlyjs
 
+from nas.metrics import ACCURACY
 from reports import figures as F
-from reports.data import ACCURACY, StudyView, study_hypervolume
+from reports.data import StudyView
 
 _TEMPLATES = Path(__file__).parent / "templates"
 
@@ -94,7 +95,7 @@ def render_report(view: StudyView, others: Sequence[StudyView] = ()) -> str:
         "feasible": int(frame["feasible"].sum()),
         "full fidelity": int((frame["full_fidelity"] & frame["feasible"]).sum()),
         "front size": int(frame["on_front"].sum()),
-        "hypervolume": f"{study_hypervolume(view):.4f}",
+        "hypervolume": f"{view.hypervolume:.4f}",
         "objectives": ", ".join(f"{o.column} ({o.direction})" for o in view.objectives),
         "supernet": view.supernet_hash,
         "top fidelity": view.top_fidelity or "–",

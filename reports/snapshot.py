@@ -14,6 +14,8 @@ import os
 import tempfile
 from pathlib import Path
 
+from reports.data import load_study
+from reports.figures import pareto_figure
 from storage import StorageError, open_database
 
 CHROMIUM_ARGS = [
@@ -31,10 +33,9 @@ def chromium_path() -> str:
 
 def snapshot(study: str, out: str | Path, *, storage: str | None = None, width: int = 900, height: int = 520) -> Path:
     """Write the Pareto plot of ``study`` as a PNG to ``out``; return its path."""
+    # deferred: playwright is a dev dependency (only for PNG snapshots)
     from playwright.sync_api import sync_playwright
 
-    from reports.data import load_study
-    from reports.figures import pareto_figure
 
     db = open_database(storage)
     try:

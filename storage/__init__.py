@@ -9,7 +9,7 @@ them by study name and trial number only.
     db = open_database("sqlite:///work/nas.db")
     sn = upsert_supernet(db, content_hash=..., name=..., path=..., config={...}, space={...}, provenance={...})
     sub = get_or_create_subnet(db, supernet_id=sn, config_json=..., config_hash=..., n_layer=4, params=10**6)
-    record_evaluation(db, subnet_id=sub, task="piqa", metric="acc", value=0.6, stderr=0.01, ...)
+    record_evaluation(db, NewEvaluation(subnet_id=sub, task="piqa", metric="acc", value=0.6, stderr=0.01, ...))
     find_evaluations(db, supernet_hash=..., config_hash=..., fidelity="full", harness_version=..., task_hashes={...})
 
 Errors a user can cause raise :class:`StorageError` with one clear message.
@@ -45,7 +45,7 @@ from storage.records import (
     SupernetRecord,
     TrialRecord,
 )
-from storage.rows import CostRow, EvaluationRow, ExampleScores, StudyRow, SubnetRow, SupernetRow, TrialRow
+from storage.rows import CostRow, EvaluationRow, ExampleScores, NewEvaluation, StudyRow, SubnetRow, SupernetRow, TrialRow
 from storage.studies import (
     BASE_COLUMNS,
     STUDY_STATUSES,
@@ -67,6 +67,7 @@ __all__ = [
     "Database",
     "EvaluationRecord",
     "EvaluationRow",
+    "NewEvaluation",
     "ExampleScores",
     "ExampleScoresRecord",
     "STUDY_STATUSES",

@@ -31,7 +31,7 @@ from storage.records import (
     SubnetRecord,
     SupernetRecord,
 )
-from storage.rows import CostRow, EvaluationRow, ExampleScores, SubnetRow, SupernetRow
+from storage.rows import CostRow, EvaluationRow, ExampleScores, NewEvaluation, SubnetRow, SupernetRow
 
 COST_METHODS = ("analytic", "measured", "predicted")
 
@@ -133,68 +133,52 @@ def find_subnet(db: Database, *, supernet_hash: str, config_hash: str) -> Subnet
 
 
 # ------------------------------------------------------------------------ evaluations
-def record_evaluation(
-    db: Database,
-    *,
-    subnet_id: int,
-    task: str,
-    metric: str,
-    value: float,
-    stderr: float | None,
-    n_examples: int,
-    fidelity: str,
-    harness_version: str,
-    task_hash: str,
-    wall_s: float,
-    example_ids: Sequence[Any] | None = None,
-    example_scores: Sequence[float] | None = None,
-) -> int:
+def record_evaluation(db: Database, evaluation: NewEvaluation) -> int:
     """Store one metric of one task for a sub-network (insert-or-get); return its id.
 
     If an evaluation with the same (sub-network, task, metric, fidelity, task hash,
-    harness version) exists, nothing is overwritten and its id is returned.
-    ``example_ids`` (JSON-serialisable ids, e.g. str or int) and ``example_scores``
-    (one float per id, same order) are optional and go together; they are kept as
-    float32 and added to an existing evaluation that has none yet.
+    harness version) exists, nothing is overwritten and its id is returned. Per-example
+    scores are kept as float32 and added to an existing evaluation that has none yet.
     """
-    _require_text(task=task, metric=metric, fidelity=fidelity, harness_version=harness_version, task_hash=task_hash)
-    if (example_ids is None) != (example_scores is None):
+    e = evaluation
+    _require_text(task=e.task, metric=e.metric, fidelity=e.fidelity, harness_version=e.harness_version, task_hash=e.task_hash)
+    if (e.example_ids is None) != (e.example_scores is None):
         raise StorageError(
-            f"evaluation {task}/{metric}: give both example_ids and example_scores, or neither"
+            f"evaluation {e.task}/{e.metric}: give both example_ids and example_scores, or neither"
         )
     packed: bytes | None = None
-    if example_ids is not None and example_scores is not None:
-        if len(example_ids) != len(example_scores):
+    if e.example_ids is not None and e.example_scores is not None:
+        if len(e.example_ids) != len(e.example_scores):
             raise StorageError(
-                f"evaluation {task}/{metric}: {len(example_ids)} example ids but "
-                f"{len(example_scores)} example scores; give one score per example id"
+                f"evaluation {e.task}/{e.metric}: {len(e.example_ids)} example ids but "
+                f"{len(e.example_scores)} example scores; give one score per example id"
             )
-        packed = _pack_scores(example_scores)
+        packed = _pack_scores(e.example_scores)
     values = {
-        "subnet_id": subnet_id,
-        "task": task,
-        "metric": metric,
-        "value": float(value),
-        "stderr": None if stderr is None else float(stderr),
-        "n_examples": int(n_examples),
-        "fidelity": fidelity,
-        "harness_version": harness_version,
-        "task_hash": task_hash,
-        "wall_s": float(wall_s),
+        "subnet_id": e.subnet_id,
+        "task": e.task,
+        "metric": e.metric,
+        "value": float(e.value),
+        "stderr": None if e.stderr is None else float(e.stderr),
+        "n_examples": int(e.n_examples),
+        "fidelity": e.fidelity,
+        "harness_version": e.harness_version,
+        "task_hash": e.task_hash,
+        "wall_s": float(e.wall_s),
     }
     key = ("subnet_id", "task", "metric", "fidelity", "task_hash", "harness_version")
     try:
         with db.session_scope() as session:
             evaluation_id, _ = insert_or_get(session, EvaluationRecord, values, key)
             if packed is not None:
-                assert example_ids is not None
+                assert e.example_ids is not None
                 insert_or_get(
                     session,
                     ExampleScoresRecord,
                     {
                         "evaluation_id": evaluation_id,
-                        "n_examples": len(example_ids),
-                        "example_ids": list(example_ids),
+                        "n_examples": len(e.example_ids),
+                        "example_ids": list(e.example_ids),
                         "scores": packed,
                     },
                     ("evaluation_id",),
@@ -202,7 +186,7 @@ def record_evaluation(
             return evaluation_id
     except IntegrityError as exc:
         raise StorageError(
-            f"cannot record evaluation {task}/{metric}: sub-network id {subnet_id} does not exist"
+            f"cannot record evaluation {e.task}/{e.metric}: sub-network id {e.subnet_id} does not exist"
         ) from exc
 
 

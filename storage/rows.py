@@ -11,6 +11,28 @@ from typing import Any
 
 
 @dataclass(frozen=True)
+class NewEvaluation:
+    """One metric of one task for a sub-network, to record (see :func:`storage.record_evaluation`).
+
+    ``example_ids`` (JSON-serialisable ids, e.g. str or int) and ``example_scores`` (one
+    float per id, same order) are optional and go together.
+    """
+
+    subnet_id: int
+    task: str
+    metric: str
+    value: float
+    stderr: float | None
+    n_examples: int
+    fidelity: str
+    harness_version: str
+    task_hash: str
+    wall_s: float
+    example_ids: tuple[Any, ...] | None = None
+    example_scores: tuple[float, ...] | None = None
+
+
+@dataclass(frozen=True)
 class SupernetRow:
     """A stored supernet. ``config``/``space``/``provenance`` are the dicts given to upsert."""
 

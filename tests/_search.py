@@ -9,13 +9,13 @@ from typing import Any
 
 import torch
 
+from evaluators.heldout import HeldOutLoss, subset_indices
 from evaluators.types import Fidelity, Metrics, TaskScore
-from nas.checkpoint import LoadedSupernet, load_supernet, save_supernet
-from nas.config import SupernetConfig
-from nas.heldout import HeldOutLoss, subset_indices
-from nas.space import SubnetConfig
-from nas.spec import StudySpec, parse_spec
-from nas.supernet import Supernet
+from nas.model.config import SupernetConfig
+from nas.model.directory import LoadedSupernet, load_supernet, save_supernet
+from nas.model.subnet import SubnetConfig
+from nas.model.supernet import Supernet
+from nas.search.spec import StudySpec, parse_spec
 
 TINY = SupernetConfig(vocab_size=64, d_model=32, n_layer=3, n_head=4, n_kv_head=2, d_ff=64)
 #: 2 depths x (2 heads x 2 d_ff) per layer: 16 + 64 = 80 sub-networks.

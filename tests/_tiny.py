@@ -33,7 +33,7 @@ def corpus_text(n_chars: int = 20_000) -> str:
 
 def tiny_tokenizer(vocab_size: int = 400) -> Any:
     """A PreTrainedTokenizerFast: byte-level BPE, ``<|endoftext|>`` = BOS = EOS (id 0), pad id 1."""
-    from nas.tokenizer import train_tokenizer
+    from nas.model.tokenizer import train_tokenizer
 
     text = corpus_text()
     lines = [text[i : i + 200] for i in range(0, len(text), 200)]
@@ -71,6 +71,6 @@ def tiny_llama(tokenizer: Any, *, n_layer: int = 2, max_position_embeddings: int
 
 def tiny_supernet(hf_model: Any) -> Any:
     """Our Supernet with the weights of ``hf_model``."""
-    from nas.importers import from_hf_model
+    from nas.importing.hf import from_hf_model
 
     return from_hf_model(hf_model)

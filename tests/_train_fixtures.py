@@ -6,7 +6,7 @@ import random
 from pathlib import Path
 from typing import Any
 
-from nas.train import TrainConfig, parse_train_config
+from nas.training import TrainConfig, parse_train_config
 
 _SUBJECTS = ["the cat", "a dog", "the old man", "my sister", "the captain", "a small bird", "the miller"]
 _VERBS = ["saw", "loved", "followed", "feared", "painted", "called", "found"]

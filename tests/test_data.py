@@ -9,7 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from nas.data import (
+from nas.errors import NasError
+from nas.model.tokenizer import train_tokenizer
+from nas.training.data import (
     CorpusSpec,
     TokenBatches,
     clean_text,
@@ -19,8 +21,6 @@ from nas.data import (
     load_tokens,
     split_tokens,
 )
-from nas.errors import NasError
-from nas.tokenizer import train_tokenizer
 
 PG_SAMPLE = (
     "\ufeffThe Project Gutenberg EBook of Persuasion, by Jane Austen\r\n\r\n"

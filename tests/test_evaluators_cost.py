@@ -15,9 +15,10 @@ from torch.utils.flop_counter import FlopCounterMode
 from evaluators.cost import analytic_costs, cost_breakdown, costs, resolve_dtype
 from evaluators.errors import EvaluatorError
 from evaluators.latency import LatencyTable, TableOptions, device_fingerprint, measure_latency, space_variants, subnet_variants
-from nas.config import SupernetConfig
-from nas.space import SearchSpace, SubnetConfig
-from nas.supernet import Supernet
+from nas.model.config import SupernetConfig
+from nas.model.space import SearchSpace
+from nas.model.subnet import SubnetConfig
+from nas.model.supernet import Supernet
 
 DENSE = SupernetConfig(vocab_size=97, d_model=48, n_layer=4, n_head=6, n_kv_head=2, d_ff=64, qkv_bias=True)
 MOE = SupernetConfig(

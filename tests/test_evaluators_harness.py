@@ -17,10 +17,11 @@ import pytest
 import torch
 from lm_eval.api.instance import Instance
 
-from _tiny import corpus_text, tiny_llama, tiny_supernet, tiny_tokenizer
 from evaluators import Evaluator, EvaluatorError, Fidelity, SubnetLM, subset_ids
-from nas.checkpoint import save_supernet
-from nas.space import SubnetConfig
+from nas.model.directory import save_supernet
+from nas.model.subnet import SubnetConfig
+
+from _tiny import corpus_text, tiny_llama, tiny_supernet, tiny_tokenizer
 
 MAX_LEN = 48
 REPO = Path(__file__).resolve().parents[1]

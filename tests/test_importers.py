@@ -10,13 +10,14 @@ import torch
 from torch.testing import assert_close
 from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
 
-from nas import importance
-from nas.checkpoint import content_hash, load_supernet, save_supernet
-from nas.config import SupernetConfig
 from nas.errors import NasError
-from nas.importers import from_hf_model, gguf_architecture, load_hf, to_hf_model
-from nas.space import SearchSpace
-from nas.supernet import Supernet
+from nas.importing import importance
+from nas.importing.hf import from_hf_model, to_hf_model
+from nas.importing.sources import gguf_architecture, load_hf
+from nas.model.config import SupernetConfig
+from nas.model.directory import content_hash, load_supernet, save_supernet
+from nas.model.space import SearchSpace
+from nas.model.supernet import Supernet
 
 
 def tiny_llama(seed: int = 0, **overrides) -> LlamaForCausalLM:

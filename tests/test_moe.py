@@ -15,14 +15,15 @@ import torch.nn.functional as F
 from torch.testing import assert_close
 
 from evaluators.cost import analytic_costs, cost_breakdown
-from nas import importance
-from nas.checkpoint import load_supernet, save_supernet
-from nas.config import LayerDims, SupernetConfig
 from nas.errors import NasError
-from nas.space import SearchSpace, SubnetConfig
-from nas.spec import parse_spec
-from nas.supernet import MixtureOfExperts, Supernet
-from nas.train import Arm, ArmSampler, SandwichLoss, evaluate_loss, parse_train_config, sandwich_step, train
+from nas.importing import importance
+from nas.model.config import LayerDims, SupernetConfig
+from nas.model.directory import load_supernet, save_supernet
+from nas.model.space import SearchSpace
+from nas.model.subnet import SubnetConfig
+from nas.model.supernet import MixtureOfExperts, Supernet
+from nas.search.spec import parse_spec
+from nas.training import Arm, ArmSampler, SandwichLoss, evaluate_loss, parse_train_config, sandwich_step, train
 
 V = 61
 #: Mixed dense/MoE layers, a shared expert and an untied head: the hardest case for views.
@@ -336,7 +337,7 @@ def test_training_a_moe_supernet_end_to_end_in_bf16(tmp_path: Path, monkeypatch:
 def test_search_explores_experts_and_top_k_on_a_moe_supernet(tmp_path: Path, sqlite_url: str) -> None:
     import optuna
 
-    from nas.search import open_search
+    from nas.search.study import open_search
 
     model = make(ALL_MOE)
     space = SearchSpace.from_dict({"n_expert_choices": [2, 4], "top_k_choices": [1, 2], "n_head_choices": [4],

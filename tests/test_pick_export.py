@@ -11,16 +11,17 @@ import torch
 from typer.testing import CliRunner
 
 import storage
-from nas.checkpoint import save_supernet
 from nas.cli import app
-from nas.config import SupernetConfig
 from nas.errors import NasError
 from nas.export import ExportSource, ScoreRecord, export_source, export_subnet, load_exported, verify_export
+from nas.metrics import ACCURACY
+from nas.model.config import SupernetConfig
+from nas.model.directory import save_supernet
+from nas.model.space import SearchSpace
+from nas.model.subnet import SubnetConfig
+from nas.model.supernet import Supernet
 from nas.pick import Bound, describe_empty, pick
-from nas.space import SearchSpace, SubnetConfig
-from nas.spec import parse_spec
-from nas.supernet import Supernet
-from reports.data import ACCURACY
+from nas.search.spec import parse_spec
 from tests._study_rows import view
 
 # ------------------------------------------------------------------------------ pick
@@ -179,9 +180,9 @@ def test_transformers_loads_a_homogeneous_export(tmp_path: Path) -> None:
 # ------------------------------------------------------------------- study + verify
 def _record_heldout_study(db: storage.Database, path: Path, model: Supernet, digest: str, subnets: list[SubnetConfig]) -> None:
     """A study whose stored scores come from the search's own scorer on the supernet views."""
+    from evaluators.scorer import build_scorers
     from evaluators.types import Fidelity
-    from nas.checkpoint import load_supernet
-    from nas.search import build_scorers
+    from nas.model.directory import load_supernet
 
     spec = parse_spec({"name": "heldout", "supernet": str(path), "tasks": [{"name": "heldout_loss", "n_examples": 8, "seq_len": 12}],
                        "objectives": ["heldout_loss", "params"], "budget": {"n_trials": len(subnets)}, "dtype": "fp32"})
@@ -195,9 +196,9 @@ def _record_heldout_study(db: storage.Database, path: Path, model: Supernet, dig
                                            n_layer=subnet.n_layer, params=model.num_params(subnet))
         metrics = scorer.evaluate(subnet, Fidelity())
         for s in metrics.scores:
-            storage.record_evaluation(db, subnet_id=sub, task=s.task, metric=s.metric, value=s.value, stderr=s.stderr,
+            storage.record_evaluation(db, storage.NewEvaluation(subnet_id=sub, task=s.task, metric=s.metric, value=s.value, stderr=s.stderr,
                                       n_examples=s.n_examples, fidelity=metrics.fidelity, harness_version=metrics.harness_version,
-                                      task_hash=metrics.task_hashes[s.task], wall_s=metrics.wall_s)
+                                      task_hash=metrics.task_hashes[s.task], wall_s=metrics.wall_s))
         storage.record_cost(db, subnet_id=sub, device="cpu", metric="params", value=float(model.num_params(subnet)), method="analytic")
         storage.record_trial(db, study_id=study, trial_number=number, subnet_id=sub, fidelity="full", feasible=True, state="COMPLETE")
 

@@ -7,8 +7,9 @@ import math
 import numpy as np
 import pytest
 
+from nas.front import hypervolume_history
+from nas.metrics import ACCURACY, objective
 from reports import figures as F
-from reports.data import ACCURACY, hypervolume_history, objective
 from tests._study_rows import FRONT, view
 
 

@@ -9,11 +9,12 @@ import pytest
 from typer.testing import CliRunner
 
 from nas.cli import app
-from nas.config import SupernetConfig
+from nas.model.config import SupernetConfig
 from reports.data import load_study
 from reports.html import render_report
-from reports.synthetic import write_synthetic_study
 from storage import open_database
+
+from _synthetic import write_synthetic_study
 
 CONFIG = SupernetConfig(vocab_size=256, d_model=64, n_layer=6, n_head=4, n_kv_head=2, d_ff=128)
 

@@ -14,10 +14,14 @@ import pytest
 import torch
 
 import storage
-from nas.checkpoint import LoadedSupernet
 from nas.errors import NasError
-from nas.search import TOP_FIDELITY_CONSTRAINT, open_search, param_distributions, study_status
+from nas.model.directory import LoadedSupernet
+from nas.search.params import param_distributions
+from nas.search.status import study_status
+from nas.search.study import open_search
+from nas.search.trials import TOP_FIDELITY_CONSTRAINT
 from storage import StorageError
+
 from _search import CountingScorer, SyntheticLoss, heldout_scorer, make_spec, save_tiny_supernet
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -273,7 +277,7 @@ def test_cli_search_status_and_bad_input(tiny: LoadedSupernet, tmp_path: Path, m
 def test_latency_objectives_are_measured_or_predicted_and_recorded(tiny: LoadedSupernet, sqlite_url: str, tmp_path: Path,
                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     from evaluators.latency import LatencyTable
-    from nas.space import SearchSpace
+    from nas.model.space import SearchSpace
 
     monkeypatch.setenv("NAS_WORK_DIR", str(tmp_path / "work"))
     one_variant = {"n_layer_choices": [2, 3], "n_head_choices": [4], "d_ff_choices": [64]}

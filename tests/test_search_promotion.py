@@ -7,14 +7,9 @@ import math
 import pytest
 
 from evaluators.types import TaskScore
-from nas.search import (
-    Estimate,
-    aggregate_estimate,
-    constraint_violation,
-    dominates,
-    promotion_decision,
-    score_estimate,
-)
+from nas.pareto import dominates
+from nas.search.costs import constraint_violation
+from nas.search.promotion import Estimate, aggregate_estimate, promotion_decision, score_estimate
 
 MIN_MAX = ("minimize", "maximize")  # (params, accuracy)
 

@@ -8,10 +8,10 @@ runs the retry.
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import signal
 import socket
-import multiprocessing
 import sys
 import time
 import warnings
@@ -23,8 +23,9 @@ import optuna
 import pytest
 
 import storage
+from nas.search.study import open_search
+
 from _search import make_spec, save_tiny_supernet
-from nas.search import open_search
 
 N_TRIALS = 10
 
@@ -43,7 +44,7 @@ def _run_worker(study: str, url: str) -> None:
 def _run_victim(study: str, url: str, hung: Any) -> None:
     """A worker that hangs in its second evaluation (its second trial: one fidelity, and a
     repeated sub-network is a cache hit, not an evaluation) until the parent kills it."""
-    from nas.heldout import HeldOutLoss
+    from evaluators.heldout import HeldOutLoss
 
     evaluate = HeldOutLoss.evaluate
     calls = 0

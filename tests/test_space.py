@@ -7,9 +7,10 @@ import random
 import optuna
 import pytest
 
-from nas.config import SupernetConfig
 from nas.errors import NasError
-from nas.space import SearchSpace, SubnetConfig
+from nas.model.config import SupernetConfig
+from nas.model.space import SearchSpace
+from nas.model.subnet import SubnetConfig
 
 CONFIG = SupernetConfig(vocab_size=50, d_model=32, n_layer=4, n_head=4, n_kv_head=2, d_ff=48)
 RANK = (0, 3, 2, 1)

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from nas.errors import NasError
-from nas.spec import load_spec, parse_spec
+from nas.search.spec import load_spec, parse_spec
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -37,16 +37,15 @@ def _study(url: str, spec: dict) -> None:
             )
             for task, value in (("piqa", piqa), ("arc_easy", arc)):
                 storage.record_evaluation(
-                    db, subnet_id=sub, task=task, metric="acc", value=value, stderr=0.01, n_examples=100,
-                    fidelity=fidelity, harness_version="v", task_hash=task, wall_s=1.0,
-                )
+                    db, storage.NewEvaluation(subnet_id=sub, task=task, metric="acc", value=value, stderr=0.01, n_examples=100,
+                    fidelity=fidelity, harness_version="v", task_hash=task, wall_s=1.0,))
             storage.record_cost(db, subnet_id=sub, device="cpu", metric="params", value=params, method="analytic")
             storage.record_trial(db, study_id=sid, trial_number=trial, subnet_id=sub, fidelity=fidelity, feasible=feasible, state="COMPLETE")
 
 
 @pytest.fixture
 def spec_study(sqlite_url: str) -> str:
-    from nas.spec import parse_spec
+    from nas.search.spec import parse_spec
 
     spec = parse_spec({
         "name": "s", "supernet": "x", "tasks": ["piqa", "arc_easy"], "objectives": ["accuracy", "params"],

@@ -12,9 +12,9 @@ import traceback
 from typing import Any
 
 import pytest
+from sqlalchemy.engine import make_url
 
 import storage
-from sqlalchemy.engine import make_url
 from storage.database import _sqlite_engine
 
 N_SUBNETS = 24
@@ -41,10 +41,9 @@ def _writer(url: str, seed: int, barrier: Any, results: Any) -> None:
             ids[f"subnet/{k}"] = sub
             for task in TASKS:
                 ids[f"eval/{k}/{task}"] = storage.record_evaluation(
-                    db, subnet_id=sub, task=task, metric="acc", value=k / 100, stderr=0.01, n_examples=10,
+                    db, storage.NewEvaluation(subnet_id=sub, task=task, metric="acc", value=k / 100, stderr=0.01, n_examples=10,
                     fidelity="n10", harness_version="v", task_hash=task, wall_s=0.1,
-                    example_ids=list(range(10)), example_scores=[float(seed)] * 10,
-                )
+                    example_ids=list(range(10)), example_scores=[float(seed)] * 10,))
             ids[f"cost/{k}"] = storage.record_cost(db, subnet_id=sub, device="cpu", metric="params", value=k, method="analytic")
             storage.record_trial(db, study_id=study, trial_number=k, subnet_id=sub, fidelity="n10", feasible=True, state="COMPLETE")
         db.close()

@@ -59,7 +59,7 @@ EVAL: dict[str, Any] = {
 
 
 def _eval(db: Database, subnet_id: int, **over: Any) -> int:
-    return storage.record_evaluation(db, subnet_id=subnet_id, **{**EVAL, **over})
+    return storage.record_evaluation(db, storage.NewEvaluation(subnet_id=subnet_id, **{**EVAL, **over}))
 
 
 def _is_utc(ts: dt.datetime) -> bool:

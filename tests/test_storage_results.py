@@ -25,7 +25,7 @@ def _ev(db: Database, subnet: int, task: str, metric: str, value: float, fidelit
         "n_examples": n, "fidelity": fidelity, "harness_version": "0.4.8", "task_hash": f"th-{task}", "wall_s": 1.0,
     }
     fields.update(over)
-    return storage.record_evaluation(db, **fields)  # type: ignore[arg-type]
+    return storage.record_evaluation(db, storage.NewEvaluation(**fields))  # type: ignore[arg-type]
 
 
 @pytest.fixture

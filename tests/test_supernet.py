@@ -8,10 +8,11 @@ import pytest
 import torch
 from torch.testing import assert_close
 
-from nas.config import SupernetConfig
 from nas.errors import NasError
-from nas.space import SearchSpace, SubnetConfig
-from nas.supernet import Supernet
+from nas.model.config import SupernetConfig
+from nas.model.space import SearchSpace
+from nas.model.subnet import SubnetConfig
+from nas.model.supernet import Supernet
 
 DENSE = SupernetConfig(vocab_size=97, d_model=48, n_layer=4, n_head=6, n_kv_head=3, d_ff=64, qkv_bias=True)
 MOE = SupernetConfig(vocab_size=97, d_model=32, n_layer=3, n_head=4, n_kv_head=2, d_ff=24, n_expert=4, top_k=2,

@@ -12,9 +12,10 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from nas.checkpoint import load_supernet
-from nas.supernet import Supernet
-from nas.train import parse_train_config, train
+from nas.model.directory import load_supernet
+from nas.model.supernet import Supernet
+from nas.training import parse_train_config, train
+
 from _train_fixtures import tiny_config, write_corpus
 
 

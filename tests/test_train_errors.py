@@ -9,7 +9,8 @@ import pytest
 import yaml
 
 from nas.errors import NasError
-from nas.train import load_train_config, train
+from nas.training import load_train_config, train
+
 from _train_fixtures import tiny_config, write_corpus
 
 

@@ -8,9 +8,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from nas.checkpoint import load_supernet
 from nas.errors import NasError
-from nas.train import list_checkpoints, train
+from nas.model.directory import load_supernet
+from nas.training import list_checkpoints, train
+
 from _train_fixtures import tiny_config, write_corpus
 
 

@@ -8,20 +8,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from nas.config import SupernetConfig
 from nas.errors import NasError
-from nas.space import SearchSpace
-from nas.supernet import Supernet
-from nas.train import (
-    Arm,
-    ArmSampler,
-    SandwichLoss,
-    StageConfig,
-    check_memory,
-    distill_loss,
-    estimate_memory,
-    sandwich_step,
-)
+from nas.model.config import SupernetConfig
+from nas.model.space import SearchSpace
+from nas.model.supernet import Supernet
+from nas.training import Arm, ArmSampler, SandwichLoss, StageConfig, check_memory, distill_loss, estimate_memory, sandwich_step
 
 CFG = SupernetConfig(vocab_size=64, d_model=32, n_layer=3, n_head=4, n_kv_head=2, d_ff=64)
 

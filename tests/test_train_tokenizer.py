@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from nas.errors import NasError
-from nas.tokenizer import EOS_TOKEN, eos_id, fingerprint, load_tokenizer, save_tokenizer, train_tokenizer
+from nas.model.tokenizer import EOS_TOKEN, eos_id, fingerprint, load_tokenizer, save_tokenizer, train_tokenizer
 
 TEXT = ["It was the best of times, it was the worst of times. " * 40, "Call me Ishmael. Some years ago. " * 40]
 

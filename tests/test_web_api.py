@@ -11,14 +11,15 @@ import torch
 from fastapi import HTTPException
 from fastapi.testclient import TestClient
 
-from nas.checkpoint import save_supernet
-from nas.config import SupernetConfig
 from nas.errors import NasError
-from nas.supernet import Supernet
-from reports.synthetic import write_synthetic_study
+from nas.model.config import SupernetConfig
+from nas.model.directory import save_supernet
+from nas.model.supernet import Supernet
 from reports.web import WebSettings, create_app
 from reports.web.security import check_bind, confine, is_loopback
 from storage import open_database
+
+from _synthetic import write_synthetic_study
 
 TOKEN = "s3cret-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}

@@ -13,10 +13,11 @@ from pathlib import Path
 import httpx
 import pytest
 
-from nas.config import SupernetConfig
-from reports.synthetic import write_synthetic_study
+from nas.model.config import SupernetConfig
 from reports.web import WebSettings, create_app
 from storage import open_database
+
+from _synthetic import write_synthetic_study
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",

@@ -11,8 +11,10 @@ import logging
 import sys
 
 import click
-
 import typer
+
+from evaluators.errors import EvaluatorError
+from nas.errors import NasError
 
 app = typer.Typer(
     name="nas",
@@ -31,17 +33,10 @@ for _name in _COMMAND_MODULES:
 
 def _user_errors() -> tuple[type[BaseException], ...]:
     """Error classes whose message is meant for the user (printed without a traceback)."""
-    from evaluators.errors import EvaluatorError
-    from nas.errors import NasError
+    # deferred: storage's package imports sqlalchemy and pandas; only needed once an error surfaced
+    from storage.errors import StorageError
 
-    classes: list[type[BaseException]] = [NasError, EvaluatorError]
-    try:
-        from storage.errors import StorageError
-
-        classes.append(StorageError)
-    except ImportError:  # storage not installed in a minimal setup
-        pass
-    return tuple(classes)
+    return (NasError, EvaluatorError, StorageError)
 
 
 def main() -> None:

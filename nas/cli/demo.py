@@ -23,7 +23,13 @@ from typing import Annotated, Any, Optional
 
 import typer
 from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+
+from nas.cli.search import print_summary, quiet_optuna, run_search
+from nas.metrics import ACCURACY
+from nas.paths import work_dir
+from nas.pick import Bound
 
 console = Console()
 
@@ -40,13 +46,14 @@ DEMO_SPACE: dict[str, Any] = {
 
 def _tiny_supernet(out: Path) -> None:
     """A tiny random supernet with a byte-level BPE trained on a little corpus text."""
+    # deferred: torch and the model load only when the demo runs
     import torch
 
-    from nas.checkpoint import save_supernet
-    from nas.config import SupernetConfig
-    from nas.importance import calibration_text
-    from nas.supernet import Supernet
-    from nas.tokenizer import train_tokenizer
+    from nas.importing.importance import calibration_text
+    from nas.model.config import SupernetConfig
+    from nas.model.directory import save_supernet
+    from nas.model.supernet import Supernet
+    from nas.model.tokenizer import train_tokenizer
 
     text = calibration_text(None, n_chars=60_000)
     tokenizer = train_tokenizer([text], vocab_size=512)
@@ -58,10 +65,10 @@ def _tiny_supernet(out: Path) -> None:
 
 
 def _import_smollm2(out: Path) -> None:
-    from nas.checkpoint import save_supernet
-    from nas.importers import import_source
-    from nas.space import SearchSpace
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+    # deferred: the importer loads torch and transformers
+    from nas.importing.sources import import_source
+    from nas.model.directory import save_supernet
+    from nas.model.space import SearchSpace
 
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(), TimeElapsedColumn(), console=console) as bar:
         task = bar.add_task("importing smollm2-135m", total=1.0)
@@ -107,9 +114,9 @@ def demo(
     high: int | None = None,
 ) -> dict[str, Any]:
     """Run the demo; return what it printed as data (timings, front, picks, paths)."""
-    from nas.cli.search import _print_summary, _quiet_optuna, _run
-    from nas.search import open_search
-    from nas.spec import parse_spec
+    # deferred: the search loads torch and optuna, the report pandas and plotly
+    from nas.search.spec import parse_spec
+    from nas.search.study import open_search
     from reports.data import load_study
     from reports.html import write_report
     from storage import open_database
@@ -140,13 +147,13 @@ def demo(
         f"{', '.join(DEMO_TASKS)} at {low} then {high} seeded examples vs non-embedding params; {storage}"
     )
     start = time.perf_counter()
-    _quiet_optuna()
+    quiet_optuna()
     search = open_search(spec)
     try:
-        summary = _run(search, n_trials=None, wall_time_s=None, quiet=False)
+        summary = run_search(search, n_trials=None, wall_time_s=None, quiet=False)
     finally:
         search.close()
-    _print_summary(summary)
+    print_summary(summary)
     timings["search_s"] = round(time.perf_counter() - start, 1)
 
     start = time.perf_counter()
@@ -176,8 +183,6 @@ def demo(
 
 
 def _print_front(view: Any) -> list[dict[str, Any]]:
-    from reports.data import ACCURACY
-
     frame = view.frame
     members = view.front.sort_values(ACCURACY, ascending=False)
     table = Table(title=f"Pareto front of {view.name} ({len(members)} of {len(frame)} trials)")
@@ -197,8 +202,8 @@ def _print_front(view: Any) -> list[dict[str, Any]]:
 
 
 def _print_picks(view: Any, *, quick: bool) -> dict[str, list[dict[str, Any]]]:
-    from nas.pick import Bound, pick
-    from reports.data import ACCURACY
+    # deferred: reports loads pandas and plotly
+    from reports.data import pick_in_view
 
     # two example budgets inside the front's range of sizes: its middle and its top
     sizes = view.front["params"].dropna() if "params" in view.front else []
@@ -208,8 +213,7 @@ def _print_picks(view: Any, *, quick: bool) -> dict[str, list[dict[str, Any]]]:
         budgets = {"tight": lo + 0.5 * (hi - lo), "generous": hi}
     out: dict[str, list[dict[str, Any]]] = {}
     for label, limit in budgets.items():
-        result = pick(view.frame, metric=ACCURACY, bounds=[Bound("params", max=limit)], direction="maximize", top=3,
-                      show=[ACCURACY, "params", "non_embedding_params"], tradeoffs=view.cost_objectives)
+        result = pick_in_view(view, ACCURACY, [Bound("params", max=limit)], top=3)
         picked = [{"trial": c.trial, "accuracy": c.score, "params": c.values.get("params"), "subnet": c.summary}
                   for c in result.candidates]
         out[f"params<={limit:.3g}"] = picked
@@ -231,8 +235,6 @@ def register(app: typer.Typer) -> None:
         high: Annotated[Optional[int], typer.Option(help="Examples per task at the high fidelity")] = None,
     ) -> None:
         """Import SmolLM2-135M, search its sub-networks on real benchmarks, write the Pareto report."""
-        from nas.paths import work_dir
-
         total = time.perf_counter()
         result = demo(quick=quick, work=work or work_dir(), trials=trials, low=low, high=high)
         timings = {**result["timings"], "total_s": round(time.perf_counter() - total, 1)}

@@ -23,6 +23,10 @@ from rich.console import Console
 from rich.table import Table
 
 from nas.errors import NasError
+from nas.front import aggregate_weights
+from nas.metrics import ACCURACY
+from nas.paths import work_dir
+from nas.pick import Bound, describe_empty
 
 console = Console()
 _STORAGE_HELP = "Database URL: sqlite:///PATH or postgresql+psycopg://USER@HOST:PORT/DB (default: sqlite in NAS_WORK_DIR)"
@@ -32,30 +36,13 @@ MinOpt = Annotated[Optional[list[str]], typer.Option("--min", help="Lower bound 
 MetricOpt = Annotated[str, typer.Option("--metric", help="Rank by this: accuracy, a task, task/metric or a cost")]
 
 
-def _work_dir() -> Path:
-    from nas.paths import work_dir
-
-    return work_dir()
-
-
 def _pick_result(view: Any, metric: str, max_: list[str] | None, min_: list[str] | None, top: int | None) -> Any:
-    """Resolve names against the study and run :func:`nas.pick.pick`."""
-    from nas.pick import Bound, pick
-    from reports.data import ACCURACY, resolve_column
+    """Parse --max/--min and pick within ``view``."""
+    # deferred: reports loads pandas, sqlalchemy and plotly; `nas --help` stays fast
+    from reports.data import pick_in_view
 
-    column = resolve_column(metric, view.frame)
-    if column is None:
-        raise NasError(f"study {view.name!r} has no metric {metric!r}; use one of {', '.join(view.value_columns)}")
     bounds = [Bound.parse(t, "max") for t in (max_ or [])] + [Bound.parse(t, "min") for t in (min_ or [])]
-    resolved = []
-    for b in bounds:
-        col = resolve_column(b.column, view.frame)
-        if col is None:
-            raise NasError(f"study {view.name!r} has no column {b.column!r} to bound; use one of {', '.join(view.value_columns)}")
-        resolved.append(Bound(col, max=b.max, min=b.min))
-    show = [ACCURACY, *view.cost_columns]
-    return pick(view.frame, metric=column, bounds=resolved, direction=view.objective_for(column).direction, top=top,
-                show=show, tradeoffs=view.cost_objectives)
+    return pick_in_view(view, metric, bounds, top)
 
 
 def report_cmd(
@@ -65,6 +52,7 @@ def report_cmd(
     storage_url: StorageOpt = None,
 ) -> None:
     """Write a self-contained HTML report of a study (works offline)."""
+    # deferred: storage and reports load sqlalchemy, pandas and plotly
     import storage
     from reports.data import load_study
     from reports.html import write_report
@@ -72,7 +60,7 @@ def report_cmd(
     with storage.open_database(storage_url) as db:
         view = load_study(db, study)
         others = [load_study(db, name) for name in (compare or [])]
-    path = write_report(view, out or _work_dir() / "reports" / f"{study}.html", others)
+    path = write_report(view, out or work_dir() / "reports" / f"{study}.html", others)
     console.print(f"report of [bold]{study}[/] ({len(view.frame)} trials, {int(view.frame['on_front'].sum())} on the front) written to {path}")
 
 
@@ -82,9 +70,10 @@ def serve_cmd(
     storage_url: StorageOpt = None,
 ) -> None:
     """Serve the web UI and JSON API (OpenAPI at /docs)."""
+    # deferred: the web app loads fastapi, pandas and plotly
     from reports.web import serve, settings_from_env
 
-    settings, generated = settings_from_env(storage_url, _work_dir(), host=host)
+    settings, generated = settings_from_env(storage_url, work_dir(), host=host)
     console.print(f"serving {settings.database_url.split('@')[-1]} on http://{host}:{port}  (API docs: /docs)")
     if generated:
         console.print(f"API token for this session (set NAS_API_TOKEN to choose one): [bold]{settings.token}[/]")
@@ -101,9 +90,10 @@ def pick_cmd(
     storage_url: StorageOpt = None,
 ) -> None:
     """Rank the feasible, fully scored, efficient candidates of a study within bounds."""
+    # deferred: storage and reports load sqlalchemy, pandas and plotly
     import storage
-    from nas.pick import describe_empty
-    from reports.data import ACCURACY, aggregate_weights, load_study
+    from reports.data import load_study
+    from reports.figures import format_value
 
     with storage.open_database(storage_url) as db:
         view = load_study(db, study)
@@ -124,8 +114,6 @@ def pick_cmd(
                   + (f" within {', '.join(b.describe() for b in result.bounds)}" if result.bounds else ""))
     for col in ("rank", "trial", "config", result.metric, *bounded, *extra):
         table.add_column(col, justify="left" if col == "config" else "right")
-    from reports.figures import format_value
-
     for c in result.candidates:
         score = f"{c.score:.4f}" + (f" ± {c.stderr:.4f}" if c.stderr else "")
         table.add_row(str(c.rank), str(c.trial), c.summary, score,
@@ -152,8 +140,10 @@ def export_cmd(
 ) -> None:
     """Export one sub-network of a study as a standalone dense model (safetensors, config,
     tokenizer, model card)."""
+    # deferred: exports load torch, storage loads sqlalchemy
     import storage
     from nas.export import export_source, export_subnet, verify_export
+    from reports.data import load_study
 
     if out is None:
         raise NasError("give --out DIR, the directory to write the exported model to")
@@ -161,9 +151,6 @@ def export_cmd(
         raise NasError("give a TRIAL number or --pick (with --max/--min/--metric), not both")
     with storage.open_database(storage_url) as db:
         if use_pick:
-            from nas.pick import describe_empty
-            from reports.data import load_study
-
             result = _pick_result(load_study(db, study), metric, max_, min_, 1)
             if not result.candidates:
                 raise NasError(describe_empty(result))

@@ -24,12 +24,14 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 if TYPE_CHECKING:
-    from nas.search import RunSummary, Search, StudyStatus, TrialOutcome
+    from nas.search.driver import RunSummary, Search, TrialOutcome
+    from nas.search.status import StudyStatus
 
 console = Console()
 
 
-def _quiet_optuna() -> None:
+def quiet_optuna() -> None:
+    # deferred: optuna loads only when a search command runs
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -48,7 +50,7 @@ def _fmt(v: float) -> str:
     return f"{v:.4f}"
 
 
-def _run(search: Search, *, n_trials: int | None, wall_time_s: float | None, quiet: bool) -> RunSummary:
+def run_search(search: Search, *, n_trials: int | None, wall_time_s: float | None, quiet: bool) -> RunSummary:
     """Run ``search`` with a rich progress bar and the two-stage Ctrl-C."""
     names = [o.metric for o in search.spec.objectives]
     total = search.n_trials
@@ -81,7 +83,7 @@ def _run(search: Search, *, n_trials: int | None, wall_time_s: float | None, qui
     return summary
 
 
-def _print_summary(summary: RunSummary) -> None:
+def print_summary(summary: RunSummary) -> None:
     total = "∞" if summary.n_trials is None else str(summary.n_trials)
     console.print(
         f"study [bold]{summary.study}[/]: {summary.complete}/{total} trials complete "
@@ -132,17 +134,19 @@ def search_cmd(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar")] = False,
 ) -> None:
     """Create the study of SPEC.yaml, or resume it, and run trials until its budget is met."""
-    from nas.search import open_search, study_status
-    from nas.spec import load_spec
+    # deferred: the search loads torch and optuna
+    from nas.search.spec import load_spec
+    from nas.search.status import study_status
+    from nas.search.study import open_search
 
-    _quiet_optuna()
+    quiet_optuna()
     spec = load_spec(spec_path)
     if storage:
         spec = spec.model_copy(update={"storage": storage})
     with console.status("loading the supernet and opening the study"):
         search = open_search(spec)
-    summary = _run(search, n_trials=n_trials, wall_time_s=wall_time, quiet=quiet)
-    _print_summary(summary)
+    summary = run_search(search, n_trials=n_trials, wall_time_s=wall_time, quiet=quiet)
+    print_summary(summary)
     _print_status(study_status(spec.name, search.db.url), as_json=False)
 
 
@@ -155,15 +159,16 @@ def worker_cmd(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar")] = False,
 ) -> None:
     """Join a running study and evaluate candidates until its budget is met."""
-    from nas.search import open_search, stored_spec
+    # deferred: the search loads torch and optuna
+    from nas.search.study import open_search, stored_spec
 
-    _quiet_optuna()
+    quiet_optuna()
     spec = stored_spec(study, storage)
     if supernet is not None:
         spec = spec.model_copy(update={"supernet": str(supernet.expanduser().resolve())})
     search = open_search(spec, worker=True)
-    summary = _run(search, n_trials=n_trials, wall_time_s=wall_time, quiet=quiet)
-    _print_summary(summary)
+    summary = run_search(search, n_trials=n_trials, wall_time_s=wall_time, quiet=quiet)
+    print_summary(summary)
 
 
 def status_cmd(
@@ -172,9 +177,10 @@ def status_cmd(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object")] = False,
 ) -> None:
     """Trials done/total, the Pareto front (top-fidelity results only) and its hypervolume."""
-    from nas.search import study_status
+    # deferred: the status loads optuna and pandas
+    from nas.search.status import study_status
 
-    _quiet_optuna()
+    quiet_optuna()
     _print_status(study_status(study, storage), as_json=as_json)
 
 
@@ -185,4 +191,4 @@ def register(app: typer.Typer) -> None:
     app.command("status")(status_cmd)
 
 
-__all__ = ["register"]
+__all__ = ["print_summary", "quiet_optuna", "register", "run_search"]

@@ -11,8 +11,6 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from nas.errors import NasError
-
 console = Console()
 group = typer.Typer(help="Import, inspect and verify supernets.", no_args_is_help=True)
 
@@ -28,9 +26,10 @@ def import_cmd(
     calibration_tokens: Annotated[int, typer.Option(help="Calibration tokens to use")] = 32_768,
 ) -> None:
     """Import a pretrained LLaMA-family model as an (importance-ordered) supernet."""
-    from nas.checkpoint import save_supernet
-    from nas.importers import import_source
-    from nas.space import SearchSpace
+    # deferred: torch, transformers and the importer load only when the command runs
+    from nas.importing.sources import import_source
+    from nas.model.directory import save_supernet
+    from nas.model.space import SearchSpace
 
     start = time.perf_counter()
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(), TimeElapsedColumn(), console=console) as bar:
@@ -66,7 +65,8 @@ def info_cmd(
     json_out: Annotated[bool, typer.Option("--json", help="Print one JSON object")] = False,
 ) -> None:
     """Print the config, the search space and its size, and the sizes of its extremes."""
-    from nas.checkpoint import load_supernet
+    # deferred: torch, transformers and the importer load only when the command runs
+    from nas.model.directory import load_supernet
 
     loaded = load_supernet(path)
     model, space = loaded.model, loaded.space
@@ -121,11 +121,13 @@ def verify_cmd(
 
     Prints one JSON line with max_abs_logit_diff; exits 1 above 1e-4.
     """
+    # deferred: torch, transformers and the importer load only when the command runs
     import torch
 
-    from nas import importance
-    from nas.checkpoint import load_supernet
-    from nas.importers import load_hf
+    # deferred: torch, transformers and the importer load only when the command runs
+    from nas.importing import importance
+    from nas.importing.sources import load_hf
+    from nas.model.directory import load_supernet
 
     loaded = load_supernet(path, dtype="fp32")
     hf_model, tokenizer, _ = load_hf(against)

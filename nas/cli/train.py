@@ -1,6 +1,6 @@
 """`nas train CONFIG.yaml`: train (or heal) a once-for-all supernet with a live progress bar.
 
-The training itself lives in :mod:`nas.train`; this module reads the YAML, applies the
+The training itself lives in :mod:`nas.training`; this module reads the YAML, applies the
 command-line overrides, draws the rich progress bar (loss per arm, tokens/s, ETA) and
 prints the summary. Under ``torchrun`` only rank 0 draws.
 """
@@ -14,6 +14,8 @@ from typing import Annotated, Optional
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from nas.errors import NasError
 
 console = Console()
 
@@ -44,10 +46,11 @@ def train_cmd(
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar")] = False,
 ) -> None:
     """Train a supernet with the sandwich rule and in-place distillation (or heal an imported one)."""
+    # deferred: torch and the trainer load only when training runs (`nas --help` stays fast)
     import torch
 
-    from nas.errors import NasError
-    from nas.train import EvalReport, StepReport, list_checkpoints, load_train_config, train
+    # deferred: torch and the trainer load only when training runs (`nas --help` stays fast)
+    from nas.training import EvalReport, StepReport, list_checkpoints, load_train_config, train
 
     if resume and resume_from is not None:
         raise NasError("give --resume or --resume-from, not both")

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from reports.web.app import FIGURE_KINDS, MAX_PAGE_SIZE, WebSettings, create_app
 from reports.web.security import TOKEN_ENV, check_bind, new_token
+from storage import normalise_url
 
 log = logging.getLogger(__name__)
 
@@ -15,8 +16,6 @@ log = logging.getLogger(__name__)
 def settings_from_env(database_url: str | None, work_dir: Path, *, host: str = "127.0.0.1") -> tuple[WebSettings, bool]:
     """Settings for ``nas serve``: the token from ``NAS_API_TOKEN``, or a fresh random one
     (loopback only). Returns the settings and whether the token was generated."""
-    from storage import normalise_url
-
     token = os.environ.get(TOKEN_ENV) or None
     check_bind(host, token)
     generated = token is None
@@ -27,6 +26,7 @@ def settings_from_env(database_url: str | None, work_dir: Path, *, host: str = "
 def serve(settings: WebSettings, *, host: str = "127.0.0.1", port: int = 8000, log_level: str = "warning") -> None:
     """Run the app with uvicorn until interrupted (refuses a non-loopback host without a
     token from the environment)."""
+    # deferred: uvicorn only when serving
     import uvicorn
 
     check_bind(host, os.environ.get(TOKEN_ENV))

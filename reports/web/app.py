@@ -26,21 +26,25 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import pandas as pd
+import plotly.graph_objects as go
 import plotly.io as pio
 import yaml
-from markupsafe import Markup
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
+from markupsafe import Markup
 from plotly.offline import get_plotlyjs
 
 import storage
 from nas.errors import NasError
-from nas.pick import Bound, bounds_from_mapping, describe_empty, pick
+from nas.front import resolve_column
+from nas.metrics import ACCURACY, COST_LABELS
+from nas.pick import bounds_from_mapping, describe_empty
+from nas.search.spec import parse_spec, resolve_paths
 from reports import figures as F
-from reports.data import ACCURACY, COST_LABELS, StudyView, TrialNotFound, finite, resolve_column, study_hypervolume
+from reports.data import StudyView, TrialNotFound, finite, pick_in_view
 from reports.html import render_report
 from reports.web.cache import StudyCache
 from reports.web.jobs import JobManager, TooManyJobs
@@ -72,7 +76,6 @@ class WebSettings:
     ``NAS_API_TOKEN`` is unset); ``work_dir`` holds exports (``<work>/exports``),
     launched specs (``<work>/specs``) and job logs (``<work>/jobs``).
     """
-
     database_url: str
     work_dir: Path
     token: str
@@ -282,8 +285,6 @@ def create_app(settings: WebSettings) -> FastAPI:
               dependencies=[Depends(require_token)])
     def api_launch(body: StudyLaunchBody) -> dict[str, Any]:
         """Validate a study spec and run `nas search` on it in a background worker process."""
-        from nas.spec import parse_spec, resolve_paths
-
         spec = parse_spec(body.spec, source="spec")
         if spec.storage is not None and storage.normalise_url(spec.storage) != db.url:
             raise HTTPException(422, f"spec.storage must be this server's database ({db.safe_url}) or omitted")
@@ -399,7 +400,7 @@ def _summary(view: StudyView) -> dict[str, Any]:
         "n_feasible": int(frame["feasible"].sum()),
         "n_top_fidelity": int((frame["full_fidelity"] & frame["feasible"]).sum()),
         "front_size": int(frame["on_front"].sum()),
-        "hypervolume": float(study_hypervolume(view)),
+        "hypervolume": float(view.hypervolume),
         "supernet_hash": view.supernet_hash,
         "objectives": [{"column": o.column, "direction": o.direction} for o in view.objectives],
         "created_at": view.created_at.isoformat() if view.created_at else None,
@@ -486,18 +487,7 @@ def _figure(view: StudyView, kind: str, x: str | None, y: str | None) -> Any:
 
 
 def _run_pick(view: StudyView, body: PickBody) -> Any:
-    metric = resolve_column(body.metric, view.frame)
-    if metric is None:
-        raise HTTPException(422, f"study {view.name!r} has no metric {body.metric!r}")
-    bounds: list[Bound] = []
-    for b in bounds_from_mapping(body.max, body.min):
-        col = resolve_column(b.column, view.frame)
-        if col is None:
-            raise HTTPException(422, f"study {view.name!r} has no column {b.column!r} to bound")
-        bounds.append(Bound(col, max=b.max, min=b.min))
-    show = [ACCURACY, *view.cost_columns]
-    return pick(view.frame, metric=metric, bounds=bounds, direction=view.objective_for(metric).direction,
-                top=body.top, show=show, tradeoffs=view.cost_objectives)
+    return pick_in_view(view, body.metric, bounds_from_mapping(body.max, body.min), body.top)
 
 
 def _candidate(db: storage.Database, cache: StudyCache, name: str, trial: int) -> dict[str, Any]:
@@ -535,7 +525,6 @@ def _candidate(db: storage.Database, cache: StudyCache, name: str, trial: int) -
 
 
 def _candidate_figures(detail: dict[str, Any]) -> dict[str, str]:
-    import plotly.graph_objects as go
 
     layer = F.draw_layer_chart(F.layer_chart_data(detail["config"], detail["supernet_config"]),
                                title=f"trial {detail['trial']}: per-layer config")

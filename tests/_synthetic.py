@@ -14,9 +14,10 @@ import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from nas.config import SupernetConfig
-from nas.space import SearchSpace, SubnetConfig
-from nas.spec import parse_spec
+from nas.model.config import SupernetConfig
+from nas.model.space import SearchSpace
+from nas.model.subnet import SubnetConfig
+from nas.search.spec import parse_spec
 from storage import Database, create_study, set_study_status, upsert_supernet
 from storage.records import CostRecord, EvaluationRecord, SubnetRecord, TrialRecord
 

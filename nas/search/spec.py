@@ -40,49 +40,18 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from nas.errors import NasError
+from nas.metrics import (
+    ACCURACY,
+    COST_ALIASES,
+    COST_METRICS,
+    HELDOUT_TASK,
+    LOWER_IS_BETTER,
+    main_metric,
+)
 
 SAMPLERS = ("nsga2", "nsga3", "tpe", "gp", "random", "qmc", "grid")
 
-#: Cost objectives/constraints: spec name -> (Costs key(s) summed, method).
-COST_METRICS: dict[str, tuple[tuple[str, ...], str]] = {
-    "params": (("params",), "analytic"),
-    "non_embedding_params": (("non_embedding_params",), "analytic"),
-    "active_params": (("active_params",), "analytic"),
-    "flops_per_token": (("flops_per_token",), "analytic"),
-    "weight_memory_bytes": (("weight_memory_bytes",), "analytic"),
-    "kv_cache_bytes": (("kv_cache_bytes",), "analytic"),
-    "memory": (("weight_memory_bytes", "kv_cache_bytes"), "analytic"),
-    "predicted_latency_ms": (("predicted_latency_ms",), "predicted"),
-    "latency_ms": (("prefill_latency_ms",), "measured"),
-}
-COST_ALIASES = {
-    "non_embedding": "non_embedding_params",
-    "flops": "flops_per_token",
-    "predicted_latency": "predicted_latency_ms",
-    "latency": "latency_ms",
-    "measured_latency": "latency_ms",
-    "measured_latency_ms": "latency_ms",
-}
-AGGREGATE = "accuracy"
-HELDOUT_TASK = "heldout_loss"
-
-#: Main metric of well-known tasks (lm-eval's conventions); other tasks default to ``acc``.
-DEFAULT_TASK_METRIC = {
-    "hellaswag": "acc_norm",
-    "arc_challenge": "acc_norm",
-    "openbookqa": "acc_norm",
-    "piqa": "acc",
-    "arc_easy": "acc",
-    "winogrande": "acc",
-    "boolq": "acc",
-    "copa": "acc",
-    "lambada_openai": "acc",
-    "wikitext": "word_perplexity",
-    "blimp": "acc",
-    HELDOUT_TASK: "loss",
-}
-#: Metrics where lower is better (everything else is maximised by default).
-LOWER_IS_BETTER = {"loss", "perplexity", "word_perplexity", "byte_perplexity", "bits_per_byte", "ppl"}
+AGGREGATE = ACCURACY
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|sec|m|min|h|hr|d)?\s*$")
@@ -117,7 +86,7 @@ class TaskSpec(_Model):
 
     @property
     def main_metric(self) -> str:
-        return self.metric or DEFAULT_TASK_METRIC.get(self.name, "acc")
+        return main_metric(self.name, self.metric)
 
     @property
     def is_heldout(self) -> bool:
@@ -491,10 +460,6 @@ def spec_from_json(text: str | dict[str, Any]) -> StudySpec:
 
 __all__ = [
     "AGGREGATE",
-    "COST_METRICS",
-    "DEFAULT_TASK_METRIC",
-    "HELDOUT_TASK",
-    "LOWER_IS_BETTER",
     "SAMPLERS",
     "BudgetSpec",
     "ConstraintSpec",

@@ -25,9 +25,10 @@ import torch.nn.functional as F
 
 from evaluators.types import Fidelity, Metrics, TaskScore
 from nas.errors import NasError
+from nas.model.subnet import SubnetConfig
+from nas.model.supernet import Supernet
 from nas.paths import data_dir
-from nas.space import SubnetConfig
-from nas.supernet import Supernet
+from nas.stats import mean_stderr
 
 HARNESS_VERSION = "heldout-1"
 METRIC = "loss"
@@ -134,13 +135,11 @@ class HeldOutLoss:
         indices = subset_indices(len(self.tokens), fidelity)
         scores = self.example_losses(subnet, indices)
         n = len(scores)
-        mean = sum(scores) / n
-        var = sum((s - mean) ** 2 for s in scores) / (n - 1) if n > 1 else 0.0
         score = TaskScore(
             task=self.task,
             metric=METRIC,
-            value=mean,
-            stderr=(var / n) ** 0.5,
+            value=sum(scores) / n,
+            stderr=mean_stderr(scores) if n > 1 else 0.0,
             n_examples=n,
             example_ids=tuple(indices),
             example_scores=tuple(scores),

@@ -22,9 +22,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from nas.config import LayerDims, SupernetConfig
 from nas.errors import NasError
-from nas.space import SubnetConfig
+from nas.model.config import LayerDims, SupernetConfig
+from nas.model.params import count_params
+from nas.model.subnet import SubnetConfig
 
 
 # --------------------------------------------------------------------- helpers
@@ -113,6 +114,19 @@ class KVCache:
                 self.keys[i], self.values[i] = k[:, :, :length], v[:, :, :length]
 
 
+@dataclass(frozen=True)
+class ForwardContext:
+    """What every block of one forward call shares: the rotary tables (1|B, 1, T, hd),
+    the attention mask (B, 1, T, S) or None for plain causal attention, the KV cache
+    and the list the MoE layers append their load-balancing losses to (None: not wanted)."""
+
+    cos: Tensor
+    sin: Tensor
+    mask: Tensor | None = None
+    cache: KVCache | None = None
+    aux: list[Tensor] | None = None
+
+
 # ------------------------------------------------------------------- modules
 class Attention(nn.Module):
     """Grouped-query attention with separate q/k/v projections (prefix-sliceable)."""
@@ -128,18 +142,8 @@ class Attention(nn.Module):
         self.o_proj = nn.Linear(dims.n_head * hd, config.d_model, bias=False)
         self.head_outputs = nn.Identity()  # a hook point: per-head outputs (B, T, H*hd) before o_proj
 
-    def attend(
-        self,
-        x: Tensor,
-        n_head: int,
-        n_kv_head: int,
-        cos: Tensor,
-        sin: Tensor,
-        mask: Tensor | None,
-        cache: KVCache | None,
-        position: int,
-    ) -> Tensor:
-        """Per-head attention outputs before o_proj, (B, T, n_head*hd)."""
+    def attend(self, x: Tensor, *, n_head: int, n_kv_head: int, ctx: ForwardContext, position: int) -> Tensor:
+        """Per-head attention outputs before o_proj, (B, T, n_head*hd), for kept layer ``position``."""
         B, T, D = x.shape
         hd = self.head_dim
         q_out, kv_out = n_head * hd, n_kv_head * hd
@@ -149,20 +153,20 @@ class Attention(nn.Module):
         q = q.view(B, T, n_head, hd).transpose(1, 2)  # (B, H, T, hd)
         k = k.view(B, T, n_kv_head, hd).transpose(1, 2)  # (B, K, T, hd)
         v = v.view(B, T, n_kv_head, hd).transpose(1, 2)  # (B, K, T, hd)
-        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
-        if cache is not None:
-            k, v = cache.update(position, k, v)  # (B, K, S, hd)
+        q, k = apply_rope(q, ctx.cos, ctx.sin), apply_rope(k, ctx.cos, ctx.sin)
+        if ctx.cache is not None:
+            k, v = ctx.cache.update(position, k, v)  # (B, K, S, hd)
         # grouped-query attention without materialising repeated keys/values (query head h reads kv head h // repeat)
         gqa = n_kv_head != n_head
-        if mask is None:
+        if ctx.mask is None:
             y = F.scaled_dot_product_attention(q, k, v, is_causal=T > 1, enable_gqa=gqa)
         else:
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=gqa)
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=ctx.mask, enable_gqa=gqa)
         return y.transpose(1, 2).reshape(B, T, q_out)  # (B, T, H*hd)
 
-    def forward(self, x: Tensor, *args: object) -> Tensor:
+    def forward(self, x: Tensor, *, n_head: int, n_kv_head: int, ctx: ForwardContext, position: int) -> Tensor:
         """o_proj(attend(x, ...)): the attention sub-layer's contribution to the residual."""
-        y = self.head_outputs(self.attend(x, *args))  # (B, T, H*hd)
+        y = self.head_outputs(self.attend(x, n_head=n_head, n_kv_head=n_kv_head, ctx=ctx, position=position))  # (B, T, H*hd)
         return F.linear(y, self.o_proj.weight[: x.shape[-1], : y.shape[-1]])
 
 
@@ -251,13 +255,14 @@ class Block(nn.Module):
         self.ffn: FeedForward | MixtureOfExperts
         self.ffn = MixtureOfExperts(config, dims) if dims.n_expert else FeedForward(config, dims.d_ff)
 
-    def forward(self, x: Tensor, dims: LayerDims, cos: Tensor, sin: Tensor, mask: Tensor | None,
-                cache: KVCache | None, position: int, aux: list[Tensor] | None) -> Tensor:
+    def forward(self, x: Tensor, *, dims: LayerDims, ctx: ForwardContext, position: int) -> Tensor:
+        """The block at sizes ``dims``, as kept layer ``position`` of the sub-network."""
         D = x.shape[-1]
-        x = x + self.attn(rms_norm(x, self.attn_norm[:D], self.eps), dims.n_head, dims.n_kv_head, cos, sin, mask, cache, position)
+        h = rms_norm(x, self.attn_norm[:D], self.eps)
+        x = x + self.attn(h, n_head=dims.n_head, n_kv_head=dims.n_kv_head, ctx=ctx, position=position)
         h = rms_norm(x, self.ffn_norm[:D], self.eps)
         if isinstance(self.ffn, MixtureOfExperts):
-            return x + self.ffn(h, dims.n_expert, dims.top_k, dims.d_ff, aux)
+            return x + self.ffn(h, dims.n_expert, dims.top_k, dims.d_ff, ctx.aux)
         return x + self.ffn(h, dims.d_ff)
 
 
@@ -395,15 +400,15 @@ class Supernet(nn.Module):
             if past and T > 1:
                 mask = torch.ones(T, S, dtype=torch.bool, device=tokens.device).tril(diagonal=past)
         cos, sin = self.rope(positions, x.dtype)
+        aux: list[Tensor] | None = [] if return_aux else None
+        ctx = ForwardContext(cos=cos, sin=sin, mask=mask, cache=cache, aux=aux)
 
         hidden: list[Tensor] | None = [] if return_hidden else None
-        aux: list[Tensor] | None = [] if return_aux else None
         q_per_kv = cfg.q_per_kv
         for pos, layer in enumerate(subnet.layers):
             if hidden is not None:
                 hidden.append(x)
-            dims = subnet.layer_dims(pos, q_per_kv)
-            x = self.layers[layer](x, dims, cos, sin, mask, cache, pos, aux)
+            x = self.layers[layer](x, dims=subnet.layer_dims(pos, q_per_kv), ctx=ctx, position=pos)
         if hidden is not None:
             hidden.append(x)
         if logits_index is not None:
@@ -487,24 +492,8 @@ class Supernet(nn.Module):
     # -------------------------------------------------------------- counting
     def num_params(self, subnet: SubnetConfig | None = None, *, embedding: bool = True) -> int:
         """Parameters a sub-network uses (all experts it keeps, not only the active ones)."""
-        cfg = self.config
-        subnet = subnet or self.full_subnet()
-        D, hd = subnet.d_model, cfg.head_dim
-        total = 0
-        for pos in range(subnet.n_layer):
-            d = subnet.layer_dims(pos, cfg.q_per_kv)
-            attn = D * hd * (2 * d.n_head + 2 * d.n_kv_head)
-            if cfg.qkv_bias:
-                attn += hd * (d.n_head + 2 * d.n_kv_head)
-            if d.n_expert:
-                ffn = d.n_expert * 3 * D * d.d_ff + d.n_expert * D + (3 * D * d.d_ff if cfg.shared_expert else 0)
-            else:
-                ffn = 3 * D * d.d_ff
-            total += attn + ffn + 2 * D
-        total += D  # final norm
-        if embedding:
-            total += cfg.vocab_size * D * (1 if cfg.tie_embeddings else 2)
-        return total
+        counts = count_params(self.config, subnet or self.full_subnet())
+        return counts.params if embedding else counts.non_embedding_params
 
 
-__all__ = ["ForwardOutput", "KVCache", "Supernet", "rms_norm", "rope_inv_freq", "apply_rope", "swiglu"]
+__all__ = ["ForwardContext", "ForwardOutput", "KVCache", "Supernet", "rms_norm", "rope_inv_freq", "apply_rope", "swiglu"]

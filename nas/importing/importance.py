@@ -28,9 +28,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from nas.errors import NasError
+from nas.model.subnet import SubnetConfig
+from nas.model.supernet import MixtureOfExperts, Supernet, swiglu
 from nas.paths import data_dir
-from nas.space import SubnetConfig
-from nas.supernet import MixtureOfExperts, Supernet, swiglu
 
 log = logging.getLogger(__name__)
 

@@ -23,27 +23,25 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
 
-from nas.config import SupernetConfig
 from nas.errors import NasError
-from nas.space import SearchSpace
-from nas.supernet import Supernet
+from nas.model.config import SupernetConfig
+from nas.model.dtypes import dtype_name
+from nas.model.space import SearchSpace
+from nas.model.supernet import Supernet, rope_inv_freq
 
 log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
-_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "fp32": torch.float32, "bf16": torch.bfloat16}
+_TORCH_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
 
 def parse_dtype(name: str | torch.dtype | None) -> torch.dtype | None:
-    """``"bf16"``/``"bfloat16"``/``"fp32"``/``"float32"`` to a torch dtype (fp16 is refused:
-    it is unusably slow on CPUs)."""
-    if name is None or isinstance(name, torch.dtype):
-        return name
-    try:
-        return _DTYPES[str(name).lower()]
-    except KeyError:
-        raise NasError(f"dtype {name!r} is not supported; use bf16 or fp32") from None
+    """``"bf16"``/``"bfloat16"``/``"fp32"``/``"float32"`` (or those torch dtypes) to a torch
+    dtype; None stays None. fp16 and anything else is refused (see :mod:`nas.model.dtypes`)."""
+    return None if name is None else _TORCH_DTYPES[dtype_name(name)]
 
 
 def content_hash(model: Supernet) -> str:
@@ -61,7 +59,6 @@ def content_hash(model: Supernet) -> str:
 @dataclass
 class LoadedSupernet:
     """A supernet loaded from disk with everything saved beside it."""
-
     model: Supernet
     space: SearchSpace
     path: Path
@@ -81,6 +78,7 @@ class LoadedSupernet:
         """The Hugging Face tokenizer saved with the supernet."""
         if self.tokenizer_dir is None:
             raise NasError(f"supernet {self.path} has no tokenizer/ directory; import it again with a tokenizer")
+        # deferred: transformers takes seconds to import; only this path needs it
         from transformers import AutoTokenizer
 
         return AutoTokenizer.from_pretrained(str(self.tokenizer_dir))
@@ -95,8 +93,6 @@ def save_supernet(
     provenance: dict[str, Any] | None = None,
 ) -> str:
     """Write ``model`` (and its space, tokenizer, provenance) to ``out_dir``; return the content hash."""
-    from safetensors.torch import save_file
-
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     space = space or SearchSpace.default(model.config, model.layer_rank)
@@ -138,9 +134,6 @@ def load_supernet(
     verify: bool = False,
 ) -> LoadedSupernet:
     """Load a supernet directory. ``verify`` recomputes the content hash and refuses a mismatch."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
     root = Path(path)
     if not root.is_dir():
         raise NasError(f"supernet directory {root} does not exist; create it with `nas supernet import`")
@@ -168,7 +161,7 @@ def load_supernet(
             f"config says {tuple(model.state_dict()[wrong[0]].shape)}); the directory mixes two supernets"
         )
     model.load_state_dict(state, assign=True)
-    model.inv_freq = _inv_freq(config, device)
+    model.inv_freq = rope_inv_freq(config).to(device)
     target = parse_dtype(dtype)
     if target is not None:
         model = model.to(target)
@@ -184,12 +177,6 @@ def load_supernet(
         if actual != digest:
             raise NasError(f"{root}: weights do not match the stored content hash ({actual} != {digest}); the files were modified")
     return LoadedSupernet(model=model, space=space, path=root, content_hash=digest, provenance=meta.get("provenance", {}))
-
-
-def _inv_freq(config: SupernetConfig, device: str | torch.device) -> torch.Tensor:
-    from nas.supernet import rope_inv_freq
-
-    return rope_inv_freq(config).to(device)
 
 
 def _as_saved(model: Supernet, state: dict[str, torch.Tensor]) -> Supernet:

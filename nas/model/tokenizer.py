@@ -16,6 +16,8 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+
 from nas.errors import NasError
 
 log = logging.getLogger(__name__)
@@ -37,8 +39,6 @@ def train_tokenizer(
     ``<|endoftext|>`` (id 0) and ``pad_token`` is ``<|pad|>`` (id 1). Training is
     deterministic for the same texts in the same order.
     """
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
-
     if vocab_size < _MIN_VOCAB:
         raise NasError(f"tokenizer vocab_size={vocab_size} is too small; a byte-level BPE needs at least {_MIN_VOCAB}")
     tok = Tokenizer(models.BPE())
@@ -62,7 +62,6 @@ def train_tokenizer(
 
 class _Counting:
     """Iterate texts while counting their characters (to detect an empty corpus)."""
-
     def __init__(self, texts: Iterable[str]) -> None:
         self.texts = texts
         self.chars = 0
@@ -75,6 +74,7 @@ class _Counting:
 
 def wrap_tokenizer(tok: Any) -> Any:
     """Wrap a ``tokenizers.Tokenizer`` as a ``PreTrainedTokenizerFast`` with our special tokens."""
+    # deferred: transformers takes seconds to import; only this path needs it
     from transformers import PreTrainedTokenizerFast
 
     return PreTrainedTokenizerFast(
@@ -97,6 +97,7 @@ def save_tokenizer(tokenizer: Any, directory: str | Path) -> Path:
 
 def load_tokenizer(directory: str | Path) -> Any:
     """Load a Hugging Face tokenizer directory (ours or an imported model's)."""
+    # deferred: transformers takes seconds to import; only this path needs it
     from transformers import AutoTokenizer
 
     path = Path(directory)

@@ -50,12 +50,24 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from torch import Tensor
 
-from nas.config import SupernetConfig
-from nas.data import CorpusSpec, TokenBatches, eval_windows, iter_documents, load_tokens, split_tokens
+from evaluators.cost import cost_breakdown
 from nas.errors import NasError
+from nas.model.config import SupernetConfig
+from nas.model.directory import load_supernet, save_supernet
+from nas.model.space import SearchSpace
+from nas.model.subnet import SubnetConfig
+from nas.model.supernet import Supernet
+from nas.model.tokenizer import eos_id, fingerprint, load_tokenizer, save_tokenizer, train_tokenizer
 from nas.paths import work_dir
-from nas.space import SearchSpace, SubnetConfig
-from nas.supernet import Supernet
+from nas.training.data import (
+    CorpusSpec,
+    TokenBatches,
+    corpus_fingerprint,
+    eval_windows,
+    iter_documents,
+    load_tokens,
+    split_tokens,
+)
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +83,6 @@ class _Section(BaseModel):
 class DataConfig(_Section):
     """Training text (see :mod:`nas.data`). Relative paths are tried against the current
     directory, then against ``NAS_DATA_DIR`` (so ``corpus/gutenberg`` works anywhere)."""
-
     corpus: list[str]
     text_field: str = "text"
     hf_config: str | None = None
@@ -95,7 +106,6 @@ class TokenizerConfig(_Section):
     """``path``: an existing Hugging Face tokenizer directory; else a byte-level BPE of
     ``vocab_size`` is trained on the corpus (cached under the work dir). Runs with
     ``init_from`` always keep the imported model's tokenizer."""
-
     path: str | None = None
     vocab_size: int = Field(8192, ge=258, le=262_144)
     min_frequency: int = Field(2, ge=1)
@@ -104,7 +114,6 @@ class TokenizerConfig(_Section):
 
 class ModelConfig(_Section):
     """Sizes of a supernet trained from scratch (``vocab_size`` comes from the tokenizer)."""
-
     d_model: int = Field(gt=0)
     n_layer: int = Field(gt=0)
     n_head: int = Field(gt=0)
@@ -124,7 +133,6 @@ class ModelConfig(_Section):
 class StageConfig(_Section):
     """One progressive-shrinking stage: until ``until`` (fraction of the run's steps) only
     the dims in ``elastic`` vary; the others stay at their largest choice."""
-
     until: float = Field(gt=0, le=1)
     elastic: list[Literal["n_layer", "d_model", "n_head", "d_ff", "n_expert", "top_k"]]
 
@@ -135,7 +143,6 @@ class SandwichConfig(_Section):
     ``distill_ramp`` > 0 the students start on the data alone and move linearly to that
     mix over that fraction of the steps (in-place distillation from a still-untrained
     largest can pin every arm near the unigram distribution; see the issue-7 report)."""
-
     n_random: int = Field(2, ge=0)
     temperature: float = Field(1.0, gt=0)
     distill_weight: float = Field(1.0, ge=0)
@@ -171,7 +178,6 @@ class TrainConfig(_Section):
     """A training run (``nas train CONFIG.yaml``). Give ``model`` (from scratch) or
     ``init_from`` (a supernet directory, e.g. an imported SmolLM2), and ``steps`` or
     ``tokens`` (the budget; tokens = steps * batch_size * seq_len)."""
-
     out: str
     seed: int = 0
     data: DataConfig
@@ -270,7 +276,6 @@ def load_train_config(path: str | Path) -> TrainConfig:
 @dataclass(frozen=True)
 class Arm:
     """One sub-network trained in a step. ``name``: largest, smallest, random<i>."""
-
     name: str
     subnet: SubnetConfig
 
@@ -279,7 +284,6 @@ class Arm:
 class SandwichLoss:
     """How the arms learn. ``frozen_teacher``: every arm distils from a separate teacher
     model; otherwise the first arm (the largest) learns CE and is the teacher."""
-
     temperature: float = 1.0
     distill_weight: float = 1.0
     ce_weight: float = 0.0
@@ -300,7 +304,6 @@ class DistillTarget:
     """The teacher's token distributions at a temperature, computed once per step and
     shared by every student: probabilities (N, V) and sum_v p log p (a scalar over all
     N tokens). Built under ``no_grad`` from detached logits: it carries no graph."""
-
     probs: Tensor  # (N, V) fp32
     plogp: Tensor  # () fp32
     temperature: float
@@ -427,7 +430,6 @@ def restrict(space: SearchSpace, pick: Callable[[tuple[int, ...]], int], elastic
 class ArmSampler:
     """The sandwich: largest, smallest (if different) and ``n_random`` random sub-networks
     per step, drawn from ``rng`` (a ``random.Random`` whose state is checkpointed)."""
-
     def __init__(
         self,
         space: SearchSpace,
@@ -470,7 +472,6 @@ class ArmSampler:
 @dataclass(frozen=True)
 class MemoryEstimate:
     """Bytes a training process needs, by part."""
-
     weights: int
     gradients: int
     optimizer: int
@@ -666,8 +667,6 @@ def evaluate_loss(
 def train_flops_per_token(config: SupernetConfig, subnet: SubnetConfig, seq_len: int) -> float:
     """Training FLOPs per token of one arm: 3 x the forward FLOPs (forward + backward),
     attention at the mean causal context ``seq_len / 2`` (see :mod:`evaluators.cost`)."""
-    from evaluators.cost import cost_breakdown
-
     return 3.0 * cost_breakdown(config, subnet, context_len=max(1, seq_len // 2)).flops_per_token
 
 
@@ -698,7 +697,6 @@ def _optimizer(model: Supernet, optim: OptimConfig) -> torch.optim.Optimizer:
 
 
 def _tokenizer_cache_key(config: TrainConfig) -> str:
-    from nas.data import corpus_fingerprint
 
     tok = config.tokenizer
     raw = f"{corpus_fingerprint(config.data.spec())}|bpe|{tok.vocab_size}|{tok.min_frequency}|{tok.train_chars}"
@@ -707,8 +705,6 @@ def _tokenizer_cache_key(config: TrainConfig) -> str:
 
 def _obtain_tokenizer(config: TrainConfig, run_dir: Path, resuming: bool) -> tuple[Any, str]:
     """The run's tokenizer (rank 0 only) and a description of where it came from."""
-    from nas.tokenizer import load_tokenizer, save_tokenizer, train_tokenizer
-
     saved = run_dir / "tokenizer"
     if resuming and saved.is_dir():
         return load_tokenizer(saved), f"resumed from {saved}"
@@ -830,7 +826,6 @@ def _jsonable(value: Any) -> Any:
 @dataclass
 class _Window:
     """Running means of the arm statistics between two log lines."""
-
     sums: dict[str, dict[str, float]] = field(default_factory=dict)
     counts: dict[str, int] = field(default_factory=dict)
 
@@ -927,7 +922,6 @@ class _Trainer:
         # memory first: refuse before tokenising or allocating anything big
         pre_vocab = cfg.tokenizer.vocab_size
         if cfg.tokenizer.path and not cfg.init_from:
-            from nas.tokenizer import load_tokenizer
 
             pre_vocab = len(load_tokenizer(cfg.tokenizer.path))
         estimate = estimate_memory(
@@ -942,10 +936,8 @@ class _Trainer:
             tokenizer, tok_source = _obtain_tokenizer(cfg, self.run_dir, resuming=state is not None)
         d.barrier()
         if not d.main:
-            from nas.tokenizer import load_tokenizer
 
             tokenizer, tok_source = load_tokenizer(self.run_dir / "tokenizer"), "rank 0"
-        from nas.tokenizer import eos_id, fingerprint
 
         cache_dir = work_dir() / "cache"
         if d.main:
@@ -965,7 +957,6 @@ class _Trainer:
         loaded_space: SearchSpace | None = None
         init_hash: str | None = None
         if cfg.init_from:
-            from nas.checkpoint import load_supernet
 
             loaded = load_supernet(cfg.init_from, dtype="fp32", device=d.device)
             model, loaded_space, init_hash = loaded.model, loaded.space, loaded.content_hash
@@ -1114,7 +1105,6 @@ class _Trainer:
             jlog.write("eval", step=step, tokens=tokens_seen, val_loss=val_loss)
             if on_eval is not None:
                 on_eval(EvalReport(step=step, val_loss=val_loss))
-            from nas.checkpoint import save_supernet
 
             provenance = {
                 "source": "nas train",

@@ -38,6 +38,7 @@ import torch
 from torch import Tensor
 
 from nas.errors import NasError
+from nas.model.tokenizer import fingerprint
 from nas.paths import data_dir
 
 log = logging.getLogger(__name__)
@@ -86,7 +87,6 @@ class CorpusSpec:
     ``max_chars`` caps the cleaned text read (documents in order, the last one cut),
     for quick runs.
     """
-
     sources: tuple[str, ...]
     text_field: str = "text"
     hf_config: str | None = None
@@ -164,6 +164,7 @@ def _jsonl_documents(path: Path, field: str) -> Iterator[str]:
 
 def _hf_documents(name: str, spec: CorpusSpec) -> Iterator[str]:
     try:
+        # deferred: the datasets package is optional (hf: corpora only)
         import datasets
 
         ds = datasets.load_dataset(name, spec.hf_config, split=spec.hf_split)
@@ -258,8 +259,6 @@ def tokenize_documents(docs: Iterator[str], tokenizer: Any, eos: int) -> np.ndar
 
 def load_tokens(spec: CorpusSpec, tokenizer: Any, *, cache_dir: str | Path, eos: int) -> tuple[np.ndarray, str]:
     """The corpus as one token stream (memory-mapped from the cache when present) and its cache key."""
-    from nas.tokenizer import fingerprint
-
     key = hashlib.sha256(f"{corpus_fingerprint(spec)}|{fingerprint(tokenizer)}|eos={eos}".encode()).hexdigest()[:20]
     cache = Path(cache_dir) / "tokens"
     path = cache / f"{key}.npy"
@@ -318,7 +317,6 @@ class TokenBatches:
     position is one integer (samples consumed), which makes exact resume and data
     parallelism (rank ``r`` takes its slice of a global batch) trivial.
     """
-
     def __init__(self, tokens: np.ndarray, seq_len: int, seed: int) -> None:
         self.tokens = tokens
         self.seq_len = seq_len

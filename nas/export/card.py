@@ -1,0 +1,93 @@
+"""The model card (``README.md``) of an export: what it is, its numbers, where it came from,
+how to load it."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from nas.export.format import HF_FORMAT
+
+
+def model_card(meta: dict[str, Any]) -> str:
+    """README.md of an export: what it is, its numbers, where it came from, how to load it."""
+    lin = meta["lineage"]
+    cfg = meta["config"]
+    sub = meta["subnet"]
+    hf = meta["format"] == HF_FORMAT
+    lines = ["---"]
+    if hf:
+        lines += ["library_name: transformers", "pipeline_tag: text-generation"]
+    lines += [
+        "tags: [elastic-nas, sub-network]",
+        f"base_model_hash: {lin['supernet_hash']}",
+        "---",
+        "",
+        f"# {lin['study']} — trial {lin['trial']}: {meta['summary']}",
+        "",
+        f"A dense sub-network extracted from the elastic supernet `{lin['supernet_hash']}` by the NAS "
+        f"study `{lin['study']}` (trial {lin['trial']}). {meta['params']:,} parameters, weights in "
+        f"{meta['dtype']}, format `{meta['format']}`.",
+        "",
+        "## Configuration",
+        "",
+        f"- layers kept: {len(sub['layers'])} of the supernet's (supernet indices {sub['layers']})",
+        f"- d_model: {cfg['d_model']}, head_dim: {cfg['head_dim']}, vocab: {cfg['vocab_size']}",
+        "",
+        "| position | supernet layer | query heads | KV heads | d_ff |" + (" experts | top_k |" if sub.get("n_expert") else ""),
+        "|---|---|---|---|---|" + ("---|---|" if sub.get("n_expert") else ""),
+    ]
+    q_per_kv = cfg["n_head"] // cfg["n_kv_head"]
+    for pos, layer in enumerate(sub["layers"]):
+        row = f"| {pos} | {layer} | {sub['n_head'][pos]} | {sub['n_head'][pos] // q_per_kv} | {sub['d_ff'][pos]} |"
+        if sub.get("n_expert"):
+            row += f" {sub['n_expert'][pos]} | {sub['top_k'][pos]} |"
+        lines.append(row)
+    lines += ["", "```json", json.dumps(sub, sort_keys=True), "```", "", "## Metrics", ""]
+    if meta["metrics"]:
+        lines += ["| task | metric | value | stderr | examples | fidelity |", "|---|---|---|---|---|---|"]
+        for m in meta["metrics"]:
+            err = "–" if m["stderr"] is None else f"{m['stderr']:.4f}"
+            lines.append(f"| {m['task']} | {m['metric']} | {m['value']:.4f} | {err} | {m['n_examples']} | {m['fidelity']} |")
+    else:
+        lines.append("No benchmark scores were recorded for this trial.")
+    lines += ["", "## Costs", ""]
+    if meta["costs"]:
+        lines += ["| cost | value | method | device |", "|---|---|---|---|"]
+        for c in meta["costs"]:
+            lines.append(f"| {c['metric']} | {c['value']:.6g} | {c['method']} | {c['device']} |")
+    else:
+        lines.append("No costs were recorded for this trial.")
+    lines += [
+        "",
+        "## Lineage",
+        "",
+        f"- supernet content hash: `{lin['supernet_hash']}` (at `{lin['supernet_path']}` when exported)",
+        f"- study: `{lin['study']}`, trial {lin['trial']}, fidelity `{lin['fidelity']}`",
+        f"- harness version(s): {', '.join(lin['harness_versions']) or '–'}",
+        f"- sub-network hash: `{meta['subnet_hash']}`",
+        f"- exported: {lin['exported_at']}",
+        "",
+        "## Usage",
+        "",
+        "```python",
+    ]
+    if hf:
+        lines += [
+            "from transformers import AutoModelForCausalLM, AutoTokenizer",
+            "model = AutoModelForCausalLM.from_pretrained(\"THIS_DIR\")",
+            "tokenizer = AutoTokenizer.from_pretrained(\"THIS_DIR\")",
+            "# or: import nas; m = nas.load_exported(\"THIS_DIR\"); m.generate(\"Once upon a time\")",
+        ]
+    else:
+        lines += [
+            "import nas",
+            "m = nas.load_exported(\"THIS_DIR\")   # per-layer sizes differ: not a plain LlamaForCausalLM",
+            "print(m.generate(\"Once upon a time\", max_new_tokens=32))",
+        ]
+    lines += ["```", ""]
+    return "\n".join(lines)
+
+
+
+__all__ = ["model_card"]

@@ -1,0 +1,119 @@
+"""Where a study stands (``nas status``): trial counts from Optuna, the front from our rows.
+
+Trial states and the search's bookkeeping (promotion, cache hits, model calls) come from
+Optuna's trials (:class:`~nas.search.trials.TrialAttrs`); the front, its hypervolume and
+reference point come from :func:`nas.search.results.load_results`, the same numbers the
+report, ``nas results`` and the web pages show.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass
+from typing import Any
+
+import optuna
+
+from nas.errors import NasError
+from nas.front import hypervolume_reference, resolve_column
+from nas.model.config import SupernetConfig
+from nas.model.space import SearchSpace
+from nas.search.promotion import Promotion
+from nas.search.results import load_results
+from nas.search.study import effective_n_trials, stored_spec
+from nas.search.trials import TrialAttrs
+from storage import get_supernet, open_database
+
+
+@dataclass(frozen=True)
+class StudyStatus:
+    """Where a study stands (``nas status``)."""
+
+    name: str
+    storage: str
+    supernet_hash: str
+    sampler: str
+    objectives: tuple[str, ...]
+    directions: tuple[str, ...]
+    n_trials: int | None
+    complete: int
+    running: int
+    waiting: int
+    failed: int
+    pruned: int
+    infeasible: int
+    top_fidelity: int
+    low_fidelity_only: int
+    model_calls: int
+    cache_hit_trials: int
+    front: tuple[dict[str, Any], ...]
+    hypervolume: float
+    reference: tuple[float, ...]
+
+    @property
+    def full_evaluations_saved(self) -> int:
+        """Top-rung evaluations multi-fidelity promotion avoided."""
+        return self.low_fidelity_only
+
+
+def study_status(name: str, storage_url: str | None = None) -> StudyStatus:
+    """Trials done/total, front and hypervolume of a study, from the database alone."""
+    db = open_database(storage_url)
+    try:
+        spec = stored_spec(name, db.url)
+        results = load_results(db, name)
+        supernet = get_supernet(db, results.supernet_hash)
+        if supernet is None:
+            raise NasError(f"study {name!r}: its supernet {results.supernet_hash} is missing from the database")
+        config = SupernetConfig.from_dict(supernet.config)
+        rank = (supernet.space or {}).get("layer_rank") or list(range(config.n_layer))
+        space = SearchSpace.resolve(spec.space, config, rank, SearchSpace.from_dict(supernet.space, config, rank))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            study = optuna.load_study(study_name=name, storage=optuna.storages.RDBStorage(db.url))
+        trials = study.get_trials(deepcopy=False)
+        counts: dict[str, int] = {}
+        for t in trials:
+            counts[t.state.name] = counts.get(t.state.name, 0) + 1
+        complete = [TrialAttrs.of(t) for t in trials if t.state.name == "COMPLETE"]
+        names = [o.metric for o in spec.objectives]
+        columns = [o.column for o in results.objectives]
+        front = results.front.sort_values([columns[0], "trial"]) if columns else results.front
+        rows = tuple(
+            {"trial": int(r["trial"]), "subnet": str(r["summary"]),
+             **{n: _value(r, resolve_column(n, results.frame) or n) for n in names}}
+            for _, r in front.iterrows()
+        )
+        return StudyStatus(
+            name=name,
+            storage=db.safe_url,
+            supernet_hash=results.supernet_hash,
+            sampler=spec.sampler.name,
+            objectives=tuple(names),
+            directions=tuple(o.direction or "maximize" for o in spec.objectives),
+            n_trials=effective_n_trials(spec, space),
+            complete=counts.get("COMPLETE", 0),
+            running=counts.get("RUNNING", 0),
+            waiting=counts.get("WAITING", 0),
+            failed=counts.get("FAIL", 0),
+            pruned=counts.get("PRUNED", 0),
+            infeasible=sum(1 for a in complete if not a.feasible),
+            top_fidelity=sum(1 for a in complete if a.top),
+            low_fidelity_only=sum(1 for a in complete if a.promotion == Promotion.REJECTED.value),
+            model_calls=sum(TrialAttrs.of(t).model_calls for t in trials),
+            cache_hit_trials=sum(1 for a in complete if a.answered_from_cache),
+            front=rows,
+            hypervolume=results.hypervolume,
+            reference=hypervolume_reference(results.frame, results.objectives),
+        )
+    finally:
+        db.close()
+
+
+def _value(row: Any, column: str) -> float:
+    value = row.get(column)
+    return float(value) if value is not None else math.nan
+
+
+__all__ = ["StudyStatus", "study_status"]

@@ -1,0 +1,207 @@
+"""Opening a study: create it from a spec or attach to it (resume, workers).
+
+:func:`open_search` loads the supernet, checks the spec against any study of the same name
+in the database (same supernet, same identity fields), creates or loads the Optuna study
+with a seeded sampler, enqueues a ``grid`` plan and re-queues interrupted trials, and
+returns a :class:`~nas.search.driver.Search`. :func:`stored_spec` reads back the spec a
+study was created with (``nas worker``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+import time
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import optuna
+
+from evaluators.scorer import TaskScorer, build_scorers, check_task_names
+from nas.errors import NasError
+from nas.model.directory import LoadedSupernet, load_supernet
+from nas.model.space import SearchSpace
+from nas.search.costs import StudyCosts, check_feasible_extremes
+from nas.search.driver import Search, SearchSetup
+from nas.search.optuna_storage import optuna_storage
+from nas.search.spec import StudySpec, spec_from_json
+from nas.search.trials import PLAN_ATTR, RETRY_ATTR
+from storage import create_study, get_study, list_studies, open_database, upsert_supernet
+
+log = logging.getLogger(__name__)
+
+
+def open_search(
+    spec: StudySpec,
+    *,
+    scorers: Sequence[TaskScorer] | None = None,
+    loaded: LoadedSupernet | None = None,
+    seed: int | None = None,
+    worker: bool = False,
+) -> Search:
+    """Create the study described by ``spec``, or attach to it when it exists (resume).
+
+    ``scorers`` replaces the scorers built from the spec's tasks (tests, benchmarks);
+    ``loaded`` an already loaded supernet. ``seed`` overrides the sampler seed (default:
+    ``spec.seed`` + the trials already in the study; workers mix in their process id).
+    Refuses a study of the same name on another supernet or with another spec.
+    """
+    if scorers is None:
+        check_task_names([t.name for t in spec.tasks])
+    db = open_database(spec.storage)
+    if loaded is None:
+        loaded = load_supernet(spec.supernet, dtype=spec.dtype, device=spec.device)
+    config = loaded.config
+    space = SearchSpace.resolve(spec.space, config, loaded.model.layer_rank, loaded.space)
+    _check_resumable(spec, db, loaded)
+    costs = StudyCosts(config, context_len=spec.context_len, dtype=spec.dtype, model=loaded.model, space=space,
+                       needs=spec.cost_metrics)
+    check_feasible_extremes(spec, costs, space)
+    if scorers is None:
+        scorers = build_scorers(spec, loaded, space) if spec.needs_scores else []
+
+    supernet_id = upsert_supernet(
+        db, content_hash=loaded.content_hash, name=Path(loaded.path).name, path=str(loaded.path),
+        config=config.to_dict(), space=loaded.space.to_dict(), provenance=dict(loaded.provenance),
+    )
+    storage = optuna_storage(db.url, spec.fault_tolerance)
+    n_trials = effective_n_trials(spec, space)
+    directions = [o.direction for o in spec.objectives]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        probe = optuna.create_study(study_name=spec.name, storage=storage, directions=directions, load_if_exists=True,
+                                    sampler=optuna.samplers.RandomSampler())
+        wanted = [optuna.study.StudyDirection.MAXIMIZE if d == "maximize" else optuna.study.StudyDirection.MINIMIZE
+                  for d in directions]
+        if list(probe.directions) != wanted:
+            raise NasError(f"Optuna study {spec.name!r} exists with other objective directions; give the spec a new name")
+        n_before = len(probe.get_trials(deepcopy=False))
+        if seed is None:
+            seed = spec.seed + n_before
+            if worker:
+                seed = (seed * 1_000_003 + os.getpid() * 7919 + int(time.time() * 1000)) % (2**31)
+        study = optuna.load_study(study_name=spec.name, storage=storage, sampler=make_sampler(spec, seed, n_trials))
+        if study.metric_names is None:
+            study.set_metric_names([o.metric for o in spec.objectives])
+    stored = {**spec.to_dict(), "supernet_hash": loaded.content_hash}
+    study_id = create_study(db, name=spec.name, optuna_study_name=spec.name, spec=stored, supernet_id=supernet_id)
+    if not worker:
+        enqueue_plan(study, spec, space, n_trials)
+        _requeue_interrupted(study)
+    log.info("study %s: %d trials already, sampler %s seed %d", spec.name, n_before, spec.sampler.name, seed)
+    return Search(SearchSetup(
+        spec=spec, db=db, study=study, study_id=study_id, supernet_id=supernet_id, supernet_hash=loaded.content_hash,
+        config=config, space=space, scorers=tuple(scorers), costs=costs, n_trials=n_trials,
+    ))
+
+
+def _check_resumable(spec: StudySpec, db: Any, loaded: LoadedSupernet) -> None:
+    """Refuse to resume a study of the same name on another supernet or with another spec."""
+    existing = get_study(db, spec.name)
+    if existing is None:
+        return
+    if existing.supernet_hash != loaded.content_hash:
+        raise NasError(
+            f"study {spec.name!r} in {db.safe_url} was run on supernet {existing.supernet_hash}, but "
+            f"{spec.supernet} has content hash {loaded.content_hash}; refusing to mix sub-networks of two "
+            "supernets in one study: give this spec a new name"
+        )
+    stored = dict(existing.spec)
+    mine = spec.identity()
+    diff = sorted(k for k in mine if k != "supernet" and _canon(stored.get(k)) != _canon(mine[k]))
+    if diff:
+        raise NasError(
+            f"study {spec.name!r} already exists with different {', '.join(diff)}; resume it with the same spec "
+            "(only budget, sampler, seed, storage, batch_size and device may change) or give the new spec a new name"
+        )
+
+
+def stored_spec(study_name: str, storage_url: str | None) -> StudySpec:
+    """The spec a study was created with, from the database (for ``nas worker``)."""
+    db = open_database(storage_url)
+    try:
+        row = get_study(db, study_name)
+        if row is None:
+            known = [s.name for s in list_studies(db)]
+            raise NasError(
+                f"no study named {study_name!r} in {db.safe_url}; "
+                + (f"known studies: {', '.join(known)}" if known else "start one with `nas search SPEC.yaml`")
+            )
+        data = {k: v for k, v in dict(row.spec).items() if k != "supernet_hash"}
+        data["storage"] = db.url
+        return spec_from_json(data)
+    finally:
+        db.close()
+
+
+def effective_n_trials(spec: StudySpec, space: SearchSpace) -> int | None:
+    """The budget of COMPLETE trials: the spec's, capped at the space's size for ``grid``."""
+    n = spec.budget.n_trials
+    if spec.sampler.name == "grid":
+        size = space.size()
+        return size if n is None else min(n, size)
+    return n
+
+
+def _canon(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, default=str)
+
+
+def make_sampler(spec: StudySpec, seed: int, n_trials: int | None) -> optuna.samplers.BaseSampler:
+    s = spec.sampler
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if s.name in ("nsga2", "nsga3"):
+            pop = s.population_size or (min(50, max(10, n_trials // 5)) if n_trials else 50)
+            cls = optuna.samplers.NSGAIISampler if s.name == "nsga2" else optuna.samplers.NSGAIIISampler
+            return cls(population_size=pop, seed=seed)
+        if s.name == "tpe":
+            return optuna.samplers.TPESampler(
+                seed=seed, n_startup_trials=s.n_startup_trials if s.n_startup_trials is not None else 10,
+                multivariate=True, constant_liar=True,
+            )
+        if s.name == "gp":
+            return optuna.samplers.GPSampler(
+                seed=seed, n_startup_trials=s.n_startup_trials if s.n_startup_trials is not None else 10,
+            )
+        if s.name == "qmc":
+            return optuna.samplers.QMCSampler(qmc_type="sobol", scramble=True, seed=seed)
+        return optuna.samplers.RandomSampler(seed=seed)  # random, and the fallback of the grid plan
+
+
+def _plan(space: SearchSpace, seed: int, total: int) -> list[dict[str, int]]:
+    """The ``grid`` sampler's plan: every distinct sub-network once, in a seeded order."""
+    subnets = list(space.enumerate(limit=200_000))
+    random.Random(seed).shuffle(subnets)
+    return [space.to_params(s) for s in subnets[:total]]
+
+
+def enqueue_plan(study: optuna.Study, spec: StudySpec, space: SearchSpace, total: int | None) -> None:
+    """Enqueue the rest of the grid plan (resumable: trials carry their plan index)."""
+    if spec.sampler.name != "grid":
+        return
+    total = space.size() if total is None else total
+    done = [t.user_attrs.get(PLAN_ATTR, -1) for t in study.get_trials(deepcopy=False)]
+    plan = _plan(space, spec.seed, total)
+    for i in range(max(done, default=-1) + 1, len(plan)):
+        study.enqueue_trial(plan[i], user_attrs={PLAN_ATTR: i})
+
+
+def _requeue_interrupted(study: optuna.Study) -> None:
+    """On resume, queue again the trials an interrupted run left failed (Ctrl-C, a crash), so
+    the resumed study runs the sub-networks the sampler had chosen. Trials failed as stale
+    are already re-queued by the heartbeat callback; a retry that fails again is not."""
+    trials = study.get_trials(deepcopy=False)
+    handled = {t.user_attrs.get(RETRY_ATTR) for t in trials} | {t.system_attrs.get("failed_trial") for t in trials}
+    for t in trials:
+        if t.state.name != "FAIL" or t.number in handled or RETRY_ATTR in t.user_attrs or "failed_trial" in t.system_attrs:
+            continue
+        if t.params:
+            study.enqueue_trial(dict(t.params), user_attrs={RETRY_ATTR: t.number})
+
+
+__all__ = ["effective_n_trials", "enqueue_plan", "make_sampler", "open_search", "stored_spec"]

@@ -1,0 +1,52 @@
+"""Standard errors: the one implementation every score, aggregate and decision uses.
+
+* :func:`sample_stddev` — the sample standard deviation (``n - 1`` in the denominator);
+* :func:`mean_stderr` — the standard error of a mean of per-example scores;
+* :func:`weighted_mean` — a weighted mean of independent estimates and its standard
+  error, ``sqrt(sum w_i^2 se_i^2) / sum w_i``; it works on floats and element-wise on
+  numpy arrays or pandas Series alike (one value per trial).
+
+Plain numpy, no torch, no other ``nas`` code.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+
+def _sample_variance(values: Sequence[float]) -> float:
+    n = len(values)
+    mean = sum(values) / n
+    return sum((v - mean) ** 2 for v in values) / (n - 1)
+
+
+def sample_stddev(values: Sequence[float]) -> float:
+    """Sample standard deviation of ``values``; NaN for fewer than two values."""
+    return math.sqrt(_sample_variance(values)) if len(values) >= 2 else math.nan
+
+
+def mean_stderr(values: Sequence[float]) -> float:
+    """Standard error of the mean of ``values``, ``sqrt(s^2 / n)``; NaN below two values."""
+    return math.sqrt(_sample_variance(values) / len(values)) if len(values) >= 2 else math.nan
+
+
+def weighted_mean(values: Sequence[Any], stderrs: Sequence[Any], weights: Sequence[float]) -> tuple[Any, Any]:
+    """``(sum w_i v_i / sum w_i, sqrt(sum w_i^2 se_i^2) / sum w_i)`` of independent estimates.
+
+    Each ``values[i]`` / ``stderrs[i]`` is a float or an array of one value per row;
+    the result has the same shape. A missing (NaN) stderr counts as 0.
+    """
+    if not values or len(values) != len(stderrs) or len(values) != len(weights):
+        raise ValueError(f"weighted_mean needs as many values, stderrs and weights ({len(values)}, {len(stderrs)}, {len(weights)})")
+    total = float(sum(weights))
+    mean = sum(v * w for v, w in zip(values, weights)) / total
+    variance = sum((np.nan_to_num(np.asarray(s, dtype=float)) * w) ** 2 for s, w in zip(stderrs, weights))
+    stderr = np.sqrt(variance) / total
+    return mean, (float(stderr) if np.ndim(stderr) == 0 else stderr)
+
+
+__all__ = ["mean_stderr", "sample_stddev", "weighted_mean"]
