@@ -1,0 +1,126 @@
+"""The read-only JSON API: health, studies, trials (paged), front, candidate, figures,
+the compare overlay and ``POST /api/pick``. Launching, exporting and jobs are in
+:mod:`reports.web.api_jobs`."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any
+
+import plotly.io as pio
+from fastapi import APIRouter, HTTPException, Query
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import Response
+
+from nas.front import resolve_column
+from nas.pick import describe_empty
+from reports import figures as F
+from reports.web.schemas import PickBody, StudySummary, TrialOut, TrialPage
+from reports.web.state import CacheDep, DatabaseDep
+from reports.web.views import (
+    FIGURE_KINDS,
+    candidate_detail,
+    run_pick,
+    study_figure,
+    study_summaries,
+    study_summary,
+    trial_rows,
+)
+
+MAX_PAGE_SIZE = 500
+
+router = APIRouter()
+
+
+@router.get("/api/health", tags=["meta"])
+def health(db: DatabaseDep) -> dict[str, Any]:
+    return {"ok": True, "database": db.safe_url}
+
+
+@router.get("/api/studies", response_model=list[StudySummary], tags=["studies"])
+def api_studies(db: DatabaseDep, cache: CacheDep) -> list[dict[str, Any]]:
+    return study_summaries(db, cache)
+
+
+@router.get("/api/studies/{name}", tags=["studies"])
+def api_study(name: str, cache: CacheDep) -> dict[str, Any]:
+    view = cache.view(name)
+    out = study_summary(view)
+    out.update(
+        spec=view.spec,
+        top_fidelity=view.top_fidelity,
+        columns={"metrics": list(view.metric_columns), "costs": list(view.cost_columns),
+                 "dims": list(view.dim_columns)},
+    )
+    return out
+
+
+@router.get("/api/studies/{name}/trials", response_model=TrialPage, tags=["studies"])
+def api_trials(
+    name: str,
+    cache: CacheDep,
+    offset: Annotated[int, Query(ge=0)] = 0,
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)] = 100,
+    only: Annotated[str, Query(pattern="^(all|front|feasible|top)$")] = "all",
+) -> dict[str, Any]:
+    rows = cache.derived(name, ("rows", only), lambda v: trial_rows(v, only))
+    return {"study": name, "total": len(rows), "offset": offset, "limit": limit, "trials": rows[offset: offset + limit]}
+
+
+@router.get("/api/studies/{name}/front", response_model=list[TrialOut], tags=["studies"])
+async def api_front(name: str, cache: CacheDep) -> Response:
+    key = ("front-json",)
+    body = cache.peek(name, key)
+    if body is None:
+        body = await run_in_threadpool(cache.derived, name, key, lambda v: json.dumps(trial_rows(v, "front")))
+    return Response(body, media_type="application/json")
+
+
+@router.get("/api/studies/{name}/trials/{trial}", tags=["studies"])
+def api_candidate(name: str, trial: int, db: DatabaseDep, cache: CacheDep) -> dict[str, Any]:
+    return candidate_detail(db, cache, name, trial)
+
+
+@router.get("/api/studies/{name}/figures/{kind}", tags=["figures"])
+def api_figure(
+    name: str,
+    kind: str,
+    cache: CacheDep,
+    x: Annotated[str | None, Query(max_length=200)] = None,
+    y: Annotated[str | None, Query(max_length=200)] = None,
+) -> Response:
+    """A plotly figure as JSON (``Plotly.newPlot(div, fig.data, fig.layout)``)."""
+    if kind not in FIGURE_KINDS:
+        raise HTTPException(404, f"unknown figure {kind!r}; use one of {', '.join(FIGURE_KINDS)}")
+    view = cache.view(name)
+    for axis in (x, y):
+        if axis is not None and resolve_column(axis, view.frame) is None:
+            raise HTTPException(422, f"study {name!r} has no column {axis!r}")
+    key = ("figure", kind, x, y)
+    return Response(cache.derived(name, key, lambda v: pio.to_json(study_figure(v, kind, x, y))),
+                    media_type="application/json")
+
+
+@router.get("/api/compare/figure", tags=["figures"])
+def api_compare(
+    study: Annotated[list[str], Query(min_length=2, max_length=8)],
+    cache: CacheDep,
+    x: Annotated[str | None, Query(max_length=200)] = None,
+    y: Annotated[str | None, Query(max_length=200)] = None,
+) -> Response:
+    views = [cache.view(s) for s in study]
+    return Response(pio.to_json(F.overlay_figure(views, x, y)), media_type="application/json")
+
+
+@router.post("/api/pick", tags=["pick"])
+def api_pick(body: PickBody, cache: CacheDep) -> dict[str, Any]:
+    """Rank the feasible efficient candidates of a study under bounds (read-only)."""
+    view = cache.view(body.study)
+    result = run_pick(view, body)
+    out = result.to_dict()
+    out["study"] = body.study
+    out["message"] = "" if result.candidates else describe_empty(result)
+    return out
+
+
+__all__ = ["MAX_PAGE_SIZE", "router"]

@@ -1,0 +1,185 @@
+"""What the pages and the JSON API show, built from a :class:`~reports.data.StudyView`.
+
+Plain dicts (study summaries, trial rows, candidate details, template contexts) and the
+plotly figures, shared by :mod:`reports.web.pages` and :mod:`reports.web.api`; nothing
+here knows about requests.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pandas as pd
+import plotly.graph_objects as go
+import plotly.io as pio
+
+import storage
+from nas.metrics import ACCURACY, COST_LABELS
+from nas.pick import bounds_from_mapping
+from reports import figures as F
+from reports.data import StudyView, finite, pick_in_view
+from reports.web.cache import StudyCache
+from reports.web.schemas import PickBody
+
+FIGURE_KINDS = ("pareto", "pareto3d", "hypervolume", "tasks", "parallel")
+
+
+def study_summary(view: StudyView) -> dict[str, Any]:
+    frame = view.frame
+    return {
+        "name": view.name,
+        "status": view.status,
+        "n_trials": int(len(frame)),
+        "n_trials_target": view.n_trials_target,
+        "n_feasible": int(frame["feasible"].sum()),
+        "n_top_fidelity": int((frame["full_fidelity"] & frame["feasible"]).sum()),
+        "front_size": int(frame["on_front"].sum()),
+        "hypervolume": float(view.hypervolume),
+        "supernet_hash": view.supernet_hash,
+        "objectives": [{"column": o.column, "direction": o.direction} for o in view.objectives],
+        "created_at": view.created_at.isoformat() if view.created_at else None,
+        "finished_at": view.finished_at.isoformat() if view.finished_at else None,
+    }
+
+
+def study_summaries(db: storage.Database, cache: StudyCache) -> list[dict[str, Any]]:
+    out = []
+    for row in storage.list_studies(db):
+        out.append(cache.derived(row.name, ("summary",), study_summary))
+    return out
+
+
+def trial_row(view: StudyView, r: pd.Series) -> dict[str, Any]:
+    return {
+        "trial": int(r["trial"]),
+        "state": str(r["state"]),
+        "feasible": bool(r["feasible"]),
+        "fidelity": r["fidelity"] if isinstance(r["fidelity"], str) else None,
+        "full_fidelity": bool(r["full_fidelity"]),
+        "on_front": bool(r["on_front"]),
+        "config_hash": str(r["config_hash"]),
+        "summary": str(r["summary"]),
+        "accuracy": finite(r[ACCURACY]),
+        "accuracy_stderr": finite(r[f"{ACCURACY}_stderr"]),
+        "metrics": {c: finite(r[c]) for c in view.metric_columns},
+        "stderr": {c: finite(r.get(f"{c}_stderr")) for c in view.metric_columns},
+        "costs": {c: finite(r[c]) for c in view.cost_columns},
+    }
+
+
+def trial_rows(view: StudyView, only: str) -> list[dict[str, Any]]:
+    frame = view.frame
+    if only == "front":
+        frame = view.front
+        costs = [o for o in view.objectives if o.direction == "minimize"]
+        if costs:
+            frame = frame.sort_values(costs[0].column)
+    elif only == "feasible":
+        frame = frame[frame["feasible"]]
+    elif only == "top":
+        frame = frame[frame["feasible"] & frame["full_fidelity"]]
+    return [trial_row(view, r) for _, r in frame.iterrows()]
+
+
+def column_choices(view: StudyView) -> list[dict[str, str]]:
+    out = []
+    for col in view.value_columns:
+        if col in view.frame.columns and view.frame[col].notna().any():
+            label = COST_LABELS.get(col, col)
+            out.append({"column": col, "label": label, "direction": view.objective_for(col).direction})
+    return out
+
+
+def study_context(view: StudyView) -> dict[str, Any]:
+    x, y = F.default_axes(view)
+    front = trial_rows(view, "front")
+    main_metrics = list(dict.fromkeys([c for c in view.metric_columns if c.endswith(("/acc_norm", "/acc", "/loss"))]))[:6]
+    return {
+        "study": view.name,
+        "summary": study_summary(view),
+        "axes": column_choices(view),
+        "x": x.column,
+        "y": y.column,
+        "front": front,
+        "front_metrics": main_metrics,
+        "front_costs": list(view.cost_columns),
+        "running": view.status in ("created", "running"),
+        "objectives": [o.column for o in view.objectives],
+    }
+
+
+def study_figure(view: StudyView, kind: str, x: str | None, y: str | None) -> Any:
+    """The figure ``kind`` (one of :data:`FIGURE_KINDS`) of a study."""
+    if kind == "pareto":
+        return F.pareto_figure(view, x, y)
+    if kind == "pareto3d":
+        return F.pareto3d_figure(view)
+    if kind == "hypervolume":
+        return F.hypervolume_figure(view)
+    if kind == "tasks":
+        return F.task_breakdown_figure(view)
+    return F.parallel_figure(view)
+
+
+def run_pick(view: StudyView, body: PickBody) -> Any:
+    return pick_in_view(view, body.metric, bounds_from_mapping(body.max, body.min), body.top)
+
+
+def candidate_detail(db: storage.Database, cache: StudyCache, name: str, trial: int) -> dict[str, Any]:
+    """One trial with its evaluations, costs and lineage (memoised per study version)."""
+    def build(view: StudyView) -> dict[str, Any]:
+        row = view.trial(trial)
+        evaluations = storage.list_evaluations(db, int(row["subnet_id"]))
+        costs = storage.find_costs(db, supernet_hash=view.supernet_hash, config_hash=str(row["config_hash"]))
+        supernet = storage.get_supernet(db, view.supernet_hash)
+        by_fidelity: dict[str, list[dict[str, Any]]] = {}
+        for e in sorted(evaluations, key=lambda e: (e.fidelity, e.task, e.metric, e.id)):
+            by_fidelity.setdefault(e.fidelity, []).append(
+                {"task": e.task, "metric": e.metric, "value": e.value, "stderr": e.stderr, "n_examples": e.n_examples,
+                 "harness_version": e.harness_version, "task_hash": e.task_hash, "wall_s": e.wall_s}
+            )
+        config = json.loads(row["config_json"])
+        base = trial_row(view, row)
+        base.update(
+            study=name,
+            config=config,
+            evaluations=by_fidelity,
+            cost_rows=[{"metric": c.metric, "value": c.value, "method": c.method, "device": c.device} for c in costs],
+            lineage={
+                "supernet_hash": view.supernet_hash,
+                "supernet_name": supernet.name if supernet else None,
+                "supernet_path": supernet.path if supernet else None,
+                "harness_versions": sorted({e.harness_version for e in evaluations}),
+                "task_hashes": {e.task: e.task_hash for e in evaluations},
+                "fidelity": base["fidelity"],
+            },
+            supernet_config=supernet.config if supernet else None,
+        )
+        return base
+
+    return cache.derived(name, ("candidate", trial), build)
+
+
+def candidate_figures(detail: dict[str, Any]) -> dict[str, str]:
+    """Figure JSON for the candidate page: per-layer config and scores at its fidelity."""
+    layer = F.draw_layer_chart(F.layer_chart_data(detail["config"], detail["supernet_config"]),
+                               title=f"trial {detail['trial']}: per-layer config")
+    rows = detail["evaluations"].get(detail["fidelity"] or "", [])
+    metrics = go.Figure(
+        go.Bar(
+            x=[f"{r['task']}/{r['metric']}" for r in rows],
+            y=[r["value"] for r in rows],
+            error_y=dict(type="data", array=[r["stderr"] or 0.0 for r in rows], visible=True),
+            marker_color="#1f77b4",
+        )
+    )
+    metrics.update_layout(title=f"scores at fidelity {detail['fidelity']} (± stderr)", template="plotly_white",
+                          margin=dict(l=50, r=20, t=50, b=80), height=360)
+    return {"layers": pio.to_json(layer), "metrics": pio.to_json(metrics)}
+
+
+__all__ = [
+    "FIGURE_KINDS", "candidate_detail", "candidate_figures", "column_choices", "run_pick", "study_context",
+    "study_figure", "study_summaries", "study_summary", "trial_row", "trial_rows",
+]
