@@ -1,4 +1,4 @@
-# The two commands a newcomer needs: `make demo` and `make test`.
+# The two commands a newcomer needs: `make demo` and `make test` (layer contracts, lint, then the tests).
 PYTHON ?= python3
 VENV ?= .venv
 TORCH ?= torch==2.13.0
@@ -24,6 +24,8 @@ demo-quick: $(STAMP)
 	$(VENV)/bin/nas demo --quick
 
 test: $(STAMP)
+	$(VENV)/bin/lint-imports --no-cache
+	$(VENV)/bin/ruff check --quiet nas evaluators storage reports tests bench
 	$(PY) -m pytest -q
 
 clean:

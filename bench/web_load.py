@@ -28,10 +28,12 @@ from pathlib import Path
 
 import httpx
 
-from nas.model.config import SupernetConfig
-from storage import open_database
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))  # the synthetic-study fixture
 
-from _synthetic import write_synthetic_study
+from nas.model.config import SupernetConfig  # noqa: E402
+from storage import open_database  # noqa: E402
+
+from _synthetic import write_synthetic_study  # noqa: E402
 
 STUDY = "load"
 

@@ -4,7 +4,7 @@
   offline corpus (or a built-in paragraph when the corpus is absent).
 - :func:`tiny_llama`: a random transformers ``LlamaForCausalLM`` (GQA, untied head) with
   weights large enough that greedy decoding has clear winners.
-- :func:`tiny_supernet`: the same weights as our :class:`Supernet`, via ``nas.importers``.
+- :func:`tiny_supernet`: the same weights as our :class:`Supernet`, via ``nas.importing.hf``.
 """
 
 from __future__ import annotations

@@ -100,7 +100,7 @@ def verify_export(path: str | Path, source: ExportSource, *, dtype: str | None =
 
 @dataclass
 class _ExportAsSupernet:
-    """Just enough of :class:`nas.checkpoint.LoadedSupernet` for the search's scorers, over an
+    """Just enough of :class:`nas.model.directory.LoadedSupernet` for the search's scorers, over an
     export directory (whose tokenizer files sit at the top level)."""
 
     model: Supernet

@@ -29,7 +29,7 @@ from nas.search.costs import StudyCosts, check_feasible_extremes
 from nas.search.driver import Search, SearchSetup
 from nas.search.optuna_storage import optuna_storage
 from nas.search.spec import StudySpec, spec_from_json
-from nas.search.trials import PLAN_ATTR, RETRY_ATTR
+from nas.search.trials import PLAN_ATTR, RETRY_ATTR, TrialAttrs
 from storage import create_study, get_study, list_studies, open_database, upsert_supernet
 
 log = logging.getLogger(__name__)
@@ -185,9 +185,9 @@ def enqueue_plan(study: optuna.Study, spec: StudySpec, space: SearchSpace, total
     if spec.sampler.name != "grid":
         return
     total = space.size() if total is None else total
-    done = [t.user_attrs.get(PLAN_ATTR, -1) for t in study.get_trials(deepcopy=False)]
+    done = [TrialAttrs.of(t).plan_index for t in study.get_trials(deepcopy=False)]
     plan = _plan(space, spec.seed, total)
-    for i in range(max(done, default=-1) + 1, len(plan)):
+    for i in range(max((d for d in done if d is not None), default=-1) + 1, len(plan)):
         study.enqueue_trial(plan[i], user_attrs={PLAN_ATTR: i})
 
 
@@ -196,9 +196,10 @@ def _requeue_interrupted(study: optuna.Study) -> None:
     the resumed study runs the sub-networks the sampler had chosen. Trials failed as stale
     are already re-queued by the heartbeat callback; a retry that fails again is not."""
     trials = study.get_trials(deepcopy=False)
-    handled = {t.user_attrs.get(RETRY_ATTR) for t in trials} | {t.system_attrs.get("failed_trial") for t in trials}
+    retries = {t.number: TrialAttrs.of(t).retry_of for t in trials}
+    handled = set(retries.values()) | {t.system_attrs.get("failed_trial") for t in trials}
     for t in trials:
-        if t.state.name != "FAIL" or t.number in handled or RETRY_ATTR in t.user_attrs or "failed_trial" in t.system_attrs:
+        if t.state.name != "FAIL" or t.number in handled or retries[t.number] is not None or "failed_trial" in t.system_attrs:
             continue
         if t.params:
             study.enqueue_trial(dict(t.params), user_attrs={RETRY_ATTR: t.number})

@@ -40,6 +40,8 @@ class TrialAttrs:
     cache_hits: int = 0
     stderr: tuple[float, ...] = ()
     over_budget: bool = False
+    plan_index: int | None = None  # a grid plan trial's index in the plan
+    retry_of: int | None = None  # the interrupted trial this one re-runs
 
     @classmethod
     def of(cls, trial: Any) -> TrialAttrs:
@@ -47,7 +49,6 @@ class TrialAttrs:
         attrs: Mapping[str, Any] = trial.user_attrs
         scoring = attrs.get("scoring")
         scoring = scoring if isinstance(scoring, Mapping) else {}
-        subnet_id = scoring.get("subnet_id")
         return cls(
             config_hash=attrs.get("config_hash"),
             subnet=str(attrs.get("subnet", "")),
@@ -57,17 +58,23 @@ class TrialAttrs:
             fidelity=attrs.get("fidelity"),
             top=bool(attrs.get("top", False)),
             promotion=str(attrs.get("promotion", "")),
-            subnet_id=None if subnet_id is None else int(subnet_id),
+            subnet_id=_int_or_none(scoring.get("subnet_id")),
             model_calls=int(scoring.get("model_calls", 0)),
             cache_hits=int(scoring.get("cache_hits", 0)),
             stderr=tuple(float(s) for s in scoring.get("stderr", ())),
             over_budget=bool(attrs.get("over_budget", False)),
+            plan_index=_int_or_none(attrs.get(PLAN_ATTR)),
+            retry_of=_int_or_none(attrs.get(RETRY_ATTR)),
         )
 
     @property
     def answered_from_cache(self) -> bool:
         """A feasible trial whose every score came from the evaluation cache."""
         return self.feasible and self.cache_hits > 0 and self.model_calls == 0
+
+
+def _int_or_none(value: Any) -> int | None:
+    return None if value is None else int(value)
 
 
 __all__ = ["LIVE_STATES", "PLAN_ATTR", "RETRY_ATTR", "TOP_FIDELITY_CONSTRAINT", "TrialAttrs"]
