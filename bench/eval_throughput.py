@@ -55,7 +55,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from evaluators import Evaluator, Fidelity  # noqa: E402
+from evaluators import Evaluator, Fidelity, ScoringOptions  # noqa: E402
 from nas.importing.hf import to_hf_model  # noqa: E402
 from nas.model.directory import load_supernet  # noqa: E402
 from nas.model.space import SearchSpace  # noqa: E402
@@ -134,7 +134,7 @@ def flops_per_token(model: Any, subnet: SubnetConfig) -> float:
 def throughput(args: argparse.Namespace) -> dict[str, Any]:
     loaded = load_supernet(args.supernet, dtype=args.dtype)
     tokenizer = loaded.load_tokenizer()
-    evaluator = Evaluator.from_loaded(loaded, args.tasks, dtype=args.dtype, batch_size=args.batch_size)
+    evaluator = Evaluator.from_loaded(loaded, args.tasks, options=ScoringOptions(dtype=args.dtype, batch_size=args.batch_size))
     fidelity = Fidelity(limit=args.limit, seed=args.seed)
     samples = {task: evaluator.subset(task, fidelity) for task in args.tasks}
     rows = []
@@ -191,7 +191,7 @@ def throughput(args: argparse.Namespace) -> dict[str, Any]:
 def parity(args: argparse.Namespace) -> dict[str, Any]:
     loaded = load_supernet(args.supernet, dtype=args.dtype)
     tokenizer = loaded.load_tokenizer()
-    evaluator = Evaluator.from_loaded(loaded, args.tasks, dtype=args.dtype, batch_size=args.batch_size)
+    evaluator = Evaluator.from_loaded(loaded, args.tasks, options=ScoringOptions(dtype=args.dtype, batch_size=args.batch_size))
     fidelity = Fidelity(limit=args.limit, seed=args.seed)
     largest = loaded.space.largest()
     metrics = evaluator.evaluate(largest, fidelity)
@@ -238,7 +238,7 @@ def calibrate(args: argparse.Namespace) -> dict[str, Any]:
 
     loaded = load_supernet(args.supernet, dtype=args.dtype)
     tokenizer = loaded.load_tokenizer()
-    evaluator = Evaluator.from_loaded(loaded, args.tasks, dtype=args.dtype, batch_size=args.batch_size)
+    evaluator = Evaluator.from_loaded(loaded, args.tasks, options=ScoringOptions(dtype=args.dtype, batch_size=args.batch_size))
     fidelity = Fidelity(limit=args.limit, seed=args.seed)
     largest = loaded.space.largest()
     samples = {task: evaluator.subset(task, fidelity) for task in args.tasks}
@@ -273,7 +273,7 @@ def breakdown(args: argparse.Namespace) -> dict[str, Any]:
     from evaluators.harness import SubnetLM
 
     loaded = load_supernet(args.supernet, dtype=args.dtype)
-    evaluator = Evaluator.from_loaded(loaded, args.tasks, dtype=args.dtype, batch_size=args.batch_size)
+    evaluator = Evaluator.from_loaded(loaded, args.tasks, options=ScoringOptions(dtype=args.dtype, batch_size=args.batch_size))
     largest = loaded.space.largest()
     evaluator.evaluate(largest, Fidelity(limit=10, seed=args.seed + 1))  # warm-up
     parts = {name: {"s": 0.0, "calls": 0, "tokens": 0} for name in ("context", "continuation", "gather")}

@@ -1,6 +1,6 @@
 """Latency lookup table vs measured prefill latency over random sub-networks.
 
-Builds a :class:`evaluators.latency.LatencyTable` for the imported SmolLM2 supernet
+Builds a :class:`evaluators.latency_table.LatencyTable` for the imported SmolLM2 supernet
 (``work/smollm2``; ``--random`` or a missing directory uses a mid-size random supernet),
 measures the prefill latency of ``--n`` seeded random sub-networks of its search space
 on their extracted dense models (interleaved rounds, median of all runs), and prints one
@@ -26,7 +26,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from evaluators.latency import LatencyTable, TableOptions, measure_latency, measure_prefill_ms, random_subnets  # noqa: E402
+from evaluators.latency import LatencySetup, measure_latency, measure_prefill_ms  # noqa: E402
+from evaluators.latency_table import LatencyTable, TableOptions, random_subnets  # noqa: E402
 from nas.model.config import SupernetConfig  # noqa: E402
 from nas.model.space import SearchSpace  # noqa: E402
 from nas.model.supernet import Supernet  # noqa: E402
@@ -95,17 +96,16 @@ def main() -> None:
     threads = args.threads if args.threads is not None else (1 if clock == "process" else None)
     model, space, source = load_model(args.supernet, args.random)
     subnets = random_subnets(space, args.n, seed=args.seed)
-    common = dict(prompt_len=args.prompt_len, batch=args.batch, threads=threads, clock=clock, seed=args.seed)
+    setup = LatencySetup(prompt_len=args.prompt_len, batch=args.batch, threads=threads, clock=clock)
 
     options = TableOptions(repeats=args.repeats, warmup=2, seed=args.seed)
-    table_args = {k: v for k, v in common.items() if k != "seed"}
-    table = LatencyTable.build(model, space, options=options, **table_args)
+    table = LatencyTable.build(model, space, setup=setup, options=options)
     t_measure = time.perf_counter()
-    measured = measure_prefill_ms(model, subnets, rounds=args.rounds, repeats=3, warmup=1, **common)
+    measured = measure_prefill_ms(model, subnets, setup=setup, rounds=args.rounds, repeats=3, warmup=1, seed=args.seed)
     measure_s = time.perf_counter() - t_measure
     predicted = [table.predict(s) for s in subnets]
     raw = [table.raw_ms(s) for s in subnets]
-    full = measure_latency(model, space.largest(), decode_tokens=32, repeats=3, warmup=1, **common)
+    full = measure_latency(model, space.largest(), setup=setup, decode_tokens=32, repeats=3, warmup=1, seed=args.seed)
     if args.table_out:
         table.save(args.table_out)
 

@@ -1,7 +1,7 @@
 """A mixture-of-experts family from one training run: experts kept x top_k x depth.
 
 Trains the small elastic MoE supernet of ``examples/train_moe_small.yaml`` from scratch
-on the Gutenberg novels with ``nas.train`` (sandwich rule: the largest sub-network learns
+on the Gutenberg novels with ``nas.training`` (sandwich rule: the largest sub-network learns
 from the data, the smallest and a random one distil from it, plus the Switch-style
 load-balancing loss), then scores every homogeneous sub-network of a grid — every
 number of experts kept and every ``top_k`` (at most the experts kept), at full and 3/4

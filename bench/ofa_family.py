@@ -22,7 +22,7 @@ The top-level figures are those of the first variant; ``variants`` holds all of 
 ``cost_ratio_k3`` = supernet training FLOPs / the 3 standalone runs' FLOPs;
 ``cost_ratio_k10`` = supernet training FLOPs / the analytic FLOPs of training, for T
 tokens each, 10 sub-networks whose parameter counts are spread evenly over the space's
-range (training FLOPs per token = 3 x forward, see ``nas.train.train_flops_per_token``).
+range (training FLOPs per token = 3 x forward, see ``nas.training.train_flops_per_token``).
 
 ``--heal``: held-out loss of 3 tied sub-networks (smallest, every dim at its middle
 choice, every dim 3/4 of the way up) of an imported SmolLM2 supernet before and after

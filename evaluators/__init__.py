@@ -16,6 +16,7 @@ from evaluators.types import Costs, CostValue, Fidelity, Metrics, TaskScore
 _LAZY = {
     "Evaluator": "evaluators.evaluate",
     "subset_ids": "evaluators.evaluate",
+    "ScoringOptions": "evaluators.harness",
     "SubnetLM": "evaluators.harness",
     "resolve_subnet": "evaluators.harness",
     "TaskPack": "evaluators.tasks",
@@ -23,7 +24,8 @@ _LAZY = {
     "task_hash": "evaluators.tasks",
     "analytic_costs": "evaluators.cost",
     "costs": "evaluators.cost",
-    "LatencyTable": "evaluators.latency",
+    "LatencySetup": "evaluators.latency",
+    "LatencyTable": "evaluators.latency_table",
     "device_fingerprint": "evaluators.latency",
     "measure_latency": "evaluators.latency",
 }
@@ -42,8 +44,10 @@ __all__ = [
     "Evaluator",
     "EvaluatorError",
     "Fidelity",
+    "LatencySetup",
     "LatencyTable",
     "Metrics",
+    "ScoringOptions",
     "SubnetLM",
     "TaskPack",
     "TaskScore",

@@ -3,8 +3,9 @@
 Everything here is arithmetic on :class:`~nas.model.config.SupernetConfig` and
 :class:`~nas.model.subnet.SubnetConfig`; no model is built and torch is not imported
 (the web app and the reports use it). Measured and predicted latency live in
-:mod:`evaluators.latency`; :func:`costs` merges both. :func:`cost_value` turns
-cost-model values into the spec's cost names (:data:`nas.metrics.COST_METRICS`).
+:mod:`evaluators.latency` and :mod:`evaluators.latency_table`; :func:`costs` merges both.
+:func:`cost_value` turns cost-model values into the spec's cost names
+(:data:`nas.metrics.COST_METRICS`).
 
 Conventions (D kept d_model, hd head_dim, V vocab; per kept layer H query heads,
 K KV heads, F FFN width, E experts kept, k routing top-k):
@@ -54,7 +55,7 @@ from nas.model.params import count_params, layer_params
 from nas.model.subnet import SubnetConfig
 
 if TYPE_CHECKING:
-    from evaluators.latency import LatencyTable
+    from evaluators.latency_table import LatencyTable
 
 
 def resolve_dtype(dtype: Any) -> tuple[str, int]:

@@ -22,6 +22,7 @@ import random
 import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +30,7 @@ import lm_eval
 from lm_eval.api import metrics as lm_metrics
 
 from evaluators.errors import EvaluatorError
-from evaluators.harness import DEFAULT_BATCH_SIZE, SubnetLM, parse_eval_dtype, resolve_subnet
+from evaluators.harness import ScoringOptions, SubnetLM, parse_eval_dtype, resolve_subnet
 from evaluators.tasks import LoadedTasks, TaskPack
 from evaluators.types import Fidelity, Metrics, TaskScore
 from nas.errors import NasError
@@ -41,6 +42,7 @@ from nas.model.supernet import Supernet
 log = logging.getLogger(__name__)
 
 _FEWSHOT_SEED = 1234  # lm-eval's default
+DEFAULT_OPTIONS = ScoringOptions(dtype="bf16")  # an Evaluator casts the supernet to bf16 unless told otherwise
 
 
 def subset_ids(task: str, n_docs: int, fidelity: Fidelity) -> list[int]:
@@ -93,11 +95,15 @@ class Evaluator:
     """Scores sub-networks of one supernet on a fixed list of lm-eval tasks.
 
     Build it once per study (tasks load and instances are kept); call :meth:`evaluate`
-    per candidate. ``dtype`` is applied to the supernet in place when it differs (bf16
-    default; fp32 for parity checks; fp16 is refused). ``bootstrap_iters`` sets the
-    resamples for the stderr of non-mean metrics (perplexities). ``softmax_dtype``
-    (default: the logits' dtype, as lm-eval's HFLM) ``"fp32"`` keeps bf16 runs from
-    rounding each loglikelihood to bf16 (which ties close choices).
+    per candidate. ``options`` (default :data:`DEFAULT_OPTIONS`, bf16) say how every
+    candidate is scored (see :class:`~evaluators.harness.ScoringOptions`); keyword
+    ``settings`` are fields of it that override those of ``options`` (``dtype="fp32",
+    batch_size=8``; an unknown name is a ``TypeError``). ``options.dtype`` is applied to
+    the supernet in place when it differs (None keeps its dtype; fp32 for parity checks;
+    fp16 is refused); ``softmax_dtype="fp32"`` keeps bf16 runs from rounding each
+    loglikelihood to bf16 (which ties close choices); ``score_greedy`` is decided from
+    the tasks (see :func:`reads_is_greedy`). ``bootstrap_iters`` sets the resamples for
+    the stderr of non-mean metrics (perplexities).
     """
     def __init__(
         self,
@@ -105,28 +111,25 @@ class Evaluator:
         tokenizer: Any,
         tasks: Sequence[str],
         *,
-        dtype: str | None = "bf16",
-        batch_size: int = DEFAULT_BATCH_SIZE,
-        data_dir: str | Path | None = None,
-        max_length: int | None = None,
+        options: ScoringOptions | None = None,
         space: SearchSpace | None = None,
+        data_dir: str | Path | None = None,
         bootstrap_iters: int = 500,
-        softmax_dtype: str | None = None,
+        **settings: Any,
     ) -> None:
+        opts = replace(options if options is not None else DEFAULT_OPTIONS, **settings)  # unknown names: TypeError
         start = time.perf_counter()
         if isinstance(tasks, str):
             tasks = [tasks]
-        target = parse_eval_dtype(dtype)
+        target = parse_eval_dtype(opts.dtype)
         if target is not None and model.lm_head_weight.dtype != target:
             model.to(target)
         model.eval()
         self.model = model
         self.tokenizer = tokenizer
         self.space = space or SearchSpace.default(model.config, model.layer_rank)
-        self.batch_size = batch_size
-        self.max_length = max_length
+        self.options = opts
         self.bootstrap_iters = bootstrap_iters
-        self.softmax_dtype = softmax_dtype
         self.pack = TaskPack(data_dir)
         self.tasks: LoadedTasks = self.pack.load(list(tasks))
         self.task_hashes: dict[str, str] = dict(self.tasks.hashes)
@@ -137,6 +140,8 @@ class Evaluator:
         self._instances: dict[str, dict[int, list[Any]]] = {name: {} for name in self.tasks.tasks}
         self._encode_cache: dict[tuple[str, bool | None], list[int]] = {}
         self.score_greedy = any(reads_is_greedy(task) for task in self.tasks.tasks.values())
+        # the adapters share the already cast model: no dtype of their own
+        self._lm_options = replace(opts, dtype=None, score_greedy=self.score_greedy)
         self.harness_version = lm_eval.__version__
         self.last_stats: dict[str, int] = {}  # model calls and real tokens of the last evaluate()
         self.setup_s = time.perf_counter() - start
@@ -166,12 +171,8 @@ class Evaluator:
             self.model,
             resolve_subnet(subnet, self.model, self.space),
             tokenizer=self.tokenizer,
-            dtype=None,
-            batch_size=self.batch_size,
-            max_length=self.max_length,
-            softmax_dtype=self.softmax_dtype,
+            options=self._lm_options,
             encode_cache=self._encode_cache,
-            score_greedy=self.score_greedy,
         )
 
     def instances(self, task: str, doc_id: int) -> list[Any]:
@@ -296,4 +297,4 @@ def reads_is_greedy(task: Any) -> bool:
     return kind == "multiple_choice" and "exact_match" in task.aggregation()
 
 
-__all__ = ["Evaluator", "metric_stderr", "reads_is_greedy", "subset_ids"]
+__all__ = ["DEFAULT_OPTIONS", "Evaluator", "metric_stderr", "reads_is_greedy", "subset_ids"]

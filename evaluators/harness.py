@@ -40,6 +40,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -117,16 +118,51 @@ def _available_device(name: str | None) -> str:
     return name
 
 
+@dataclass(frozen=True, kw_only=True)
+class ScoringOptions:
+    """How a :class:`SubnetLM` scores (numbers and dtype names only; the model, tokenizer and
+    token cache are arguments of the adapter itself).
+
+    ``dtype`` (``bf16`` or ``fp32``; fp16 is refused): the dtype a supernet directory is
+    loaded in (default bf16); an in-memory model keeps its dtype unless it is given, in
+    which case it is cast in place. ``batch_size`` (an integer, or lm-eval's ``"auto"``:
+    the default) bounds the rows of one model call, capped by ``max_batch_size``;
+    ``max_batch_tokens`` bounds its padded tokens (and so the logits) and
+    ``max_cache_tokens`` the context tokens whose KV caches are held at once.
+    ``max_length`` (default: the model's ``max_seq_len``) is where requests are truncated,
+    ``max_gen_toks`` the default generation length. ``add_bos_token`` and
+    ``prefix_token_id`` follow lm-eval's HFLM. ``softmax_dtype`` is the log-softmax dtype
+    (default: that of the logits, as HFLM). ``device`` is where a directory is loaded
+    (unavailable devices fall back to cpu). ``score_greedy=False`` skips the greedy check
+    of ``loglikelihood`` (``is_greedy`` is then always False): only for callers whose
+    tasks do not read it (see ``Evaluator``).
+    """
+
+    dtype: str | torch.dtype | None = None
+    batch_size: int | str = DEFAULT_BATCH_SIZE
+    max_batch_size: int | None = None
+    max_batch_tokens: int = 4096
+    max_cache_tokens: int = 32768
+    max_length: int | None = None
+    max_gen_toks: int = 256
+    add_bos_token: bool | None = None
+    prefix_token_id: int | None = None
+    softmax_dtype: str | torch.dtype | None = None
+    device: str | None = None
+    score_greedy: bool = True
+
+
 class SubnetLM(TemplateLM):
     """An lm-eval LM over one sub-network of a supernet (registered as ``nas-subnet``).
 
     ``supernet`` is a supernet directory, a :class:`LoadedSupernet` or a
-    :class:`Supernet` (then ``tokenizer`` is required). ``dtype`` (``bf16`` or ``fp32``;
-    fp16 is refused) is the dtype a directory is loaded in (default bf16); an in-memory
-    model keeps its dtype unless ``dtype`` is given, in which case it is cast in place. ``encode_cache`` (a dict) memoises tokenisation
-    across adapters of the same tokenizer — it holds token ids only, never results.
-    ``score_greedy=False`` skips the greedy check of ``loglikelihood`` (``is_greedy`` is then
-    always False): only for callers whose tasks do not read it (see ``Evaluator``).
+    :class:`Supernet` (then ``tokenizer`` is required). ``options`` says how it scores
+    (see :class:`ScoringOptions`); keyword ``settings`` are fields of
+    :class:`ScoringOptions` that override those of ``options`` — lm-eval's
+    ``--model_args key=value,...`` (and its ``batch_size``/``max_batch_size``/``device``)
+    arrive this way through its ``create_from_arg_string``; an unknown name is a
+    ``TypeError``. ``encode_cache`` (a dict) memoises tokenisation across adapters of the
+    same tokenizer — it holds token ids only, never results.
     """
 
     def __init__(
@@ -135,26 +171,17 @@ class SubnetLM(TemplateLM):
         subnet: Any = "largest",
         *,
         tokenizer: Any = None,
-        dtype: str | torch.dtype | None = None,
-        batch_size: int | str = DEFAULT_BATCH_SIZE,
-        max_batch_size: int | None = None,
-        max_batch_tokens: int = 4096,
-        max_cache_tokens: int = 32768,
-        max_length: int | None = None,
-        max_gen_toks: int = 256,
-        add_bos_token: bool | None = None,
-        prefix_token_id: int | None = None,
-        softmax_dtype: str | torch.dtype | None = None,
-        device: str | None = None,
+        options: ScoringOptions | None = None,
         encode_cache: dict[tuple[str, bool | None], list[int]] | None = None,
-        score_greedy: bool = True,
+        **settings: Any,
     ) -> None:
+        opts = replace(options if options is not None else ScoringOptions(), **settings)  # unknown names: TypeError
         super().__init__()
-        target = parse_eval_dtype(dtype)
+        target = parse_eval_dtype(opts.dtype)
         space: SearchSpace | None = None
         if isinstance(supernet, (str, Path)):
             try:
-                supernet = load_supernet(supernet, dtype=target or torch.bfloat16, device=_available_device(device))
+                supernet = load_supernet(supernet, dtype=target or torch.bfloat16, device=_available_device(opts.device))
             except NasError as exc:
                 raise EvaluatorError(str(exc)) from None
         if isinstance(supernet, LoadedSupernet):
@@ -175,26 +202,28 @@ class SubnetLM(TemplateLM):
         if tokenizer is None:
             raise EvaluatorError("a tokenizer is required to evaluate an in-memory supernet; pass tokenizer=")
         self.subnet = resolve_subnet(subnet, supernet, space)
-        self.softmax_dtype = parse_eval_dtype(softmax_dtype) if softmax_dtype is not None else None
+        self.softmax_dtype = parse_eval_dtype(opts.softmax_dtype) if opts.softmax_dtype is not None else None
         if target is not None and supernet.lm_head_weight.dtype != target:  # after every check: no half-done casts
             log.info("casting the supernet to %s for evaluation", target)
             supernet.to(target)
         supernet.eval()
+        self.options = opts
         self.model = supernet
         self.tokenizer = tokenizer
-        self.add_bos_token = add_bos_token
-        self.custom_prefix_token_id = prefix_token_id
-        self._max_length = int(max_length) if max_length else supernet.config.max_seq_len
-        self._max_gen_toks = int(max_gen_toks)
+        self.add_bos_token = opts.add_bos_token
+        self.custom_prefix_token_id = opts.prefix_token_id
+        self._max_length = int(opts.max_length) if opts.max_length else supernet.config.max_seq_len
+        self._max_gen_toks = int(opts.max_gen_toks)
+        batch_size = opts.batch_size
         if isinstance(batch_size, str):
             batch_size = int(batch_size) if batch_size.isdigit() else DEFAULT_BATCH_SIZE  # "auto" -> default
-        self._batch_size = max(1, min(int(batch_size), int(max_batch_size or batch_size)))
-        self.max_batch_tokens = int(max_batch_tokens)  # bounds the (rows x tokens x vocab) logits of one call
-        self.max_cache_tokens = int(max_cache_tokens)  # context tokens whose KV caches are held at once
+        self._batch_size = max(1, min(int(batch_size), int(opts.max_batch_size or batch_size)))
+        self.max_batch_tokens = int(opts.max_batch_tokens)  # bounds the (rows x tokens x vocab) logits of one call
+        self.max_cache_tokens = int(opts.max_cache_tokens)  # context tokens whose KV caches are held at once
         self._encode_cache = encode_cache
         # is_greedy costs a pass over the vocabulary per continuation token; a caller whose
         # tasks never read it (multiple-choice acc/acc_norm) may switch it off: it is then False
-        self.score_greedy = bool(score_greedy)
+        self.score_greedy = bool(opts.score_greedy)
         self.n_forward = 0  # model calls made by this adapter
         self.n_tokens = 0  # real (not padding) tokens run through the model
 
@@ -510,4 +539,4 @@ def register() -> None:
 
 register()
 
-__all__ = ["MODEL_NAME", "SubnetLM", "parse_eval_dtype", "register", "resolve_subnet"]
+__all__ = ["MODEL_NAME", "ScoringOptions", "SubnetLM", "parse_eval_dtype", "register", "resolve_subnet"]

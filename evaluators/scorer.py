@@ -19,6 +19,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 from evaluators.evaluate import Evaluator
+from evaluators.harness import ScoringOptions
 from evaluators.heldout import HeldOutLoss
 from evaluators.tasks import TaskPack
 from evaluators.types import Fidelity, Metrics
@@ -101,9 +102,8 @@ def build_scorers(settings: ScoringSettings, loaded: Any, space: SearchSpace | N
         )
     bench = [t.name for t in settings.tasks if t.name != HELDOUT_TASK]
     if bench:
-        evaluator = Evaluator.from_loaded(
-            loaded, bench, dtype=settings.dtype, batch_size=settings.batch_size, space=space or loaded.space,
-        )
+        options = ScoringOptions(dtype=settings.dtype, batch_size=settings.batch_size)
+        evaluator = Evaluator.from_loaded(loaded, bench, options=options, space=space or loaded.space)
         scorers.append(LmEvalScorer(evaluator, bench))
     return scorers
 

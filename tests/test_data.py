@@ -1,4 +1,4 @@
-"""nas.data: cleaning, sources, token cache, split and deterministic batches."""
+"""nas.training.data: cleaning, sources, token cache, split and deterministic batches."""
 
 from __future__ import annotations
 

@@ -14,7 +14,8 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from evaluators.cost import analytic_costs, cost_breakdown, costs, resolve_dtype
 from evaluators.errors import EvaluatorError
-from evaluators.latency import LatencyTable, TableOptions, device_fingerprint, measure_latency, space_variants, subnet_variants
+from evaluators.latency import device_fingerprint, measure_latency
+from evaluators.latency_table import LatencyTable, TableOptions, space_variants, subnet_variants
 from nas.model.config import SupernetConfig
 from nas.model.space import SearchSpace
 from nas.model.subnet import SubnetConfig

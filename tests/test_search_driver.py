@@ -276,7 +276,7 @@ def test_cli_search_status_and_bad_input(tiny: LoadedSupernet, tmp_path: Path, m
 
 def test_latency_objectives_are_measured_or_predicted_and_recorded(tiny: LoadedSupernet, sqlite_url: str, tmp_path: Path,
                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
-    from evaluators.latency import LatencyTable
+    from evaluators.latency_table import LatencyTable
     from nas.model.space import SearchSpace
 
     monkeypatch.setenv("NAS_WORK_DIR", str(tmp_path / "work"))

@@ -1,4 +1,4 @@
-"""nas.tokenizer: train a byte-level BPE, save it, load it back unchanged."""
+"""nas.model.tokenizer: train a byte-level BPE, save it, load it back unchanged."""
 
 from __future__ import annotations
 

@@ -24,11 +24,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-import storage
 from nas.errors import NasError
 from nas.front import annotate, pareto_ranks, resolve_column
 from nas.metrics import Objective, objective
-from nas.search.results import load_results
 
 console = Console()
 err_console = Console(stderr=True)
@@ -52,6 +50,9 @@ def upgrade_cmd(
     url: Annotated[Optional[str], typer.Argument(help=_STORAGE_HELP)] = None,
 ) -> None:
     """Create the database's tables or upgrade them to the newest schema (also done on every open)."""
+    # deferred: storage loads sqlalchemy and alembic; `nas --help` stays fast
+    import storage
+
     with storage.open_database(url) as db:
         revision = storage.current_revision(db.engine)
         console.print(
@@ -78,6 +79,10 @@ def results_cmd(
     ] = False,
 ) -> None:
     """One row per trial: state, config dims, every metric and cost, and Pareto membership."""
+    # deferred: storage and the results load sqlalchemy; `nas --help` stays fast
+    import storage
+    from nas.search.results import load_results
+
     if fmt is OutputFormat.parquet and out is None:
         raise NasError("--format parquet writes a binary file: add --out FILE.parquet")
     with storage.open_database(storage_url) as db:

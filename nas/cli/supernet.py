@@ -131,7 +131,7 @@ def verify_cmd(
 
     loaded = load_supernet(path, dtype="fp32")
     hf_model, tokenizer, _ = load_hf(against)
-    text = importance.held_out_text(None) if importance._corpus_files() else "The quick brown fox jumps over the lazy dog. " * 64
+    text = importance.held_out_text(None) if importance.has_corpus() else "The quick brown fox jumps over the lazy dog. " * 64
     ids = tokenizer(text, add_special_tokens=False)["input_ids"][:tokens]
     batch = torch.tensor([ids])
     with torch.no_grad():

@@ -71,6 +71,11 @@ def _corpus_files() -> list[Path]:
     return sorted(folder.glob("*.txt")) if folder and folder.is_dir() else []
 
 
+def has_corpus() -> bool:
+    """True when NAS_DATA_DIR holds the Gutenberg corpus (the default calibration text)."""
+    return bool(_corpus_files())
+
+
 def calibration_text(path: str | Path | None = None, n_chars: int = 300_000) -> str:
     """Calibration text: ``path`` (a text file), else ~300 KB from the Gutenberg corpus."""
     if path is not None:
@@ -273,4 +278,4 @@ def perplexity(value: float) -> float:
     return math.exp(value)
 
 
-__all__ = ["Importance", "apply", "calibration_text", "half_ffn_loss", "held_out_text", "loss", "measure", "tokenize_for_calibration"]
+__all__ = ["Importance", "apply", "calibration_text", "has_corpus", "half_ffn_loss", "held_out_text", "loss", "measure", "tokenize_for_calibration"]

@@ -18,7 +18,8 @@ from typing import Any
 
 from evaluators.cost import cost_value, costs
 from evaluators.errors import EvaluatorError
-from evaluators.latency import LatencyTable, device_fingerprint, measure_latency
+from evaluators.latency import LatencySetup, device_fingerprint, measure_latency
+from evaluators.latency_table import LatencyTable
 from evaluators.types import CostValue
 from nas.errors import NasError
 from nas.model.config import SupernetConfig
@@ -50,6 +51,7 @@ class StudyCosts:
         self.dtype = dtype
         self.model = model
         self.needs = tuple(needs)
+        self.latency_setup = LatencySetup(dtype=dtype)  # measured and predicted latency alike
         self.analytic_device = f"analytic/ctx{context_len}/{dtype}"
         self.table: LatencyTable | None = None
         self.measured_device: str | None = None
@@ -72,7 +74,7 @@ class StudyCosts:
                     "on this device to build it"
                 ) from None
         log.warning("building a latency table for %s (once per device)", fingerprint)
-        table = LatencyTable.build(self.model, space, dtype=self.dtype)
+        table = LatencyTable.build(self.model, space, setup=self.latency_setup)
         table.save(path)
         return table
 
@@ -91,7 +93,7 @@ class StudyCosts:
 
     def measured(self, subnet: SubnetConfig) -> dict[str, CostValue]:
         """The measured prefill latency of ``subnet`` (runs the model)."""
-        result = measure_latency(self.model, subnet, dtype=self.dtype, decode_tokens=0)
+        result = measure_latency(self.model, subnet, setup=self.latency_setup, decode_tokens=0)
         return {"prefill_latency_ms": result.values["prefill_latency_ms"]}
 
     @staticmethod

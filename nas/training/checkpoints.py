@@ -2,7 +2,7 @@
 
 Training is exactly resumable: a checkpoint holds the model, the optimiser, the LR
 scheduler, the sub-network sampler's RNG state and the data position (samples
-consumed; batches are a pure function of it, see :class:`nas.data.TokenBatches`), so a
+consumed; batches are a pure function of it, see :class:`nas.training.data.TokenBatches`), so a
 run killed and resumed ends with the same weights as an uninterrupted one. Checkpoints
 live in ``OUT/train/checkpoints/step_<step>.pt`` (written atomically; only the newest
 ``keep_checkpoints`` stay) and also record what must match on resume: the supernet

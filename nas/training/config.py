@@ -22,7 +22,7 @@ class _Section(BaseModel):
 
 
 class DataConfig(_Section):
-    """Training text (see :mod:`nas.data`). Relative paths are tried against the current
+    """Training text (see :mod:`nas.training.data`). Relative paths are tried against the current
     directory, then against ``NAS_DATA_DIR`` (so ``corpus/gutenberg`` works anywhere)."""
     corpus: list[str]
     text_field: str = "text"
