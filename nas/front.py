@@ -58,10 +58,6 @@ class StudyAxes:
     weights: Mapping[str, float] = field(default_factory=dict)
     top_fidelity: str | None = None
 
-    @property
-    def columns(self) -> tuple[str, ...]:
-        return tuple(o.column for o in self.objectives)
-
 
 # --------------------------------------------------------------------- spec -> axes
 def study_axes(
