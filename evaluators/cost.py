@@ -23,10 +23,12 @@ K KV heads, F FFN width, E experts kept, k routing top-k):
   position ``context_len``::
 
       2 * (matmul weights a token passes through, LM head included)
-        + sum over layers 4 * H * hd * context_len        # q.k scores and p.v values
+        + sum over layers 4 * H * hd * min(context_len, W)   # q.k scores and p.v values
+
+  where ``W`` is a sliding-window layer's window (unbounded in a global layer),
 
   with, per layer, matmul weights ``D*hd*(2H + 2K)`` (q, k, v, o projections) plus
-  ``3*D*F`` (dense SwiGLU) or ``k*3*D*F + E*D`` (+ ``3*D*F`` shared expert) for MoE,
+  ``3*D*F`` (dense gated FFN) or ``k*3*D*F + E*D`` (+ the shared expert) for MoE,
   and ``V*D`` for the LM head. Element-wise work (norms, RoPE, softmax, SiLU, biases,
   residual adds) and the embedding lookup are not counted, which is the convention of
   ``torch.utils.flop_counter`` and of the usual ``6N`` training estimates. The figure
@@ -35,8 +37,10 @@ K KV heads, F FFN width, E experts kept, k routing top-k):
   counter and its math attention kernel do); a causal-skipping kernel does about half
   of the attention term in prefill.
 * ``weight_memory_bytes`` — ``params`` at the dtype's width.
-* ``kv_cache_bytes`` — ``2 * batch * context_len * sum over layers (K * hd)`` elements
-  at the dtype's width (keys and values are cached per KV head, before GQA repetition).
+* ``kv_cache_bytes`` — ``2 * batch * sum over layers (min(context_len, W) * K * hd)``
+  elements at the dtype's width (keys and values are cached per KV head, before GQA
+  repetition; a sliding-window layer needs only its last ``W`` positions, as inference
+  engines keep them).
 """
 
 from __future__ import annotations
@@ -109,13 +113,15 @@ def cost_breakdown(config: SupernetConfig, subnet: SubnetConfig, *, context_len:
     D, hd, V = subnet.d_model, config.head_dim, config.vocab_size
     counts = count_params(config, subnet)
     matmul = V * D  # LM head (the tied embedding matrix, or its own)
-    attn_flops = kv_width = 0
-    for pos in range(subnet.n_layer):
+    attn_flops = kv_elements = 0
+    for pos, layer in enumerate(subnet.layers):
         d = subnet.layer_dims(pos, config.q_per_kv)
         part = layer_params(config, d, D)
         matmul += part.attention + part.ffn_active
-        attn_flops += 4 * d.n_head * hd * context_len
-        kv_width += d.n_kv_head * hd
+        window = config.window(layer)
+        seen = min(context_len, window) if window else context_len
+        attn_flops += 4 * d.n_head * hd * seen
+        kv_elements += seen * d.n_kv_head * hd
     return CostBreakdown(
         params=counts.params,
         embedding_params=counts.embedding_params,
@@ -124,7 +130,7 @@ def cost_breakdown(config: SupernetConfig, subnet: SubnetConfig, *, context_len:
         matmul_params_per_token=matmul,
         attention_flops_per_token=attn_flops,
         flops_per_token=2 * matmul + attn_flops,
-        kv_elements=2 * batch * context_len * kv_width,
+        kv_elements=2 * batch * kv_elements,
     )
 
 
@@ -155,7 +161,7 @@ def analytic_costs(
         "flops_per_token": val(
             b.flops_per_token, "FLOP",
             f"forward, one token attending to {context_len} positions; 2*matmul weights (LM head incl.) "
-            "+ 4*n_head*head_dim*context per layer",
+            "+ 4*n_head*head_dim*context per layer" + (" (at most the sliding window)" if config.sliding_window else ""),
         ),
         "weight_memory_bytes": val(b.params * width, "B", f"params at {name}"),
         "kv_cache_bytes": val(b.kv_elements * width, "B", f"batch {batch} x context {context_len} at {name}"),

@@ -96,12 +96,14 @@ def space_variants(space: SearchSpace) -> list[LayerVariant]:
 
 
 def _stack_model(config: SupernetConfig, variant: LayerVariant, n: int, dtype: torch.dtype, dev: torch.device) -> Supernet:
-    """``n`` random blocks of one variant (tiny vocabulary: only the blocks are timed)."""
+    """``n`` random blocks of one variant (tiny vocabulary: only the blocks are timed). The
+    blocks attend globally: a table's prompts are shorter than the sliding windows of the
+    models it serves, where a window hides nothing and costs nothing."""
     dims = variant.dims
     cfg = config.replace(
         vocab_size=8, d_model=variant.d_model, n_layer=n, n_head=dims.n_head, n_kv_head=dims.n_kv_head,
         d_ff=dims.d_ff, n_expert=dims.n_expert, top_k=dims.top_k, moe_layers=None, layer_dims=(dims,) * n,
-        head_dim=config.head_dim, tie_embeddings=True,
+        head_dim=config.head_dim, tie_embeddings=True, sliding_window=0, sliding_layers=None,
     )
     return Supernet(cfg).to(device=dev, dtype=dtype).eval()
 
@@ -234,15 +236,14 @@ class LatencyTable:
         with num_threads(setup.threads) as n_threads, torch.inference_mode(), quiet_gc():
             check_clock(clock, n_threads)
             fingerprint = device_fingerprint(dev, name, threads=n_threads)
-            positions = torch.arange(prompt_len, device=dev)
             runners: list[Callable[[], Any]] = []
             depths: list[int] = []
             for variant in variants:
                 n = _blocks_per_stack(variant, config, width, budget, opts.max_blocks)
                 stack = _stack_model(config, variant, n, torch_dtype, dev)
                 x = torch.randn(batch, prompt_len, variant.d_model, generator=gen).to(dev, torch_dtype)
-                cos, sin = stack.rope(positions, torch_dtype)
-                runners.append(partial(_run_blocks, stack.layers, variant.dims, x, ForwardContext(cos=cos, sin=sin)))
+                ctx = stack.context(batch, prompt_len, dtype=torch_dtype, device=dev)
+                runners.append(partial(_run_blocks, stack.layers, variant.dims, x, ctx))
                 depths.append(n)
             for d_model in space.d_model_choices:
                 runners.append(cls._head_runner(model, d_model, prompt_len, batch, torch_dtype, dev, gen))
@@ -284,7 +285,7 @@ class LatencyTable:
         def run_head() -> None:
             x = F.embedding(tokens, weight)  # (B, T, D)
             model.rope(positions, dtype)
-            F.linear(rms_norm(x, norm, cfg.norm_eps), weight)  # (B, T, V)
+            F.linear(rms_norm(x, norm, cfg.norm_eps, cfg.norm_offset), weight)  # (B, T, V)
 
         return run_head
 

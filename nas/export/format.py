@@ -3,7 +3,7 @@
 Layout of an export directory::
 
     DIR/model.safetensors   the dense weights of the sub-network (nothing else)
-    DIR/config.json         transformers LlamaConfig (homogeneous) or our SupernetConfig
+    DIR/config.json         the family's transformers config (uniform) or our SupernetConfig
     DIR/nas_export.json     format, our config, layer rank, the sub-network, lineage,
                             metrics (with stderr) and costs (with method)
     DIR/tokenizer*.json...  the supernet's tokenizer, when it has one
@@ -11,11 +11,17 @@ Layout of an export directory::
 
 Two formats:
 
-* ``hf-llama`` — every kept layer has the same sizes and no experts: the weights carry
-  Hugging Face names and ``config.json`` is a ``LlamaConfig`` (``Qwen2Config`` for a
-  Qwen2 supernet), so ``transformers.AutoModelForCausalLM.from_pretrained(DIR)`` loads it.
-* ``nas-dense`` — per-layer sizes differ (or MoE): our own names and config;
-  :func:`nas.export.loading.load_exported` runs it (forward and generation).
+* ``hf-llama`` (the name is historical: it is the transformers format of every family) —
+  the sub-network is one transformers config of its supernet's family (every kept MoE
+  layer alike, every dense layer alike; see :func:`nas.importing.families.exportable`):
+  the weights carry Hugging Face names in the layout ``save_pretrained`` writes and
+  ``config.json`` is the family's config (``LlamaConfig``, ``Qwen3Config``,
+  ``Gemma3TextConfig``, ``MixtralConfig``, ...), so
+  ``transformers.AutoModelForCausalLM.from_pretrained(DIR)`` loads it as its own
+  architecture (a Qwen3 sub-network as ``Qwen3ForCausalLM``).
+* ``nas-dense`` — per-layer sizes differ (or the family has no transformers counterpart):
+  our own names and config; :func:`nas.export.loading.load_exported` runs it (forward and
+  generation).
 """
 
 from __future__ import annotations
@@ -24,9 +30,13 @@ import json
 from pathlib import Path
 from typing import Any
 
+from torch import Tensor
+
 from nas.errors import NasError
-from nas.importing.hf import hf_name_map, to_hf_config
+from nas.importing.families import exportable, family
+from nas.importing.hf import hf_name_map, state_from_hf, state_to_hf, to_hf_config
 from nas.model.config import SupernetConfig
+from nas.model.supernet import Supernet
 
 EXPORT_FORMAT_VERSION = 1
 META_FILE = "nas_export.json"
@@ -48,21 +58,33 @@ _TOKENIZER_FILES = (
 
 
 def hf_names(config: SupernetConfig) -> dict[str, str]:
-    """Our parameter names -> transformers LlamaForCausalLM names (dense homogeneous models)."""
+    """Our parameter names -> transformers names, for the weights that map one to one."""
     return hf_name_map(config)
 
 
 def hf_config_dict(config: SupernetConfig) -> dict[str, Any]:
-    """The transformers config (as a dict, ready for config.json) of a homogeneous dense config."""
+    """The family's transformers config (as a dict, ready for config.json) of a uniform config."""
     hf = to_hf_config(config)
     data = hf.to_dict()
-    data["architectures"] = ["Qwen2ForCausalLM" if config.architecture == "qwen2" else "LlamaForCausalLM"]
+    fam = family(config)
+    data["architectures"] = [fam.model_class if fam else "LlamaForCausalLM"]
     data["torch_dtype"] = data.get("torch_dtype") or data.get("dtype")
     return data
 
 
 def exportable_as_hf(config: SupernetConfig) -> bool:
-    return config.is_homogeneous and config.n_expert == 0 and config.architecture in ("llama", "qwen2", "mistral")
+    """True when the model is one transformers config of its family (see the module docstring)."""
+    return exportable(config)
+
+
+def hf_tensors(model: Supernet) -> dict[str, Tensor]:
+    """The weights of an ``hf-llama`` export: Hugging Face names, checkpoint layout (copies)."""
+    return {name: t.clone() for name, t in state_to_hf(model, checkpoint=True).items()}
+
+
+def state_from_hf_tensors(config: SupernetConfig, tensors: dict[str, Tensor]) -> dict[str, Tensor]:
+    """Our state dict from the weights of an ``hf-llama`` export (the inverse of :func:`hf_tensors`)."""
+    return state_from_hf(config, tensors, checkpoint=True)
 
 
 def read_export_meta(path: str | Path) -> dict[str, Any]:
@@ -88,5 +110,7 @@ __all__ = [
     "exportable_as_hf",
     "hf_config_dict",
     "hf_names",
+    "hf_tensors",
     "read_export_meta",
+    "state_from_hf_tensors",
 ]

@@ -15,7 +15,7 @@ from safetensors.torch import load_file
 from torch import Tensor
 
 from nas.errors import NasError
-from nas.export.format import HF_FORMAT, META_FILE, WEIGHTS_FILE, hf_names, read_export_meta
+from nas.export.format import HF_FORMAT, META_FILE, WEIGHTS_FILE, read_export_meta, state_from_hf_tensors
 from nas.model.config import SupernetConfig
 from nas.model.directory import parse_dtype
 from nas.model.subnet import SubnetConfig
@@ -105,11 +105,10 @@ def load_exported(path: str | Path, *, dtype: str | torch.dtype | None = None, d
     except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
         raise NasError(f"{weights} is missing or unreadable ({exc}); export the model again") from None
     if meta["format"] == HF_FORMAT:
-        names = hf_names(config)
-        missing = sorted(hf for hf in names.values() if hf not in state)
-        if missing:
-            raise NasError(f"{weights} lacks {missing[:3]}; it does not match {META_FILE}")
-        state = {ours: state[hf] for ours, hf in names.items()}
+        try:
+            state = state_from_hf_tensors(config, state)
+        except NasError as exc:
+            raise NasError(f"{weights} does not match {META_FILE} ({exc})") from None
     with torch.device("meta"):
         model = Supernet(config, layer_rank=meta.get("layer_rank"))
     expected = set(model.state_dict())

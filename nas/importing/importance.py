@@ -7,7 +7,10 @@ weights so that prefixes keep the most important units:
 - attention: each query head's mean contribution norm ``|y_h W_o,h|``; KV groups are
   ranked by the sum over their query heads and query heads are ranked inside their
   group (dimensions inside a head are never permuted: RoPE pairs them);
-- experts: router load x mean output norm;
+- experts: routing mass x output norm — the mean norm of each expert's weighted
+  contribution ``w_e(x) * |E_e(x)|`` to the layer's output (0 where it is not routed);
+  the neurons inside each expert (and a shared expert's) by their mean |activation|,
+  weighted by the routing weight;
 - layers: block influence ``1 - cos(h_in, h_out)``. Layers are *ranked*, never
   reordered; the first and last layers are pinned to the top of the rank.
 
@@ -20,7 +23,7 @@ import copy
 import logging
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -28,8 +31,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from nas.errors import NasError
+from nas.model.layers import activation
 from nas.model.subnet import SubnetConfig
-from nas.model.supernet import MixtureOfExperts, Supernet, swiglu
+from nas.model.supernet import MixtureOfExperts, Supernet
 from nas.paths import data_dir
 
 log = logging.getLogger(__name__)
@@ -43,6 +47,8 @@ class Importance:
     heads: list[Tensor]  # per layer: (n_head,)
     experts: list[Tensor | None]  # per layer: (n_expert,), None for dense layers
     layer_influence: Tensor  # (n_layer,)
+    expert_ffn: list[Tensor | None] = field(default_factory=list)  # per layer: (n_expert, d_ff), None for dense layers
+    shared_ffn: list[Tensor | None] = field(default_factory=list)  # per layer: (shared width,), None without one
 
     def layer_rank(self, pin_ends: bool = True) -> list[int]:
         """Layer indices, most important first (first and last layers pinned on top)."""
@@ -107,13 +113,29 @@ def held_out_text(calibration: str | Path | None = None, n_chars: int = 60_000) 
     raise NasError("no held-out text available; pass --calibration FILE")
 
 
+def default_bos(tokenizer) -> int | None:
+    """The BOS id ``tokenizer`` puts in front of a text by default (Gemma's does; SmolLM2's
+    does not), else None."""
+    bos = getattr(tokenizer, "bos_token_id", None)
+    if bos is None:
+        return None
+    ids = tokenizer("a")["input_ids"]
+    return int(bos) if ids and ids[0] == bos else None
+
+
 def tokenize_for_calibration(tokenizer, text: str, *, n_tokens: int = 32_768, seq_len: int = 256) -> Tensor:
-    """Token ids (N, seq_len) from ``text``, at most ``n_tokens`` in all."""
+    """Token ids (N, seq_len) from ``text``, at most ``n_tokens`` in all. When the tokenizer
+    starts every text with BOS (Gemma, whose outputs fall apart without it), every row
+    starts with BOS followed by ``seq_len - 1`` text tokens."""
     ids = tokenizer(text, add_special_tokens=False)["input_ids"]
     n = min(len(ids), n_tokens) // seq_len
     if n == 0:
         raise NasError(f"calibration text gives {len(ids)} tokens, fewer than one sequence of {seq_len}")
-    return torch.tensor(ids[: n * seq_len], dtype=torch.long).view(n, seq_len)
+    bos = default_bos(tokenizer)
+    if bos is None:
+        return torch.tensor(ids[: n * seq_len], dtype=torch.long).view(n, seq_len)
+    rows = torch.tensor(ids[: n * (seq_len - 1)], dtype=torch.long).view(n, seq_len - 1)
+    return torch.cat((torch.full((n, 1), bos, dtype=torch.long), rows), dim=1)
 
 
 # ------------------------------------------------------------------ measure
@@ -133,9 +155,11 @@ def measure(
     work = copy.deepcopy(model).to(dtype) if dtype != model.lm_head_weight.dtype else model
     cfg = model.config
     n = cfg.n_layer
-    ffn = [torch.zeros(cfg.layer(i).d_ff) if not cfg.layer(i).n_expert else None for i in range(n)]
+    ffn: list[Tensor | None] = [torch.zeros(cfg.layer(i).d_ff) if not cfg.layer(i).n_expert else None for i in range(n)]
     heads = [torch.zeros(cfg.layer(i).n_head) for i in range(n)]
     experts = [torch.zeros(cfg.layer(i).n_expert) if cfg.layer(i).n_expert else None for i in range(n)]
+    expert_ffn = [torch.zeros(cfg.layer(i).n_expert, cfg.layer(i).d_ff) if cfg.layer(i).n_expert else None for i in range(n)]
+    shared_ffn: list[Tensor | None] = [None] * n
     influence = torch.zeros(n)
     count = 0
     hooks = []
@@ -153,9 +177,10 @@ def measure(
 
         return hook
 
-    def ffn_hook(index: int):
+    def ffn_hook(scores: list[Tensor | None], index: int):
         def hook(module: nn.Module, args: tuple, act: Tensor) -> None:
-            ffn[index].add_(act.float().abs().sum(dim=(0, 1)).cpu())
+            total = act.float().abs().sum(dim=tuple(range(act.dim() - 1))).cpu()  # (F,)
+            scores[index] = total if scores[index] is None else scores[index] + total
 
         return hook
 
@@ -163,13 +188,18 @@ def measure(
         def hook(module: MixtureOfExperts, args: tuple, output: Tensor) -> None:
             x, n_expert, top_k, d_ff = args[0], args[1], args[2], args[3]
             flat = x.reshape(-1, x.shape[-1])
-            _, _, index_k = module.route(flat, n_expert, top_k)
+            _, weights, index_k = module.route(flat, n_expert, top_k)
             D = flat.shape[-1]
             for e in range(n_expert):
-                rows = (index_k == e).any(dim=-1).nonzero(as_tuple=True)[0]
-                if rows.numel():
-                    y = swiglu(flat[rows], module.gate[e, :d_ff, :D], module.up[e, :d_ff, :D], module.down[e, :D, :d_ff])
-                    experts[index][e] += float(y.float().norm(dim=-1).sum())
+                rows, slot = (index_k == e).nonzero(as_tuple=True)
+                if rows.numel() == 0:
+                    continue
+                w = weights[rows, slot].float()[:, None]  # (n, 1)
+                xe = flat[rows]
+                h = activation(module.act, F.linear(xe, module.gate[e, :d_ff, :D])) * F.linear(xe, module.up[e, :d_ff, :D])
+                y = F.linear(h, module.down[e, :D, :d_ff])  # (n, D)
+                experts[index][e] += float((w * y.float()).norm(dim=-1).sum())
+                expert_ffn[index][e, :d_ff] += (w * h.float().abs()).sum(dim=0).cpu()
 
         return hook
 
@@ -177,12 +207,15 @@ def measure(
         hooks.append(block.attn.head_outputs.register_forward_hook(attn_hook(i)))
         if isinstance(block.ffn, MixtureOfExperts):
             hooks.append(block.ffn.register_forward_hook(moe_hook(i)))
+            if block.ffn.shared is not None:
+                hooks.append(block.ffn.shared.activations.register_forward_hook(ffn_hook(shared_ffn, i)))
         else:
-            hooks.append(block.ffn.activations.register_forward_hook(ffn_hook(i)))
+            hooks.append(block.ffn.activations.register_forward_hook(ffn_hook(ffn, i)))
     try:
         batches = list(tokens.split(batch_size))
         for b, batch in enumerate(batches):
-            out = work.run(batch, return_hidden=True)
+            # no position needs logits: skipping the LM head saves a large vocabulary's worth of work
+            out = work.run(batch, return_hidden=True, logits_index=torch.zeros(batch.shape[0], 0, dtype=torch.long))
             hs = out.hidden
             for i in range(n):
                 cos = F.cosine_similarity(hs[i].float(), hs[i + 1].float(), dim=-1)  # (B, T)
@@ -199,6 +232,8 @@ def measure(
         heads=[h * scale for h in heads],
         experts=[None if e is None else e * scale for e in experts],
         layer_influence=influence * scale,
+        expert_ffn=[None if e is None else e * scale for e in expert_ffn],
+        shared_ffn=[None if e is None else e * scale for e in shared_ffn],
     )
 
 
@@ -207,6 +242,13 @@ def _perm_rows(t: Tensor, perm: Tensor, block: int = 1) -> None:
     """Permute dim 0 of ``t`` in place, in blocks of ``block`` rows."""
     index = (perm[:, None] * block + torch.arange(block)[None]).reshape(-1)
     t.copy_(t.index_select(0, index.to(t.device)))
+
+
+def _permute_ffn(ffn: nn.Module, perm: Tensor) -> None:
+    _perm_rows(ffn.gate_proj.weight, perm)
+    _perm_rows(ffn.up_proj.weight, perm)
+    down = ffn.down_proj.weight
+    down.copy_(down.index_select(1, perm))
 
 
 @torch.no_grad()
@@ -230,18 +272,28 @@ def apply(model: Supernet, scores: Importance, *, pin_ends: bool = True) -> Supe
             _perm_rows(attn.q_proj.bias, head_perm, hd)
             _perm_rows(attn.k_proj.bias, group_order, hd)
             _perm_rows(attn.v_proj.bias, group_order, hd)
+        if cfg.qk_norm == "proj":  # one weight per projected channel: it moves with its head
+            _perm_rows(attn.q_norm, head_perm, hd)
+            _perm_rows(attn.k_norm, group_order, hd)
         o = attn.o_proj.weight
         o.copy_(o.t().index_select(0, (head_perm[:, None] * hd + torch.arange(hd)).reshape(-1)).t())
         if isinstance(block.ffn, MixtureOfExperts):
+            moe = block.ffn
             perm = torch.argsort(scores.experts[i], descending=True, stable=True)
-            for t in (block.ffn.router.weight, block.ffn.gate, block.ffn.up, block.ffn.down):
+            for t in (moe.router.weight, moe.gate, moe.up, moe.down):
                 _perm_rows(t, perm)
+            neurons = scores.expert_ffn[i] if i < len(scores.expert_ffn) else None
+            if neurons is not None:
+                for e, score in enumerate(neurons[perm]):
+                    order = torch.argsort(score, descending=True, stable=True)
+                    _perm_rows(moe.gate[e], order)
+                    _perm_rows(moe.up[e], order)
+                    moe.down[e].copy_(moe.down[e].index_select(1, order))
+            shared = scores.shared_ffn[i] if i < len(scores.shared_ffn) else None
+            if moe.shared is not None and shared is not None:
+                _permute_ffn(moe.shared, torch.argsort(shared, descending=True, stable=True))
         else:
-            perm = torch.argsort(scores.ffn[i], descending=True, stable=True)
-            _perm_rows(block.ffn.gate_proj.weight, perm)
-            _perm_rows(block.ffn.up_proj.weight, perm)
-            down = block.ffn.down_proj.weight
-            down.copy_(down.index_select(1, perm))
+            _permute_ffn(block.ffn, torch.argsort(scores.ffn[i], descending=True, stable=True))
     model.layer_rank = tuple(scores.layer_rank(pin_ends))
     return model
 
@@ -278,4 +330,4 @@ def perplexity(value: float) -> float:
     return math.exp(value)
 
 
-__all__ = ["Importance", "apply", "calibration_text", "has_corpus", "half_ffn_loss", "held_out_text", "loss", "measure", "tokenize_for_calibration"]
+__all__ = ["Importance", "apply", "calibration_text", "default_bos", "has_corpus", "half_ffn_loss", "held_out_text", "loss", "measure", "tokenize_for_calibration"]

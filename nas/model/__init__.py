@@ -5,7 +5,9 @@
 * :mod:`nas.model.space` — :class:`SearchSpace`, which sub-networks a study may visit;
 * :mod:`nas.model.params` — the one parameter-count formula (used by the model and the cost model);
 * :mod:`nas.model.dtypes` — the dtype names we accept (bf16, fp32) and their widths;
-* :mod:`nas.model.supernet` — :class:`Supernet` (+ :class:`KVCache`): sub-networks as prefix views;
+* :mod:`nas.model.supernet` — :class:`Supernet`: sub-networks as prefix views;
+* :mod:`nas.model.layers` — its elastic blocks (norms, RoPE, attention, FFN, mixture of experts);
+* :mod:`nas.model.cache` — :class:`KVCache`, the forward context and attention masks (sliding windows);
 * :mod:`nas.model.directory` — supernet directories: save, load, content hash;
 * :mod:`nas.model.tokenizer` — the byte-level BPE tokenizer and its files.
 

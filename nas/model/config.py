@@ -1,9 +1,15 @@
 """`SupernetConfig`: the single source of truth for the full model's sizes.
 
-A supernet is a decoder-only LLaMA-family transformer. Its config is homogeneous
-(every layer has ``n_head`` query heads, ``n_kv_head`` KV heads and ``d_ff`` FFN
-neurons) unless ``layer_dims`` gives per-layer sizes, which is how a dense model
-extracted from a sub-network describes itself.
+A supernet is a decoder-only transformer of the LLaMA lineage (RMSNorm, RoPE, GQA,
+gated FFN). Its config is homogeneous (every layer has ``n_head`` query heads,
+``n_kv_head`` KV heads and ``d_ff`` FFN neurons) unless ``layer_dims`` gives per-layer
+sizes, which is how a dense model extracted from a sub-network describes itself.
+
+The *family features* (fields after ``architecture``) say how the blocks compute —
+where the norms sit, q/k norms, the FFN activation, embedding scaling, sliding-window
+attention, soft-capping, the MoE router's details. Their defaults are plain LLaMA, and
+they are written to JSON only when they differ from their default, so configs (and
+content hashes) written before they existed load and hash unchanged.
 """
 
 from __future__ import annotations
@@ -48,6 +54,11 @@ class LayerDims:
             )
 
 
+NORM_PLACEMENTS = ("pre", "post", "sandwich")
+QK_NORMS = ("", "head", "proj")
+FFN_ACTIVATIONS = ("silu", "gelu_tanh", "gelu")
+
+
 @dataclass(frozen=True)
 class SupernetConfig:
     """Sizes and hyper-parameters of the full (largest) model.
@@ -80,6 +91,23 @@ class SupernetConfig:
     eos_token_id: int | None = None
     architecture: str = "llama"
     extra: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+    # ------------------------------------------------ family features (see FAMILY_FIELDS)
+    norm_placement: str = "pre"  # "pre" (LLaMA), "post" (OLMo 2: norm the sub-layer output), "sandwich" (Gemma 2/3: both)
+    norm_offset: float = 0.0  # RMSNorm scales by (offset + w); Gemma: 1.0 (computed in fp32 like Gemma)
+    qk_norm: str = ""  # "" none, "head" (one (head_dim,) weight, Qwen3/Gemma 3), "proj" (over all heads, OLMo 2/OLMoE)
+    ffn_act: str = "silu"  # gate activation of the gated FFN: "silu" (SwiGLU), "gelu_tanh" (GeGLU, Gemma), "gelu"
+    embed_scale: float = 0.0  # token embeddings are multiplied by it when > 0 (Gemma: sqrt(d_model) of the source)
+    attn_scale: float = 0.0  # attention score scale; 0: 1/sqrt(head_dim) (Gemma 2/3: query_pre_attn_scalar ** -0.5)
+    attn_softcap: float = 0.0  # cap * tanh(scores / cap) on attention scores when > 0 (Gemma 2)
+    final_softcap: float = 0.0  # the same on the output logits
+    sliding_window: int = 0  # keys a query sees in a sliding layer (itself included); 0: no sliding window
+    sliding_layers: tuple[int, ...] | None = None  # which layers slide (None: every layer, when sliding_window > 0)
+    rope_local_theta: float = 0.0  # RoPE base of sliding layers, unscaled (Gemma 3); 0: the global rope
+    o_bias: bool = False  # o_proj has a bias (LLaMA/Qwen3/OLMo with attention_bias)
+    qkv_clip: float = 0.0  # clamp q, k, v to +-qkv_clip after projection (OLMoE clip_qkv)
+    norm_topk_prob: bool = True  # renormalise the top-k routing weights to sum to one (Mixtral; off in Qwen2-MoE, OLMoE)
+    shared_d_ff: int = 0  # width of the shared expert: 0 = d_ff, narrowed with it; > 0 a fixed width (Qwen2-MoE)
+    shared_expert_gate: bool = False  # the shared expert's output is scaled by sigmoid(w . x) (Qwen2-MoE)
 
     def __post_init__(self) -> None:
         for name in ("vocab_size", "d_model", "n_layer", "n_head", "n_kv_head", "d_ff", "max_seq_len"):
@@ -118,6 +146,36 @@ class SupernetConfig:
                     f"supernet config: layer_dims has {len(dims)} entries but n_layer is {self.n_layer}"
                 )
         object.__setattr__(self, "extra", dict(self.extra))
+        self._validate_features()
+
+    def _validate_features(self) -> None:
+        def bad(message: str) -> NasError:
+            return NasError(f"supernet config: {message}")
+
+        if self.norm_placement not in NORM_PLACEMENTS:
+            raise bad(f"norm_placement {self.norm_placement!r} is not one of {list(NORM_PLACEMENTS)}")
+        if self.qk_norm not in QK_NORMS:
+            raise bad(f"qk_norm {self.qk_norm!r} is not one of {list(QK_NORMS)}")
+        if self.ffn_act not in FFN_ACTIVATIONS:
+            raise bad(f"ffn_act {self.ffn_act!r} is not one of {list(FFN_ACTIVATIONS)}")
+        for name in ("norm_offset", "embed_scale", "attn_scale", "attn_softcap", "final_softcap", "rope_local_theta", "qkv_clip"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0 or value != value:
+                raise bad(f"{name} must be a number >= 0 (0: off), got {value!r}")
+            object.__setattr__(self, name, float(value))
+        for name in ("sliding_window", "shared_d_ff"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise bad(f"{name} must be an integer >= 0 (0: off), got {value!r}")
+        if self.sliding_layers is not None:
+            object.__setattr__(self, "sliding_layers", tuple(int(i) for i in self.sliding_layers))
+            wrong = [i for i in self.sliding_layers if not 0 <= i < self.n_layer]
+            if wrong:
+                raise bad(f"sliding_layers {wrong} outside 0..{self.n_layer - 1}")
+            if self.sliding_window == 0 and self.sliding_layers:
+                raise bad("sliding_layers given but sliding_window is 0; set the window size")
+        if self.shared_expert_gate and not self.shared_expert:
+            raise bad("shared_expert_gate needs shared_expert=true")
 
     # ------------------------------------------------------------------ sizes
     def layer(self, index: int) -> LayerDims:
@@ -133,6 +191,16 @@ class SupernetConfig:
             top_k=self.top_k if moe else 0,
         )
 
+    def window(self, index: int) -> int:
+        """Sliding-window size of layer ``index`` (0: it attends to every past position)."""
+        if not self.sliding_window:
+            return 0
+        return self.sliding_window if self.sliding_layers is None or index in self.sliding_layers else 0
+
+    def shared_width(self, d_ff: int) -> int:
+        """Kept width of the shared expert of an MoE layer whose experts keep ``d_ff`` neurons."""
+        return self.shared_d_ff or d_ff
+
     @property
     def q_per_kv(self) -> int:
         """Query heads per KV group (constant across layers)."""
@@ -144,9 +212,23 @@ class SupernetConfig:
         first = self.layer(0)
         return first.n_expert == 0 and all(self.layer(i) == first for i in range(self.n_layer))
 
+    @property
+    def is_uniform(self) -> bool:
+        """True when a transformers config can describe it: every MoE layer has the same sizes,
+        every dense layer has the same sizes, and all share the head counts (MoE allowed)."""
+        dims = [self.layer(i) for i in range(self.n_layer)]
+        moe = {d for d in dims if d.n_expert}
+        dense = {d for d in dims if not d.n_expert}
+        return len(moe) <= 1 and len(dense) <= 1 and len({(d.n_head, d.n_kv_head) for d in dims}) == 1
+
     # ------------------------------------------------------------ serialising
     def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
+        for name, default in FAMILY_FIELDS.items():
+            if out[name] == default:
+                del out[name]  # written only when set: older configs keep their exact JSON and hash
+        if self.sliding_layers is not None:
+            out["sliding_layers"] = list(self.sliding_layers)
         if self.moe_layers is not None:
             out["moe_layers"] = list(self.moe_layers)
         if self.layer_dims is not None:
@@ -170,4 +252,15 @@ class SupernetConfig:
         return dataclasses.replace(self, **changes)
 
 
-__all__ = ["LayerDims", "SupernetConfig"]
+#: The family-feature fields and their (LLaMA) defaults; to_dict leaves out those at their default.
+FAMILY_FIELDS: dict[str, Any] = {
+    f.name: f.default for f in dataclasses.fields(SupernetConfig)
+    if f.name in {
+        "norm_placement", "norm_offset", "qk_norm", "ffn_act", "embed_scale", "attn_scale", "attn_softcap",
+        "final_softcap", "sliding_window", "sliding_layers", "rope_local_theta", "o_bias", "qkv_clip",
+        "norm_topk_prob", "shared_d_ff", "shared_expert_gate",
+    }
+}
+
+
+__all__ = ["FAMILY_FIELDS", "FFN_ACTIVATIONS", "LayerDims", "NORM_PLACEMENTS", "QK_NORMS", "SupernetConfig"]

@@ -5,9 +5,13 @@ Used by :meth:`nas.model.supernet.Supernet.num_params` and by the cost model
 d_model, hd head_dim, H query heads, K KV heads, F FFN width, E experts kept, k top-k:
 
 * attention ``D*hd*(2H + 2K)`` (q, k, v, o) plus ``hd*(H + 2K)`` q/k/v biases when the
-  supernet has them; two RMSNorm weights ``2D``;
-* FFN ``3*D*F`` (SwiGLU), or for MoE ``E*3*D*F + E*D`` (experts + router) plus ``3*D*F``
-  for a shared expert; a token touches ``k`` of the ``E`` experts.
+  supernet has them and ``D`` for an o_proj bias;
+* norms: ``D`` per RMSNorm weight — two per layer (pre or post placement), four for
+  Gemma's sandwich — plus q/k norms: ``2*hd`` per head (Qwen3, Gemma 3) or
+  ``hd*(H + K)`` over the projections (OLMo 2, OLMoE);
+* FFN ``3*D*F`` (gated), or for MoE ``E*3*D*F + E*D`` (experts + router) plus
+  ``3*D*Fs`` for a shared expert of width Fs (F, or its fixed width) and ``D`` for its
+  gate; a token touches ``k`` of the ``E`` experts.
 
 Plain arithmetic on configs: no torch.
 """
@@ -44,15 +48,17 @@ def layer_params(config: SupernetConfig, dims: LayerDims, d_model: int) -> Layer
     D, hd = d_model, config.head_dim
     expert = 3 * D * dims.d_ff
     if dims.n_expert:
-        shared = expert if config.shared_expert else 0
+        shared = 3 * D * config.shared_width(dims.d_ff) if config.shared_expert else 0
+        shared += D if config.shared_expert_gate else 0
         router = dims.n_expert * D
         ffn, ffn_active = dims.n_expert * expert + router + shared, dims.top_k * expert + router + shared
     else:
         ffn = ffn_active = expert
+    qk_norms = {"": 0, "head": 2 * hd, "proj": hd * (dims.n_head + dims.n_kv_head)}[config.qk_norm]
     return LayerParams(
         attention=D * hd * (2 * dims.n_head + 2 * dims.n_kv_head),
-        attention_bias=hd * (dims.n_head + 2 * dims.n_kv_head) if config.qkv_bias else 0,
-        norms=2 * D,
+        attention_bias=(hd * (dims.n_head + 2 * dims.n_kv_head) if config.qkv_bias else 0) + (D if config.o_bias else 0),
+        norms=(4 if config.norm_placement == "sandwich" else 2) * D + qk_norms,
         ffn=ffn,
         ffn_active=ffn_active,
     )
