@@ -1,18 +1,25 @@
-"""Three `nas worker` processes on one PostgreSQL study; one is killed with SIGKILL mid-trial.
+"""Several `nas worker` processes on one study; one is killed with SIGKILL mid-trial.
 
-A tiny random supernet and the cheap but real objective (held-out loss vs non-embedding
-params). The study is created in-process (as `nas search` would), then three
-``nas worker STUDY --storage URL`` processes share it. Once the victim has completed a
-trial and is running another, it gets SIGKILL. The other two must finish the study:
-its stale trial is failed after the heartbeat grace period and re-queued
-(``RetryHeartbeatStaleTrialCallback``), and one of them runs the retry.
+A tiny random supernet (6 layers, depth elastic: the per-layer parameters of layers a
+shallow sub-network drops are still suggested) and the cheap but real objective
+(held-out loss vs non-embedding params). The study is created in-process (as `nas
+search` would), then ``--workers`` ``nas worker STUDY --storage URL`` processes share it:
+3 on PostgreSQL by default, 2 on SQLite (``--backend sqlite``, one WAL file). Once the
+victim has completed a trial and is running another, it gets SIGKILL. The others must
+finish the study: its stale trial is failed after the heartbeat grace period and
+re-queued (``RetryHeartbeatStaleTrialCallback``), and one of them runs the retry.
+``--sampler`` picks the study's sampler (nsga2, nsga3, tpe, gp, random, qmc).
 
 JSON: ``trials_requested``, ``trials_complete``, ``duplicate_evaluations`` (a sub-network
 scored by the model more than once at one fidelity, across all workers: read from the
 trials' own records of model calls), ``duplicate_rows`` (evaluation rows sharing a cache
 key: the unique keys make this 0 by construction), ``lost`` (requested trials that did not
-complete, plus killed trials whose retry did not complete), ``seconds`` (workers started to
-study finished), and details.
+complete, plus killed trials whose retry did not complete), ``crashed_workers`` (workers
+other than the victim that exited non-zero), ``unexplained_failures`` (FAIL trials other
+than the killed one), ``seconds`` (workers started to study finished), and details.
+
+    python bench/distributed_workers.py --sampler nsga2                    # PostgreSQL, 3 workers
+    python bench/distributed_workers.py --sampler tpe --backend sqlite     # SQLite, 2 workers
 """
 
 from __future__ import annotations
@@ -37,6 +44,7 @@ import torch
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+import storage  # noqa: E402
 from nas.model.config import SupernetConfig  # noqa: E402
 from nas.model.directory import load_supernet, save_supernet  # noqa: E402
 from nas.model.supernet import Supernet  # noqa: E402
@@ -44,6 +52,7 @@ from nas.search.spec import parse_spec  # noqa: E402
 from nas.search.study import open_search  # noqa: E402
 
 CONFIG = SupernetConfig(vocab_size=256, d_model=64, n_layer=6, n_head=4, n_kv_head=2, d_ff=128)
+SAMPLERS = ("nsga2", "nsga3", "tpe", "gp", "random", "qmc")
 
 
 def _fresh_database(host: str, port: int, user: str) -> tuple[str, str]:
@@ -71,29 +80,35 @@ def _trials(url: str, name: str) -> list[optuna.trial.FrozenTrial]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--trials", type=int, default=30)
-    parser.add_argument("--workers", type=int, default=3)
-    parser.add_argument("--storage", default=None, help="PostgreSQL URL (default: a fresh database, dropped at the end)")
+    parser.add_argument("--sampler", choices=SAMPLERS, default="tpe")
+    parser.add_argument("--backend", choices=("postgresql", "sqlite"), default="postgresql")
+    parser.add_argument("--workers", type=int, default=None, help="Worker processes (default: 3 on PostgreSQL, 2 on SQLite)")
+    parser.add_argument("--storage", default=None, help="Database URL (default: a fresh database, dropped at the end)")
     parser.add_argument("--pg-host", default="127.0.0.1")
     parser.add_argument("--pg-port", type=int, default=5432)
     parser.add_argument("--pg-user", default="root")
+    parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--keep", action="store_true", help="Keep the database")
     args = parser.parse_args()
+    workers = args.workers or (3 if args.backend == "postgresql" else 2)
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     torch.set_num_threads(1)
 
+    work = Path(tempfile.mkdtemp(prefix="bench-workers-"))
     created = None
     url = args.storage
-    if url is None:
+    if url is None and args.backend == "postgresql":
         created, url = _fresh_database(args.pg_host, args.pg_port, args.pg_user)
-    work = Path(tempfile.mkdtemp(prefix="bench-workers-"))
-    torch.manual_seed(0)
+    elif url is None:
+        url = f"sqlite:///{work / 'nas.db'}"
+    torch.manual_seed(args.seed)
     save_supernet(Supernet(CONFIG), work / "supernet")
     loaded = load_supernet(work / "supernet", dtype="fp32")
     study = "distributed"
     spec = parse_spec({
         "name": study, "supernet": str(work / "supernet"), "storage": url, "dtype": "fp32",
-        "tasks": [{"name": "heldout_loss", "n_examples": 96, "seq_len": 48}],
-        "objectives": ["heldout_loss", "non_embedding_params"], "sampler": "tpe",
+        "tasks": [{"name": "heldout_loss", "n_examples": 160, "seq_len": 48}],
+        "objectives": ["heldout_loss", "non_embedding_params"], "sampler": args.sampler, "seed": args.seed,
         "budget": {"n_trials": args.trials}, "fidelities": [24, "full"],
         "fault_tolerance": {"heartbeat_interval_s": 1, "grace_period_s": 3, "max_retry": 3},
     })
@@ -104,7 +119,7 @@ def main() -> None:
     cmd = [sys.executable, "-c", "from nas.cli import main; main()", "worker", study, "--storage", url, "--quiet"]
     start = time.monotonic()
     procs = [subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-             for _ in range(args.workers)]
+             for _ in range(workers)]
     victim = procs[0]
     victim_id = f"{socket.gethostname()}:{victim.pid}"
     killed_trial = None
@@ -123,7 +138,7 @@ def main() -> None:
         outputs = []
         for p in procs[1:]:
             out, _ = p.communicate(timeout=900)
-            outputs.append((p.returncode, out.decode(errors="replace")[-500:]))
+            outputs.append((p.returncode, out.decode(errors="replace")[-800:]))
         seconds = time.monotonic() - start
     finally:
         for p in procs:
@@ -134,7 +149,7 @@ def main() -> None:
     trials = _trials(url, study)
     states = Counter(t.state.name for t in trials)
     complete = [t for t in trials if t.state.name == "COMPLETE"]
-    fresh = Counter()  # (config hash, fidelity) -> trials that ran the model for it
+    fresh: Counter = Counter()  # (config hash, fidelity) -> trials that ran the model for it
     for t in trials:
         scoring = t.user_attrs.get("scoring") or {}
         if scoring.get("model_calls", 0) > 0 and t.state.name == "COMPLETE":
@@ -144,14 +159,13 @@ def main() -> None:
     retried_ok = {t.system_attrs.get("failed_trial") for t in complete if t.system_attrs.get("failed_trial") is not None}
     lost = max(0, args.trials - len(complete)) + sum(1 for t in failed if t.number not in retried_ok
                                                       and t.system_attrs.get("failed_trial") not in retried_ok)
-
-    import storage
+    unexplained = [t.number for t in failed if t.number != killed_trial]
 
     db = storage.open_database(url)
     with db.engine.connect() as conn:
         rows = conn.exec_driver_sql(
-            "SELECT COUNT(*) - COUNT(DISTINCT (subnet_id, task, metric, fidelity, task_hash, harness_version)) "
-            "FROM nas_evaluation"
+            "SELECT COUNT(*) - (SELECT COUNT(*) FROM (SELECT DISTINCT subnet_id, task, metric, fidelity, task_hash, "
+            "harness_version FROM nas_evaluation) AS keys) FROM nas_evaluation"
         ).scalar()
         n_rows = conn.exec_driver_sql("SELECT COUNT(*) FROM nas_evaluation").scalar()
     our_complete = sum(1 for r in storage.list_trials(db, study) if r.state == "COMPLETE")
@@ -161,13 +175,17 @@ def main() -> None:
         _drop_database(args.pg_host, args.pg_port, args.pg_user, created)
 
     result = {
+        "sampler": args.sampler,
+        "backend": args.backend,
+        "workers": workers,
         "trials_requested": args.trials,
         "trials_complete": len(complete),
         "duplicate_evaluations": duplicates,
         "duplicate_rows": int(rows),
         "lost": lost,
+        "crashed_workers": sum(1 for code, _ in outputs if code != 0),
+        "unexplained_failures": len(unexplained),
         "seconds": round(seconds, 1),
-        "workers": args.workers,
         "killed_trial": killed_trial,
         "killed_at_s": killed_at,
         "retry_of_killed_completed": killed_trial in retried_ok,

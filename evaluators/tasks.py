@@ -49,6 +49,7 @@ from lm_eval.tasks import TaskManager
 from lm_eval.tasks._yaml_loader import load_yaml
 
 from evaluators.errors import EvaluatorError
+from nas.metrics import DEFAULT_TASK_METRIC, HELDOUT_TASK
 from nas.paths import cache_dir
 from nas.paths import data_dir as default_data_dir
 
@@ -158,6 +159,49 @@ def expand(name: str) -> list[str]:
 
 def is_pack_name(name: str) -> bool:
     return name == BLIMP_GROUP or pack_task(name) is not None
+
+
+# --------------------------------------------------------------------- metrics
+def task_metrics(name: str) -> tuple[str, ...] | None:
+    """The metric names lm-eval reports for a pack task or group, as results name them
+    (``acc``, ``acc_norm``; ``metric,filter`` under a filter other than ``none``); None
+    for a task outside the pack (its config is only known once lm-eval indexed it)."""
+    if name == HELDOUT_TASK:
+        return (DEFAULT_TASK_METRIC[HELDOUT_TASK],)
+    if name == BLIMP_GROUP:
+        cfg = load_yaml(lm_eval_tasks_dir() / _BLIMP_GROUP_YAML, resolve_func=False)
+        return tuple(str(m["metric"]) for m in cfg.get("aggregate_metric_list") or [] if "metric" in m)
+    task = pack_task(name)
+    if task is None:
+        return None
+    cfg = _builtin_config(task)
+    metrics = [str(m["metric"]) for m in cfg.get("metric_list") or [] if isinstance(m, Mapping) and "metric" in m]
+    filters = [str(f.get("name", "none")) for f in cfg.get("filter_list") or [] if isinstance(f, Mapping)] or ["none"]
+    return tuple(m if f == "none" else f"{m},{f}" for f in filters for m in metrics)
+
+
+def check_task_metrics(tasks: Iterable[Any], objectives: Iterable[str] = ()) -> None:
+    """Refuse, before anything is loaded or run, a metric that a task does not report:
+    each task's ``main_metric`` (``tasks[].metric`` of a study spec, or the default) and
+    every ``task/metric`` objective. Tasks outside the offline pack are not checked here
+    (lm-eval reports their metrics when they first run)."""
+    wanted: list[tuple[str, str, str]] = []
+    for i, task in enumerate(tasks):
+        wanted.append((task.name, task.main_metric, f"tasks[{i}].metric"))
+    for i, name in enumerate(objectives):
+        task, sep, metric = name.partition("/")
+        if sep and metric:
+            wanted.append((task, metric, f"objectives[{i}]"))
+    for task, metric, where in wanted:
+        known = task_metrics(task)
+        if known is None or metric in known:
+            continue
+        close = difflib.get_close_matches(metric, known, n=1, cutoff=0.6)
+        hint = f"; did you mean {close[0]}?" if close else ""
+        raise EvaluatorError(
+            f"{where}: task {task} has no metric {metric!r}{hint} (it reports {', '.join(known) or 'nothing'}); "
+            "fix the metric name in the spec"
+        )
 
 
 # ------------------------------------------------------------------ resolution
@@ -472,6 +516,7 @@ __all__ = [
     "PackTask",
     "TaskPack",
     "blimp_paradigms",
+    "check_task_metrics",
     "expand",
     "is_pack_name",
     "local_task_config",
@@ -480,4 +525,5 @@ __all__ = [
     "pack_task",
     "resolve_data_dir",
     "task_hash",
+    "task_metrics",
 ]

@@ -33,7 +33,7 @@ from sqlalchemy.exc import ArgumentError, DBAPIError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from storage.errors import StorageError
-from storage.migrate import upgrade_schema
+from storage.migrate import VERSION_TABLE, current_revision, upgrade_schema
 
 log = logging.getLogger(__name__)
 
@@ -158,29 +158,42 @@ class Database:
         return f"Database({self.safe_url!r})"
 
 
-def open_database(url: str | None = None) -> Database:
-    """Open (creating if needed) the database at ``url`` and upgrade its schema to the newest.
+def open_database(url: str | None = None, *, create: bool = True, init: bool = False) -> Database:
+    """Open the database at ``url`` and upgrade its schema to the newest.
 
     ``url``: ``sqlite:///PATH`` or ``postgresql+psycopg://USER@HOST:PORT/DB`` (plain
     ``postgresql://`` is accepted); ``None`` means ``sqlite:///<NAS_WORK_DIR or ./work>/nas.db``.
-    The SQLite file and its directory are created when missing; a PostgreSQL database
-    must exist.
+
+    ``create``: make the SQLite file (and its directory) when missing and our tables when
+    absent; commands that only read pass ``False`` and get a :class:`StorageError` for a
+    missing file or a database without our tables, so that a mistyped path creates
+    nothing. ``init``: also add our tables to an existing SQLite file that holds other
+    tables (neither ours nor Optuna's); without it such a file is refused untouched. A
+    PostgreSQL database must exist.
 
     Raises :class:`StorageError` for an unknown URL scheme, an unreachable server, a
-    read-only path, a file that is not a SQLite database, or a database written by a
-    newer version of this package.
+    read-only path, a file that is not a SQLite database, a database written by a newer
+    version of this package, or the cases above.
     """
     parsed = _parse(url)
     normalised = _render(parsed)
     if parsed.get_backend_name() == "sqlite":
         assert parsed.database is not None
-        _check_sqlite_path(Path(parsed.database))
+        path = Path(parsed.database)
+        _check_sqlite_path(path, create=create)
+        if path.exists():
+            _check_sqlite_owner(path, create=create, init=init)
         engine = _sqlite_engine(parsed)
     else:
         engine = _postgres_engine(parsed)
     try:
         with engine.connect() as conn:
             conn.exec_driver_sql("SELECT 1")
+        if not create and current_revision(engine) is None:
+            raise StorageError(
+                f"database {engine.url.render_as_string(hide_password=True)} holds no NAS results yet (no nas_* tables); "
+                "check --storage / NAS_STORAGE, or create it with `nas search SPEC.yaml` or `nas db upgrade URL`"
+            )
         upgrade_schema(engine, url=engine.url.render_as_string(hide_password=True))
     except DBAPIError as exc:
         engine.dispose()
@@ -192,17 +205,35 @@ def open_database(url: str | None = None) -> Database:
     return Database(url=normalised, engine=engine)
 
 
-def _check_sqlite_path(path: Path) -> None:
+def require_database(url: str | None = None) -> str:
+    """Check that ``url`` names an existing database with our tables, creating nothing
+    (for commands that only read); return the normalised URL. Raises :class:`StorageError`."""
+    with open_database(url, create=False) as db:
+        return db.url
+
+
+#: Optuna's own tables (a database Optuna made may receive ours: they share it by design).
+_OPTUNA_TABLES = frozenset({"studies", "version_info"})
+
+
+def _check_sqlite_path(path: Path, *, create: bool = True) -> None:
     if path.is_dir():
         raise StorageError(f"SQLite path {path} is a directory; give a file path such as {path / DEFAULT_FILENAME}")
     parent = path.parent
-    try:
-        parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise StorageError(
-            f"cannot create the directory {parent} for SQLite database {path} ({exc.strerror}); "
-            f"choose a writable location"
-        ) from None
+    if not create:
+        if not path.is_file():
+            raise StorageError(
+                f"no database at {path} (nothing was created: this command only reads); check --storage, "
+                f"NAS_STORAGE or NAS_WORK_DIR, or create it with `nas search SPEC.yaml`"
+            )
+    else:
+        try:
+            parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StorageError(
+                f"cannot create the directory {parent} for SQLite database {path} ({exc.strerror}); "
+                f"choose a writable location"
+            ) from None
     if path.exists() and not os.access(path, os.R_OK | os.W_OK):
         raise StorageError(
             f"SQLite database {path} is read-only; make it writable or copy it to a writable location"
@@ -212,6 +243,38 @@ def _check_sqlite_path(path: Path) -> None:
             f"the directory {parent} of SQLite database {path} is read-only (SQLite needs to "
             f"create its journal files there); choose a writable location"
         )
+
+
+def _check_sqlite_owner(path: Path, *, create: bool, init: bool) -> None:
+    """Refuse (before anything writes to it, even the journal mode) an existing SQLite
+    file that holds tables but none of ours or Optuna's, unless ``init``."""
+    try:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=SQLITE_BUSY_TIMEOUT_S)
+        try:
+            names = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        finally:
+            conn.close()
+    except sqlite3.DatabaseError as exc:
+        if "not a database" in str(exc).lower() or "malformed" in str(exc).lower():
+            raise StorageError(
+                f"{path} is not a SQLite database (the file is corrupt or holds something else); "
+                f"move it away or point --storage at another file"
+            ) from None
+        raise StorageError(f"cannot open SQLite database {path}: {_first_line(exc)}") from None
+    names = {n for n in names if not n.startswith("sqlite_")}
+    if not names or VERSION_TABLE in names or _OPTUNA_TABLES <= names or init:
+        return
+    shown = ", ".join(sorted(names)[:5]) + (" ..." if len(names) > 5 else "")
+    if not create:
+        raise StorageError(
+            f"SQLite database {path} holds no NAS results: it has {len(names)} other table(s) ({shown}) and none "
+            "of ours; check --storage / NAS_STORAGE"
+        )
+    raise StorageError(
+        f"SQLite database {path} belongs to something else: it has {len(names)} other table(s) ({shown}) and "
+        "none of ours; point --storage at another file, or pass --init to `nas search` (or run "
+        "`nas db upgrade URL`) to add the NAS tables to it"
+    )
 
 
 def _sqlite_engine(url: URL) -> Engine:
@@ -307,4 +370,4 @@ def _explain(exc: DBAPIError, url: URL) -> StorageError:
     )
 
 
-__all__ = ["Database", "default_database_url", "enable_sqlite_wal", "normalise_url", "open_database"]
+__all__ = ["Database", "default_database_url", "enable_sqlite_wal", "normalise_url", "open_database", "require_database"]

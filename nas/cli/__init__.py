@@ -39,21 +39,59 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     return (NasError, EvaluatorError, StorageError)
 
 
-def main() -> None:
+#: Exit statuses: a check that fails (``nas pick`` with no match, ``nas supernet verify``
+#: above tolerance, an export that does not reproduce its scores), bad input (usage errors,
+#: unknown names, bad files), an interrupt (Ctrl-C).
+EXIT_FAILED_CHECK = 1
+EXIT_BAD_INPUT = 2
+EXIT_INTERRUPTED = 130
+
+#: Usage errors: typer's own (it bundles click; TyperException is their public base) and click's.
+_USAGE_ERRORS = (typer.TyperException, click.ClickException)
+_ABORTS = (typer.Abort, click.exceptions.Abort)
+_EXITS = (typer.Exit, click.exceptions.Exit)
+
+
+def _no_interrupt_traceback(record: logging.LogRecord) -> bool:
+    """Optuna logs a trial aborted by Ctrl-C with the KeyboardInterrupt's traceback: keep its
+    one line, drop the traceback (the interrupt is the user's, not a bug)."""
+    if record.exc_info and isinstance(record.exc_info[1], KeyboardInterrupt):
+        record.exc_info, record.exc_text = None, None
+    return True
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run ``nas`` and exit with a status a script can test: 0 on success, 1 for a check
+    that fails, 2 for bad input (one line on stderr, with the usage hint for usage errors),
+    130 for an interrupt."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("optuna.study._optimize").addFilter(_no_interrupt_traceback)
     try:
-        app(standalone_mode=False)
-    except click.exceptions.Exit as exc:
-        sys.exit(exc.exit_code)
-    except click.ClickException as exc:
-        exc.show()
-        sys.exit(exc.exit_code)
-    except click.exceptions.Abort:
+        code = app(args=argv, prog_name="nas", standalone_mode=False)
+    except _EXITS as exc:
+        code = exc.exit_code
+    except _USAGE_ERRORS as exc:
+        if hasattr(exc, "show"):
+            exc.show()
+        else:
+            sys.stderr.write(f"error: {exc.format_message()}\n")
+        code = exc.exit_code
+    except _ABORTS:
         sys.stderr.write("aborted\n")
-        sys.exit(130)
+        code = EXIT_FAILED_CHECK
+    except KeyboardInterrupt:
+        code = EXIT_INTERRUPTED
+    except BrokenPipeError:
+        code = EXIT_FAILED_CHECK
     except _user_errors() as exc:
         sys.stderr.write(f"error: {exc}\n")
-        sys.exit(2)
+        code = EXIT_BAD_INPUT
+    # typer returns the status of a typer.Exit raised by a command (and 130 for Ctrl-C)
+    # instead of exiting with it when standalone_mode is off: pass it on.
+    code = code if isinstance(code, int) else 0
+    if code == EXIT_INTERRUPTED:
+        sys.stderr.write("interrupted\n")
+    sys.exit(code)
 
 
-__all__ = ["app", "main"]
+__all__ = ["EXIT_BAD_INPUT", "EXIT_FAILED_CHECK", "EXIT_INTERRUPTED", "app", "main"]

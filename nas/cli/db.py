@@ -49,11 +49,14 @@ class OutputFormat(str, Enum):
 def upgrade_cmd(
     url: Annotated[Optional[str], typer.Argument(help=_STORAGE_HELP)] = None,
 ) -> None:
-    """Create the database's tables or upgrade them to the newest schema (also done on every open)."""
+    """Create the database's tables or upgrade them to the newest schema (also done on every open).
+
+    Unlike other commands, this adds the NAS tables to an existing SQLite file that holds
+    other tables."""
     # deferred: storage loads sqlalchemy and alembic; `nas --help` stays fast
     import storage
 
-    with storage.open_database(url) as db:
+    with storage.open_database(url, init=True) as db:  # explicit: may add our tables to any file
         revision = storage.current_revision(db.engine)
         console.print(
             f"{db.safe_url}: schema at revision {revision} (newest: {storage.head_revision()})", soft_wrap=True
@@ -85,7 +88,7 @@ def results_cmd(
 
     if fmt is OutputFormat.parquet and out is None:
         raise NasError("--format parquet writes a binary file: add --out FILE.parquet")
-    with storage.open_database(storage_url) as db:
+    with storage.open_database(storage_url, create=False) as db:
         results = load_results(db, study, device=device, all_fidelities=all_fidelities, fallback=False)
     frame, axes = results.frame, results.axes
     if objective:

@@ -1,4 +1,4 @@
-"""`nas supernet import | info | verify`: turn a pretrained model into a supernet and inspect it."""
+"""`nas supernet import | info | verify | rehash`: turn a pretrained model into a supernet, inspect it, re-register changed weights."""
 
 from __future__ import annotations
 
@@ -12,14 +12,14 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 console = Console()
-group = typer.Typer(help="Import, inspect and verify supernets.", no_args_is_help=True)
+group = typer.Typer(help="Import, inspect, verify and rehash supernets.", no_args_is_help=True)
 
 PARITY_TOLERANCE = 1e-4
 
 
 @group.command("import")
 def import_cmd(
-    source: Annotated[str, typer.Argument(help="smollm2-135m, hf:<dir or id> or gguf:<file>")],
+    source: Annotated[str, typer.Argument(help="smollm2-135m, gemma3-270m, hf:<dir or id> or gguf:<file>")],
     out: Annotated[Path, typer.Option("--out", help="Directory to write the supernet to")],
     calibration: Annotated[Optional[Path], typer.Option(help="Plain-text calibration file (default: the Gutenberg corpus)")] = None,
     reorder: Annotated[bool, typer.Option("--reorder/--no-reorder", help="Importance-order heads, neurons and layers")] = True,
@@ -124,7 +124,6 @@ def verify_cmd(
     # deferred: torch, transformers and the importer load only when the command runs
     import torch
 
-    # deferred: torch, transformers and the importer load only when the command runs
     from nas.importing import importance
     from nas.importing.sources import load_hf
     from nas.model.directory import load_supernet
@@ -132,7 +131,8 @@ def verify_cmd(
     loaded = load_supernet(path, dtype="fp32")
     hf_model, tokenizer, _ = load_hf(against)
     text = importance.held_out_text(None) if importance.has_corpus() else "The quick brown fox jumps over the lazy dog. " * 64
-    ids = tokenizer(text, add_special_tokens=False)["input_ids"][:tokens]
+    # as the model is run: with the BOS a tokenizer adds (Gemma's activations blow up without it)
+    ids = tokenizer(text)["input_ids"][:tokens]
     batch = torch.tensor([ids])
     with torch.no_grad():
         ours = loaded.model(batch).float()
@@ -142,6 +142,23 @@ def verify_cmd(
     typer.echo(json.dumps({"max_abs_logit_diff": diff, "tokens": len(ids), "tolerance": PARITY_TOLERANCE, "ok": ok}))
     if not ok:
         raise typer.Exit(1)
+
+
+@group.command("rehash")
+def rehash_cmd(
+    path: Annotated[Path, typer.Argument(help="Supernet directory whose weights were changed on purpose")],
+) -> None:
+    """Register changed weights as a new supernet: recompute the content hash from the
+    weights now in DIR and record it in DIR/supernet.json (results stored under the old
+    hash stay with the old model)."""
+    # deferred: torch loads only when the command runs
+    from nas.model.directory import rehash_supernet
+
+    old, new = rehash_supernet(path)
+    if old == new:
+        console.print(f"{path}: the weights match the recorded content hash {new}; nothing to do")
+    else:
+        console.print(f"{path}: content hash {old} -> [bold]{new}[/]; studies on it start afresh (no cached results of {old})")
 
 
 def register(app: typer.Typer) -> None:

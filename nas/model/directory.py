@@ -7,10 +7,14 @@ Layout of a supernet directory::
     DIR/space.yaml         the search space (explicit form)
     DIR/supernet.json      format version, content hash, layer rank, provenance
     DIR/tokenizer/         Hugging Face tokenizer files (optional)
+    DIR/weights.check.json size, mtime and content hash of model.safetensors when last hashed
 
 The content hash covers the config, the layer rank and every weight, so it
 identifies the supernet in the database: two directories with the same hash hold
-the same model.
+the same model. Loading checks the weights against it (:func:`check_weights`): the
+weights are hashed once, and again only when the file's size or mtime changed, so a
+``model.safetensors`` overwritten in place can never be scored or trained under the
+hash of the model it replaced.
 """
 
 from __future__ import annotations
@@ -18,6 +22,8 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,6 +41,9 @@ from nas.model.supernet import Supernet, rope_inv_freq
 log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
+WEIGHTS_FILE = "model.safetensors"
+#: The sidecar that remembers the content hash of the weights file at a size and mtime.
+CHECK_FILE = "weights.check.json"
 _TORCH_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
 
@@ -46,14 +55,93 @@ def parse_dtype(name: str | torch.dtype | None) -> torch.dtype | None:
 
 def content_hash(model: Supernet) -> str:
     """sha256 (16 hex digits) over the config, the layer rank and all weights."""
+    return _state_hash(model.config, model.layer_rank, model.state_dict())
+
+
+def _state_hash(config: SupernetConfig, layer_rank: Sequence[int], state: Mapping[str, torch.Tensor]) -> str:
     h = hashlib.sha256()
-    h.update(model.config.to_json().encode())
-    h.update(json.dumps(list(model.layer_rank)).encode())
-    for name, tensor in sorted(model.state_dict().items()):
+    h.update(config.to_json().encode())
+    h.update(json.dumps(list(layer_rank)).encode())
+    for name, tensor in sorted(state.items()):
         h.update(name.encode())
         h.update(str(tensor.dtype).encode())
         h.update(tensor.detach().contiguous().cpu().view(torch.uint8).numpy().tobytes())
     return h.hexdigest()[:16]
+
+
+def _file_key(weights: Path) -> dict[str, int]:
+    st = weights.stat()
+    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+
+def _remember(root: Path, key: Mapping[str, int], digest: str) -> None:
+    """Write the sidecar (atomically; a read-only directory just means re-hashing next time)."""
+    path = root / CHECK_FILE
+    tmp = root / f".{CHECK_FILE}.{os.getpid()}.tmp"
+    try:
+        tmp.write_text(json.dumps({**key, "content_hash": digest, "file": WEIGHTS_FILE}) + "\n")
+        tmp.replace(path)
+    except OSError as exc:
+        log.debug("cannot write %s (%s); the weights will be hashed again on the next load", path, exc)
+        tmp.unlink(missing_ok=True)
+
+
+def _remembered(root: Path, key: Mapping[str, int]) -> str | None:
+    """The content hash in the sidecar when it was taken at the file's current size and mtime."""
+    try:
+        data = json.loads((root / CHECK_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(data, dict) or any(data.get(k) != v for k, v in key.items()):
+        return None
+    digest = data.get("content_hash")
+    return digest if isinstance(digest, str) else None
+
+
+def check_weights(root: Path, recorded: str, actual: Callable[[], str]) -> None:
+    """Refuse weights whose content hash is not ``recorded`` (the one in supernet.json).
+
+    ``actual`` computes the hash of the weights as stored; it runs only when the sidecar
+    does not hold a hash taken at the file's current size and mtime.
+    """
+    weights = root / WEIGHTS_FILE
+    key = _file_key(weights)
+    digest = _remembered(root, key)
+    if digest is None:
+        digest = actual()
+        if _file_key(weights) == key:  # not rewritten while we hashed it
+            _remember(root, key, digest)
+    if digest != recorded:
+        raise NasError(
+            f"{weights} does not match the content hash recorded in {root / 'supernet.json'} "
+            f"(recorded {recorded}, the weights hash to {digest}): the file was changed after it was saved, so "
+            f"its results would be filed under another model. Restore the original file, or register the changed "
+            f"weights as a new supernet with `nas supernet rehash {root}` (or import it again with `nas supernet import`)"
+        )
+
+
+def rehash_supernet(path: str | Path) -> tuple[str, str]:
+    """Accept the weights now in a supernet directory as a (new) supernet: recompute the
+    content hash from them and record it in supernet.json. Returns (old hash, new hash)."""
+    root = Path(path)
+    meta = _read_json(root / "supernet.json")
+    config = SupernetConfig.from_dict(_read_json(root / "config.json"))
+    weights = root / WEIGHTS_FILE
+    key = _file_key(weights) if weights.is_file() else None
+    state = _load_weights(weights)
+    with torch.device("meta"):
+        rank = Supernet(config, layer_rank=meta.get("layer_rank")).layer_rank
+    new = _state_hash(config, rank, state)
+    old = str(meta.get("content_hash", ""))
+    if new != old:
+        meta["content_hash"] = new
+        meta.setdefault("provenance", {})["rehashed_from"] = old
+        tmp = root / ".supernet.json.tmp"
+        tmp.write_text(json.dumps(meta, indent=2) + "\n")
+        tmp.replace(root / "supernet.json")
+    if key is not None:
+        _remember(root, key, new)
+    return old, new
 
 
 @dataclass
@@ -100,7 +188,8 @@ def save_supernet(
     digest = content_hash(model)
     tmp = out / "model.safetensors.tmp"
     save_file(tensors, str(tmp), metadata={"format": "pt", "content_hash": digest})
-    tmp.replace(out / "model.safetensors")
+    tmp.replace(out / WEIGHTS_FILE)
+    _remember(out, _file_key(out / WEIGHTS_FILE), digest)
     (out / "config.json").write_text(json.dumps(model.config.to_dict(), indent=2, sort_keys=True) + "\n")
     (out / "space.yaml").write_text(space.to_yaml())
     meta = {
@@ -131,9 +220,13 @@ def load_supernet(
     dtype: str | torch.dtype | None = None,
     device: str | torch.device = "cpu",
     space_path: str | Path | None = None,
-    verify: bool = False,
+    verify: bool = True,
 ) -> LoadedSupernet:
-    """Load a supernet directory. ``verify`` recomputes the content hash and refuses a mismatch."""
+    """Load a supernet directory.
+
+    ``verify`` (default on) refuses weights that do not match the content hash recorded in
+    supernet.json (see :func:`check_weights`: they are hashed again only when the file's
+    size or mtime changed since they last were)."""
     root = Path(path)
     if not root.is_dir():
         raise NasError(f"supernet directory {root} does not exist; create it with `nas supernet import`")
@@ -141,13 +234,8 @@ def load_supernet(
     meta = _read_json(root / "supernet.json")
     if meta.get("format_version", 0) > FORMAT_VERSION:
         raise NasError(f"{root} was written by a newer version of this tool (format {meta['format_version']}); upgrade")
-    weights = root / "model.safetensors"
-    if not weights.is_file():
-        raise NasError(f"{weights} is missing; the supernet directory is incomplete")
-    try:
-        state = load_file(str(weights), device=str(device))
-    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
-        raise NasError(f"{weights} is not a readable safetensors file ({exc}); re-create it with `nas supernet import`") from None
+    weights = root / WEIGHTS_FILE
+    state = _load_weights(weights, device)
     with torch.device("meta"):
         model = Supernet(config, layer_rank=meta.get("layer_rank"))
     expected = set(model.state_dict())
@@ -172,18 +260,21 @@ def load_supernet(
     else:
         space = SearchSpace.default(config, model.layer_rank)
     digest = meta.get("content_hash", "")
-    if verify:
-        actual = content_hash(model if target is None else _as_saved(model, state))
-        if actual != digest:
-            raise NasError(f"{root}: weights do not match the stored content hash ({actual} != {digest}); the files were modified")
+    if verify and digest:
+        check_weights(root, digest, lambda: _state_hash(config, model.layer_rank, state))
     return LoadedSupernet(model=model, space=space, path=root, content_hash=digest, provenance=meta.get("provenance", {}))
 
 
-def _as_saved(model: Supernet, state: dict[str, torch.Tensor]) -> Supernet:
-    with torch.device("meta"):
-        twin = Supernet(model.config, layer_rank=model.layer_rank)
-    twin.load_state_dict(state, assign=True)
-    return twin
+def _load_weights(weights: Path, device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
+    if not weights.is_file():
+        raise NasError(f"{weights} is missing; the supernet directory is incomplete")
+    try:
+        return load_file(str(weights), device=str(device))
+    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+        raise NasError(f"{weights} is not a readable safetensors file ({exc}); re-create it with `nas supernet import`") from None
 
 
-__all__ = ["FORMAT_VERSION", "LoadedSupernet", "content_hash", "load_supernet", "parse_dtype", "save_supernet"]
+__all__ = [
+    "CHECK_FILE", "FORMAT_VERSION", "WEIGHTS_FILE", "LoadedSupernet", "check_weights", "content_hash", "load_supernet",
+    "parse_dtype", "rehash_supernet", "save_supernet",
+]

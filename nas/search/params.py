@@ -37,21 +37,18 @@ def param_distributions(space: SearchSpace) -> dict[str, BaseDistribution]:
 def suggest_subnet(space: SearchSpace, trial: Any) -> SubnetConfig:
     """Ask an Optuna trial for one sub-network of ``space`` (parameters in a fixed order).
 
-    Depth and width come first; then only the kept layers' parameters are asked (a
-    conditional space: a dropped layer's sizes would be noise to the sampler).
+    Every parameter of the space is asked in every trial, the per-layer sizes of layers
+    that the depth then drops included: depth decides which of them are used. A
+    conditional space (a layer's sizes asked only when it is kept) breaks Optuna's samplers
+    once several workers share a study: NSGA-II's crossover picks a parent that lacks a
+    parameter its search space holds (``KeyError: 'layer_2.d_ff'``), because the search
+    space was computed while that shallow parent was still running. With one fixed set of
+    parameters every sampler (nsga2, nsga3, tpe, gp, random, qmc and the grid plan) sees
+    the same space in every trial.
     """
     dists = param_distributions(space)
-    params = {name: int(_suggest(trial, name, dists[name])) for name in ("n_layer", "d_model") if name in dists}
-    n_layer = params.get("n_layer", max(space.n_layer_choices))
-    kept = set(space.kept_layers(n_layer))
-    for name, dist in dists.items():
-        if name in params:
-            continue
-        layer, _, _ = name.partition(".")
-        if layer.startswith("layer_") and int(layer.removeprefix("layer_")) not in kept:
-            continue
-        params[name] = int(_suggest(trial, name, dist))
-    return space.from_params(params)
+    order = [name for name in ("n_layer", "d_model") if name in dists] + [n for n in dists if n not in ("n_layer", "d_model")]
+    return space.from_params({name: int(_suggest(trial, name, dists[name])) for name in order})
 
 
 def _suggest(trial: Any, name: str, dist: BaseDistribution) -> Any:

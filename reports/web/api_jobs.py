@@ -1,11 +1,11 @@
 """The JSON API that starts and tracks worker processes: ``POST /api/studies`` (launch
 ``nas search``), ``POST /api/exports`` (``nas export``), ``GET /api/jobs[/{id}]`` and
-``DELETE /api/jobs/{id}``. Every mutating endpoint needs the bearer token
-(:func:`reports.web.security.require_token`)."""
+``DELETE /api/jobs/{id}``. Every one of them needs the bearer token
+(:func:`reports.web.security.require_token`): job logs show paths and commands."""
 
 from __future__ import annotations
 
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import yaml
@@ -13,24 +13,32 @@ from fastapi import APIRouter, Depends, HTTPException
 
 import storage
 from nas.pick import describe_empty
-from nas.search.spec import parse_spec, resolve_paths
+from nas.search.spec import StudySpec, parse_spec
 from reports.web.jobs import Job, JobManager, TooManyJobs
-from reports.web.schemas import ExportBody, ExportStarted, JobOut, StudyLaunchBody, StudyLaunched
-from reports.web.security import confine, require_token
+from reports.web.schemas import ExportBody, ExportStarted, JobOut, StudyLaunchBody, StudyLaunched, error_responses
+from reports.web.security import confine, export_target_problem, outside_roots, require_token
+from reports.web.settings import WebSettings
 from reports.web.state import CacheDep, DatabaseDep, JobsDep, SettingsDep
 from reports.web.views import run_pick
 
 router = APIRouter()
 
+#: ``heldout_loss`` sources that name no file.
+HELDOUT_SOURCES = ("random", "wikitext")
+
 
 @router.post("/api/studies", response_model=StudyLaunched, status_code=202, tags=["studies"],
-             dependencies=[Depends(require_token)])
+             dependencies=[Depends(require_token)], responses=error_responses(401, 413, 422, 429, 503))
 def api_launch(body: StudyLaunchBody, settings: SettingsDep, db: DatabaseDep, jobs: JobsDep) -> dict[str, Any]:
-    """Validate a study spec and run `nas search` on it in a background worker process."""
+    """Validate a study spec and run `nas search` on it in a background worker process.
+
+    Every path in the spec (``supernet``, a ``space`` file, a ``heldout_loss`` text
+    ``source``) is relative to the server's work dir and must resolve inside the allowed
+    roots (the work dir, the data dir, ``nas serve --supernet-dir``)."""
     spec = parse_spec(body.spec, source="spec")
     if spec.storage is not None and storage.normalise_url(spec.storage) != db.url:
         raise HTTPException(422, f"spec.storage must be this server's database ({db.safe_url}) or omitted")
-    spec = resolve_paths(spec, base=settings.work_dir)
+    spec = _confine_spec_paths(spec, settings)
     if not Path(spec.supernet).is_dir():
         raise HTTPException(422, f"spec.supernet: {spec.supernet} is not a supernet directory on the server")
     data = spec.to_dict()
@@ -44,12 +52,46 @@ def api_launch(body: StudyLaunchBody, settings: SettingsDep, db: DatabaseDep, jo
     return {"study": spec.name, "job": job.to_dict()}
 
 
+def _confine_spec_paths(spec: StudySpec, settings: WebSettings) -> StudySpec:
+    """The spec with its paths made absolute (relative ones against the work dir), or 422
+    naming the allowed roots when one resolves outside them."""
+    roots = settings.allowed_roots
+    where = ", ".join(str(r) for r in roots)
+
+    def resolve(field: str, value: str) -> str:
+        path = Path(value).expanduser()
+        path = path if path.is_absolute() else settings.work_dir / path
+        if outside_roots(path, roots):
+            raise HTTPException(
+                422, f"{field}: {value} is outside the directories this server reads ({where}); put it under one of "
+                     "them, or start `nas serve` with --supernet-dir DIR"
+            )
+        return str(path.resolve())
+
+    update: dict[str, Any] = {"supernet": resolve("spec.supernet", spec.supernet)}
+    if isinstance(spec.space, str):
+        update["space"] = resolve("spec.space", spec.space)
+    tasks = []
+    for i, task in enumerate(spec.tasks):
+        if task.is_heldout and task.source not in HELDOUT_SOURCES:
+            task = task.model_copy(update={"source": resolve(f"spec.tasks[{i}].source", task.source)})
+        tasks.append(task)
+    update["tasks"] = tuple(tasks)
+    return spec.model_copy(update=update)
+
+
 @router.post("/api/exports", response_model=ExportStarted, status_code=202, tags=["exports"],
-             dependencies=[Depends(require_token)])
+             dependencies=[Depends(require_token)], responses=error_responses(400, 401, 404, 409, 413, 422, 429, 503))
 def api_export(body: ExportBody, settings: SettingsDep, cache: CacheDep, jobs: JobsDep) -> dict[str, Any]:
     """Export a trial (or the best pick) as a standalone model in a background worker process.
-    ``out`` is relative to the server's exports directory."""
+
+    ``out`` is a new directory relative to the server's exports directory; with
+    ``overwrite`` it may also be an earlier export, which is replaced as a whole (never the
+    exports directory itself, nor a directory holding other exports)."""
     target = confine(settings.exports_dir, body.out)
+    problem = export_target_problem(target, overwrite=body.overwrite, root=settings.exports_dir)
+    if problem is not None:
+        raise HTTPException(409, problem.replace(str(settings.exports_dir.resolve()), "exports"))
     view = cache.view(body.study)
     trial = body.trial
     if body.pick is not None:
@@ -59,8 +101,10 @@ def api_export(body: ExportBody, settings: SettingsDep, cache: CacheDep, jobs: J
         trial = result.candidates[0].trial
     assert trial is not None
     view.trial(trial)  # 404 for an unknown trial
-    if target.exists() and any(target.iterdir()) and not body.overwrite:
-        raise HTTPException(409, f"{body.out} already exists in the exports directory; choose another name or set overwrite")
+    rel = str(target.relative_to(settings.exports_dir.resolve()))
+    busy = [j for j in jobs.list() if j.kind == "export" and j.status == "running" and _overlaps(j.result.get("out"), rel)]
+    if busy:
+        raise HTTPException(409, f"export job {busy[0].id} is writing exports/{busy[0].result['out']}; wait for it or choose another name")
     args = ["export", body.study, str(trial), "--out", str(target)]
     if body.verify:
         args.append("--verify")
@@ -68,17 +112,27 @@ def api_export(body: ExportBody, settings: SettingsDep, cache: CacheDep, jobs: J
         args += ["--dtype", body.dtype]
     if body.overwrite:
         args.append("--overwrite")
-    rel = str(target.relative_to(settings.exports_dir.resolve()))
     job = _start(jobs, "export", args, {"study": body.study, "trial": trial, "out": rel})
     return {"study": body.study, "trial": trial, "out": rel, "job": job.to_dict()}
 
 
-@router.get("/api/jobs", response_model=list[JobOut], tags=["jobs"])
+def _overlaps(a: Any, b: str) -> bool:
+    """True when exports-relative directories ``a`` and ``b`` are one inside the other."""
+    if not isinstance(a, str):
+        return False
+    pa, pb = PurePosixPath(a), PurePosixPath(b)
+    return pa == pb or pa in pb.parents or pb in pa.parents
+
+
+@router.get("/api/jobs", response_model=list[JobOut], tags=["jobs"], dependencies=[Depends(require_token)],
+            responses=error_responses(401))
 def api_jobs(jobs: JobsDep) -> list[dict[str, Any]]:
+    """Every job of this server process (their logs show what ran: token only)."""
     return [j.to_dict() for j in jobs.list()]
 
 
-@router.get("/api/jobs/{job_id}", response_model=JobOut, tags=["jobs"])
+@router.get("/api/jobs/{job_id}", response_model=JobOut, tags=["jobs"], dependencies=[Depends(require_token)],
+            responses=error_responses(401, 404))
 def api_job(job_id: str, jobs: JobsDep) -> dict[str, Any]:
     job = jobs.get(job_id)
     if job is None:
@@ -86,7 +140,8 @@ def api_job(job_id: str, jobs: JobsDep) -> dict[str, Any]:
     return job.to_dict()
 
 
-@router.delete("/api/jobs/{job_id}", response_model=JobOut, tags=["jobs"], dependencies=[Depends(require_token)])
+@router.delete("/api/jobs/{job_id}", response_model=JobOut, tags=["jobs"], dependencies=[Depends(require_token)],
+               responses=error_responses(401, 404))
 def api_cancel(job_id: str, jobs: JobsDep) -> dict[str, Any]:
     job = jobs.cancel(job_id)
     if job is None:

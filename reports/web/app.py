@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
@@ -72,6 +73,7 @@ def create_app(settings: WebSettings) -> FastAPI:
     app.add_middleware(LimitsMiddleware)
     app.add_exception_handler(storage.StorageError, _storage_error)
     app.add_exception_handler(NasError, _nas_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
 
     app.include_router(pages.router)  # before the /static mount: /static/plotly.min.js wins
     app.include_router(api.router)
@@ -101,6 +103,22 @@ async def _storage_error(request: Request, exc: Exception) -> Response:
 
 async def _nas_error(request: Request, exc: Exception) -> Response:
     return _error(request, 422, str(exc))
+
+
+async def _validation_error(request: Request, exc: Exception) -> Response:
+    """422 with each problem's location, message and type. FastAPI's own handler echoes the
+    offending input, which fails to serialise when it is not JSON (a NaN or an infinite
+    bound, 1e999): a 500 instead of the 422."""
+    assert isinstance(exc, RequestValidationError)
+    problems = [
+        {"loc": [p if isinstance(p, (str, int)) else str(p) for p in e.get("loc", ())],
+         "msg": str(e.get("msg", "")), "type": str(e.get("type", ""))}
+        for e in exc.errors()
+    ]
+    if request.url.path.startswith("/api/") or "text/html" not in request.headers.get("accept", ""):
+        return JSONResponse({"detail": problems}, status_code=422)
+    text = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in problems)
+    return _error(request, 422, text)
 
 
 def _error(request: Request, code: int, message: str) -> Response:
