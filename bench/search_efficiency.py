@@ -63,10 +63,12 @@ class TableScorer:
         self.tasks = scorer.tasks
         self.harness_version = scorer.harness_version
         self.task_hashes = scorer.task_hashes
+        self.settings = scorer.settings
+        self.n_docs = scorer.n_docs
         self.table = table
         self.calls = 0
 
-    def evaluate(self, subnet: SubnetConfig, fidelity: Fidelity) -> Metrics:
+    def evaluate(self, subnet: SubnetConfig, fidelity: Fidelity, prior: Metrics | None = None) -> Metrics:
         self.calls += 1
         return self.table[subnet.hash]
 
@@ -80,6 +82,7 @@ def _spec(name: str, seed: int, n_trials: int, loaded: Any, source: str, populat
         "tasks": [{"name": "heldout_loss", "n_examples": 32, "seq_len": 64, "source": source}],
         "objectives": ["heldout_loss", "non_embedding_params"], "sampler": sampler,
         "budget": {"n_trials": n_trials}, "seed": seed, "dtype": "fp32", "storage": storage, "batch_size": 32,
+        "confirmation": None,  # the sampler comparison needs every one of the 32 sequences
     })
 
 

@@ -61,8 +61,8 @@ def _worker(url: str, seed: int, writes: int, barrier: Any, out: Any) -> None:
                 )
                 ids[f"{k}/{task}"] = storage.record_evaluation(
                     db, storage.NewEvaluation(subnet_id=sub, task=task, metric="acc", value=random.random(), stderr=0.01,
-                    n_examples=16, fidelity="n16-s0", harness_version="bench", task_hash=task, wall_s=0.0,
-                    example_ids=list(range(16)), example_scores=[float(seed)] * 16,))
+                    n_examples=16, fidelity="n16-s0", harness_version="bench", task_hash=task, settings='{}', wall_s=0.0,
+                    example_ids=list(range(16)), example_scores=[float(seed)] * 16))
             except Exception:  # noqa: BLE001 - counted, the run goes on
                 errors.append(traceback.format_exc(limit=2))
         elapsed = time.perf_counter() - start

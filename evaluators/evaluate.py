@@ -32,12 +32,14 @@ from lm_eval.api import metrics as lm_metrics
 from evaluators.errors import EvaluatorError
 from evaluators.harness import ScoringOptions, SubnetLM, parse_eval_dtype, resolve_subnet
 from evaluators.tasks import LoadedTasks, TaskPack
-from evaluators.types import Fidelity, Metrics, TaskScore
+from evaluators.types import Fidelity, Metrics, TaskScore, scoring_settings
 from nas.errors import NasError
 from nas.model.directory import LoadedSupernet
+from nas.model.dtypes import dtype_name
 from nas.model.space import SearchSpace
 from nas.model.subnet import SubnetConfig
 from nas.model.supernet import Supernet
+from nas.stats import sample_stddev
 
 log = logging.getLogger(__name__)
 
@@ -46,22 +48,11 @@ DEFAULT_OPTIONS = ScoringOptions(dtype="bf16")  # an Evaluator casts the superne
 
 
 def subset_ids(task: str, n_docs: int, fidelity: Fidelity) -> list[int]:
-    """The documents a fidelity evaluates: a seeded shuffle of ``range(n_docs)`` (seeded by
-    the task name and ``fidelity.seed``), cut to ``fidelity.limit``, in ascending order.
-
-    Subsets of the same seed are nested: the first 100 are inside the first 200, so a
-    candidate promoted to a higher fidelity keeps its earlier examples.
-    """
-    if fidelity.limit is None or fidelity.limit >= n_docs:
-        return list(range(n_docs))
-    order = list(range(n_docs))
-    random.Random(f"{fidelity.seed}:{task}").shuffle(order)
-    return sorted(order[: fidelity.limit])
-
-
-def _sample_stddev(values: Sequence[float]) -> float:
-    mu = sum(values) / len(values)
-    return math.sqrt(sum((v - mu) ** 2 for v in values) / (len(values) - 1))
+    """The documents a fidelity evaluates (:meth:`Fidelity.doc_ids`): a prefix of the task's
+    seeded order, in ascending order. Subsets of the same seed are nested: the first 100
+    are inside the first 200, so a candidate promoted to a higher fidelity keeps its
+    earlier examples."""
+    return fidelity.doc_ids(task, n_docs)
 
 
 def metric_stderr(agg: Callable[[list[Any]], float], items: list[Any], *, iters: int, seed: int) -> float:
@@ -78,7 +69,7 @@ def metric_stderr(agg: Callable[[list[Any]], float], items: list[Any], *, iters:
     rng = random.Random(seed)
     n = len(items)
     draws = [agg([items[rng.randrange(n)] for _ in range(n)]) for _ in range(iters)]
-    return float(_sample_stddev(draws))
+    return float(sample_stddev(draws))
 
 
 def _example_score(item: Any) -> float:
@@ -143,6 +134,7 @@ class Evaluator:
         # the adapters share the already cast model: no dtype of their own
         self._lm_options = replace(opts, dtype=None, score_greedy=self.score_greedy)
         self.harness_version = lm_eval.__version__
+        self.settings = self._settings()
         self.last_stats: dict[str, int] = {}  # model calls and real tokens of the last evaluate()
         self.setup_s = time.perf_counter() - start
         log.info("evaluator ready: %d tasks in %.1f s", len(self.tasks.tasks), self.setup_s)
@@ -157,6 +149,21 @@ class Evaluator:
             raise EvaluatorError(str(exc)) from None
         kwargs.setdefault("space", loaded.space)
         return cls(loaded.model, tokenizer, tasks, **kwargs)
+
+    def _settings(self) -> dict[str, str]:
+        """task (and group) -> the settings that change its scores (the cache key's part):
+        the model's dtype, the context window, the log-softmax dtype, the few-shot count."""
+        dtype = dtype_name(self.model.lm_head_weight.dtype)
+        softmax = dtype_name(self.options.softmax_dtype) if self.options.softmax_dtype is not None else dtype
+        max_length = int(self.options.max_length or self.model.config.max_seq_len)
+        out = {
+            name: scoring_settings(dtype=dtype, max_length=max_length, softmax=softmax,
+                                   num_fewshot=int(obj.config.num_fewshot or 0))
+            for name, obj in self.tasks.tasks.items()
+        }
+        for group in self.tasks.groups:
+            out[group] = scoring_settings(dtype=dtype, max_length=max_length, softmax=softmax)
+        return out
 
     # --------------------------------------------------------------- pieces
     def n_docs(self, task: str) -> int:
@@ -189,28 +196,41 @@ class Evaluator:
         return built
 
     # -------------------------------------------------------------- evaluate
-    def evaluate(self, subnet: SubnetConfig | str, fidelity: Fidelity | None = None) -> Metrics:
-        """Score ``subnet`` on every task at ``fidelity`` (default: all documents)."""
+    def evaluate(self, subnet: SubnetConfig | str, fidelity: Fidelity | None = None, prior: Metrics | None = None) -> Metrics:
+        """Score ``subnet`` on every task at ``fidelity`` (default: all documents).
+
+        ``prior``: this sub-network's scores at a fidelity nested in ``fidelity`` (e.g. the
+        rung below). Tasks whose metrics are all means of per-example scores then score
+        only the documents ``prior`` lacks and merge; the result is what scoring every
+        document would give (the same items, aggregated in the same order). Other tasks
+        are scored in full.
+        """
         fidelity = fidelity or Fidelity()
         start = time.perf_counter()
         lm = self.lm(subnet)
+        known = self._known_scores(prior, fidelity)
         chosen: dict[str, list[int]] = {}
-        by_type: dict[str, list[Any]] = defaultdict(list)
         for task in self.tasks.tasks:
             chosen[task] = self.subset(task, fidelity)
+            done = known.get(task, {})
+            # one model pass per task and request type: a task's batches (hence its scores, to
+            # the last bit) never depend on how many documents the other tasks score
+            by_type: dict[str, list[Any]] = defaultdict(list)
             for doc_id in chosen[task]:
+                if doc_id in done:
+                    continue
                 for inst in self.instances(task, doc_id):
                     inst.resps, inst.filtered_resps = [], {}
                     by_type[inst.request_type].extend([inst] * (inst.repeats or 1))
-        for request_type, requests in by_type.items():
-            responses = getattr(lm, request_type)(requests, disable_tqdm=True)
-            for response, inst in zip(responses, requests, strict=True):
-                inst.resps.append(response)
+            for request_type, requests in by_type.items():
+                responses = getattr(lm, request_type)(requests, disable_tqdm=True)
+                for response, inst in zip(responses, requests, strict=True):
+                    inst.resps.append(response)
 
         scores: list[TaskScore] = []
         summary: dict[str, dict[str, Any]] = {}
         for task, ids in chosen.items():
-            task_scores, summary[task] = self._score_task(task, ids)
+            task_scores, summary[task] = self._score_task(task, ids, known.get(task, {}))
             scores.extend(task_scores)
         for group, obj in self.tasks.groups.items():
             scores.extend(self._score_group(group, obj, summary))
@@ -224,29 +244,60 @@ class Evaluator:
             n_model_calls=lm.n_forward,
         )
 
-    def _score_task(self, task: str, ids: list[int]) -> tuple[list[TaskScore], dict[str, Any]]:
+    def _known_scores(self, prior: Metrics | None, fidelity: Fidelity) -> dict[str, dict[int, dict[str, float]]]:
+        """task -> doc id -> {metric: item} from ``prior``, for the tasks it can stand in for:
+        ``prior`` is nested in ``fidelity``, every metric of the task is a mean of
+        per-example scores, and ``prior`` has per-example scores for each of them."""
+        if prior is None or not fidelity.contains(Fidelity.parse(prior.fidelity)):
+            return {}
+        out: dict[str, dict[int, dict[str, float]]] = {}
+        for task, obj in self.tasks.tasks.items():
+            aggregations = obj.aggregation()
+            if not aggregations or any(agg is not lm_metrics.mean for agg in aggregations.values()):
+                continue
+            mine = [s for s in prior.scores if s.task == task]
+            names = {s.metric.split(",", 1)[0] for s in mine}
+            if not mine or names != set(aggregations) or any(len(s.example_ids) != s.n_examples or not s.example_ids for s in mine):
+                continue
+            docs: dict[int, dict[str, float]] = {}
+            for s in mine:
+                for doc_id, value in zip(s.example_ids, s.example_scores):
+                    docs.setdefault(int(doc_id), {})[s.metric] = float(value)
+            if all(len(v) == len(mine) for v in docs.values()):
+                out[task] = docs
+        return out
+
+    def _score_task(self, task: str, ids: list[int], known: dict[int, dict[str, float]]) -> tuple[list[TaskScore], dict[str, Any]]:
+        """Metrics of ``task`` over documents ``ids``: documents in ``known`` take their
+        per-example scores from there, the others from their (just computed) responses."""
         obj = self.tasks.tasks[task]
-        flat = [inst for doc_id in ids for inst in self._instances[task][doc_id]]
+        fresh = [doc_id for doc_id in ids if doc_id not in known]
+        flat = [inst for doc_id in fresh for inst in self._instances[task][doc_id]]
         for ensemble in obj._filters:  # the task's own filters (lm-eval's Task.apply_filters)
             ensemble.apply(flat)
-        raw: dict[tuple[str, str], list[Any]] = defaultdict(list)
-        raw_ids: dict[tuple[str, str], list[int]] = defaultdict(list)
-        for key in flat[0].filtered_resps:
-            for doc_id in ids:
+        computed: dict[int, dict[tuple[str, str], Any]] = {}
+        filter_keys = list(flat[0].filtered_resps) if flat else ["none"]
+        for key in filter_keys:
+            for doc_id in fresh:
                 insts = self._instances[task][doc_id]
                 values = obj.process_results(insts[0].doc, [inst.filtered_resps[key] for inst in insts])
                 for metric, value in values.items():
-                    raw[(metric, key)].append(value)
-                    raw_ids[(metric, key)].append(doc_id)
+                    computed.setdefault(doc_id, {})[(metric, key)] = value
+        names = list(dict.fromkeys(k for doc in computed.values() for k in doc))
+        if not names:  # every document known: the metric names come from the prior
+            names = list(dict.fromkeys(
+                (m.split(",", 1)[0], m.split(",", 1)[1] if "," in m else "none") for doc in known.values() for m in doc
+            ))
         aggregations = obj.aggregation()
         scores: list[TaskScore] = []
         summary: dict[str, Any] = {"sample_len": len(ids)}
-        for (metric, key), items in raw.items():
+        for metric, key in names:
+            name = metric if key == "none" else f"{metric},{key}"
+            items = [known[d][name] if d in known else computed[d][(metric, key)] for d in ids]
             agg = aggregations.get(metric, lm_metrics.mean)
             value = float(agg(items))
             seed = int(hashlib.sha256(f"{task}/{metric}".encode()).hexdigest()[:8], 16)
             stderr = metric_stderr(agg, items, iters=self.bootstrap_iters, seed=seed)
-            name = metric if key == "none" else f"{metric},{key}"
             summary[f"{metric},{key}"] = value
             summary[f"{metric}_stderr,{key}"] = stderr if not math.isnan(stderr) else "N/A"
             scores.append(
@@ -256,7 +307,7 @@ class Evaluator:
                     value=value,
                     stderr=stderr,
                     n_examples=len(items),
-                    example_ids=tuple(raw_ids[(metric, key)]),
+                    example_ids=tuple(ids),
                     example_scores=tuple(_example_score(v) for v in items),
                 )
             )

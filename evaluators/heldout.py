@@ -23,14 +23,16 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from evaluators.types import Fidelity, Metrics, TaskScore
+from evaluators.types import Fidelity, Metrics, TaskScore, scoring_settings
 from nas.errors import NasError
+from nas.model.dtypes import dtype_name
 from nas.model.subnet import SubnetConfig
 from nas.model.supernet import Supernet
 from nas.paths import data_dir
 from nas.stats import mean_stderr
 
-HARNESS_VERSION = "heldout-1"
+#: Bumped to 2 when fidelities became nested prefixes of a seeded order (their documents changed).
+HARNESS_VERSION = "heldout-2"
 METRIC = "loss"
 
 
@@ -61,30 +63,38 @@ def heldout_tokens(
         if not path.is_file():
             raise NasError(f"heldout_loss source {source!r} is not 'random', 'wikitext' or an existing text file")
     text = path.read_text(encoding="utf-8", errors="replace")
+    bos: list[int] = []
     if tokenizer is not None:
         ids = tokenizer(text[: 200 * width * n_examples], add_special_tokens=False)["input_ids"]
+        # a tokenizer that starts every text with BOS (Gemma's) scores windows that start with it
+        with_special = tokenizer("a")["input_ids"]
+        if tokenizer.bos_token_id is not None and with_special[:1] == [tokenizer.bos_token_id]:
+            bos = [tokenizer.bos_token_id]
     else:
         ids = [b % vocab_size for b in text.encode("utf-8")]
-    n_windows = len(ids) // width
+    step = width - len(bos)
+    n_windows = len(ids) // step
     if n_windows < n_examples:
         raise NasError(f"heldout_loss source {path} holds {n_windows} windows of {width} tokens; {n_examples} needed")
     starts = sorted(random.Random(seed).sample(range(n_windows), n_examples))
-    rows = [ids[s * width : (s + 1) * width] for s in starts]
+    rows = [bos + ids[s * step : (s + 1) * step] for s in starts]
     return torch.tensor(rows, dtype=torch.long)
 
 
-def subset_indices(n_total: int, fidelity: Fidelity) -> list[int]:
-    """The examples a fidelity scores: all, or a seeded sample of ``limit`` (sorted)."""
-    if fidelity.limit is None or fidelity.limit >= n_total:
-        return list(range(n_total))
-    return sorted(random.Random(f"heldout-{fidelity.seed}").sample(range(n_total), fidelity.limit))
+def subset_indices(n_total: int, fidelity: Fidelity, task: str = "heldout_loss") -> list[int]:
+    """The examples a fidelity scores (:meth:`Fidelity.doc_ids`, nested like a benchmark's)."""
+    return fidelity.doc_ids(task, n_total)
 
 
 class HeldOutLoss:
     """Scores sub-networks of one supernet by per-sequence next-token loss (a task scorer).
 
-    Attributes the search uses: ``tasks``, ``harness_version``, ``task_hashes`` (known
-    before any evaluation, for the cache) and ``n_model_calls`` (forward passes run).
+    Attributes the search uses: ``tasks``, ``harness_version``, ``task_hashes``,
+    ``settings`` and ``n_docs`` (known before any evaluation, for the cache) and ``n_model_calls``
+    (forward passes run). ``evaluate(..., prior=...)`` merges a nested fidelity's losses
+    with the new ones; a sequence's loss may differ in the last bits with the batch it is
+    run in, so merged and direct results agree to float rounding (exactly with
+    ``batch_size=1``).
     """
 
     def __init__(
@@ -114,6 +124,8 @@ class HeldOutLoss:
         self.harness_version = HARNESS_VERSION
         digest = hashlib.sha256(self.tokens.numpy().tobytes()).hexdigest()[:16]
         self.task_hashes = {task: digest}
+        self.n_docs = {task: len(self.tokens)}
+        self.settings = {task: scoring_settings(dtype=dtype_name(model.lm_head_weight.dtype))}
         self.n_model_calls = 0
 
     @torch.no_grad()
@@ -129,11 +141,20 @@ class HeldOutLoss:
             out.extend(loss.mean(dim=1).tolist())
         return out
 
-    def evaluate(self, subnet: SubnetConfig, fidelity: Fidelity) -> Metrics:
+    def evaluate(self, subnet: SubnetConfig, fidelity: Fidelity, prior: Metrics | None = None) -> Metrics:
+        """Mean loss over the fidelity's sequences; with ``prior`` (a nested fidelity's
+        result, with per-example losses) only the sequences it lacks are run."""
         start = time.perf_counter()
         calls = self.n_model_calls
-        indices = subset_indices(len(self.tokens), fidelity)
-        scores = self.example_losses(subnet, indices)
+        indices = subset_indices(len(self.tokens), fidelity, self.task)
+        known: dict[int, float] = {}
+        if prior is not None and fidelity.contains(Fidelity.parse(prior.fidelity)):
+            for s in prior.scores:
+                if s.task == self.task and s.metric == METRIC and len(s.example_ids) == s.n_examples:
+                    known = {int(i): float(v) for i, v in zip(s.example_ids, s.example_scores)}
+        fresh = [i for i in indices if i not in known]
+        new = dict(zip(fresh, self.example_losses(subnet, fresh)))
+        scores = [known[i] if i in known else new[i] for i in indices]
         n = len(scores)
         score = TaskScore(
             task=self.task,

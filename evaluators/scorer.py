@@ -1,8 +1,11 @@
 """The scorer protocol the search and export verification use, and the scorers a study builds.
 
 A :class:`TaskScorer` scores sub-networks on some tasks; it is built once per study and
-reused for every candidate. ``task_hashes`` and ``harness_version`` must be known before
-any evaluation: they are the evaluation cache's keys. Two real implementations:
+reused for every candidate. ``task_hashes``, ``settings`` and ``harness_version`` must be
+known before any evaluation: they are the evaluation cache's keys. ``evaluate(subnet,
+fidelity, prior)`` with ``prior`` (the same sub-network's result at a nested fidelity)
+scores only the documents ``prior`` lacks and merges (nested rungs, racing chunks).
+Two real implementations:
 
 * :class:`~evaluators.heldout.HeldOutLoss` — the task ``heldout_loss`` (cheap, for tests
   and benchmarks too);
@@ -35,8 +38,10 @@ class TaskScorer(Protocol):
     tasks: tuple[str, ...]
     harness_version: str
     task_hashes: Mapping[str, str]
+    settings: Mapping[str, str]  # task -> scoring_settings(...): dtype, context window, ...
+    n_docs: Mapping[str, int]  # task -> documents it has (groups: not listed)
 
-    def evaluate(self, subnet: SubnetConfig, fidelity: Fidelity) -> Metrics: ...
+    def evaluate(self, subnet: SubnetConfig, fidelity: Fidelity, prior: Metrics | None = None) -> Metrics: ...
 
 
 class ScoredTask(Protocol):
@@ -66,9 +71,11 @@ class LmEvalScorer:
         self.tasks = tuple(tasks)
         self.harness_version = str(evaluator.harness_version)
         self.task_hashes = dict(evaluator.task_hashes)
+        self.settings = dict(evaluator.settings)
+        self.n_docs = {task: evaluator.n_docs(task) for task in evaluator.tasks.tasks}
 
-    def evaluate(self, subnet: SubnetConfig, fidelity: Fidelity) -> Metrics:
-        return self.evaluator.evaluate(subnet, fidelity)
+    def evaluate(self, subnet: SubnetConfig, fidelity: Fidelity, prior: Metrics | None = None) -> Metrics:
+        return self.evaluator.evaluate(subnet, fidelity, prior)
 
 
 def check_task_names(names: Sequence[str]) -> None:

@@ -45,6 +45,8 @@ from nas.pareto import hypervolume, non_dominated_mask, non_dominated_ranks
 from nas.stats import weighted_mean
 
 ACCURACY_STDERR = f"{ACCURACY}_stderr"
+#: Suffix of the columns scored on a study's confirmation documents (see :func:`confirmed_column`).
+CONFIRMED = "@confirmed"
 #: Costs that stand in for the front when a spec names no objectives, in this order.
 FALLBACK_COSTS = ("params", "non_embedding_params", "flops_per_token")
 
@@ -174,10 +176,13 @@ def aggregate_weights(metric_columns: Sequence[str], spec: Mapping[str, Any]) ->
 
 
 def top_fidelity(frame: pd.DataFrame, spec: Mapping[str, Any]) -> str | None:
-    """The study's final fidelity: the spec's last ladder rung, else ``full`` when any trial
-    reached it, else the fidelity with the most examples seen in the frame."""
+    """The study's final fidelity: the spec's last ladder rung (within its search documents
+    when it holds some out for confirmation), else ``full`` when any trial reached it, else
+    the fidelity with the most examples seen in the frame."""
     ladder = spec.get("fidelities") or spec.get("fidelity_ladder") or spec.get("fidelity")
-    labels = [_fidelity_label(rung) for rung in (ladder if isinstance(ladder, list) else [ladder] if ladder else [])]
+    confirmation = spec.get("confirmation")
+    holdout = int(confirmation.get("examples", 0)) if isinstance(confirmation, Mapping) else 0
+    labels = [_fidelity_label(rung, holdout) for rung in (ladder if isinstance(ladder, list) else [ladder] if ladder else [])]
     labels = [label for label in labels if label]
     if labels:
         return labels[-1]
@@ -194,6 +199,9 @@ def annotate(frame: pd.DataFrame, axes: StudyAxes) -> pd.DataFrame:
     frame = frame.copy()
     derive_cost_columns(frame)
     frame[ACCURACY], frame[ACCURACY_STDERR] = aggregate_accuracy(frame, axes.weights)
+    confirmed = {confirmed_column(c): w for c, w in axes.weights.items() if confirmed_column(c) in frame.columns}
+    if confirmed:
+        frame[confirmed_column(ACCURACY)], frame[confirmed_column(ACCURACY_STDERR)] = aggregate_accuracy(frame, confirmed)
     frame["full_fidelity"] = full_fidelity_mask(frame, axes.top_fidelity)
     frame["on_front"] = front_mask(frame, axes.objectives)
     return frame
@@ -209,6 +217,19 @@ def derive_cost_columns(frame: pd.DataFrame) -> list[str]:
     return added
 
 
+def confirmed_column(column: str) -> str:
+    """The column of ``column`` (a metric, its ``_stderr``, ``accuracy``) on the confirmation
+    documents: ``piqa/acc`` -> ``piqa/acc@confirmed``."""
+    return column + CONFIRMED
+
+
+def stderr_column(column: str) -> str:
+    """The standard-error column of a metric column: ``piqa/acc`` -> ``piqa/acc_stderr``,
+    ``piqa/acc@confirmed`` -> ``piqa/acc_stderr@confirmed``."""
+    base, at, suffix = column.partition("@")
+    return f"{base}_stderr{at}{suffix}"
+
+
 def aggregate_accuracy(frame: pd.DataFrame, weights: Mapping[str, float]) -> tuple[pd.Series, pd.Series]:
     """The aggregate accuracy per trial and its standard error (tasks taken as independent,
     :func:`nas.stats.weighted_mean`). NaN where a metric is missing."""
@@ -217,7 +238,7 @@ def aggregate_accuracy(frame: pd.DataFrame, weights: Mapping[str, float]) -> tup
         nan = pd.Series(np.nan, index=frame.index, dtype="float64")
         return nan, nan.copy()
     values = [frame[c].astype("float64") for c in columns]
-    stderrs = [frame[f"{c}_stderr"] if f"{c}_stderr" in frame.columns else 0.0 for c in columns]
+    stderrs = [frame[stderr_column(c)] if stderr_column(c) in frame.columns else 0.0 for c in columns]
     mean, stderr = weighted_mean(values, stderrs, [weights[c] for c in columns])
     stderr = pd.Series(np.broadcast_to(stderr, len(frame.index)), index=frame.index, dtype="float64")
     return mean.astype("float64"), stderr.where(mean.notna())
@@ -349,7 +370,8 @@ def _metric_columns(frame: pd.DataFrame) -> tuple[str, ...]:
     return tuple(c for c in frame.columns if "/" in c and not c.endswith("_stderr") and "@" not in c)
 
 
-def _fidelity_label(rung: Any) -> str | None:
+def _fidelity_label(rung: Any, holdout: int = 0) -> str | None:
+    """The storage label of a spec's ladder rung (see :class:`evaluators.types.Fidelity`)."""
     if rung is None:
         return None
     if isinstance(rung, str):
@@ -359,7 +381,9 @@ def _fidelity_label(rung: Any) -> str | None:
     if isinstance(rung, Mapping):
         limit = rung.get("limit")
         seed = int(rung.get("seed", 0))
-        return "full" if limit is None else f"n{int(limit)}-s{seed}"
+        if limit is None:
+            return "full" if not holdout else f"full-h{holdout}-s{seed}"
+        return f"n{int(limit)}-s{seed}"
     return None
 
 
@@ -374,12 +398,14 @@ def _fidelity_size(label: str) -> int:
 
 __all__ = [
     "ACCURACY_STDERR",
+    "CONFIRMED",
     "HypervolumeHistory",
     "StudyAxes",
     "aggregate_accuracy",
     "aggregate_weights",
     "annotate",
     "candidates_mask",
+    "confirmed_column",
     "derive_cost_columns",
     "first_of_each_subnet",
     "front_mask",
@@ -392,6 +418,7 @@ __all__ = [
     "resolve_column",
     "spec_objectives",
     "study_axes",
+    "stderr_column",
     "study_hypervolume",
     "top_fidelity",
 ]

@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 
 from nas.errors import NasError
-from nas.front import first_of_each_subnet
+from nas.front import confirmed_column, first_of_each_subnet, stderr_column
 from nas.metrics import Direction
 from nas.pareto import non_dominated_mask
 
@@ -97,11 +97,15 @@ class Candidate:
 
     rank: int
     trial: int
-    score: float
+    score: float  # the confirmed score when the study has one, else the search score
     stderr: float | None
     config_hash: str
     summary: str
     values: dict[str, float | None] = field(default_factory=dict)
+    interval: float | None = None  # z * stderr: the score is score ± interval
+    search_score: float | None = None  # the search's score beside a confirmed one
+    search_stderr: float | None = None
+    tied_with: int | None = None  # the rank it is statistically tied with (paired interval covers 0)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -109,6 +113,10 @@ class Candidate:
             "trial": self.trial,
             "score": self.score,
             "stderr": self.stderr,
+            "interval": self.interval,
+            "search_score": self.search_score,
+            "search_stderr": self.search_stderr,
+            "tied_with": self.tied_with,
             "config_hash": self.config_hash,
             "summary": self.summary,
             "values": dict(self.values),
@@ -127,11 +135,15 @@ class PickResult:
     n_eligible: int  # feasible, complete, top fidelity, metric known
     n_within_bounds: int
     n_efficient: int
+    confirmed: bool = False  # ranked by the score on the study's held-out confirmation documents
+    z: float = 1.96  # intervals are ± z standard errors
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "metric": self.metric,
             "direction": self.direction,
+            "confirmed": self.confirmed,
+            "z": self.z,
             "bounds": [{"column": b.column, "max": b.max, "min": b.min} for b in self.bounds],
             "counts": {
                 "trials": self.n_trials,
@@ -152,12 +164,17 @@ def pick(
     top: int | None = 5,
     show: Sequence[str] = (),
     tradeoffs: Sequence[tuple[str, Direction]] = (),
+    z: float = 1.96,
+    efficient_only: bool = True,
 ) -> PickResult:
     """Rank the efficient, feasible, top-fidelity trials of ``frame`` within ``bounds``.
 
     ``metric`` and every bound's column must be columns of ``frame``; ``show`` lists
     extra columns copied into each candidate's ``values`` (the metric and bounded
-    columns always are). Raises :class:`NasError` for unknown columns or ``top < 1``.
+    columns always are). When ``frame`` holds the metric's confirmed score
+    (``<metric>@confirmed``), candidates are ranked by it (the search score beside it).
+    ``efficient_only=False`` ranks every eligible candidate within the bounds. Intervals
+    are ``z`` standard errors. Raises :class:`NasError` for unknown columns or ``top < 1``.
     """
     if top is not None and top < 1:
         raise NasError(f"--top must be at least 1, got {top}")
@@ -166,7 +183,10 @@ def pick(
     for col in [metric, *(b.column for b in bounds), *(c for c, _ in tradeoffs)]:
         if col not in frame.columns:
             raise NasError(f"study has no column {col!r}; use one of: {', '.join(_nice(known))}")
-    eligible = frame["feasible"].astype(bool) & frame[metric].notna()
+    ranked = confirmed_column(metric)
+    confirmed = ranked in frame.columns and bool(frame[ranked].notna().any())
+    ranked = ranked if confirmed else metric
+    eligible = frame["feasible"].astype(bool) & frame[ranked].notna()
     if "full_fidelity" in frame.columns:
         eligible &= frame["full_fidelity"].astype(bool)
     if "state" in frame.columns:
@@ -181,7 +201,7 @@ def pick(
     extra = [(c, d) for c, d in tradeoffs if c != metric and c not in {b.column for b in bounds}]
     keys = np.column_stack(
         [
-            rows[metric].to_numpy(dtype=float) * sign,
+            rows[ranked].to_numpy(dtype=float) * sign,
             *(rows[b.column].to_numpy(dtype=float) for b in bounds),
             *(rows[c].to_numpy(dtype=float) * (-1.0 if d == "maximize" else 1.0) for c, d in extra),
         ]
@@ -189,23 +209,26 @@ def pick(
     # rows missing a trade-off value compete on the metric and bounds only
     keep = non_dominated_mask(np.nan_to_num(keys, nan=np.inf)) if len(rows) else np.zeros(0, dtype=bool)
     order = np.lexsort((rows["trial"].to_numpy(), *[keys[:, i] for i in range(keys.shape[1] - 1, -1, -1)]))
-    efficient = [int(i) for i in order if keep[i]]
+    efficient = [int(i) for i in order if keep[i] or not efficient_only]
     chosen = efficient if top is None else efficient[:top]
     columns = list(dict.fromkeys([metric, *(b.column for b in bounds), *(c for c, _ in extra), *show]))
     candidates = []
     for rank, i in enumerate(chosen, start=1):
         r = rows.iloc[i]
-        err_col = f"{metric}_stderr"
-        stderr = _num(r[err_col]) if err_col in rows.columns else None
+        stderr = _num(r[stderr_column(ranked)]) if stderr_column(ranked) in rows.columns else None
+        search_stderr = _num(r[stderr_column(metric)]) if stderr_column(metric) in rows.columns else None
         candidates.append(
             Candidate(
                 rank=rank,
                 trial=int(r["trial"]),
-                score=float(r[metric]),
+                score=float(r[ranked]),
                 stderr=stderr,
                 config_hash=str(r.get("config_hash", "")),
                 summary=str(r.get("summary", "")),
                 values={c: _num(r[c]) for c in columns if c in rows.columns},
+                interval=None if stderr is None else z * stderr,
+                search_score=_num(r[metric]) if confirmed else None,
+                search_stderr=search_stderr if confirmed else None,
             )
         )
     return PickResult(
@@ -217,6 +240,8 @@ def pick(
         n_eligible=int(eligible.sum()),
         n_within_bounds=int(within.sum()),
         n_efficient=len(efficient),
+        confirmed=confirmed,
+        z=z,
     )
 
 

@@ -4,7 +4,10 @@
 * :func:`mean_stderr` — the standard error of a mean of per-example scores;
 * :func:`weighted_mean` — a weighted mean of independent estimates and its standard
   error, ``sqrt(sum w_i^2 se_i^2) / sum w_i``; it works on floats and element-wise on
-  numpy arrays or pandas Series alike (one value per trial).
+  numpy arrays or pandas Series alike (one value per trial);
+* :func:`paired_difference` — the mean difference of two candidates scored on the same
+  examples and its standard error, from the per-example differences (paired: the
+  examples' shared difficulty cancels).
 
 Plain numpy, no torch, no other ``nas`` code.
 """
@@ -12,7 +15,7 @@ Plain numpy, no torch, no other ``nas`` code.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -49,4 +52,32 @@ def weighted_mean(values: Sequence[Any], stderrs: Sequence[Any], weights: Sequen
     return mean, (float(stderr) if np.ndim(stderr) == 0 else stderr)
 
 
-__all__ = ["mean_stderr", "sample_stddev", "weighted_mean"]
+def paired_difference(a: Mapping[Any, float], b: Mapping[Any, float]) -> tuple[float, float] | None:
+    """``(mean, stderr)`` of ``a[i] - b[i]`` over the examples ``i`` both have (in ``a``'s
+    order); None when they share fewer than two."""
+    diffs = [value - b[key] for key, value in a.items() if key in b]
+    if len(diffs) < 2:
+        return None
+    return sum(diffs) / len(diffs), mean_stderr(diffs)
+
+
+def paired_weighted_difference(
+    a: Mapping[Any, Mapping[Any, float]], b: Mapping[Any, Mapping[Any, float]], weights: Mapping[Any, float]
+) -> tuple[float, float] | None:
+    """A weighted mean over parts (e.g. tasks) of paired differences ``a[part] - b[part]``,
+    parts taken as independent: ``(mean, stderr)``, or None when a part has fewer than two
+    shared examples."""
+    means, errors = [], []
+    for part in weights:
+        diff = paired_difference(a.get(part, {}), b.get(part, {}))
+        if diff is None:
+            return None
+        means.append(diff[0])
+        errors.append(diff[1])
+    if not means:
+        return None
+    mean, stderr = weighted_mean(means, errors, list(weights.values()))
+    return float(mean), float(stderr)
+
+
+__all__ = ["mean_stderr", "paired_difference", "paired_weighted_difference", "sample_stddev", "weighted_mean"]

@@ -22,23 +22,23 @@ import datetime as dt
 import json
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from nas.errors import NasError
-from nas.front import resolve_column, study_hypervolume
+from nas.front import StudyAxes, resolve_column, study_hypervolume
 from nas.metrics import ACCURACY, Direction, Objective, objective
 from nas.pick import Bound, PickResult, pick
-from nas.search.results import StudyResults, annotate_results, load_results
+from nas.search.results import StudyResults, annotate_results, load_results, tied_with_best
 from storage import Database, StorageError
 
 _CONFIG_PREFIX = "config."
 #: Columns every view frame has that are neither metrics, costs nor dims.
 _BASE = {"trial", "state", "feasible", "fidelity", "subnet_id", "config_hash", "config_json"}
-_DERIVED = {ACCURACY, f"{ACCURACY}_stderr", "summary", "layers_glance", "full_fidelity", "on_front"}
+_DERIVED = {ACCURACY, f"{ACCURACY}_stderr", "summary", "layers_glance", "full_fidelity", "on_front", "tied"}
 
 
 class TrialNotFound(StorageError, LookupError):
@@ -62,7 +62,8 @@ class StudyView:
     n_trials_target: int | None = None
     created_at: dt.datetime | None = None
     finished_at: dt.datetime | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
+    axes: StudyAxes | None = None  # objectives, aggregate weights and top fidelity (nas.front)
+    confirmed_fidelity: str | None = None  # where the ``@confirmed`` columns were scored
 
     @property
     def front(self) -> pd.DataFrame:
@@ -109,9 +110,14 @@ class StudyView:
 
 
 # -------------------------------------------------------------------------- pick
-def pick_in_view(view: StudyView, metric: str, bounds: Sequence[Bound] = (), top: int | None = 5) -> PickResult:
+def pick_in_view(
+    view: StudyView, metric: str, bounds: Sequence[Bound] = (), top: int | None = 5, *, db: Database | None = None,
+    efficient_only: bool = True,
+) -> PickResult:
     """:func:`nas.pick.pick` on a study with user-facing names (``accuracy``, ``latency``,
-    a bare task ...) resolved against it; :class:`NasError` names an unknown one."""
+    a bare task ...) resolved against it; :class:`NasError` names an unknown one. Ranked by
+    the confirmed score when the study has one; with ``db``, candidates statistically tied
+    with the best are marked (paired test on their per-example scores)."""
     column = resolve_column(metric, view.frame)
     if column is None:
         raise NasError(f"study {view.name!r} has no metric {metric!r}; use one of {', '.join(view.value_columns)}")
@@ -121,14 +127,29 @@ def pick_in_view(view: StudyView, metric: str, bounds: Sequence[Bound] = (), top
         if col is None:
             raise NasError(f"study {view.name!r} has no column {b.column!r} to bound; use one of {', '.join(view.value_columns)}")
         resolved.append(Bound(col, max=b.max, min=b.min))
-    return pick(view.frame, metric=column, bounds=resolved, direction=view.objective_for(column).direction, top=top,
-                show=[ACCURACY, *view.cost_columns], tradeoffs=view.cost_objectives)
+    confirmation = view.spec.get("confirmation")
+    z = float(confirmation.get("z", 1.96)) if isinstance(confirmation, Mapping) else 1.96
+    result = pick(view.frame, metric=column, bounds=resolved, direction=view.objective_for(column).direction, top=top,
+                  show=[ACCURACY, *view.cost_columns], tradeoffs=view.cost_objectives, z=z, efficient_only=efficient_only)
+    if db is None or view.axes is None:
+        return result
+    fidelity = view.confirmed_fidelity if result.confirmed else view.top_fidelity
+    return tied_with_best(db, view.frame, view.spec, result, weights=view.axes.weights, fidelity=fidelity)
 
 
 # ----------------------------------------------------------------------- loading
 def load_study(db: Database, name: str) -> StudyView:
-    """Read study ``name`` and derive the view (raises :class:`StorageError` if unknown)."""
-    return view_of(load_results(db, name, flatten_config=flatten_config))
+    """Read study ``name`` and derive the view (raises :class:`StorageError` if unknown).
+
+    ``tied`` marks the trials whose accuracy (confirmed when the study has it) the paired
+    test cannot tell from the best trial's: the ties a decision has to know about."""
+    view = view_of(load_results(db, name, flatten_config=flatten_config))
+    view.frame["tied"] = False
+    if view.frame[ACCURACY].notna().any():
+        ranked = pick_in_view(view, ACCURACY, top=None, db=db)
+        tied = {c.trial for c in ranked.candidates if c.tied_with is not None}
+        view.frame["tied"] = view.frame["trial"].isin(tied)
+    return view
 
 
 def build_view(
@@ -166,7 +187,7 @@ def view_of(results: StudyResults) -> StudyView:
     metric_cols = tuple(c for c in frame.columns if "/" in c and not c.endswith("_stderr") and "@" not in c)
     cost_cols = tuple(
         c for c in frame.columns
-        if c not in _BASE and c not in _DERIVED and not c.startswith(_CONFIG_PREFIX) and "/" not in c
+        if c not in _BASE and c not in _DERIVED and not c.startswith(_CONFIG_PREFIX) and "/" not in c and "@" not in c
     )
     spec = dict(results.spec)
     return StudyView(
@@ -183,6 +204,8 @@ def view_of(results: StudyResults) -> StudyView:
         n_trials_target=_n_trials_target(spec),
         created_at=results.created_at,
         finished_at=results.finished_at,
+        axes=results.axes,
+        confirmed_fidelity=results.confirmed_fidelity,
     )
 
 

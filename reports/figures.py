@@ -26,7 +26,15 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from nas.front import HypervolumeHistory, candidates_mask, front_mask, hypervolume_history, main_metric_columns
+from nas.front import (
+    HypervolumeHistory,
+    candidates_mask,
+    confirmed_column,
+    front_mask,
+    hypervolume_history,
+    main_metric_columns,
+    stderr_column,
+)
 from nas.metrics import ACCURACY, Objective
 from reports.data import StudyView
 
@@ -86,6 +94,14 @@ def hover_text(view: StudyView, row: pd.Series) -> str:
     return "<br>".join(lines)
 
 
+def _error_bars(errors: pd.Series, style: dict) -> dict | None:
+    values = errors.astype(float)
+    if not values.notna().any():
+        return None
+    return dict(type="data", array=values.fillna(0.0).tolist(), visible=True, thickness=1, width=0,
+                color=style.get("color", "#555"))
+
+
 def _axis_title(o: Objective) -> str:
     arrow = "↑ better" if o.direction == "maximize" else "↓ better"
     return f"{o.label} ({arrow})"
@@ -98,12 +114,18 @@ def _step_shape(x: Objective) -> str:
 
 # ---------------------------------------------------------------- pareto 2-D
 class ParetoData(NamedTuple):
-    """Points of a two-objective view by category, and the front sorted by x."""
+    """Points of a two-objective view by category, and the front sorted by x.
+
+    ``ex``/``ey`` are the points' error bars (``z`` standard errors; NaN for exact costs);
+    ``confirmed`` holds the trials scored on the held-out confirmation documents at their
+    confirmed score (the search score stays in ``points``)."""
     study: str
     x: Objective
     y: Objective
-    points: dict[str, pd.DataFrame]  # category -> columns trial, x, y, hover
+    points: dict[str, pd.DataFrame]  # category -> columns trial, x, y, ex, ey, hover
     front: pd.DataFrame  # trial, x, y sorted by x
+    confirmed: pd.DataFrame = pd.DataFrame(columns=["trial", "x", "y", "ex", "ey"])
+    z: float = 1.96
 
 
 def pareto_data(view: StudyView, x: str | Objective, y: str | Objective) -> ParetoData:
@@ -133,6 +155,7 @@ def pareto_data(view: StudyView, x: str | Objective, y: str | Objective) -> Pare
         if known.empty:
             known = frame[o.column].dropna()
         worst[o.column] = (known.min() if o.direction == "maximize" else known.max()) if not known.empty else 0.0
+    z = interval_z(view)
     points: dict[str, pd.DataFrame] = {}
     for name, mask in masks.items():
         rows = frame[mask]
@@ -143,11 +166,42 @@ def pareto_data(view: StudyView, x: str | Objective, y: str | Objective) -> Pare
                 "trial": rows["trial"].astype(int).to_numpy(),
                 "x": xs.astype(float).to_numpy(),
                 "y": ys.astype(float).to_numpy(),
+                "ex": _errors(rows, xo.column, z),
+                "ey": _errors(rows, yo.column, z),
                 "hover": [hover_text(view, r) for _, r in rows.iterrows()],
             }
         )
     front = points["front"][["trial", "x", "y"]].sort_values(["x", "y"]).reset_index(drop=True)
-    return ParetoData(view.name, xo, yo, points, front)
+    return ParetoData(view.name, xo, yo, points, front, _confirmed_points(frame, xo, yo, z), z)
+
+
+def interval_z(view: StudyView) -> float:
+    """How many standard errors the study's intervals span (its confirmation's ``z``, else 1.96)."""
+    confirmation = view.spec.get("confirmation")
+    return float(confirmation.get("z", 1.96)) if isinstance(confirmation, dict) else 1.96
+
+
+def _errors(rows: pd.DataFrame, column: str, z: float) -> np.ndarray:
+    """``z`` standard errors of a column (NaN where it has none)."""
+    err = stderr_column(column)
+    return (rows[err].astype(float) * z).to_numpy() if err in rows.columns else np.full(len(rows), np.nan)
+
+
+def _confirmed_points(frame: pd.DataFrame, x: Objective, y: Objective, z: float) -> pd.DataFrame:
+    """Trials with a confirmed score on an axis, placed at it (the other axis as searched)."""
+    cx, cy = confirmed_column(x.column), confirmed_column(y.column)
+    if cx not in frame.columns and cy not in frame.columns:
+        return pd.DataFrame(columns=["trial", "x", "y", "ex", "ey"])
+    xs = frame[cx] if cx in frame.columns else frame[x.column]
+    ys = frame[cy] if cy in frame.columns else frame[y.column]
+    rows = frame[xs.notna() & ys.notna() & (frame[cx].notna() if cx in frame.columns else frame[cy].notna())]
+    return pd.DataFrame({
+        "trial": rows["trial"].astype(int).to_numpy(),
+        "x": (rows[cx] if cx in frame.columns else rows[x.column]).astype(float).to_numpy(),
+        "y": (rows[cy] if cy in frame.columns else rows[y.column]).astype(float).to_numpy(),
+        "ex": _errors(rows, cx if cx in frame.columns else x.column, z),
+        "ey": _errors(rows, cy if cy in frame.columns else y.column, z),
+    })
 
 
 def draw_pareto(data: ParetoData, *, title: str | None = None) -> go.Figure:
@@ -161,10 +215,27 @@ def draw_pareto(data: ParetoData, *, title: str | None = None) -> go.Figure:
                 mode="markers",
                 name=f"{name} ({len(pts)})",
                 marker=_STYLE[name],
+                error_x=_error_bars(pts["ex"], _STYLE[name]),
+                error_y=_error_bars(pts["ey"], _STYLE[name]),
                 customdata=pts["trial"].tolist(),
                 hovertext=pts["hover"].tolist(),
                 hoverinfo="text",
                 meta={"category": name},
+            )
+        )
+    if len(data.confirmed):
+        fig.add_trace(
+            go.Scatter(
+                x=data.confirmed["x"].tolist(),
+                y=data.confirmed["y"].tolist(),
+                mode="markers",
+                name=f"confirmed on held-out documents ({len(data.confirmed)})",
+                marker=dict(color="#2ca02c", size=9, symbol="diamond", line=dict(color="#145214", width=1)),
+                error_x=_error_bars(data.confirmed["ex"], {"color": "#2ca02c"}),
+                error_y=_error_bars(data.confirmed["ey"], {"color": "#2ca02c"}),
+                customdata=data.confirmed["trial"].tolist(),
+                hovertemplate="trial %{customdata}: confirmed %{y:.4f}<extra></extra>",
+                meta={"category": "confirmed"},
             )
         )
     fig.add_trace(
@@ -179,7 +250,8 @@ def draw_pareto(data: ParetoData, *, title: str | None = None) -> go.Figure:
         )
     )
     fig.update_layout(
-        title=title or f"{data.study}: {data.y.label} vs {data.x.label}",
+        title=title or f"{data.study}: {data.y.label} vs {data.x.label}<br><sup>bars: ± {data.z:g} standard errors; "
+        "open circles stopped below the top fidelity (racing / promotion), crosses violate a constraint</sup>",
         xaxis_title=_axis_title(data.x),
         yaxis_title=_axis_title(data.y),
         **{**_LAYOUT, "margin": dict(l=60, r=20, t=90, b=50)},

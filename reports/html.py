@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import datetime as dt
 import html
+import os
+import tempfile
 from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
@@ -19,6 +21,8 @@ import plotly.graph_objects as go
 import plotly.io as pio
 from plotly.offline import get_plotlyjs
 
+from nas.errors import NasError
+from nas.front import confirmed_column, stderr_column
 from nas.metrics import ACCURACY
 from reports import figures as F
 from reports.data import StudyView
@@ -41,25 +45,37 @@ def figure_div(fig: go.Figure, div_id: str) -> str:
 
 
 def front_table(view: StudyView) -> dict:
-    """Header and rows (already formatted) of the front-members table."""
+    """Header and rows (already formatted) of the front-members table: the search accuracy
+    and, when the study was confirmed, the confirmed accuracy, each ± ``z`` standard errors,
+    and which members are statistically tied with the best."""
     front = view.front
     costs = [o for o in view.objectives if o.direction == "minimize"]
     if costs and not front.empty:
         front = front.sort_values(costs[0].column)
+    z = F.interval_z(view)
+    confirmed = confirmed_column(ACCURACY) if confirmed_column(ACCURACY) in view.frame.columns else None
     metric_cols = [c for c in view.metric_columns]
-    header = ["trial", "config", ACCURACY, *metric_cols, *view.cost_columns]
+    header = ["trial", "config", f"{ACCURACY} ± {z:g} se", *([f"confirmed ± {z:g} se"] if confirmed else []),
+              "tied with best", *metric_cols, *view.cost_columns]
     rows = []
     for _, r in front.iterrows():
-        cells = [str(int(r["trial"])), str(r["summary"]), F.format_value(ACCURACY, r[ACCURACY])]
+        cells = [str(int(r["trial"])), str(r["summary"]), _with_interval(r, ACCURACY, z)]
+        if confirmed:
+            cells.append(_with_interval(r, confirmed, z))
+        cells.append("yes" if r.get("tied") else "")
         for col in metric_cols:
-            text = F.format_value(col, r[col])
-            err = r.get(f"{col}_stderr")
-            if err is not None and err == err:
-                text += f" ± {err:.4f}"
-            cells.append(text)
+            cells.append(_with_interval(r, col, 1.0))
         cells += [F.format_value(c, r[c]) for c in view.cost_columns]
         rows.append(cells)
     return {"header": header, "rows": rows}
+
+
+def _with_interval(row: object, column: str, z: float) -> str:
+    text = F.format_value(column, row[column])  # type: ignore[index]
+    err = row.get(stderr_column(column))  # type: ignore[attr-defined]
+    if err is not None and err == err and text != "–":
+        text += f" ± {z * err:.4f}"
+    return text
 
 
 def report_figures(view: StudyView, others: Sequence[StudyView] = ()) -> list[tuple[str, go.Figure]]:
@@ -113,11 +129,35 @@ def render_report(view: StudyView, others: Sequence[StudyView] = ()) -> str:
 
 
 def write_report(view: StudyView, out: str | Path, others: Sequence[StudyView] = ()) -> Path:
-    path = Path(out)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(render_report(view, others), encoding="utf-8")
-    tmp.replace(path)
+    """Write the report to ``out`` (an existing directory receives ``<study>.html``) and
+    return the file's path. The file appears whole or not at all: it is written to a
+    temporary file beside it, renamed into place, and the temporary file never stays."""
+    path = Path(out).expanduser()
+    if path.is_dir():
+        path = path / f"{view.name}.html"
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise NasError(f"cannot write the report to {path}: {path.parent} is a file, not a directory") from None
+    except OSError as exc:
+        raise NasError(f"cannot create the directory {path.parent} for the report ({exc.strerror}); choose another --out") from None
+    if path.is_dir():
+        raise NasError(f"cannot write the report to {path}: it is a directory; give a file such as {path / 'report.html'}")
+    text = render_report(view, others)
+    try:
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise NasError(f"cannot write the report into {path.parent} ({exc.strerror}); choose another --out") from None
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        os.chmod(tmp, 0o644)
+        tmp.replace(path)
+    except OSError as exc:
+        raise NasError(f"cannot write the report to {path} ({exc.strerror}); choose another --out") from None
+    finally:
+        tmp.unlink(missing_ok=True)
     return path
 
 

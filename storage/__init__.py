@@ -10,7 +10,8 @@ them by study name and trial number only.
     sn = upsert_supernet(db, content_hash=..., name=..., path=..., config={...}, space={...}, provenance={...})
     sub = get_or_create_subnet(db, supernet_id=sn, config_json=..., config_hash=..., n_layer=4, params=10**6)
     record_evaluation(db, NewEvaluation(subnet_id=sub, task="piqa", metric="acc", value=0.6, stderr=0.01, ...))
-    find_evaluations(db, supernet_hash=..., config_hash=..., fidelity="full", harness_version=..., task_hashes={...})
+    find_evaluations(db, supernet_hash=..., config_hash=..., fidelity="full", harness_version=...,
+                     task_hashes={...}, settings={...})
 
 Errors a user can cause raise :class:`StorageError` with one clear message.
 """
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 from storage.cache import (
     COST_METHODS,
+    example_scores_of,
     find_costs,
     find_evaluations,
     find_subnet,
@@ -30,9 +32,10 @@ from storage.cache import (
     list_supernets,
     record_cost,
     record_evaluation,
+    subnet_example_scores,
     upsert_supernet,
 )
-from storage.database import Database, default_database_url, normalise_url, open_database
+from storage.database import Database, default_database_url, normalise_url, open_database, require_database
 from storage.errors import StorageError
 from storage.migrate import current_revision, head_revision, upgrade_schema
 from storage.records import (
@@ -55,7 +58,9 @@ from storage.studies import (
     list_trials,
     record_trial,
     set_study_status,
+    study_fidelities,
     study_results,
+    update_study_spec,
 )
 
 __all__ = [
@@ -84,6 +89,7 @@ __all__ = [
     "current_revision",
     "default_database_url",
     "find_costs",
+    "example_scores_of",
     "find_evaluations",
     "find_subnet",
     "get_example_scores",
@@ -101,8 +107,12 @@ __all__ = [
     "record_cost",
     "record_evaluation",
     "record_trial",
+    "require_database",
     "set_study_status",
+    "study_fidelities",
+    "subnet_example_scores",
     "study_results",
+    "update_study_spec",
     "upgrade_schema",
     "upsert_supernet",
 ]

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import sys
 from array import array
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import and_, or_, select
@@ -141,7 +141,8 @@ def record_evaluation(db: Database, evaluation: NewEvaluation) -> int:
     scores are kept as float32 and added to an existing evaluation that has none yet.
     """
     e = evaluation
-    _require_text(task=e.task, metric=e.metric, fidelity=e.fidelity, harness_version=e.harness_version, task_hash=e.task_hash)
+    _require_text(task=e.task, metric=e.metric, fidelity=e.fidelity, harness_version=e.harness_version, task_hash=e.task_hash,
+                  settings=e.settings)
     if (e.example_ids is None) != (e.example_scores is None):
         raise StorageError(
             f"evaluation {e.task}/{e.metric}: give both example_ids and example_scores, or neither"
@@ -164,9 +165,10 @@ def record_evaluation(db: Database, evaluation: NewEvaluation) -> int:
         "fidelity": e.fidelity,
         "harness_version": e.harness_version,
         "task_hash": e.task_hash,
+        "settings": e.settings,
         "wall_s": float(e.wall_s),
     }
-    key = ("subnet_id", "task", "metric", "fidelity", "task_hash", "harness_version")
+    key = ("subnet_id", "task", "metric", "fidelity", "task_hash", "harness_version", "settings")
     try:
         with db.session_scope() as session:
             evaluation_id, _ = insert_or_get(session, EvaluationRecord, values, key)
@@ -190,57 +192,119 @@ def record_evaluation(db: Database, evaluation: NewEvaluation) -> int:
         ) from exc
 
 
+def _task_match(task_hashes: Mapping[str, str], settings: Mapping[str, str]) -> Any:
+    """Rows of the tasks in ``task_hashes`` under their task hash and scoring settings."""
+    return or_(
+        *[
+            and_(EvaluationRecord.task == t, EvaluationRecord.task_hash == h, EvaluationRecord.settings == settings.get(t, ""))
+            for t, h in task_hashes.items()
+        ]
+    )
+
+
 def find_evaluations(
     db: Database,
     *,
     supernet_hash: str,
     config_hash: str,
-    fidelity: str,
+    fidelity: str | Sequence[str],
     harness_version: str,
-    task_hashes: dict[str, str],
+    task_hashes: Mapping[str, str],
+    settings: Mapping[str, str],
+    with_scores: bool = False,
 ) -> list[EvaluationRow]:
     """Cached evaluations of a sub-network, for the tasks in ``task_hashes`` ({task: task hash}).
 
-    Returns every stored metric of each task whose task hash matches, at exactly
-    ``fidelity`` and ``harness_version``, ordered by (task, metric). A task missing from
-    the result has not been evaluated under those keys (a cache miss for that task).
-    The sub-network is found by the supernet's content hash, so results recorded by
-    any study on the same supernet are found.
+    Returns every stored metric of each task whose task hash and ``settings`` ({task:
+    scoring settings}) match, at ``fidelity`` (one label, or several) and
+    ``harness_version``, ordered by (fidelity, task, metric). A task missing from the
+    result has not been evaluated under those keys (a cache miss for that task). The
+    sub-network is found by the supernet's content hash, so results recorded by any study
+    on the same supernet are found. ``with_scores`` also returns the per-example scores.
     """
     if not task_hashes:
         return []
-    task_match = or_(
-        *[and_(EvaluationRecord.task == t, EvaluationRecord.task_hash == h) for t, h in task_hashes.items()]
-    )
+    labels = [fidelity] if isinstance(fidelity, str) else list(fidelity)
+    task_match = _task_match(task_hashes, settings)
     stmt = (
-        select(EvaluationRecord, SubnetRecord.config_hash, ExampleScoresRecord.id)
+        select(EvaluationRecord, SubnetRecord.config_hash, ExampleScoresRecord)
         .join(SubnetRecord, EvaluationRecord.subnet_id == SubnetRecord.id)
         .join(SupernetRecord, SubnetRecord.supernet_id == SupernetRecord.id)
         .outerjoin(ExampleScoresRecord, ExampleScoresRecord.evaluation_id == EvaluationRecord.id)
         .where(
             SupernetRecord.content_hash == supernet_hash,
             SubnetRecord.config_hash == config_hash,
+            EvaluationRecord.fidelity.in_(labels),
+            EvaluationRecord.harness_version == harness_version,
+            task_match,
+        )
+        .order_by(EvaluationRecord.fidelity, EvaluationRecord.task, EvaluationRecord.metric)
+    )
+    with db.session_scope() as session:
+        return [_evaluation_row(rec, chash, scores, with_scores) for rec, chash, scores in session.execute(stmt)]
+
+
+def example_scores_of(
+    db: Database, subnet_ids: Sequence[int], *, fidelity: str, harness_version: str,
+    task_hashes: Mapping[str, str], settings: Mapping[str, str],
+) -> list[EvaluationRow]:
+    """The evaluations (with per-example scores) of several sub-networks at one fidelity,
+    under the same keys as :func:`find_evaluations` — e.g. a front's members, for paired
+    comparisons. Ordered by (sub-network, task, metric)."""
+    if not subnet_ids or not task_hashes:
+        return []
+    task_match = _task_match(task_hashes, settings)
+    stmt = (
+        select(EvaluationRecord, SubnetRecord.config_hash, ExampleScoresRecord)
+        .join(SubnetRecord, EvaluationRecord.subnet_id == SubnetRecord.id)
+        .join(ExampleScoresRecord, ExampleScoresRecord.evaluation_id == EvaluationRecord.id)
+        .where(
+            EvaluationRecord.subnet_id.in_(list(subnet_ids)),
             EvaluationRecord.fidelity == fidelity,
             EvaluationRecord.harness_version == harness_version,
             task_match,
         )
-        .order_by(EvaluationRecord.task, EvaluationRecord.metric)
+        .order_by(EvaluationRecord.subnet_id, EvaluationRecord.task, EvaluationRecord.metric)
     )
     with db.session_scope() as session:
-        return [_evaluation_row(rec, chash, scores_id is not None) for rec, chash, scores_id in session.execute(stmt)]
+        return [_evaluation_row(rec, chash, scores, True) for rec, chash, scores in session.execute(stmt)]
+
+
+def subnet_example_scores(
+    db: Database, subnet_ids: Sequence[int], *, fidelity: str, settings: Mapping[str, str] | None = None
+) -> list[EvaluationRow]:
+    """Per-example scores of several sub-networks at ``fidelity``: for each (sub-network,
+    task, metric) the newest evaluation that has them (under ``settings`` {task: settings}
+    when given), by (sub-network, task, metric)."""
+    if not subnet_ids:
+        return []
+    stmt = (
+        select(EvaluationRecord, SubnetRecord.config_hash, ExampleScoresRecord)
+        .join(SubnetRecord, EvaluationRecord.subnet_id == SubnetRecord.id)
+        .join(ExampleScoresRecord, ExampleScoresRecord.evaluation_id == EvaluationRecord.id)
+        .where(EvaluationRecord.subnet_id.in_(list(subnet_ids)), EvaluationRecord.fidelity == fidelity)
+        .order_by(EvaluationRecord.id)
+    )
+    newest: dict[tuple[int, str, str], EvaluationRow] = {}
+    with db.session_scope() as session:
+        for rec, chash, scores in session.execute(stmt):
+            if settings and rec.settings != settings.get(rec.task, rec.settings):
+                continue
+            newest[(rec.subnet_id, rec.task, rec.metric)] = _evaluation_row(rec, chash, scores, True)
+    return [newest[k] for k in sorted(newest)]
 
 
 def list_evaluations(db: Database, subnet_id: int) -> list[EvaluationRow]:
     """Every evaluation of one sub-network (all tasks, fidelities, versions), by (task, metric, fidelity, id)."""
     stmt = (
-        select(EvaluationRecord, SubnetRecord.config_hash, ExampleScoresRecord.id)
+        select(EvaluationRecord, SubnetRecord.config_hash, ExampleScoresRecord)
         .join(SubnetRecord, EvaluationRecord.subnet_id == SubnetRecord.id)
         .outerjoin(ExampleScoresRecord, ExampleScoresRecord.evaluation_id == EvaluationRecord.id)
         .where(EvaluationRecord.subnet_id == subnet_id)
         .order_by(EvaluationRecord.task, EvaluationRecord.metric, EvaluationRecord.fidelity, EvaluationRecord.id)
     )
     with db.session_scope() as session:
-        return [_evaluation_row(rec, chash, scores_id is not None) for rec, chash, scores_id in session.execute(stmt)]
+        return [_evaluation_row(rec, chash, scores) for rec, chash, scores in session.execute(stmt)]
 
 
 def get_example_scores(db: Database, evaluation_id: int) -> ExampleScores | None:
@@ -365,7 +429,10 @@ def _subnet_row(rec: SubnetRecord) -> SubnetRow:
     )
 
 
-def _evaluation_row(rec: EvaluationRecord, config_hash: str, has_scores: bool) -> EvaluationRow:
+def _evaluation_row(
+    rec: EvaluationRecord, config_hash: str, scores: ExampleScoresRecord | None, with_scores: bool = False
+) -> EvaluationRow:
+    unpacked = with_scores and scores is not None
     return EvaluationRow(
         id=rec.id,
         subnet_id=rec.subnet_id,
@@ -378,9 +445,12 @@ def _evaluation_row(rec: EvaluationRecord, config_hash: str, has_scores: bool) -
         fidelity=rec.fidelity,
         harness_version=rec.harness_version,
         task_hash=rec.task_hash,
+        settings=rec.settings,
         wall_s=rec.wall_s,
         created_at=rec.created_at,
-        has_example_scores=has_scores,
+        has_example_scores=scores is not None,
+        example_ids=tuple(scores.example_ids) if unpacked else None,
+        example_scores=_unpack_scores(scores.scores) if unpacked else None,
     )
 
 

@@ -44,6 +44,8 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 TABLE_PREFIX = "nas_"
+#: ``nas_evaluation.settings`` of rows whose scoring settings are not known (revision 0003).
+LEGACY_SETTINGS = '{"legacy":"unknown"}'
 
 # Stable constraint names on every engine (Alembic needs them to alter constraints later).
 NAMING_CONVENTION = {
@@ -145,8 +147,11 @@ class SubnetRecord(Base):
 class EvaluationRecord(Base):
     """One metric of one task for one sub-network at one fidelity, with its provenance.
 
-    Unique on (sub-network, task, metric, fidelity, task hash, harness version): that
-    tuple is the evaluation cache key.
+    Unique on (sub-network, task, metric, fidelity, task hash, harness version,
+    settings): that tuple is the evaluation cache key. ``settings`` is the canonical JSON
+    of what else changes a score (dtype, context window, log-softmax dtype; see
+    :func:`evaluators.types.scoring_settings`); the few-shot count is part of the task
+    config, hence of the task hash.
     """
 
     __tablename__ = "nas_evaluation"
@@ -158,6 +163,7 @@ class EvaluationRecord(Base):
             "fidelity",
             "task_hash",
             "harness_version",
+            "settings",
             name="uq_nas_evaluation_key",
         ),
     )
@@ -172,6 +178,7 @@ class EvaluationRecord(Base):
     fidelity: Mapped[str] = mapped_column(String(255))
     harness_version: Mapped[str] = mapped_column(String(64))
     task_hash: Mapped[str] = mapped_column(String(128))
+    settings: Mapped[str] = mapped_column(String(512), server_default=LEGACY_SETTINGS)
     wall_s: Mapped[float]
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
 

@@ -27,6 +27,7 @@ class NewEvaluation:
     fidelity: str
     harness_version: str
     task_hash: str
+    settings: str  # evaluators.types.scoring_settings(...): dtype, context window, log-softmax dtype
     wall_s: float
     example_ids: tuple[Any, ...] | None = None
     example_scores: tuple[float, ...] | None = None
@@ -64,7 +65,8 @@ class EvaluationRow:
     """One stored metric of one task for one sub-network at one fidelity.
 
     ``stderr`` is ``None`` when the metric has none; ``has_example_scores`` says whether
-    :func:`storage.get_example_scores` will find per-example scores for ``id``.
+    :func:`storage.get_example_scores` will find per-example scores for ``id``;
+    ``example_ids``/``example_scores`` carry them when the query asked for them.
     """
 
     id: int
@@ -78,9 +80,12 @@ class EvaluationRow:
     fidelity: str
     harness_version: str
     task_hash: str
+    settings: str
     wall_s: float
     created_at: dt.datetime
     has_example_scores: bool
+    example_ids: tuple[Any, ...] | None = None
+    example_scores: tuple[float, ...] | None = None
 
 
 @dataclass(frozen=True)

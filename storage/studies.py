@@ -197,6 +197,7 @@ def study_results(
     device: str | None = None,
     all_fidelities: bool = False,
     flatten_config: Callable[[dict[str, Any]], Mapping[str, Any]] | None = None,
+    confirmed: str | None = None,
 ) -> pd.DataFrame:
     """A study's results: one row per recorded trial, ordered by trial number.
 
@@ -218,13 +219,20 @@ def study_results(
       only costs for ``device`` when given, else any device; when one metric has
       several rows, ``measured`` beats ``predicted`` beats ``analytic``, then the newest;
     * with ``all_fidelities=True``, also ``<task>/<metric>@<fidelity>`` for every
-      fidelity at which the trial's sub-network was evaluated.
+      fidelity at which the trial's sub-network was evaluated;
+    * with ``confirmed=LABEL`` (a confirmation fidelity), ``<task>/<metric>@confirmed`` and
+      ``<task>/<metric>_stderr@confirmed`` for the trials scored at it.
+
+    When the study's spec records the scoring settings of its tasks (``scoring``: {task:
+    settings}), only evaluations under those settings count: another study's scores of
+    the same sub-network in another dtype never leak into this one's.
 
     The frame has these columns even with zero trials (then without dynamic columns).
     Raises :class:`StorageError` if there is no study called ``study_name``.
     """
     with db.session_scope() as session:
         study_id = _study_id(session, study_name, db)
+        spec = session.execute(select(StudyRecord.spec).where(StudyRecord.id == study_id)).scalar_one()
         trials = session.execute(
             select(
                 TrialRecord.trial_number,
@@ -250,6 +258,7 @@ def study_results(
                 EvaluationRecord.stderr,
                 EvaluationRecord.fidelity,
                 EvaluationRecord.n_examples,
+                EvaluationRecord.settings,
             )
             .where(EvaluationRecord.subnet_id.in_(subnets))
             .order_by(EvaluationRecord.id)
@@ -266,7 +275,11 @@ def study_results(
     # subnet -> fidelity -> (task, metric) -> (value, stderr); later ids overwrite earlier ones.
     evals: dict[int, dict[str, dict[tuple[str, str], tuple[float, float | None]]]] = {}
     examples: dict[int, dict[str, int]] = {}
+    settings = (spec or {}).get("scoring") if isinstance(spec, Mapping) else None
+    settings = settings if isinstance(settings, Mapping) else {}
     for e in evaluations:
+        if e.settings != settings.get(e.task, e.settings):
+            continue
         evals.setdefault(e.subnet_id, {}).setdefault(e.fidelity, {})[(e.task, e.metric)] = (e.value, e.stderr)
         by_fid = examples.setdefault(e.subnet_id, {})
         by_fid[e.fidelity] = max(by_fid.get(e.fidelity, 0), e.n_examples)
@@ -307,6 +320,11 @@ def study_results(
             metric_keys.add((task, metric))
             row[f"{task}/{metric}"] = value
             row[f"{task}/{metric}_stderr"] = stderr
+        if confirmed is not None:
+            for (task, metric), (value, stderr) in by_fidelity.get(confirmed, {}).items():
+                fid_cols.update((f"{task}/{metric}@confirmed", f"{task}/{metric}_stderr@confirmed"))
+                row[f"{task}/{metric}@confirmed"] = value
+                row[f"{task}/{metric}_stderr@confirmed"] = stderr
         if all_fidelities:
             for fid, metrics in by_fidelity.items():
                 for (task, metric), (value, _stderr) in metrics.items():
@@ -327,6 +345,30 @@ def study_results(
     frame["subnet_id"] = frame["subnet_id"].astype("int64")
     frame["feasible"] = frame["feasible"].astype("bool")
     return frame
+
+
+def study_fidelities(db: Database, study_name: str) -> dict[str, int]:
+    """Every fidelity label at which a trial's sub-network of the study was evaluated, with
+    the largest number of examples seen at it."""
+    with db.session_scope() as session:
+        study_id = _study_id(session, study_name, db)
+        subnets = select(TrialRecord.subnet_id).where(TrialRecord.study_id == study_id).scalar_subquery()
+        rows = session.execute(
+            select(EvaluationRecord.fidelity, func.max(EvaluationRecord.n_examples))
+            .where(EvaluationRecord.subnet_id.in_(subnets))
+            .group_by(EvaluationRecord.fidelity)
+        ).all()
+    return {fidelity: int(n) for fidelity, n in rows}
+
+
+def update_study_spec(db: Database, name: str, spec: Mapping[str, Any]) -> None:
+    """Replace the stored spec of study ``name`` (e.g. when a confirmation set is added to a
+    study created before they existed)."""
+    with db.session_scope() as session:
+        rec = session.execute(select(StudyRecord).where(StudyRecord.name == name)).scalar_one_or_none()
+        if rec is None:
+            raise _unknown_study(session, name, db)
+        rec.spec = dict(spec)
 
 
 # ---------------------------------------------------------------------------- helpers

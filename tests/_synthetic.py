@@ -84,6 +84,7 @@ def write_synthetic_study(
             "budget": {"n_trials": n_trials},
             "sampler": "random",
             "seed": seed,
+            "confirmation": None,  # synthetic rows sit at n50-s0 and full: nothing is held out
         },
         source="synthetic study spec",
     ).to_dict()

@@ -18,6 +18,7 @@ import torch
 from lm_eval.api.instance import Instance
 
 from evaluators import Evaluator, EvaluatorError, Fidelity, SubnetLM, subset_ids
+from evaluators.types import Metrics
 from nas.model.directory import save_supernet
 from nas.model.subnet import SubnetConfig
 
@@ -187,6 +188,23 @@ def test_subset_is_seeded_nested_and_not_the_first_documents():
     assert subset_ids("x", 10, Fidelity(limit=100)) == list(range(10))
 
 
+def test_which_fidelities_contain_which():
+    parse = Fidelity.parse
+    # search documents are the head of the order: a limit's label carries no holdout
+    assert parse("n100-s0").contains(parse("n50-s0")) and not parse("n50-s0").contains(parse("n100-s0"))
+    assert Fidelity(100, 0, holdout=100).contains(parse("n50-s0"))
+    assert parse("full-h100-s0").contains(parse("n50-s0")) and parse("full").contains(parse("full-h100-s0"))
+    assert not parse("full-h100-s0").contains(parse("full")) and not parse("n50-s0").contains(parse("full-h100-s0"))
+    assert not parse("n100-s1").contains(parse("n50-s0"))
+    # confirmation documents are the tail: never inside a search fidelity, and only of their own holdout
+    assert parse("call-h100-s0").contains(parse("c50-h100-s0")) and not parse("c50-h100-s0").contains(parse("call-h100-s0"))
+    assert not parse("call-h200-s0").contains(parse("c50-h100-s0")) and not parse("full").contains(parse("c50-h100-s0"))
+    assert not parse("call-h100-s0").contains(parse("n50-s0"))
+    n = 1000
+    for big, small in [("full-h100-s0", "n50-s0"), ("call-h100-s0", "c50-h100-s0"), ("n100-s0", "n50-s0")]:
+        assert set(parse(small).doc_ids("piqa", n)) <= set(parse(big).doc_ids("piqa", n))  # what contains promises
+
+
 @pytest.fixture(scope="module")
 def evaluator(tiny):
     tok, hf, _ = tiny
@@ -204,13 +222,15 @@ def test_evaluator_matches_lm_eval_evaluate_on_the_same_documents(evaluator):
     assert metrics.fidelity == "n6-s3" and metrics.harness_version and metrics.wall_s > 0
     assert set(metrics.task_hashes) == {"arc_easy", "lambada_openai"}
     samples = {task: evaluator.subset(task, fidelity) for task in ("arc_easy", "lambada_openai")}
-    reference = lm_eval_evaluate(
-        evaluator.lm("largest"),
-        {"tasks": dict(evaluator.tasks.tasks), "groups": {}},
-        samples=samples,
-        bootstrap_iters=0,
-        log_samples=False,
-    )["results"]
+    reference = {}
+    for task, obj in evaluator.tasks.tasks.items():  # one task per call: our evaluator batches each task on its own
+        reference.update(lm_eval_evaluate(
+            evaluator.lm("largest"),
+            {"tasks": {task: obj}, "groups": {}},
+            samples={task: samples[task]},
+            bootstrap_iters=0,
+            log_samples=False,
+        )["results"])
     for task, metric in (("arc_easy", "acc"), ("arc_easy", "acc_norm"), ("lambada_openai", "acc"), ("lambada_openai", "perplexity")):
         score = metrics.get(task, metric)
         assert score.example_ids == tuple(samples[task]) and score.n_examples == 6
@@ -289,3 +309,19 @@ def test_lm_eval_cli_reports_bad_subnet_without_a_traceback(tiny, tmp_path, monk
         main(args)
     assert exit_info.value.code == 2
     assert "error: subnet 'biggest' is not 'largest'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("holdout", [0, 200])  # 200: a study that holds confirmation documents out
+def test_a_nested_rung_scores_only_its_new_documents_and_equals_scoring_it_directly(evaluator, holdout):
+    low = evaluator.evaluate("largest", Fidelity(limit=4, seed=3, holdout=holdout))
+    low = Metrics(low.scores, low.fidelity, low.harness_version)  # as the search passes it on: by its label
+    merged = evaluator.evaluate("largest", Fidelity(limit=9, seed=3, holdout=holdout), prior=low)
+    merged_tokens = evaluator.last_stats["n_tokens"]
+    direct = evaluator.evaluate("largest", Fidelity(limit=9, seed=3, holdout=holdout))
+    assert merged_tokens < evaluator.last_stats["n_tokens"]  # arc_easy's 4 known documents were not run again
+    assert [(s.task, s.metric) for s in merged.scores] == [(s.task, s.metric) for s in direct.scores]
+    for ours, theirs in zip(merged.scores, direct.scores, strict=True):
+        assert ours == theirs  # value, stderr, ids and per-example scores, bit for bit
+    # a prior that is not nested in the fidelity is ignored, not merged
+    other = evaluator.evaluate("largest", Fidelity(limit=4, seed=5))
+    assert evaluator.evaluate("largest", Fidelity(limit=9, seed=3), prior=other).scores == direct.scores

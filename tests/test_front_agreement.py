@@ -4,7 +4,6 @@ aggregate accuracy and one hypervolume: all four are built on nas.search.results
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,41 +13,15 @@ from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
 import storage
-from evaluators.heldout import subset_indices
-from evaluators.types import Fidelity, Metrics, TaskScore
 from nas.cli import app as cli
 from nas.model.directory import LoadedSupernet
-from nas.model.subnet import SubnetConfig
 from nas.search.status import study_status
 from nas.search.study import open_search
 from reports.data import load_study
 from reports.html import render_report
 from reports.web import WebSettings, create_app
 
-from _search import make_spec, save_tiny_supernet
-
-TASKS = ("piqa", "arc_easy")
-
-
-class TwoTasks:
-    """Deterministic 0/1 per-example scores on two tasks: deeper and wider sub-networks get
-    more examples right (with a seeded pattern), so accuracy trades off against size."""
-
-    tasks = TASKS
-    harness_version = "synthetic-two-1"
-    task_hashes = {t: f"{t}-synthetic" for t in TASKS}
-
-    def evaluate(self, subnet: SubnetConfig, fidelity: Fidelity) -> Metrics:
-        size = subnet.n_layer + sum(subnet.d_ff) / 64 / len(subnet.d_ff) + sum(subnet.n_head) / 4 / len(subnet.n_head)
-        scores = []
-        for k, task in enumerate(TASKS):
-            ids = subset_indices(40, fidelity)
-            right = [1.0 if ((i * 7 + 3 * k) % 10) < 2 * size else 0.0 for i in ids]
-            mean = sum(right) / len(right)
-            sd = math.sqrt(sum((r - mean) ** 2 for r in right) / (len(right) - 1))
-            scores.append(TaskScore(task, "acc", mean, sd / math.sqrt(len(right)), len(right), tuple(ids), tuple(right)))
-        return Metrics(scores=tuple(scores), fidelity=fidelity.label, harness_version=self.harness_version,
-                       task_hashes=dict(self.task_hashes), n_model_calls=1)
+from _search import TASKS, TwoTasks, make_spec, save_tiny_supernet
 
 
 @pytest.fixture(scope="module")

@@ -346,6 +346,7 @@ def test_search_explores_experts_and_top_k_on_a_moe_supernet(tmp_path: Path, sql
     spec = parse_spec({
         "name": "moe-search", "supernet": str(tmp_path / "moe"), "storage": sqlite_url, "dtype": "fp32",
         "tasks": [{"name": "heldout_loss", "n_examples": 8, "seq_len": 16}],
+        "confirmation": None,
         "objectives": ["heldout_loss", "active_params"], "constraints": {"active_params": 12_000},
         "sampler": "grid", "budget": {"n_trials": space.size()},
     })

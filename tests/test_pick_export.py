@@ -112,7 +112,8 @@ PER_LAYER = SubnetConfig(layers=(0, 2, 3), n_head=(4, 2, 4), d_ff=(64, 16, 32), 
 def test_export_round_trip_parity(supernet_dir, tmp_path: Path, subnet: SubnetConfig, fmt: str) -> None:  # noqa: ANN001
     path, model, digest = supernet_dir
     out = tmp_path / "export"
-    result = export_subnet(_source(path, digest, subnet), out)
+    confirmed = (ScoreRecord("piqa", "acc", 0.58, 0.02, 200, "call-h200-s0", "0.4.9", "abc123"),) if fmt == "nas-dense" else ()
+    result = export_subnet(_source(path, digest, subnet, confirmed=confirmed), out)
     assert result.format == fmt
     assert result.params == model.num_params(subnet)
     assert {"model.safetensors", "config.json", "README.md", "nas_export.json"} <= set(result.files)
@@ -129,7 +130,11 @@ def test_export_round_trip_parity(supernet_dir, tmp_path: Path, subnet: SubnetCo
             seq = torch.cat([seq, model(seq, subnet)[:, -1:].argmax(-1)], dim=1)
     assert new == seq[0, 4:].tolist()
     card = (out / "README.md").read_text()
-    assert subnet.summary() in card and digest in card and "0.4.9" in card and "0.6100 | 0.0120" in card
+    assert subnet.summary() in card and digest in card and "0.4.9" in card and "| 0.6100 | 0.0235 | 500 | full |" in card
+    if confirmed:  # the unbiased estimate first, the search's (optimistic) score beside it
+        assert "| piqa | acc | 0.5800 | 0.0392 | 0.6100 | 200 / 500 |" in card
+    else:
+        assert "not confirmed: run `nas confirm`" in card
     assert json.loads((out / "nas_export.json").read_text())["subnet"] == subnet.to_dict()
     with pytest.raises(NasError, match="not empty"):
         export_subnet(_source(path, digest, subnet), out)
@@ -185,7 +190,8 @@ def _record_heldout_study(db: storage.Database, path: Path, model: Supernet, dig
     from nas.model.directory import load_supernet
 
     spec = parse_spec({"name": "heldout", "supernet": str(path), "tasks": [{"name": "heldout_loss", "n_examples": 8, "seq_len": 12}],
-                       "objectives": ["heldout_loss", "params"], "budget": {"n_trials": len(subnets)}, "dtype": "fp32"})
+                       "objectives": ["heldout_loss", "params"], "budget": {"n_trials": len(subnets)}, "dtype": "fp32",
+                       "confirmation": None})
     loaded = load_supernet(path, dtype="fp32")
     (scorer,) = build_scorers(spec, loaded)
     sn = storage.upsert_supernet(db, content_hash=digest, name="tiny", path=str(path), config=CONFIG.to_dict(),
@@ -198,7 +204,7 @@ def _record_heldout_study(db: storage.Database, path: Path, model: Supernet, dig
         for s in metrics.scores:
             storage.record_evaluation(db, storage.NewEvaluation(subnet_id=sub, task=s.task, metric=s.metric, value=s.value, stderr=s.stderr,
                                       n_examples=s.n_examples, fidelity=metrics.fidelity, harness_version=metrics.harness_version,
-                                      task_hash=metrics.task_hashes[s.task], wall_s=metrics.wall_s))
+                                      task_hash=metrics.task_hashes[s.task], settings=scorer.settings[s.task], wall_s=metrics.wall_s))
         storage.record_cost(db, subnet_id=sub, device="cpu", metric="params", value=float(model.num_params(subnet)), method="analytic")
         storage.record_trial(db, study_id=study, trial_number=number, subnet_id=sub, fidelity="full", feasible=True, state="COMPLETE")
 

@@ -103,7 +103,7 @@ def test_cache_answers_a_second_study_with_zero_model_calls(tiny: LoadedSupernet
 def test_promotion_scores_low_first_and_builds_the_front_from_the_top_rung(tiny: LoadedSupernet, sqlite_url: str) -> None:
     scorer = CountingScorer(SyntheticLoss())
     spec = make_spec(tiny.path, sqlite_url, fidelities=[10, "full"], budget={"n_trials": 12}, seed=3,
-                     promotion={"z": 2.0, "min_top_trials": 2})
+                     promotion={"mode": "ladder", "z": 2.0, "min_top_trials": 2})
     search = open_search(spec, scorers=[scorer], loaded=tiny)
     summary = search.optimize()
     trials = [t for t in _trials(sqlite_url, "s") if t.state.name == "COMPLETE"]
@@ -259,7 +259,7 @@ def test_cli_search_status_and_bad_input(tiny: LoadedSupernet, tmp_path: Path, m
         f"name: cli\nsupernet: {tiny.path}\nspace: {{n_layer_choices: [2, 3], d_ff_choices: [32, 64]}}\n"
         "tasks: [{name: heldout_loss, n_examples: 16, seq_len: 16}]\n"
         "objectives: [heldout_loss, non_embedding_params]\nsampler: random\nbudget: {n_trials: 3}\n"
-        f"dtype: fp32\nstorage: {url}\n"
+        f"dtype: fp32\nstorage: {url}\nconfirmation: null\n"
     )
     code, out, err = _cli(monkeypatch, capsys, "search", str(path), "--quiet")
     assert code == 0, err

@@ -49,13 +49,13 @@ def _run_victim(study: str, url: str, hung: Any) -> None:
     evaluate = HeldOutLoss.evaluate
     calls = 0
 
-    def hang_on_the_second(self: HeldOutLoss, subnet: Any, fidelity: Any) -> Any:
+    def hang_on_the_second(self: HeldOutLoss, subnet: Any, fidelity: Any, prior: Any = None) -> Any:
         nonlocal calls
         calls += 1
         if calls == 2:
             hung.set()
             time.sleep(600)
-        return evaluate(self, subnet, fidelity)
+        return evaluate(self, subnet, fidelity, prior)
 
     HeldOutLoss.evaluate = hang_on_the_second  # type: ignore[method-assign]
     _run_worker(study, url)
@@ -81,6 +81,7 @@ def test_two_workers_finish_the_study_when_one_is_killed(pg_url_factory: Callabl
     spec = make_spec(
         tiny.path, url, name="w", budget={"n_trials": N_TRIALS},
         tasks=[{"name": "heldout_loss", "n_examples": 128, "seq_len": 32}],
+        promotion={"mode": "ladder"},  # one evaluation per trial: the victim hangs in its second trial
         fault_tolerance={"heartbeat_interval_s": 1, "grace_period_s": 2, "max_retry": 3},
     )
     search = open_search(spec, loaded=tiny)  # create the study; the workers do the rest

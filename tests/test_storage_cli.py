@@ -36,9 +36,10 @@ def _study(url: str, spec: dict) -> None:
                 config_hash=f"h{trial}", n_layer=trial + 1, params=params,
             )
             for task, value in (("piqa", piqa), ("arc_easy", arc)):
-                storage.record_evaluation(
-                    db, storage.NewEvaluation(subnet_id=sub, task=task, metric="acc", value=value, stderr=0.01, n_examples=100,
-                    fidelity=fidelity, harness_version="v", task_hash=task, wall_s=1.0,))
+                storage.record_evaluation(db, storage.NewEvaluation(
+                    subnet_id=sub, task=task, metric="acc", value=value, stderr=0.01, n_examples=100,
+                    fidelity=fidelity, harness_version="v", task_hash=task, settings="{}", wall_s=1.0,
+                ))
             storage.record_cost(db, subnet_id=sub, device="cpu", metric="params", value=params, method="analytic")
             storage.record_trial(db, study_id=sid, trial_number=trial, subnet_id=sub, fidelity=fidelity, feasible=feasible, state="COMPLETE")
 
@@ -49,7 +50,7 @@ def spec_study(sqlite_url: str) -> str:
 
     spec = parse_spec({
         "name": "s", "supernet": "x", "tasks": ["piqa", "arc_easy"], "objectives": ["accuracy", "params"],
-        "budget": {"n_trials": 5}, "fidelities": [100, "full"],
+        "budget": {"n_trials": 5}, "fidelities": [100, "full"], "confirmation": None,
     })
     _study(sqlite_url, spec.to_dict())
     return sqlite_url

@@ -42,8 +42,8 @@ def _writer(url: str, seed: int, barrier: Any, results: Any) -> None:
             for task in TASKS:
                 ids[f"eval/{k}/{task}"] = storage.record_evaluation(
                     db, storage.NewEvaluation(subnet_id=sub, task=task, metric="acc", value=k / 100, stderr=0.01, n_examples=10,
-                    fidelity="n10", harness_version="v", task_hash=task, wall_s=0.1,
-                    example_ids=list(range(10)), example_scores=[float(seed)] * 10,))
+                    fidelity="n10", harness_version="v", task_hash=task, settings='{}', wall_s=0.1,
+                    example_ids=list(range(10)), example_scores=[float(seed)] * 10))
             ids[f"cost/{k}"] = storage.record_cost(db, subnet_id=sub, device="cpu", metric="params", value=k, method="analytic")
             storage.record_trial(db, study_id=study, trial_number=k, subnet_id=sub, fidelity="n10", feasible=True, state="COMPLETE")
         db.close()

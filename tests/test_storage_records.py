@@ -45,6 +45,7 @@ def _subnet(db: Database, supernet_id: int, layers: tuple[int, ...] = (0, 1, 3),
     )
 
 
+SETTINGS = '{"dtype":"bf16","max_length":2048,"softmax":"bf16"}'
 EVAL: dict[str, Any] = {
     "task": "piqa",
     "metric": "acc",
@@ -54,6 +55,7 @@ EVAL: dict[str, Any] = {
     "fidelity": "n100-s0",
     "harness_version": "0.4.8",
     "task_hash": "th-piqa",
+    "settings": SETTINGS,
     "wall_s": 2.5,
 }
 
@@ -107,7 +109,7 @@ def test_evaluation_round_trip_with_example_scores(db: Database) -> None:
     eid = _eval(db, sub, example_ids=ids, example_scores=scores)
     rows = storage.find_evaluations(
         db, supernet_hash="sn-a", config_hash="cfg-0-1-3", fidelity="n100-s0",
-        harness_version="0.4.8", task_hashes={"piqa": "th-piqa"},
+        harness_version="0.4.8", task_hashes={"piqa": "th-piqa"}, settings={"piqa": SETTINGS},
     )
     assert len(rows) == 1
     row = rows[0]
@@ -146,6 +148,7 @@ def test_example_scores_pack_float32_and_integer_ids(db: Database) -> None:
         {"fidelity": "full"},
         {"task_hash": "th-piqa-v2"},
         {"harness_version": "0.4.9"},
+        {"settings": '{"dtype":"fp32","max_length":2048,"softmax":"fp32"}'},
     ],
     ids=lambda c: next(iter(c)),
 )
@@ -195,6 +198,7 @@ def test_find_evaluations_matches_every_key(db: Database) -> None:
         "fidelity": "n100-s0",
         "harness_version": "0.4.8",
         "task_hashes": {"piqa": "th-piqa", "arc_easy": "th-arc"},
+        "settings": {"piqa": SETTINGS, "arc_easy": SETTINGS},
     }
     hits = storage.find_evaluations(db, **query)
     assert [(r.task, r.metric) for r in hits] == [("arc_easy", "acc"), ("piqa", "acc"), ("piqa", "acc_norm")]
@@ -206,6 +210,8 @@ def test_find_evaluations_matches_every_key(db: Database) -> None:
     changed = storage.find_evaluations(db, **{**query, "task_hashes": {"piqa": "th-changed", "arc_easy": "th-arc"}})
     assert [r.task for r in changed] == ["arc_easy"]  # piqa's task config changed: a miss for piqa only
     assert storage.find_evaluations(db, **{**query, "task_hashes": {}}) == []
+    fp32 = storage.find_evaluations(db, **{**query, "settings": {"piqa": '{"dtype":"fp32"}', "arc_easy": SETTINGS}})
+    assert [r.task for r in fp32] == ["arc_easy"]  # piqa was scored in bf16: an fp32 study misses it
 
 
 def test_cost_round_trip_and_unique_key(db: Database) -> None:
@@ -300,7 +306,7 @@ def test_cache_hit_across_two_studies(db: Database) -> None:
     # The second study's worker only knows the supernet hash, the config and its task hashes.
     hits = storage.find_evaluations(
         db, supernet_hash="sn-a", config_hash="cfg-0-1-3", fidelity="n100-s0",
-        harness_version="0.4.8", task_hashes={"piqa": "th-piqa"},
+        harness_version="0.4.8", task_hashes={"piqa": "th-piqa"}, settings={"piqa": SETTINGS},
     )
     assert [h.id for h in hits] == [eid]
     assert [c.value for c in storage.find_costs(db, supernet_hash="sn-a", config_hash="cfg-0-1-3")] == [42.0]

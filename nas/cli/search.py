@@ -5,6 +5,8 @@
 * ``nas worker`` joins a running study from another process or host: it reads the spec
   the study was created with from the database.
 * ``nas status`` prints trials done/total, the Pareto front and its hypervolume.
+* ``nas confirm`` scores the front and the candidates tied with it on the study's held-out
+  confirmation documents (``nas search`` does it when the budget is met).
 
 Ctrl-C once finishes the running trial and stops; twice aborts it (the trial is marked
 failed and the study can be resumed).
@@ -115,6 +117,8 @@ def _print_status(status: StudyStatus, *, as_json: bool) -> None:
     )
     ref = ", ".join(_fmt(r) for r in status.reference)
     console.print(f"Pareto front: {len(status.front)} sub-networks; hypervolume {status.hypervolume:.4f} (reference {ref})")
+    if status.confirmation:
+        console.print(f"confirmation: {status.confirmation}" + (f" ({status.confirmed} candidates)" if status.confirmed else ""))
     if status.front:
         table = Table(show_header=True, header_style="bold")
         table.add_column("trial", justify="right")
@@ -132,22 +136,65 @@ def search_cmd(
     n_trials: Annotated[Optional[int], typer.Option("--max-trials", help="Run at most this many trials now")] = None,
     wall_time: Annotated[Optional[float], typer.Option("--wall-time", help="Stop starting trials after this many seconds")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar")] = False,
+    init: Annotated[bool, typer.Option("--init", help="Add the NAS tables to an existing SQLite file holding other tables")] = False,
 ) -> None:
     """Create the study of SPEC.yaml, or resume it, and run trials until its budget is met."""
     # deferred: the search loads torch and optuna
     from nas.search.spec import load_spec
     from nas.search.status import study_status
     from nas.search.study import open_search
+    from storage import open_database
 
     quiet_optuna()
     spec = load_spec(spec_path)
     if storage:
         spec = spec.model_copy(update={"storage": storage})
+    if init:
+        open_database(spec.storage, init=True).close()
     with console.status("loading the supernet and opening the study"):
         search = open_search(spec)
     summary = run_search(search, n_trials=n_trials, wall_time_s=wall_time, quiet=quiet)
     print_summary(summary)
+    if summary.stopped == "budget met" and spec.confirmation is not None and spec.needs_scores:
+        run_confirm(spec.name, search.db.url, loaded=search.setup.loaded, scorers=search.scorers, quiet=quiet)
     _print_status(study_status(spec.name, search.db.url), as_json=False)
+
+
+def run_confirm(study: str, storage: str | None, *, examples: int | None = None, loaded: Any = None,
+                scorers: Any = None, quiet: bool = False) -> Any:
+    """Confirm a study's front on its held-out documents, with a progress bar; print what it did."""
+    # deferred: confirmation loads torch and optuna
+    from nas.search.confirm import confirm_study
+
+    with Progress(TextColumn("[bold]confirming"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=console, disable=quiet, transient=True) as bar:
+        task = bar.add_task("confirm", total=None)
+        done = confirm_study(study, storage, examples=examples, loaded=loaded, scorers=scorers,
+                             progress=lambda i, n: bar.update(task, completed=i, total=n))
+    if done.added_split:
+        console.print(f"study [bold]{study}[/] predates confirmation sets: added one of {done.examples} documents per "
+                      "task that its search never reached")
+    console.print(
+        f"confirmed {len(done.front)} front members and {len(done.tied)} tied candidates on {done.examples} held-out "
+        f"documents per task ({done.fidelity}): {done.evaluations} evaluations, {done.cache_hits} from the cache, "
+        f"{done.seconds:.0f} s"
+    )
+    return done
+
+
+def confirm_cmd(
+    study: Annotated[str, typer.Argument(help="Study name")],
+    storage: Annotated[Optional[str], typer.Option("--storage", help="Database URL (default: SQLite in the work dir)")] = None,
+    examples: Annotated[Optional[int], typer.Option("--examples", help="Confirmation documents per task (default: all)")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar")] = False,
+) -> None:
+    """Score the front, and every candidate tied with it, on documents the search never saw."""
+    # deferred: storage loads sqlalchemy
+    from storage import require_database
+
+    quiet_optuna()
+    require_database(storage)
+    run_confirm(study, storage, examples=examples, quiet=quiet)
 
 
 def worker_cmd(
@@ -161,8 +208,10 @@ def worker_cmd(
     """Join a running study and evaluate candidates until its budget is met."""
     # deferred: the search loads torch and optuna
     from nas.search.study import open_search, stored_spec
+    from storage import require_database
 
     quiet_optuna()
+    require_database(storage)  # joins a study: never creates a database
     spec = stored_spec(study, storage)
     if supernet is not None:
         spec = spec.model_copy(update={"supernet": str(supernet.expanduser().resolve())})
@@ -179,16 +228,19 @@ def status_cmd(
     """Trials done/total, the Pareto front (top-fidelity results only) and its hypervolume."""
     # deferred: the status loads optuna and pandas
     from nas.search.status import study_status
+    from storage import require_database
 
     quiet_optuna()
+    require_database(storage)  # only reads: a mistyped path must not create a database
     _print_status(study_status(study, storage), as_json=as_json)
 
 
 def register(app: typer.Typer) -> None:
-    """Add ``search``, ``worker`` and ``status`` to the root app."""
+    """Add ``search``, ``worker``, ``status`` and ``confirm`` to the root app."""
     app.command("search")(search_cmd)
     app.command("worker")(worker_cmd)
     app.command("status")(status_cmd)
+    app.command("confirm")(confirm_cmd)
 
 
 __all__ = ["print_summary", "quiet_optuna", "register", "run_search"]

@@ -27,7 +27,8 @@ def model_card(meta: dict[str, Any]) -> str:
         "",
         f"A dense sub-network extracted from the elastic supernet `{lin['supernet_hash']}` by the NAS "
         f"study `{lin['study']}` (trial {lin['trial']}). {meta['params']:,} parameters, weights in "
-        f"{meta['dtype']}, format `{meta['format']}`.",
+        f"{meta['dtype']}, format `{meta['format']}`"
+        + (f" (transformers `{meta['hf_architecture']}`)." if meta.get("hf_architecture") else "."),
         "",
         "## Configuration",
         "",
@@ -44,13 +45,7 @@ def model_card(meta: dict[str, Any]) -> str:
             row += f" {sub['n_expert'][pos]} | {sub['top_k'][pos]} |"
         lines.append(row)
     lines += ["", "```json", json.dumps(sub, sort_keys=True), "```", "", "## Metrics", ""]
-    if meta["metrics"]:
-        lines += ["| task | metric | value | stderr | examples | fidelity |", "|---|---|---|---|---|---|"]
-        for m in meta["metrics"]:
-            err = "–" if m["stderr"] is None else f"{m['stderr']:.4f}"
-            lines.append(f"| {m['task']} | {m['metric']} | {m['value']:.4f} | {err} | {m['n_examples']} | {m['fidelity']} |")
-    else:
-        lines.append("No benchmark scores were recorded for this trial.")
+    lines += _metrics_section(meta)
     lines += ["", "## Costs", ""]
     if meta["costs"]:
         lines += ["| cost | value | method | device |", "|---|---|---|---|"]
@@ -88,6 +83,46 @@ def model_card(meta: dict[str, Any]) -> str:
     lines += ["```", ""]
     return "\n".join(lines)
 
+
+def _metrics_section(meta: dict[str, Any]) -> list[str]:
+    """Confirmed scores (documents the search never saw) first, then the search's own."""
+    z = float(meta.get("z", 1.96))
+    search = meta["metrics"]
+    confirmed = meta.get("confirmed_metrics") or []
+    if not search and not confirmed:
+        return ["No benchmark scores were recorded for this trial."]
+    lines: list[str] = []
+    if confirmed:
+        lines += [
+            "Confirmed on held-out documents the search never selected on: the unbiased estimate. "
+            f"Intervals are ± {z:g} standard errors over the documents scored.",
+            "",
+            f"| task | metric | confirmed | ± {z:g} se | search score | examples (confirmed / search) |",
+            "|---|---|---|---|---|---|",
+        ]
+        by_key = {(m["task"], m["metric"]): m for m in search}
+        for m in confirmed:
+            s = by_key.get((m["task"], m["metric"]))
+            lines.append(f"| {m['task']} | {m['metric']} | {m['value']:.4f} | {_interval(m, z)} | "
+                         f"{'–' if s is None else format(s['value'], '.4f')} | "
+                         f"{m['n_examples']} / {'–' if s is None else s['n_examples']} |")
+        lines += ["", f"Confirmation fidelity `{confirmed[0]['fidelity']}`.", ""]
+    if search:
+        lines += [
+            "Search scores: the documents the search ranked candidates on, so optimistic for a chosen one"
+            + (" (not confirmed: run `nas confirm` on the study)." if not confirmed else "."),
+            "",
+            f"| task | metric | value | ± {z:g} se | examples | fidelity |",
+            "|---|---|---|---|---|---|",
+        ]
+        for m in search:
+            lines.append(f"| {m['task']} | {m['metric']} | {m['value']:.4f} | {_interval(m, z)} | {m['n_examples']} | "
+                         f"{m['fidelity']} |")
+    return lines
+
+
+def _interval(m: dict[str, Any], z: float) -> str:
+    return "–" if m["stderr"] is None else f"{z * m['stderr']:.4f}"
 
 
 __all__ = ["model_card"]

@@ -15,7 +15,7 @@ from nas.export.source import ExportSource
 from nas.model.config import SupernetConfig
 from nas.model.space import SearchSpace
 from nas.model.supernet import Supernet
-from nas.search.spec import StudySpec, spec_from_json
+from nas.search.spec import spec_from_json
 
 #: Metrics whose per-example scores are 0/1 decisions: parity means equality.
 EXACT_METRICS = ("acc", "acc_norm", "exact_match", "em", "acc_mutual_info", "mcc", "f1")
@@ -68,7 +68,7 @@ def verify_export(path: str | Path, source: ExportSource, *, dtype: str | None =
     if not source.scores:
         raise NasError(f"study {source.study!r} trial {source.trial} has no stored scores to verify against")
     # the search stores bookkeeping (e.g. supernet_hash) next to the spec's own fields
-    spec = spec_from_json({k: v for k, v in source.spec.items() if k in StudySpec.model_fields})
+    spec = spec_from_json(source.spec)
     dtype = dtype or spec.dtype
     exported = load_exported(path, dtype=dtype, tokenizer=False)
     model = exported.model

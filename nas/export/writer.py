@@ -1,7 +1,8 @@
 """Writing an export: the dense model of one trial's sub-network, with its card and lineage.
 
 :func:`export_subnet` extracts the sub-network from its supernet (checked against the
-study's content hash), writes it in the ``hf-llama`` or ``nas-dense`` format (see
+study's content hash), writes it in the ``hf-llama`` (the family's own transformers
+architecture) or ``nas-dense`` format (see
 :mod:`nas.export.format`) into a staging directory beside the target, and renames it
 into place, so a failed export never leaves a half-written directory.
 """
@@ -19,7 +20,6 @@ from typing import Any
 
 import torch
 from safetensors.torch import save_file
-from torch import Tensor
 
 from nas.errors import NasError
 from nas.export.card import model_card
@@ -31,25 +31,14 @@ from nas.export.format import (
     WEIGHTS_FILE,
     exportable_as_hf,
     hf_config_dict,
-    hf_names,
+    hf_tensors,
 )
-from nas.export.source import ExportSource
+from nas.export.source import ExportSource, ScoreRecord
 from nas.model.directory import LoadedSupernet, load_supernet, parse_dtype
 from nas.model.subnet import SubnetConfig
 from nas.model.supernet import Supernet
 
 log = logging.getLogger(__name__)
-
-
-def _hf_state(model: Supernet) -> dict[str, Tensor]:
-    state = model.state_dict()
-    out = {hf: state[ours].detach().contiguous().clone() for ours, hf in hf_names(model.config).items()}
-    if model.config.qkv_bias and model.config.architecture != "qwen2":
-        # LlamaConfig.attention_bias also gives o_proj a bias; ours has none, i.e. zero
-        for i, block in enumerate(model.layers):
-            w = block.attn.o_proj.weight
-            out[f"model.layers.{i}.self_attn.o_proj.bias"] = torch.zeros(w.shape[0], dtype=w.dtype)
-    return out
 
 
 @dataclass(frozen=True)
@@ -106,7 +95,7 @@ def export_subnet(
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
         if fmt == HF_FORMAT:
-            tensors = _hf_state(dense)
+            tensors = hf_tensors(dense)
             config_json = hf_config_dict(dense.config)
             config_json["torch_dtype"] = weight_dtype
         else:
@@ -114,8 +103,10 @@ def export_subnet(
             config_json = dense.config.to_dict()
         save_file(tensors, str(staging / WEIGHTS_FILE), metadata={"format": "pt", "nas_format": fmt})
         (staging / "config.json").write_text(json.dumps(config_json, indent=2, sort_keys=True) + "\n")
-        n_params = sum(int(t.numel()) for name, t in tensors.items() if not name.endswith("o_proj.bias"))
+        n_params = dense.num_params()
         meta = _meta(source, dense, fmt, weight_dtype, n_params)
+        if fmt == HF_FORMAT:
+            meta["hf_architecture"] = config_json["architectures"][0]
         (staging / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
         tok_dir = supernet.tokenizer_dir
         if tok_dir is not None:
@@ -156,20 +147,16 @@ def _meta(source: ExportSource, dense: Supernet, fmt: str, weight_dtype: str, n_
             "exported_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
             "study_dtype": source.spec.get("dtype"),
         },
-        "metrics": [
-            {
-                "task": s.task,
-                "metric": s.metric,
-                "value": s.value,
-                "stderr": s.stderr,
-                "n_examples": s.n_examples,
-                "fidelity": s.fidelity,
-                "harness_version": s.harness_version,
-            }
-            for s in source.scores
-        ],
+        "metrics": [_metric(s) for s in source.scores],
+        "confirmed_metrics": [_metric(s) for s in source.confirmed],
+        "z": source.z,
         "costs": [{"metric": c.metric, "value": c.value, "method": c.method, "device": c.device} for c in source.costs],
     }
+
+
+def _metric(s: ScoreRecord) -> dict[str, Any]:
+    return {"task": s.task, "metric": s.metric, "value": s.value, "stderr": s.stderr, "n_examples": s.n_examples,
+            "fidelity": s.fidelity, "harness_version": s.harness_version}
 
 
 __all__ = ["ExportResult", "export_subnet"]

@@ -45,22 +45,25 @@ calls. :func:`nas.search.study.open_search` builds a :class:`Search` from a spec
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import socket
 import threading
 import time
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 import optuna
 from optuna.storages import fail_stale_trials
+from optuna.trial import TrialState
 
 from evaluators.scorer import TaskScorer
 from evaluators.types import CostValue, Fidelity, TaskScore
 from nas.errors import NasError
 from nas.model.config import SupernetConfig
+from nas.model.directory import LoadedSupernet
 from nas.model.params import count_params
 from nas.model.space import SearchSpace
 from nas.model.subnet import SubnetConfig
@@ -68,22 +71,21 @@ from nas.pareto import as_minimization, non_dominated_mask
 from nas.search.costs import StudyCosts, constraint_violation
 from nas.search.params import suggest_subnet
 from nas.search.promotion import Estimate, Promotion, aggregate_estimate, promotion_decision, score_estimate
+from nas.search.racing import Contender, dominating_member, examples_of
+from nas.search.scoring import Scores, ScoringCounts, StudyScoring
 from nas.search.spec import StudySpec
 from nas.search.trials import LIVE_STATES, TOP_FIDELITY_CONSTRAINT, TrialAttrs
 from storage import (
     Database,
-    NewEvaluation,
     find_costs,
-    find_evaluations,
     get_or_create_subnet,
     list_trials,
     record_cost,
-    record_evaluation,
     record_trial,
     set_study_status,
 )
 
-Scores = dict[tuple[str, str], TaskScore]
+log = logging.getLogger(__name__)
 
 
 # ============================================================================= results
@@ -153,6 +155,7 @@ class SearchSetup:
     scorers: tuple[TaskScorer, ...]
     costs: StudyCosts
     n_trials: int | None  # the budget of COMPLETE trials (a grid is capped at the space's size)
+    loaded: LoadedSupernet | None = None  # the supernet the scorers run (reused by confirmation)
 
 
 # ============================================================================== search
@@ -173,8 +176,11 @@ class Search:
         self._stop = threading.Event()
         self._summary = RunSummary(study=self.spec.name)
         self._task_scorer = {t: s for s in self.scorers for t in s.tasks}
+        self.scoring = StudyScoring(setup.db, setup.supernet_hash, setup.spec, self.scorers)
         self._costs_recorded: set[int] = set()
         self._subnet_ids: dict[int, int] = {}
+        self._front_key: tuple[int, ...] = ()
+        self._front: list[Contender] = []
         self._on_trial: Callable[[TrialOutcome], None] | None = None
         missing = [t.name for t in self.spec.tasks if t.name not in self._task_scorer] if self.spec.needs_scores else []
         if missing:
@@ -209,6 +215,7 @@ class Search:
         the wall time (spec budget, or ``wall_time_s``) is spent, ``max_trials`` trials
         ran in this call, or :meth:`request_stop` was called."""
         summary = self._summary = RunSummary(study=self.name, n_trials=self.n_trials)
+        self.scoring.counts = ScoringCounts()
         budget_s = wall_time_s if wall_time_s is not None else self.spec.budget.wall_time_s
         deadline = time.monotonic() + budget_s if budget_s else math.inf
         start = time.monotonic()
@@ -245,6 +252,8 @@ class Search:
                 summary.trials_run += 1
         finally:
             summary.seconds = time.monotonic() - start
+            counts = self.scoring.counts
+            summary.evaluations, summary.model_calls, summary.cache_hits = counts.evaluations, counts.model_calls, counts.cache_hits
             self._sync_trial_records()
             counts = self.state_counts()
             summary.complete = counts["COMPLETE"]
@@ -292,6 +301,7 @@ class Search:
         elif not self.spec.needs_scores:
             values = [self.costs.value(o.metric, cost_values) for o in self.spec.objectives]
         else:
+            self._await_twin(trial, subnet.hash)
             ladder = self._ladder(subnet, subnet_id, cost_values)
             values = [e.value for e in ladder.estimates]
             if not ladder.reached_top:
@@ -316,6 +326,21 @@ class Search:
                 gap = 0.0 if (reached_top or not feasible) else max(ladder.margin if ladder else 0.0, 1e-6)
                 trial.set_constraint(TOP_FIDELITY_CONSTRAINT, min(gap, 1e6))
         return values
+
+    def _await_twin(self, trial: optuna.Trial, config_hash: str, poll_s: float = 0.5) -> None:
+        """Wait while an earlier RUNNING trial scores the same sub-network (workers asking at
+        one moment get one proposal from a GP sampler): its scores then come from the cache
+        instead of a second evaluation. A twin whose worker died goes stale, ending the wait."""
+        while not self._stop.is_set():
+            twins = [t.number for t in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+                     if t.number < trial.number and t.user_attrs.get("config_hash") == config_hash]
+            if not twins:
+                return
+            log.info("trial %d: waiting for trial %d, which scores the same sub-network", trial.number, twins[0])
+            time.sleep(poll_s)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                fail_stale_trials(self.study)
 
     def _budget_guard(self, trial: optuna.Trial) -> None:
         """Prune a trial that another worker's trials already pushed past the budget."""
@@ -418,20 +443,36 @@ class Search:
         return out
 
     # ----------------------------------------------------------------- scoring
+    def rungs(self) -> list[Fidelity]:
+        """The fidelities a candidate climbs: racing's chunks up to the top fidelity, or the
+        ladder's rungs (all within the search documents: the confirmation set is held out)."""
+        top = self.spec.top
+        if self.spec.promotion.mode == "ladder":
+            return [self.spec.fidelity(r) for r in self.spec.fidelities]
+        chunk = self.spec.promotion.chunk
+        cap = top.limit if top.limit is not None else min(
+            n - top.holdout for s in self.scorers for n in s.n_docs.values()
+        )
+        return [Fidelity(k, top.seed, holdout=top.holdout) for k in range(chunk, cap, chunk)] + [top]
+
     def _ladder(self, subnet: SubnetConfig, subnet_id: int, cost_values: Mapping[str, CostValue]) -> LadderResult:
-        """Climb the fidelity ladder from the lowest rung, promoting while the candidate may
-        still be on the front (see :mod:`nas.search.promotion`)."""
-        rungs = self.spec.fidelities
+        """Climb the rungs: each rung scores only the documents the last one lacked (nested
+        rungs), and the candidate stops as soon as it cannot be on the front — by the paired
+        test against each front member (racing) or the optimistic bound (ladder)."""
+        rungs = self.rungs()
         top = rungs[-1]
-        cached_top = self._cached_scores(subnet, Fidelity(top.limit, top.seed))
+        cached_top = self.scoring.cached(subnet, top)
         if cached_top is not None:
             return LadderResult(self._estimates(cached_top, cost_values), top.label, True, 0.0, 0, len(self.scorers),
                                 Promotion.CACHED)
         calls = hits = 0
         promotion = Promotion.SINGLE if len(rungs) == 1 else Promotion.NONE
+        prior: tuple[Fidelity, Scores] | None = None
         for i, rung in enumerate(rungs):
-            scores, c, h = self._scores_at(subnet, subnet_id, Fidelity(rung.limit, rung.seed))
-            calls, hits = calls + c, hits + h
+            scored = self.scoring.score(subnet, subnet_id, rung, prior)
+            scores = scored.scores
+            prior = (rung, scores)
+            calls, hits = calls + scored.model_calls, hits + scored.cache_hits
             estimates = self._estimates(scores, cost_values)
             if i == len(rungs) - 1:
                 final = Promotion.PROMOTED if promotion is Promotion.NONE else promotion
@@ -440,70 +481,26 @@ class Search:
             if len(front) < self.spec.promotion.min_top_trials:
                 promotion = Promotion.BOOTSTRAP
                 continue
-            promote, margin = promotion_decision(estimates, front, self.directions, z=self.spec.promotion.z)
+            if self.spec.promotion.mode == "ladder":
+                promote, margin = promotion_decision(estimates, [v for _, v in front], self.directions,
+                                                     z=self.spec.promotion.z)
+            else:
+                candidate = Contender(-1, tuple(e.value for e in estimates), examples_of(list(scores.values())))
+                member, margin = dominating_member(self._contenders(front), candidate, self.spec, z=self.spec.promotion.z)
+                promote = member is None
             if not promote:
                 return LadderResult(estimates, rung.label, False, margin, calls, hits, Promotion.REJECTED)
             promotion = Promotion.PROMOTED
         raise AssertionError("unreachable")
 
-    def _scores_at(self, subnet: SubnetConfig, subnet_id: int, fidelity: Fidelity) -> tuple[Scores, int, int]:
-        """Scores of every task at one fidelity: from the cache, else by running the scorers.
-        Returns (scores, model calls, cache hits)."""
-        out: Scores = {}
-        calls = hits = 0
-        for scorer in self.scorers:
-            cached = self._cached_for(scorer, subnet, fidelity)
-            if cached is not None:
-                out.update(cached)
-                hits += 1
-                self._summary.cache_hits += 1
-                continue
-            metrics = scorer.evaluate(subnet, fidelity)
-            self._summary.evaluations += 1
-            self._summary.model_calls += int(metrics.n_model_calls)
-            calls += max(1, int(metrics.n_model_calls))
-            hashes = {**dict(scorer.task_hashes), **dict(metrics.task_hashes)}
-            per_metric_wall = metrics.wall_s / max(1, len(metrics.scores))
-            for s in metrics.scores:
-                record_evaluation(self.db, NewEvaluation(
-                    subnet_id=subnet_id, task=s.task, metric=s.metric, value=s.value, stderr=s.stderr,
-                    n_examples=s.n_examples, fidelity=fidelity.label,
-                    harness_version=metrics.harness_version or scorer.harness_version,
-                    task_hash=hashes.get(s.task, "unknown"), wall_s=per_metric_wall,
-                    example_ids=tuple(s.example_ids) if s.example_scores else None,
-                    example_scores=tuple(s.example_scores) if s.example_scores else None,
-                ))
-                out[(s.task, s.metric)] = s
-        return out, calls, hits
-
-    def _cached_scores(self, subnet: SubnetConfig, fidelity: Fidelity) -> Scores | None:
-        out: Scores = {}
-        for scorer in self.scorers:
-            cached = self._cached_for(scorer, subnet, fidelity)
-            if cached is None:
-                return None
-            out.update(cached)
-        self._summary.cache_hits += len(self.scorers)
-        return out
-
-    def _cached_for(self, scorer: TaskScorer, subnet: SubnetConfig, fidelity: Fidelity) -> Scores | None:
-        """This scorer's cached scores, or None unless every metric the spec needs is there."""
-        rows = find_evaluations(
-            self.db, supernet_hash=self.setup.supernet_hash, config_hash=subnet.hash, fidelity=fidelity.label,
-            harness_version=scorer.harness_version, task_hashes=dict(scorer.task_hashes),
-        )
-        found = {(r.task, r.metric): TaskScore(r.task, r.metric, r.value, r.stderr or 0.0, r.n_examples) for r in rows}
-        return found if self._needed_metrics(scorer.tasks) <= set(found) else None
-
-    def _needed_metrics(self, tasks: Sequence[str]) -> set[tuple[str, str]]:
-        by_name = {t.name: t for t in self.spec.tasks}
-        needed = {(t, by_name[t].main_metric) for t in tasks if t in by_name}
-        for obj in self.spec.objectives:
-            if self.spec.objective_kind(obj) == "metric":
-                task, _, metric = obj.metric.partition("/")
-                if task in tasks:
-                    needed.add((task, metric))
-        return needed
+    def _contenders(self, front: list[tuple[TrialAttrs, list[float]]]) -> list[Contender]:
+        """The front's members with their per-example scores at the top fidelity."""
+        key = tuple(sorted(a.subnet_id or -1 for a, _ in front))
+        if key != self._front_key:
+            examples = self.scoring.examples_of([a.subnet_id for a, _ in front if a.subnet_id is not None], self.spec.top)
+            self._front_key = key
+            self._front = [Contender(a.subnet_id or -1, tuple(v), examples.get(a.subnet_id or -1, {})) for a, v in front]
+        return self._front
 
     def _estimates(self, scores: Mapping[tuple[str, str], TaskScore], cost_values: Mapping[str, CostValue]) -> tuple[Estimate, ...]:
         out = []
@@ -520,15 +517,15 @@ class Search:
                 out.append(aggregate_estimate(parts, weights))
         return tuple(out)
 
-    def _top_front(self) -> list[list[float]]:
-        """Values of this study's feasible top-fidelity trials on the front (raw units)."""
+    def _top_front(self) -> list[tuple[TrialAttrs, list[float]]]:
+        """This study's feasible top-fidelity trials on the front: (attrs, values in raw units)."""
         points = [
-            list(t.values) for t in self.study.get_trials(deepcopy=False)
+            (TrialAttrs.of(t), list(t.values)) for t in self.study.get_trials(deepcopy=False)
             if t.state.name == "COMPLETE" and t.values and TrialAttrs.of(t).top
         ]
         if not points:
             return []
-        mask = non_dominated_mask(as_minimization(points, self.directions))
+        mask = non_dominated_mask(as_minimization([v for _, v in points], self.directions))
         return [p for p, keep in zip(points, mask) if keep]
 
 

@@ -39,6 +39,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from evaluators.types import Fidelity
 from nas.errors import NasError
 from nas.metrics import (
     ACCURACY,
@@ -52,6 +53,9 @@ from nas.metrics import (
 SAMPLERS = ("nsga2", "nsga3", "tpe", "gp", "random", "qmc", "grid")
 
 AGGREGATE = ACCURACY
+#: What a study stores next to its spec's own fields: the supernet's content hash and each
+#: task's scoring settings (the evaluation cache key's settings part).
+BOOKKEEPING = ("supernet_hash", "scoring")
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|sec|m|min|h|hr|d)?\s*$")
@@ -178,11 +182,41 @@ class FidelitySpec(_Model):
 
 
 class PromotionSpec(_Model):
-    """Promote a low-fidelity result to the next rung when its optimistic bound
-    (value + z * stderr, from per-example scores) is not dominated by the top-fidelity front."""
+    """How a candidate climbs to the top fidelity.
 
+    ``racing`` (default): documents are scored in chunks of ``chunk`` per task (each chunk
+    adds to the last, nothing is scored twice); after each chunk the candidate stops if a
+    front member at least as cheap on every cost objective is better on every scored
+    objective by more than ``z`` standard errors of the *paired* difference (both scored
+    on the same documents). ``ladder``: the fixed ``fidelities`` rungs, promoting when the
+    candidate's optimistic bound (value + z * stderr) is not dominated by the front.
+    Either way, until the front has ``min_top_trials`` members every candidate goes to the top.
+    """
+
+    mode: Literal["racing", "ladder"] = "racing"
+    chunk: int = 25
     z: float = Field(default=2.0, ge=0)
     min_top_trials: int = Field(default=2, ge=0)
+
+    @field_validator("chunk")
+    @classmethod
+    def _chunk(cls, v: int) -> int:
+        if v < 2:
+            raise ValueError(
+                f"chunk {v} is too small: a paired test needs at least 2 documents per task and chunk; "
+                "use e.g. chunk: 25"
+            )
+        return v
+
+
+class ConfirmationSpec(_Model):
+    """Held-out confirmation: ``examples`` documents of each task (the end of the task's
+    seeded order) that the search never sees; the front and every candidate tied with it
+    are scored on them when the budget is spent (``nas confirm``). ``z``: the width of the
+    intervals reported and of the tie test (1.96: 95 %)."""
+
+    examples: int = Field(default=100, ge=2)
+    z: float = Field(default=1.96, gt=0)
 
 
 class FaultToleranceSpec(_Model):
@@ -208,6 +242,7 @@ class StudySpec(_Model):
     seed: int = 0
     fidelities: tuple[FidelitySpec, ...] = (FidelitySpec(),)
     promotion: PromotionSpec = PromotionSpec()
+    confirmation: ConfirmationSpec | None = ConfirmationSpec()
     fault_tolerance: FaultToleranceSpec = FaultToleranceSpec()
     storage: str | None = None
     dtype: Literal["bf16", "fp32"] = "bf16"
@@ -272,6 +307,16 @@ class StudySpec(_Model):
         return v
 
     @model_validator(mode="after")
+    def _confirmation_seed(self) -> StudySpec:
+        seeds = sorted({f.seed for f in self.fidelities})
+        if self.confirmation is not None and len(seeds) > 1:
+            raise ValueError(
+                f"fidelities use seeds {seeds}: with a confirmation set every rung must draw from the same seeded "
+                "order; give them one seed"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _objectives(self) -> StudySpec:
         if not self.objectives:
             raise ValueError("objectives: list at least one objective, e.g. [accuracy, non_embedding_params]")
@@ -333,6 +378,32 @@ class StudySpec(_Model):
     def top_fidelity(self) -> FidelitySpec:
         return self.fidelities[-1]
 
+    @property
+    def holdout(self) -> int:
+        """Documents per task held out of the search for confirmation (0: none)."""
+        return self.confirmation.examples if self.confirmation is not None else 0
+
+    def fidelity(self, rung: FidelitySpec) -> Fidelity:
+        """The documents a rung scores: its prefix of the search documents."""
+        return Fidelity(rung.limit, rung.seed, holdout=self.holdout)
+
+    @property
+    def top(self) -> Fidelity:
+        """The fidelity the front is built from (the ladder's last rung)."""
+        return self.fidelity(self.top_fidelity)
+
+    def confirm_fidelity(self, examples: int | None = None) -> Fidelity:
+        """The confirmation documents (all of them, or the first ``examples``)."""
+        if self.confirmation is None:
+            raise NasError(f"study {self.name!r} has no confirmation set (confirmation: null in its spec)")
+        if examples is not None and not 2 <= examples <= self.holdout:
+            raise NasError(
+                f"--examples {examples}: study {self.name!r} holds out {self.holdout} confirmation documents per task; "
+                f"ask for 2 to {self.holdout}"
+            )
+        limit = None if examples in (None, self.holdout) else examples
+        return Fidelity(limit, self.top_fidelity.seed, holdout=self.holdout, confirm=True)
+
     def objective_kind(self, objective: ObjectiveSpec) -> str:
         """``aggregate``, ``metric`` or ``cost``."""
         if objective.metric == AGGREGATE:
@@ -357,7 +428,8 @@ class StudySpec(_Model):
     def identity(self) -> dict[str, Any]:
         """The fields a resumed study must share with the one in the database."""
         data = self.to_dict()
-        keep = ("supernet", "space", "tasks", "aggregation", "objectives", "constraints", "fidelities", "dtype", "context_len")
+        keep = ("supernet", "space", "tasks", "aggregation", "objectives", "constraints", "fidelities", "dtype", "context_len",
+                "confirmation")
         return {k: data[k] for k in keep}
 
 
@@ -453,15 +525,26 @@ def resolve_paths(spec: StudySpec, *, base: Path | None = None) -> StudySpec:
 
 
 def spec_from_json(text: str | dict[str, Any]) -> StudySpec:
-    """A spec stored in the database (``StudySpec.to_dict``) back as a :class:`StudySpec`."""
-    data = json.loads(text) if isinstance(text, str) else text
+    """A spec stored in the database (``StudySpec.to_dict``) back as a :class:`StudySpec`.
+
+    Studies created before confirmation sets and racing existed keep their behaviour: no
+    held-out documents (until ``nas confirm`` adds some from the documents the search never
+    reached) and the fixed ladder."""
+    data = dict(json.loads(text) if isinstance(text, str) else text)
+    for key in BOOKKEEPING:
+        data.pop(key, None)
+    data.setdefault("confirmation", None)
+    if isinstance(data.get("promotion"), dict) and "mode" not in data["promotion"]:
+        data["promotion"] = {**data["promotion"], "mode": "ladder"}
     return parse_spec(data, source="stored study spec")
 
 
 __all__ = [
     "AGGREGATE",
+    "BOOKKEEPING",
     "SAMPLERS",
     "BudgetSpec",
+    "ConfirmationSpec",
     "ConstraintSpec",
     "FaultToleranceSpec",
     "FidelitySpec",

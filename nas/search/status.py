@@ -16,7 +16,8 @@ from typing import Any
 import optuna
 
 from nas.errors import NasError
-from nas.front import hypervolume_reference, resolve_column
+from nas.front import confirmed_column, hypervolume_reference, resolve_column
+from nas.metrics import ACCURACY
 from nas.model.config import SupernetConfig
 from nas.model.space import SearchSpace
 from nas.search.promotion import Promotion
@@ -50,6 +51,8 @@ class StudyStatus:
     front: tuple[dict[str, Any], ...]
     hypervolume: float
     reference: tuple[float, ...]
+    confirmation: str = ""  # how the study's front is (or can be) confirmed on held-out documents
+    confirmed: int = 0  # trials scored on the confirmation documents
 
     @property
     def full_evaluations_saved(self) -> int:
@@ -106,9 +109,26 @@ def study_status(name: str, storage_url: str | None = None) -> StudyStatus:
             front=rows,
             hypervolume=results.hypervolume,
             reference=hypervolume_reference(results.frame, results.objectives),
+            confirmation=_confirmation_line(spec, results.confirmed_fidelity, "confirmation" in results.spec),
+            confirmed=_confirmed_subnets(results.frame),
         )
     finally:
         db.close()
+
+
+def _confirmation_line(spec: Any, confirmed: str | None, recorded: bool) -> str:
+    if spec.confirmation is None:
+        if not recorded:
+            return ("none: this study predates confirmation sets; `nas confirm` adds one from the documents its search "
+                    "never reached")
+        return "off (confirmation: null)"
+    held = f"{spec.holdout} documents per task held out of the search"
+    return f"{held}; confirmed on {confirmed}" if confirmed else f"{held}; not confirmed yet (`nas confirm`)"
+
+
+def _confirmed_subnets(frame: Any) -> int:
+    column = confirmed_column(ACCURACY)
+    return int(frame.loc[frame[column].notna(), "config_hash"].nunique()) if column in frame.columns else 0
 
 
 def _value(row: Any, column: str) -> float:

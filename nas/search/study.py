@@ -22,6 +22,7 @@ from typing import Any
 import optuna
 
 from evaluators.scorer import TaskScorer, build_scorers, check_task_names
+from evaluators.tasks import check_task_metrics
 from nas.errors import NasError
 from nas.model.directory import LoadedSupernet, load_supernet
 from nas.model.space import SearchSpace
@@ -52,17 +53,20 @@ def open_search(
     """
     if scorers is None:
         check_task_names([t.name for t in spec.tasks])
+        check_task_metrics(spec.tasks, [o.metric for o in spec.objectives])
     db = open_database(spec.storage)
     if loaded is None:
         loaded = load_supernet(spec.supernet, dtype=spec.dtype, device=spec.device)
     config = loaded.config
     space = SearchSpace.resolve(spec.space, config, loaded.model.layer_rank, loaded.space)
+    spec = _keep_legacy_confirmation(spec, db)
     _check_resumable(spec, db, loaded)
     costs = StudyCosts(config, context_len=spec.context_len, dtype=spec.dtype, model=loaded.model, space=space,
                        needs=spec.cost_metrics)
     check_feasible_extremes(spec, costs, space)
     if scorers is None:
         scorers = build_scorers(spec, loaded, space) if spec.needs_scores else []
+    check_documents(spec, scorers)
 
     supernet_id = upsert_supernet(
         db, content_hash=loaded.content_hash, name=Path(loaded.path).name, path=str(loaded.path),
@@ -87,7 +91,8 @@ def open_search(
         study = optuna.load_study(study_name=spec.name, storage=storage, sampler=make_sampler(spec, seed, n_trials))
         if study.metric_names is None:
             study.set_metric_names([o.metric for o in spec.objectives])
-    stored = {**spec.to_dict(), "supernet_hash": loaded.content_hash}
+    scoring = {task: s for scorer in scorers for task, s in scorer.settings.items()}
+    stored = {**spec.to_dict(), "supernet_hash": loaded.content_hash, "scoring": scoring}
     study_id = create_study(db, name=spec.name, optuna_study_name=spec.name, spec=stored, supernet_id=supernet_id)
     if not worker:
         enqueue_plan(study, spec, space, n_trials)
@@ -95,8 +100,38 @@ def open_search(
     log.info("study %s: %d trials already, sampler %s seed %d", spec.name, n_before, spec.sampler.name, seed)
     return Search(SearchSetup(
         spec=spec, db=db, study=study, study_id=study_id, supernet_id=supernet_id, supernet_hash=loaded.content_hash,
-        config=config, space=space, scorers=tuple(scorers), costs=costs, n_trials=n_trials,
+        config=config, space=space, scorers=tuple(scorers), costs=costs, n_trials=n_trials, loaded=loaded,
     ))
+
+
+def _keep_legacy_confirmation(spec: StudySpec, db: Any) -> StudySpec:
+    """A study created before confirmation sets keeps searching all its documents (its
+    stored results stay valid); ``nas confirm`` gives it a confirmation set later."""
+    existing = get_study(db, spec.name)
+    if existing is None or "confirmation" in existing.spec or spec.confirmation is None:
+        return spec
+    log.warning("study %s predates confirmation sets: it keeps searching every document; run `nas confirm %s` "
+                "once its budget is spent", spec.name, spec.name)
+    return spec.model_copy(update={"confirmation": existing.spec.get("confirmation")})
+
+
+def check_documents(spec: StudySpec, scorers: Sequence[TaskScorer]) -> None:
+    """Refuse a top fidelity or a confirmation set that a task has too few documents for,
+    naming the task, how many documents it has and what would fit."""
+    top, problems = spec.top, []
+    for scorer in scorers:
+        for task, n in scorer.n_docs.items():
+            search = n - top.holdout
+            if top.holdout and search < max(2, top.limit or 2):
+                problems.append(
+                    f"{task} has {n} documents: holding out {top.holdout} for confirmation leaves {max(search, 0)} to "
+                    f"search{'' if top.limit is None else f', fewer than the top fidelity {top.limit}'}"
+                )
+    if problems:
+        raise NasError(
+            "the confirmation set does not fit: " + "; ".join(problems)
+            + "; lower confirmation.examples (or the top fidelity), or set confirmation: null"
+        )
 
 
 def _check_resumable(spec: StudySpec, db: Any, loaded: LoadedSupernet) -> None:
@@ -131,7 +166,7 @@ def stored_spec(study_name: str, storage_url: str | None) -> StudySpec:
                 f"no study named {study_name!r} in {db.safe_url}; "
                 + (f"known studies: {', '.join(known)}" if known else "start one with `nas search SPEC.yaml`")
             )
-        data = {k: v for k, v in dict(row.spec).items() if k != "supernet_hash"}
+        data = dict(row.spec)
         data["storage"] = db.url
         return spec_from_json(data)
     finally:
@@ -205,4 +240,4 @@ def _requeue_interrupted(study: optuna.Study) -> None:
             study.enqueue_trial(dict(t.params), user_attrs={RETRY_ATTR: t.number})
 
 
-__all__ = ["effective_n_trials", "enqueue_plan", "make_sampler", "open_search", "stored_spec"]
+__all__ = ["check_documents", "effective_n_trials", "enqueue_plan", "make_sampler", "open_search", "stored_spec"]

@@ -15,7 +15,8 @@ from fastapi.responses import Response
 from nas.front import resolve_column
 from nas.pick import describe_empty
 from reports import figures as F
-from reports.web.schemas import PickBody, StudySummary, TrialOut, TrialPage
+from reports.data import finite
+from reports.web.schemas import PickBody, PickOut, StudySummary, TrialOut, TrialPage, error_responses
 from reports.web.state import CacheDep, DatabaseDep
 from reports.web.views import (
     FIGURE_KINDS,
@@ -29,7 +30,7 @@ from reports.web.views import (
 
 MAX_PAGE_SIZE = 500
 
-router = APIRouter()
+router = APIRouter(responses=error_responses(503))
 
 
 @router.get("/api/health", tags=["meta"])
@@ -42,7 +43,7 @@ def api_studies(db: DatabaseDep, cache: CacheDep) -> list[dict[str, Any]]:
     return study_summaries(db, cache)
 
 
-@router.get("/api/studies/{name}", tags=["studies"])
+@router.get("/api/studies/{name}", tags=["studies"], responses=error_responses(404, 422))
 def api_study(name: str, cache: CacheDep) -> dict[str, Any]:
     view = cache.view(name)
     out = study_summary(view)
@@ -55,7 +56,7 @@ def api_study(name: str, cache: CacheDep) -> dict[str, Any]:
     return out
 
 
-@router.get("/api/studies/{name}/trials", response_model=TrialPage, tags=["studies"])
+@router.get("/api/studies/{name}/trials", response_model=TrialPage, tags=["studies"], responses=error_responses(404, 422))
 def api_trials(
     name: str,
     cache: CacheDep,
@@ -67,7 +68,7 @@ def api_trials(
     return {"study": name, "total": len(rows), "offset": offset, "limit": limit, "trials": rows[offset: offset + limit]}
 
 
-@router.get("/api/studies/{name}/front", response_model=list[TrialOut], tags=["studies"])
+@router.get("/api/studies/{name}/front", response_model=list[TrialOut], tags=["studies"], responses=error_responses(404, 422))
 async def api_front(name: str, cache: CacheDep) -> Response:
     key = ("front-json",)
     body = cache.peek(name, key)
@@ -76,12 +77,12 @@ async def api_front(name: str, cache: CacheDep) -> Response:
     return Response(body, media_type="application/json")
 
 
-@router.get("/api/studies/{name}/trials/{trial}", tags=["studies"])
+@router.get("/api/studies/{name}/trials/{trial}", tags=["studies"], responses=error_responses(404, 422))
 def api_candidate(name: str, trial: int, db: DatabaseDep, cache: CacheDep) -> dict[str, Any]:
     return candidate_detail(db, cache, name, trial)
 
 
-@router.get("/api/studies/{name}/figures/{kind}", tags=["figures"])
+@router.get("/api/studies/{name}/figures/{kind}", tags=["figures"], responses=error_responses(404, 422))
 def api_figure(
     name: str,
     kind: str,
@@ -101,7 +102,7 @@ def api_figure(
                     media_type="application/json")
 
 
-@router.get("/api/compare/figure", tags=["figures"])
+@router.get("/api/compare/figure", tags=["figures"], responses=error_responses(404, 422))
 def api_compare(
     study: Annotated[list[str], Query(min_length=2, max_length=8)],
     cache: CacheDep,
@@ -112,12 +113,17 @@ def api_compare(
     return Response(pio.to_json(F.overlay_figure(views, x, y)), media_type="application/json")
 
 
-@router.post("/api/pick", tags=["pick"])
-def api_pick(body: PickBody, cache: CacheDep) -> dict[str, Any]:
-    """Rank the feasible efficient candidates of a study under bounds (read-only)."""
+@router.post("/api/pick", response_model=PickOut, tags=["pick"], responses=error_responses(404, 413, 422))
+def api_pick(body: PickBody, cache: CacheDep, db: DatabaseDep) -> dict[str, Any]:
+    """Rank the feasible efficient candidates of a study under bounds (read-only); ranked by
+    the confirmed score when the study was confirmed, ties with the best marked."""
     view = cache.view(body.study)
-    result = run_pick(view, body)
+    result = run_pick(view, body, db)
     out = result.to_dict()
+    for c in out["candidates"]:  # JSON has no NaN: an unknown value is null
+        for key in ("stderr", "interval", "search_score", "search_stderr"):
+            c[key] = finite(c[key])
+        c["values"] = {k: finite(v) for k, v in c["values"].items()}
     out["study"] = body.study
     out["message"] = "" if result.candidates else describe_empty(result)
     return out

@@ -64,6 +64,62 @@ class ExportBody(_Body):
         return self
 
 
+class ErrorOut(BaseModel):
+    """Every error response: ``detail`` is one message, or for a body that fails validation
+    the list of problems (``loc``, ``msg``, ``type``)."""
+
+    detail: str | list[dict[str, Any]]
+
+
+_ERROR_TEXT = {
+    400: "A path that is not a plain relative path inside the exports directory",
+    401: "Missing or wrong bearer token",
+    404: "No such study, trial or job",
+    409: "The target exists (or holds other exports) and cannot be replaced",
+    413: "Request body too large",
+    422: "The request is well-formed but invalid (the detail names the field and the fix)",
+    429: "Too many jobs running",
+    503: "The database failed or cannot be reached",
+}
+
+
+def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` for the error codes a route can answer (all :class:`ErrorOut`)."""
+    return {code: {"model": ErrorOut, "description": _ERROR_TEXT[code]} for code in codes}
+
+
+class PickBoundOut(BaseModel):
+    column: str
+    max: float | None
+    min: float | None
+
+
+class PickCandidateOut(BaseModel):
+    rank: int
+    trial: int
+    score: float  # the confirmed score when the study was confirmed, else the search score
+    stderr: float | None
+    interval: float | None  # z * stderr
+    search_score: float | None  # the search score beside a confirmed one
+    search_stderr: float | None
+    tied_with: int | None  # the rank this candidate is statistically tied with
+    config_hash: str
+    summary: str
+    values: dict[str, float | None]
+
+
+class PickOut(BaseModel):
+    study: str
+    metric: str
+    direction: Literal["maximize", "minimize"]
+    confirmed: bool
+    z: float
+    bounds: list[PickBoundOut]
+    counts: dict[str, int]
+    candidates: list[PickCandidateOut]
+    message: str
+
+
 class StudyLaunchBody(_Body):
     """A study spec (the same fields as a YAML spec for `nas search`)."""
 
@@ -119,6 +175,9 @@ class TrialOut(BaseModel):
     summary: str
     accuracy: float | None
     accuracy_stderr: float | None
+    accuracy_confirmed: float | None  # on the held-out confirmation documents
+    accuracy_confirmed_stderr: float | None
+    tied: bool  # statistically tied with the best trial (paired test)
     metrics: dict[str, float | None]
     stderr: dict[str, float | None]
     costs: dict[str, float | None]
@@ -133,13 +192,18 @@ class TrialPage(BaseModel):
 
 
 __all__ = [
+    "ErrorOut",
     "ExportBody",
     "ExportStarted",
     "JobOut",
     "PickBody",
+    "PickBoundOut",
+    "PickCandidateOut",
+    "PickOut",
     "StudyLaunchBody",
     "StudyLaunched",
     "StudySummary",
     "TrialOut",
     "TrialPage",
+    "error_responses",
 ]

@@ -15,6 +15,7 @@ import plotly.graph_objects as go
 import plotly.io as pio
 
 import storage
+from nas.front import confirmed_column
 from nas.metrics import ACCURACY, COST_LABELS
 from nas.pick import bounds_from_mapping
 from reports import figures as F
@@ -62,6 +63,9 @@ def trial_row(view: StudyView, r: pd.Series) -> dict[str, Any]:
         "summary": str(r["summary"]),
         "accuracy": finite(r[ACCURACY]),
         "accuracy_stderr": finite(r[f"{ACCURACY}_stderr"]),
+        "accuracy_confirmed": finite(r.get(confirmed_column(ACCURACY))),
+        "accuracy_confirmed_stderr": finite(r.get(confirmed_column(f"{ACCURACY}_stderr"))),
+        "tied": bool(r.get("tied", False)),
         "metrics": {c: finite(r[c]) for c in view.metric_columns},
         "stderr": {c: finite(r.get(f"{c}_stderr")) for c in view.metric_columns},
         "costs": {c: finite(r[c]) for c in view.cost_columns},
@@ -106,6 +110,8 @@ def study_context(view: StudyView) -> dict[str, Any]:
         "front_costs": list(view.cost_columns),
         "running": view.status in ("created", "running"),
         "objectives": [o.column for o in view.objectives],
+        "z": F.interval_z(view),
+        "confirmed": confirmed_column(ACCURACY) in view.frame.columns,
     }
 
 
@@ -122,8 +128,9 @@ def study_figure(view: StudyView, kind: str, x: str | None, y: str | None) -> An
     return F.parallel_figure(view)
 
 
-def run_pick(view: StudyView, body: PickBody) -> Any:
-    return pick_in_view(view, body.metric, bounds_from_mapping(body.max, body.min), body.top)
+def run_pick(view: StudyView, body: PickBody, db: Any = None) -> Any:
+    """The pick of ``body`` in ``view`` (ties with the best marked when ``db`` is given)."""
+    return pick_in_view(view, body.metric, bounds_from_mapping(body.max, body.min), body.top, db=db)
 
 
 def candidate_detail(db: storage.Database, cache: StudyCache, name: str, trial: int) -> dict[str, Any]:

@@ -91,16 +91,17 @@ async function startExport(study, trial, out, verify, tokenInput, statusEl) {
       headers: { "Content-Type": "application/json", "Authorization": "Bearer " + token },
       body: JSON.stringify({ study: study, trial: trial, out: out, verify: verify }),
     });
-    pollJob(res.job.id, statusEl, "export of trial " + trial + " to exports/" + res.out);
+    pollJob(res.job.id, statusEl, "export of trial " + trial + " to exports/" + res.out, token);
   } catch (e) {
     statusEl.innerHTML = '<span class="err">' + esc(e.message) + "</span>";
   }
 }
 
-function pollJob(id, statusEl, what) {
+// Job status and logs need the token too (logs show paths and commands).
+function pollJob(id, statusEl, what, token) {
   const tick = async () => {
     try {
-      const job = await fetchJSON("/api/jobs/" + id);
+      const job = await fetchJSON("/api/jobs/" + id, { headers: { "Authorization": "Bearer " + token } });
       if (job.status === "running") {
         statusEl.textContent = what + ": running…";
         setTimeout(tick, 1500);
