@@ -14,7 +14,8 @@
 3. Optionally (``--study-trials N``) times real studies of N trials on SmolLM2 over the
    demo's space, up to ``--study-top`` documents per task (the demo's 100): the ladder
    re-scoring its low rung (as before nested rungs), the ladder with nested rungs, and
-   racing: ``search_s`` and evaluations of each.
+   racing: ``search_s`` and evaluations of each (``--studies-only``: these alone, without
+   the matrix).
 
 Per rule: ``examples_per_candidate`` (documents per task scored, mean over candidates),
 ``true_front_recall`` (share of the front computed on all ``--docs`` documents whose
@@ -310,10 +311,16 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--study-trials", type=int, default=0, help="also time real studies of this many trials")
     parser.add_argument("--study-top", type=int, default=100, help="their top fidelity (the demo's: 100 documents per task)")
+    parser.add_argument("--studies-only", action="store_true", help="only time the studies (no matrix, no replay)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    if args.studies_only:
+        if not args.study_trials:
+            parser.error("--studies-only needs --study-trials N")
+        print(json.dumps({"study_trials": args.study_trials, "study_top": args.study_top, "studies": time_studies(args)}))
+        return
     t0 = time.perf_counter()
     matrix = build_matrix(args)
     built_s = time.perf_counter() - t0

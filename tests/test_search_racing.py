@@ -313,3 +313,24 @@ def test_ties_with_the_best_are_exactly_the_paired_intervals_that_cover_zero(tin
             flags.append(c.tied_with is not None)
             assert (c.tied_with is not None) == (abs(mean) <= 1.96 * se), (c.trial, mean, se)
     assert True in flags and False in flags  # the seed gives both: a tie and a clear loss
+
+
+def test_max_tied_confirms_the_front_and_only_the_closest_ties(tiny: LoadedSupernet, sqlite_url: str) -> None:
+    spec = make_spec(tiny.path, sqlite_url, name="cap", tasks=list(TASKS), objectives=["accuracy", "params"],
+                     confirmation={"examples": 20, "max_tied": 1}, promotion={"mode": "racing", "chunk": 10},
+                     budget={"n_trials": 12}, seed=2)
+    scorer = NoisyTwoTasks(n_docs=80)
+    open_search(spec, scorers=[scorer], loaded=tiny).optimize()
+    capped = confirm_study("cap", sqlite_url, loaded=tiny, scorers=[scorer])
+    assert capped.front and len(capped.tied) == 1 and capped.unconfirmed  # the seed gives several ties
+    everything = confirm_study("cap", sqlite_url, max_tied=None, loaded=tiny, scorers=[scorer])
+    # the spec's cap holds unless the call overrides it; an override of None keeps the spec's
+    assert everything.tied == capped.tied
+    uncapped = confirm_study("cap", sqlite_url, max_tied=100, loaded=tiny, scorers=[scorer])
+    assert uncapped.front == capped.front and not uncapped.unconfirmed
+    assert set(uncapped.tied) == set(capped.tied) | set(capped.unconfirmed)
+    assert uncapped.evaluations == len(capped.unconfirmed)  # the front and the first tie come from the cache
+    with storage.open_database(sqlite_url) as db:
+        frame = load_study(db, "cap").frame
+    subnet_of = dict(zip(frame["trial"], frame["subnet_id"]))  # trials of one sub-network share its scores
+    assert set(frame[frame["accuracy@confirmed"].notna()]["subnet_id"]) == {subnet_of[t] for t in uncapped.trials}

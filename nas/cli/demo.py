@@ -110,7 +110,8 @@ def _spec(*, quick: bool, supernet: Path, storage: str, trials: int, low: int, h
         # racing: `low` documents per task at a time up to `high`; a candidate stops once a cheaper
         # front member is better by more than 2 paired standard errors
         "promotion": {"mode": "racing", "chunk": low, "z": 2.0, "min_top_trials": 2},
-        "confirmation": {"examples": 20 if quick else 100},
+        # the front, and the 5 tied candidates the front's evidence against is weakest for
+        "confirmation": {"examples": 20 if quick else 100, "max_tied": 5},
         "dtype": "bf16",
         "batch_size": 16,
         "storage": storage,

@@ -160,8 +160,8 @@ def search_cmd(
     _print_status(study_status(spec.name, search.db.url), as_json=False)
 
 
-def run_confirm(study: str, storage: str | None, *, examples: int | None = None, loaded: Any = None,
-                scorers: Any = None, quiet: bool = False) -> Any:
+def run_confirm(study: str, storage: str | None, *, examples: int | None = None, max_tied: int | None = None,
+                loaded: Any = None, scorers: Any = None, quiet: bool = False) -> Any:
     """Confirm a study's front on its held-out documents, with a progress bar; print what it did."""
     # deferred: confirmation loads torch and optuna
     from nas.search.confirm import confirm_study
@@ -169,7 +169,7 @@ def run_confirm(study: str, storage: str | None, *, examples: int | None = None,
     with Progress(TextColumn("[bold]confirming"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=console, disable=quiet, transient=True) as bar:
         task = bar.add_task("confirm", total=None)
-        done = confirm_study(study, storage, examples=examples, loaded=loaded, scorers=scorers,
+        done = confirm_study(study, storage, examples=examples, max_tied=max_tied, loaded=loaded, scorers=scorers,
                              progress=lambda i, n: bar.update(task, completed=i, total=n))
     if done.added_split:
         console.print(f"study [bold]{study}[/] predates confirmation sets: added one of {done.examples} documents per "
@@ -179,6 +179,9 @@ def run_confirm(study: str, storage: str | None, *, examples: int | None = None,
         f"documents per task ({done.fidelity}): {done.evaluations} evaluations, {done.cache_hits} from the cache, "
         f"{done.seconds:.0f} s"
     )
+    if done.unconfirmed:
+        console.print(f"{len(done.unconfirmed)} more tied candidates not confirmed (confirmation.max_tied; "
+                      f"`nas confirm {study} --max-tied N` adds them): trials {', '.join(map(str, done.unconfirmed))}")
     return done
 
 
@@ -186,6 +189,7 @@ def confirm_cmd(
     study: Annotated[str, typer.Argument(help="Study name")],
     storage: Annotated[Optional[str], typer.Option("--storage", help="Database URL (default: SQLite in the work dir)")] = None,
     examples: Annotated[Optional[int], typer.Option("--examples", help="Confirmation documents per task (default: all)")] = None,
+    max_tied: Annotated[Optional[int], typer.Option("--max-tied", min=0, help="Most tied candidates confirmed beside the front (default: the spec's confirmation.max_tied; unset: all)")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar")] = False,
 ) -> None:
     """Score the front, and every candidate tied with it, on documents the search never saw."""
@@ -194,7 +198,7 @@ def confirm_cmd(
 
     quiet_optuna()
     require_database(storage)
-    run_confirm(study, storage, examples=examples, quiet=quiet)
+    run_confirm(study, storage, examples=examples, max_tied=max_tied, quiet=quiet)
 
 
 def worker_cmd(

@@ -27,7 +27,7 @@ from nas.front import candidates_mask, resolve_column
 from nas.model.directory import LoadedSupernet, load_supernet
 from nas.model.space import SearchSpace
 from nas.model.subnet import SubnetConfig
-from nas.search.racing import Contender, dominating_member
+from nas.search.racing import Contender, dominating_member, paired_objective
 from nas.search.results import StudyResults, load_results
 from nas.search.scoring import StudyScoring
 from nas.search.spec import ConfirmationSpec, StudySpec
@@ -45,11 +45,12 @@ class Confirmation:
     fidelity: str  # the confirmation fidelity's label
     examples: int  # confirmation documents per task
     front: tuple[int, ...]  # trials on the search front
-    tied: tuple[int, ...]  # other trials no front member confidently dominates
+    tied: tuple[int, ...]  # other trials no front member confidently dominates, confirmed
     evaluations: int  # scorer runs (the rest came from the cache)
     cache_hits: int
     seconds: float
     added_split: bool = False  # a study older than confirmation sets got one now
+    unconfirmed: tuple[int, ...] = ()  # tied trials left out by ``confirmation.max_tied``
 
     @property
     def trials(self) -> tuple[int, ...]:
@@ -61,12 +62,14 @@ def confirm_study(
     storage_url: str | None = None,
     *,
     examples: int | None = None,
+    max_tied: int | None = None,
     loaded: LoadedSupernet | None = None,
     scorers: Sequence[TaskScorer] | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> Confirmation:
     """Score study ``name``'s front and the candidates tied with it on its confirmation
     documents (all of them, or the first ``examples`` per task); see the module docstring.
+    ``max_tied`` overrides the spec's ``confirmation.max_tied``.
 
     ``loaded``/``scorers`` reuse a loaded supernet and built scorers (``nas search`` passes
     the search's own); ``progress(done, total)`` is called after each candidate.
@@ -92,7 +95,9 @@ def confirm_study(
         fidelity = spec.confirm_fidelity(examples)
         scoring = StudyScoring(db, results.supernet_hash, spec, scorers)
         front, tied = _chosen(results, spec, scoring)
-        chosen = front + tied
+        cap = max_tied if max_tied is not None else (spec.confirmation.max_tied if spec.confirmation else None)
+        tied, unconfirmed = (tied, []) if cap is None else (tied[:cap], tied[cap:])
+        chosen = front + sorted(tied)
         rows = results.frame.set_index("trial")
         for i, trial in enumerate(chosen):
             row = rows.loc[trial]
@@ -102,15 +107,17 @@ def confirm_study(
         log.info("confirmed %d candidates of study %s on %s", len(chosen), name, fidelity.label)
         return Confirmation(
             study=name, fidelity=fidelity.label, examples=fidelity.limit or spec.holdout,
-            front=tuple(front), tied=tuple(tied), evaluations=scoring.counts.evaluations,
+            front=tuple(front), tied=tuple(sorted(tied)), evaluations=scoring.counts.evaluations,
             cache_hits=scoring.counts.cache_hits, seconds=time.perf_counter() - start, added_split=added,
+            unconfirmed=tuple(sorted(unconfirmed)),
         )
     finally:
         db.close()
 
 
 def _chosen(results: StudyResults, spec: StudySpec, scoring: StudyScoring) -> tuple[list[int], list[int]]:
-    """(front trials, tied trials): the candidates no front member confidently dominates."""
+    """(front trials, tied trials): the candidates no front member confidently dominates,
+    the tied ones ordered by the front's evidence against them, weakest first."""
     frame = results.frame
     candidates = frame[candidates_mask(frame, results.objectives)]
     columns = [resolve_column(o.metric, frame) or o.metric for o in spec.objectives]
@@ -122,11 +129,32 @@ def _chosen(results: StudyResults, spec: StudySpec, scoring: StudyScoring) -> tu
 
     members = [contender(r) for _, r in candidates[candidates["on_front"]].iterrows()]
     z = spec.confirmation.z if spec.confirmation is not None else 1.96
-    tied = [
-        int(r["trial"]) for _, r in candidates[~candidates["on_front"]].iterrows()
-        if dominating_member(members, contender(r), spec, z=z)[0] is None
-    ]
-    return sorted(m.trial for m in members), sorted(tied)
+    others = [contender(r) for _, r in candidates[~candidates["on_front"]].iterrows()]
+    tied = [c for c in others if dominating_member(members, c, spec, z=z)[0] is None]
+    tied.sort(key=lambda c: (_evidence_against(members, c, spec), c.trial))
+    return sorted(m.trial for m in members), [c.trial for c in tied]
+
+
+def _evidence_against(members: Sequence[Contender], candidate: Contender, spec: StudySpec) -> float:
+    """How strongly the front says ``candidate`` is dominated: over the members at least as
+    cheap on every cost, the largest (over members) of the smallest (over scored objectives)
+    paired z of the member's advantage; -inf when no member is as cheap."""
+    best = float("-inf")
+    for member in members:
+        weakest = float("inf")
+        for j, obj in enumerate(spec.objectives):
+            better = 1.0 if obj.direction == "maximize" else -1.0
+            if spec.objective_kind(obj) == "cost":
+                if member.values[j] * better < candidate.values[j] * better:
+                    weakest = float("-inf")
+                    break
+                continue
+            diff = paired_objective(spec, j, member.examples, candidate.examples)
+            z = 0.0 if diff is None else better * diff.value / max(diff.stderr, 1e-12)
+            weakest = min(weakest, z)
+        if weakest != float("inf"):
+            best = max(best, weakest)
+    return best
 
 
 def _add_split(db: Database, spec: StudySpec, scorers: Sequence[TaskScorer], examples: int | None) -> StudySpec:

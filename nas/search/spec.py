@@ -213,10 +213,13 @@ class ConfirmationSpec(_Model):
     """Held-out confirmation: ``examples`` documents of each task (the end of the task's
     seeded order) that the search never sees; the front and every candidate tied with it
     are scored on them when the budget is spent (``nas confirm``). ``z``: the width of the
-    intervals reported and of the tie test (1.96: 95 %)."""
+    intervals reported and of the tie test (1.96: 95 %). ``max_tied``: at most this many
+    tied candidates are confirmed beside the front (all of the front always is), those the
+    front's evidence against is weakest first; None confirms every tied candidate."""
 
     examples: int = Field(default=100, ge=2)
     z: float = Field(default=1.96, gt=0)
+    max_tied: int | None = Field(default=None, ge=0)
 
 
 class FaultToleranceSpec(_Model):
