@@ -297,5 +297,6 @@ def register(app: typer.Typer) -> None:
         result = demo(quick=quick, work=work or work_dir(), trials=trials, low=low, high=high, model=model)
         timings = {**result["timings"], "total_s": round(time.perf_counter() - total, 1)}
         typer.echo(json.dumps({"wall_time": timings, "study": result["study"], "report": result["report"],
-                               "front_size": len(result["front"]),
+                               "front_size": sum(r["on_search_front"] for r in result["front"]),
+                               "rows_shown": len(result["front"]),
                                "kendall_tau_search_vs_confirm": result["kendall_tau_search_vs_confirm"], **result["summary"]}))
