@@ -27,7 +27,7 @@ from nas.front import candidates_mask, resolve_column
 from nas.model.directory import LoadedSupernet, load_supernet
 from nas.model.space import SearchSpace
 from nas.model.subnet import SubnetConfig
-from nas.search.racing import Contender, dominating_member, paired_objective
+from nas.search.racing import Contender, dominating_member, paired_advantages
 from nas.search.results import StudyResults, load_results
 from nas.search.scoring import StudyScoring
 from nas.search.spec import ConfirmationSpec, StudySpec
@@ -141,19 +141,9 @@ def _evidence_against(members: Sequence[Contender], candidate: Contender, spec: 
     paired z of the member's advantage; -inf when no member is as cheap."""
     best = float("-inf")
     for member in members:
-        weakest = float("inf")
-        for j, obj in enumerate(spec.objectives):
-            better = 1.0 if obj.direction == "maximize" else -1.0
-            if spec.objective_kind(obj) == "cost":
-                if member.values[j] * better < candidate.values[j] * better:
-                    weakest = float("-inf")
-                    break
-                continue
-            diff = paired_objective(spec, j, member.examples, candidate.examples)
-            z = 0.0 if diff is None else better * diff.value / max(diff.stderr, 1e-12)
-            weakest = min(weakest, z)
-        if weakest != float("inf"):
-            best = max(best, weakest)
+        advantages = paired_advantages(member, candidate, spec)
+        if advantages:
+            best = max(best, min(0.0 if a is None else a.value / max(a.stderr, 1e-12) for a in advantages))
     return best
 
 

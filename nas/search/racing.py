@@ -61,25 +61,30 @@ def paired_objective(spec: StudySpec, index: int, a: Examples, b: Examples) -> E
     return None if diff is None else Estimate(*diff)
 
 
-def confidently_dominates(member: Contender, candidate: Contender, spec: StudySpec, *, z: float) -> tuple[bool, float]:
-    """Whether ``member`` is at least as cheap on every cost objective and better on every
-    scored objective by more than ``z`` paired standard errors; and by how much the
-    narrowest of those margins clears the bar (0 when it does not dominate)."""
-    margin = float("inf")
+def paired_advantages(member: Contender, candidate: Contender, spec: StudySpec) -> list[Estimate | None] | None:
+    """None when ``member`` is not at least as cheap as ``candidate`` on every cost
+    objective; else, per scored objective, ``member``'s paired advantage (its value minus
+    the candidate's, signed so that positive is better) or None without shared documents."""
+    out: list[Estimate | None] = []
     for j, obj in enumerate(spec.objectives):
         better = 1.0 if obj.direction == "maximize" else -1.0
         if spec.objective_kind(obj) == "cost":
             if member.values[j] * better < candidate.values[j] * better:
-                return False, 0.0
+                return None
             continue
         diff = paired_objective(spec, j, member.examples, candidate.examples)
-        if diff is None:
-            return False, 0.0
-        gap = better * diff.value - z * diff.stderr
-        if better * diff.value <= 0 or gap <= 0:
-            return False, 0.0
-        margin = min(margin, gap)
-    return margin != float("inf"), (0.0 if margin == float("inf") else margin)
+        out.append(None if diff is None else Estimate(better * diff.value, diff.stderr))
+    return out
+
+
+def confidently_dominates(member: Contender, candidate: Contender, spec: StudySpec, *, z: float) -> tuple[bool, float]:
+    """Whether ``member`` is at least as cheap on every cost objective and better on every
+    scored objective by more than ``z`` paired standard errors; and by how much the
+    narrowest of those margins clears the bar (0 when it does not dominate)."""
+    advantages = paired_advantages(member, candidate, spec)
+    if not advantages or any(a is None or a.value <= 0 or a.value - z * a.stderr <= 0 for a in advantages):
+        return False, 0.0
+    return True, min(a.value - z * a.stderr for a in advantages if a is not None)
 
 
 def dominating_member(front: Sequence[Contender], candidate: Contender, spec: StudySpec, *, z: float) -> tuple[int | None, float]:
@@ -94,4 +99,4 @@ def dominating_member(front: Sequence[Contender], candidate: Contender, spec: St
 
 
 __all__ = ["Contender", "Examples", "confidently_dominates", "dominating_member", "examples_of", "objective_parts",
-           "paired_objective"]
+           "paired_advantages", "paired_objective"]
