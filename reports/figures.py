@@ -37,6 +37,7 @@ from nas.front import (
 )
 from nas.metrics import ACCURACY, Objective
 from reports.data import StudyView
+from reports.numbers import human
 
 CATEGORIES = ("front", "dominated", "low fidelity only", "infeasible")
 _STYLE = {
@@ -51,17 +52,8 @@ _LAYOUT = dict(template="plotly_white", margin=dict(l=60, r=20, t=50, b=50), hov
 
 # --------------------------------------------------------------------- helpers
 def format_value(column: str, value: float) -> str:
-    """A number as people read it: 0.5123, 1.35e+08, 12.3 ms."""
-    if value is None or (isinstance(value, float) and not np.isfinite(value)):
-        return "–"
-    v = float(value)
-    if "/" in column or column == ACCURACY:
-        return f"{v:.4f}"
-    if abs(v) >= 1e5:
-        return f"{v:.3g}"
-    if v == int(v):
-        return f"{int(v)}"
-    return f"{v:.3g}"
+    """A number as people read it: 0.5123, 75.1 M, 190 MFLOP, 12.3 ms (:func:`reports.numbers.human`)."""
+    return human(value, column)
 
 
 def hover_text(view: StudyView, row: pd.Series) -> str:
@@ -128,8 +120,11 @@ class ParetoData(NamedTuple):
     z: float = 1.96
 
 
-def pareto_data(view: StudyView, x: str | Objective, y: str | Objective) -> ParetoData:
-    """Categorise every trial for the (x, y) view; the front is that of these two objectives."""
+def pareto_data(view: StudyView, x: str | Objective, y: str | Objective, *, hover: bool = True) -> ParetoData:
+    """Categorise every trial for the (x, y) view; the front is that of these two objectives.
+
+    ``hover=False`` leaves out the per-point hover text (the web page fetches a point's
+    details when it is hovered: a 1,000-trial payload shrinks by about ten times)."""
     xo = x if isinstance(x, Objective) else view.objective_for(x)
     yo = y if isinstance(y, Objective) else view.objective_for(y)
     frame = view.frame
@@ -168,7 +163,7 @@ def pareto_data(view: StudyView, x: str | Objective, y: str | Objective) -> Pare
                 "y": ys.astype(float).to_numpy(),
                 "ex": _errors(rows, xo.column, z),
                 "ey": _errors(rows, yo.column, z),
-                "hover": [hover_text(view, r) for _, r in rows.iterrows()],
+                **({"hover": [hover_text(view, r) for _, r in rows.iterrows()]} if hover else {}),
             }
         )
     front = points["front"][["trial", "x", "y"]].sort_values(["x", "y"]).reset_index(drop=True)
@@ -204,6 +199,13 @@ def _confirmed_points(frame: pd.DataFrame, x: Objective, y: Objective, z: float)
     })
 
 
+def _hover(pts: pd.DataFrame, name: str) -> dict:
+    """Full hover text when the data has it, else a one-line template (trial, x, y)."""
+    if "hover" in pts.columns:
+        return {"hovertext": pts["hover"].tolist(), "hoverinfo": "text"}
+    return {"hovertemplate": f"trial %{{customdata}}: %{{x:.4~s}}, %{{y:.4~s}}<extra>{name}</extra>"}
+
+
 def draw_pareto(data: ParetoData, *, title: str | None = None) -> go.Figure:
     fig = go.Figure()
     for name in CATEGORIES:
@@ -218,8 +220,7 @@ def draw_pareto(data: ParetoData, *, title: str | None = None) -> go.Figure:
                 error_x=_error_bars(pts["ex"], _STYLE[name]),
                 error_y=_error_bars(pts["ey"], _STYLE[name]),
                 customdata=pts["trial"].tolist(),
-                hovertext=pts["hover"].tolist(),
-                hoverinfo="text",
+                **_hover(pts, name),
                 meta={"category": name},
             )
         )
@@ -260,12 +261,13 @@ def draw_pareto(data: ParetoData, *, title: str | None = None) -> go.Figure:
     return fig
 
 
-def pareto_figure(view: StudyView, x: str | Objective | None = None, y: str | Objective | None = None) -> go.Figure:
+def pareto_figure(view: StudyView, x: str | Objective | None = None, y: str | Objective | None = None, *,
+                  hover: bool = True) -> go.Figure:
     """Pareto scatter of two objectives (default: the study's first two, cost on x)."""
     if x is None or y is None:
         dx, dy = default_axes(view)
         x, y = x or dx, y or dy
-    return draw_pareto(pareto_data(view, x, y))
+    return draw_pareto(pareto_data(view, x, y, hover=hover))
 
 
 def default_axes(view: StudyView) -> tuple[Objective, Objective]:

@@ -16,15 +16,17 @@ from nas.front import resolve_column
 from nas.pick import describe_empty
 from reports import figures as F
 from reports.data import finite
-from reports.web.schemas import PickBody, PickOut, StudySummary, TrialOut, TrialPage, error_responses
+from reports.web.schemas import PickBody, PickOut, StudySummary, TrialBrief, TrialOut, TrialPage, error_responses
 from reports.web.state import CacheDep, DatabaseDep
 from reports.web.views import (
     FIGURE_KINDS,
     candidate_detail,
+    front_rows,
     run_pick,
     study_figure,
     study_summaries,
     study_summary,
+    trial_brief,
     trial_rows,
 )
 
@@ -69,17 +71,47 @@ def api_trials(
 
 
 @router.get("/api/studies/{name}/front", response_model=list[TrialOut], tags=["studies"], responses=error_responses(404, 422))
-async def api_front(name: str, cache: CacheDep) -> Response:
-    key = ("front-json",)
+async def api_front(
+    name: str,
+    cache: CacheDep,
+    x: Annotated[str | None, Query(max_length=200)] = None,
+    y: Annotated[str | None, Query(max_length=200)] = None,
+) -> Response:
+    """The study's front (its objectives); with ``x`` and ``y``, the front of those two
+    columns, as the Pareto plot of those axes draws it."""
+    if x is None and y is None:
+        key: tuple[Any, ...] = ("front-json",)
+        build: Any = lambda v: json.dumps(trial_rows(v, "front"))  # noqa: E731
+    else:
+        key = ("front-json", x, y)
+        build = lambda v: json.dumps(front_rows(v, _column(v, x), _column(v, y)))  # noqa: E731
     body = cache.peek(name, key)
     if body is None:
-        body = await run_in_threadpool(cache.derived, name, key, lambda v: json.dumps(trial_rows(v, "front")))
+        body = await run_in_threadpool(cache.derived, name, key, build)
     return Response(body, media_type="application/json")
+
+
+def _column(view: Any, column: str | None) -> str | None:
+    """``column`` resolved against the study (422 naming it when unknown)."""
+    if column is None:
+        return None
+    resolved = resolve_column(column, view.frame)
+    if resolved is None:
+        raise HTTPException(422, f"study {view.name!r} has no column {column!r}")
+    return resolved
 
 
 @router.get("/api/studies/{name}/trials/{trial}", tags=["studies"], responses=error_responses(404, 422))
 def api_candidate(name: str, trial: int, db: DatabaseDep, cache: CacheDep) -> dict[str, Any]:
     return candidate_detail(db, cache, name, trial)
+
+
+@router.get("/api/studies/{name}/trials/{trial}/brief", response_model=TrialBrief, tags=["studies"],
+            responses=error_responses(404, 422))
+def api_brief(name: str, trial: int, cache: CacheDep) -> dict[str, Any]:
+    """One trial's row and per-layer glance: what a Pareto point shows when hovered (the
+    figure itself carries only trial numbers and coordinates)."""
+    return cache.derived(name, ("brief", trial), lambda v: trial_brief(v, trial))
 
 
 @router.get("/api/studies/{name}/figures/{kind}", tags=["figures"], responses=error_responses(404, 422))

@@ -5,7 +5,7 @@ plot with objective selectors, sortable front table, hypervolume history, live p
 ``/studies/{name}/trials/{n}`` candidate, ``/studies/{name}/pick`` pick and export,
 ``/compare?study=a&study=b`` overlay, ``/studies/{name}/report.html`` the static report.
 
-JSON API (OpenAPI at ``/docs`` and ``/openapi.json``; :mod:`reports.web.api`): studies,
+JSON API (OpenAPI at ``/docs`` (Swagger UI from local files), ``/redoc`` and ``/openapi.json``; :mod:`reports.web.api`): studies,
 trials (paged), front, candidate, figures; ``POST /api/pick``; and, with ``Authorization:
 Bearer <NAS_API_TOKEN>`` (:mod:`reports.web.api_jobs`), ``POST /api/studies`` (launch
 ``nas search`` in a worker process), ``POST /api/exports`` (``nas export`` in a worker
@@ -28,6 +28,7 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.gzip import GZipMiddleware
 from fastapi.responses import JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
@@ -35,9 +36,9 @@ from markupsafe import Markup
 
 import storage
 from nas.errors import NasError
-from reports import figures as F
-from reports.data import TrialNotFound, finite
-from reports.web import api, api_jobs, pages
+from reports.data import TrialNotFound
+from reports.numbers import cell_html, human, raw
+from reports.web import api, api_jobs, assets, pages
 from reports.web.api import MAX_PAGE_SIZE
 from reports.web.cache import StudyCache
 from reports.web.jobs import JobManager
@@ -63,6 +64,8 @@ def create_app(settings: WebSettings) -> FastAPI:
         description="Browse NAS studies and their Pareto fronts, pick sub-networks under a budget, export them.",
         version="1",
         lifespan=_lifespan,
+        docs_url=None,  # served by reports.web.assets from local files, not a CDN
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.db = db
@@ -70,14 +73,17 @@ def create_app(settings: WebSettings) -> FastAPI:
     app.state.jobs = jobs
     app.state.templates = _templates()
 
+    app.add_middleware(GZipMiddleware, minimum_size=1024, compresslevel=5)
     app.add_middleware(LimitsMiddleware)
     app.add_exception_handler(storage.StorageError, _storage_error)
     app.add_exception_handler(NasError, _nas_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
 
-    app.include_router(pages.router)  # before the /static mount: /static/plotly.min.js wins
+    app.include_router(assets.router)  # before the /static mount: /static/plotly-*.min.js wins
+    app.include_router(pages.router)
     app.include_router(api.router)
     app.include_router(api_jobs.router)
+    app.mount(assets.VENDOR_URL, StaticFiles(directory=str(assets.vendor_dir())), name="vendor")
     app.mount("/static", StaticFiles(directory=str(_HERE / "static")), name="static")
     return app
 
@@ -92,7 +98,10 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
 def _templates() -> Jinja2Templates:
     templates = Jinja2Templates(directory=str(_HERE / "templates"))
     templates.env.filters["num"] = _num_filter
+    templates.env.filters["cell"] = _cell_filter
+    templates.env.filters["raw"] = raw
     templates.env.filters["tojson_safe"] = _json_for_script
+    templates.env.globals["plotly_src"] = assets.PLOTLY_URL
     return templates
 
 
@@ -136,8 +145,11 @@ def _json_for_script(value: Any) -> Markup:
 
 
 def _num_filter(value: Any, column: str = "") -> str:
-    f = finite(value)
-    return "–" if f is None else F.format_value(column, f)
+    return human(value, column)
+
+
+def _cell_filter(value: Any, column: str = "", stderr: Any = None, z: float = 1.0) -> Markup:
+    return Markup(cell_html(value, column, stderr, z))  # noqa: S704 - cell_html escapes its text
 
 
 __all__ = ["FIGURE_KINDS", "MAX_PAGE_SIZE", "WebSettings", "create_app"]

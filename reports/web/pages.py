@@ -1,20 +1,17 @@
 """The HTML pages: ``/`` studies, ``/studies/{name}`` study, ``/studies/{name}/trials/{n}``
 candidate, ``/studies/{name}/pick`` pick and export, ``/compare?study=a&study=b`` overlay,
-``/studies/{name}/report.html`` the static report, and ``/static/plotly.min.js``.
-
-Include this router before mounting ``/static`` so that ``/static/plotly.min.js`` wins.
+``/studies/{name}/report.html`` the static report (plotly.js and the API docs' assets are
+:mod:`reports.web.assets`).
 """
 
 from __future__ import annotations
 
-import functools
 from typing import Annotated
 
 import plotly.io as pio
 from fastapi import APIRouter, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
-from plotly.offline import get_plotlyjs
 
 from nas.metrics import ACCURACY
 from reports import figures as F
@@ -108,18 +105,6 @@ def compare_page(
         "compare.html",
         {"names": names, "chosen": chosen, "figure": fig_json, "rows": rows, "axes": axes, "x": x, "y": y},
     )
-
-
-@functools.cache
-def _plotly_js() -> str:
-    """The plotly.js bundle, read once (an immutable asset)."""
-    return get_plotlyjs()
-
-
-@router.get("/static/plotly.min.js", include_in_schema=False)
-def plotly_js() -> Response:
-    return Response(_plotly_js(), media_type="application/javascript",
-                    headers={"Cache-Control": "public, max-age=86400"})
 
 
 @router.get("/studies/{name}/", include_in_schema=False)

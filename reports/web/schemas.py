@@ -183,6 +183,15 @@ class TrialOut(BaseModel):
     costs: dict[str, float | None]
 
 
+class TrialBrief(TrialOut):
+    """A trial's row plus its per-layer glance (``layers`` kept, ``n_head`` and ``d_ff`` per
+    kept layer) for a hovered point."""
+
+    layers: list[int]
+    n_head: list[int]
+    d_ff: list[int]
+
+
 class TrialPage(BaseModel):
     study: str
     total: int
@@ -203,6 +212,7 @@ __all__ = [
     "StudyLaunchBody",
     "StudyLaunched",
     "StudySummary",
+    "TrialBrief",
     "TrialOut",
     "TrialPage",
     "error_responses",

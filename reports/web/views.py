@@ -15,8 +15,8 @@ import plotly.graph_objects as go
 import plotly.io as pio
 
 import storage
-from nas.front import confirmed_column
-from nas.metrics import ACCURACY, COST_LABELS
+from nas.front import confirmed_column, front_mask
+from nas.metrics import ACCURACY, COST_LABELS, Objective
 from nas.pick import bounds_from_mapping
 from reports import figures as F
 from reports.data import StudyView, finite, pick_in_view
@@ -72,6 +72,16 @@ def trial_row(view: StudyView, r: pd.Series) -> dict[str, Any]:
     }
 
 
+def trial_brief(view: StudyView, trial: int) -> dict[str, Any]:
+    """:func:`trial_row` plus the kept layers and their head counts and FFN widths."""
+    row = view.trial(trial)
+    config = json.loads(row["config_json"])
+    out = trial_row(view, row)
+    out.update(layers=[int(v) for v in config.get("layers", [])], n_head=[int(v) for v in config.get("n_head", [])],
+               d_ff=[int(v) for v in config.get("d_ff", [])])
+    return out
+
+
 def trial_rows(view: StudyView, only: str) -> list[dict[str, Any]]:
     frame = view.frame
     if only == "front":
@@ -86,6 +96,20 @@ def trial_rows(view: StudyView, only: str) -> list[dict[str, Any]]:
     return [trial_row(view, r) for _, r in frame.iterrows()]
 
 
+def axes_of(view: StudyView, x: str | None, y: str | None) -> tuple[Objective, Objective]:
+    """The plotted (x, y) objectives: the given columns, else the study's default axes."""
+    dx, dy = F.default_axes(view)
+    return (view.objective_for(x) if x else dx), (view.objective_for(y) if y else dy)
+
+
+def front_rows(view: StudyView, x: str | None = None, y: str | None = None) -> list[dict[str, Any]]:
+    """The front of the plotted axes (as the Pareto plot draws it), cheapest on x first."""
+    xo, yo = axes_of(view, x, y)
+    frame = view.frame[front_mask(view.frame, (xo, yo))]
+    frame = frame.sort_values([xo.column, yo.column], ascending=[xo.direction == "minimize", yo.direction != "minimize"])
+    return [trial_row(view, r) for _, r in frame.iterrows()]
+
+
 def column_choices(view: StudyView) -> list[dict[str, str]]:
     out = []
     for col in view.value_columns:
@@ -97,7 +121,7 @@ def column_choices(view: StudyView) -> list[dict[str, str]]:
 
 def study_context(view: StudyView) -> dict[str, Any]:
     x, y = F.default_axes(view)
-    front = trial_rows(view, "front")
+    front = front_rows(view, x.column, y.column)
     main_metrics = list(dict.fromkeys([c for c in view.metric_columns if c.endswith(("/acc_norm", "/acc", "/loss"))]))[:6]
     return {
         "study": view.name,
@@ -117,8 +141,8 @@ def study_context(view: StudyView) -> dict[str, Any]:
 
 def study_figure(view: StudyView, kind: str, x: str | None, y: str | None) -> Any:
     """The figure ``kind`` (one of :data:`FIGURE_KINDS`) of a study."""
-    if kind == "pareto":
-        return F.pareto_figure(view, x, y)
+    if kind == "pareto":  # hover details are fetched per point (/api/studies/NAME/trials/N/brief)
+        return F.pareto_figure(view, x, y, hover=False)
     if kind == "pareto3d":
         return F.pareto3d_figure(view)
     if kind == "hypervolume":
@@ -187,6 +211,6 @@ def candidate_figures(detail: dict[str, Any]) -> dict[str, str]:
 
 
 __all__ = [
-    "FIGURE_KINDS", "candidate_detail", "candidate_figures", "column_choices", "run_pick", "study_context",
-    "study_figure", "study_summaries", "study_summary", "trial_row", "trial_rows",
+    "FIGURE_KINDS", "axes_of", "front_rows", "candidate_detail", "candidate_figures", "column_choices", "run_pick", "study_context",
+    "study_figure", "study_summaries", "study_summary", "trial_brief", "trial_row", "trial_rows",
 ]

@@ -18,9 +18,41 @@ async function fetchJSON(url, options) {
 
 async function plotFigure(div, url) {
   const fig = await fetchJSON(url);
-  const layout = Object.assign({}, fig.layout, { autosize: true });
-  await Plotly.react(div, fig.data, layout, { responsive: true, displaylogo: false });
+  await plotData(div, fig);
   return fig;
+}
+
+function plotData(div, fig) {
+  const layout = Object.assign({}, fig.layout, { autosize: true });
+  return Plotly.react(div, fig.data, layout, { responsive: true, displaylogo: false });
+}
+
+// Hovering a point fetches its row (the figure carries only trial numbers and coordinates).
+function showPointDetails(div, study, panel) {
+  const seen = new Map();
+  div.on("plotly_hover", async ev => {
+    const p = ev.points && ev.points[0];
+    if (!p || p.customdata === undefined || p.customdata === null) return;
+    const trial = p.customdata;
+    if (!seen.has(trial)) {
+      seen.set(trial, fetchJSON("/api/studies/" + encodeURIComponent(study) + "/trials/" + trial + "/brief").catch(() => null));
+    }
+    const r = await seen.get(trial);
+    if (!r) return;
+    panel.innerHTML = briefHTML(r);
+    panel.dataset.trial = String(trial);
+  });
+}
+
+function briefHTML(r) {
+  const lines = ["<b>trial " + r.trial + "</b>", '<span class="mono">' + esc(r.summary) + "</span>", glanceSVG(r)];
+  const status = [r.feasible ? null : "infeasible", r.fidelity ? "fidelity " + esc(r.fidelity) : null,
+                  r.on_front ? "on the study front" : null, r.tied ? "tied with the best" : null].filter(Boolean);
+  if (status.length) lines.push(status.join(", "));
+  lines.push("accuracy " + fmtCell("accuracy", r.accuracy, r.accuracy_stderr));
+  if (r.accuracy_confirmed !== null) lines.push("confirmed " + fmtCell("accuracy", r.accuracy_confirmed, r.accuracy_confirmed_stderr));
+  Object.keys(r.costs).forEach(c => lines.push(esc(c) + " " + fmtCell(c, r.costs[c])));
+  return lines.join("<br>");
 }
 
 function plotInline(div, fig) {
@@ -64,11 +96,88 @@ function makeSortable(table) {
   });
 }
 
+// One number renderer, the twin of reports/numbers.py (tests check both agree in Chromium):
+// scores 0.5123, counts 75.1 M, FLOPs 190 MFLOP, bytes 12.3 MB, 12.3 ms; the raw value on hover.
+const SI_PREFIXES = ["", " k", " M", " G", " T", " P"];
+const UNIT_SUFFIX = { count: "", flop: "FLOP", bytes: "B", rate: "/s", plain: "" };
+
+function numUnit(column) {
+  const name = String(column || "").replace(/_stderr$/, "").split("@")[0];
+  if (name === "accuracy" || name.includes("/")) return "score";
+  if (name.endsWith("_ms")) return "ms";
+  if (name.includes("flop")) return "flop";
+  if (name.endsWith("_bytes")) return "bytes";
+  if (name.endsWith("_per_s")) return "rate";
+  if (name.endsWith("params") || name === "n_trials" || name === "n_examples") return "count";
+  return "plain";
+}
+
+function finiteOrNull(v) {
+  if (v === null || v === undefined || v === "") return null;
+  const n = Number(v);
+  return Number.isFinite(n) ? n : null;
+}
+
+function sig3(v) { return String(Number(v.toPrecision(3))); }
+
+function siText(v, suffix) {
+  const sign = v < 0 ? "-" : "";
+  const r = Number(Math.abs(v).toPrecision(3));
+  const group = r < 1000 ? 0 : Math.min(SI_PREFIXES.length - 1, Math.floor(Math.log10(r) / 3));
+  const mantissa = sig3(r / Math.pow(10, 3 * group));
+  if (group) return sign + mantissa + SI_PREFIXES[group] + suffix;
+  return suffix ? sign + mantissa + " " + suffix : sign + mantissa;
+}
+
+function fmtValue(column, value) {
+  const v = finiteOrNull(value);
+  if (v === null) return "–";
+  const kind = numUnit(column);
+  if (kind === "score") return v.toFixed(4);
+  if (kind === "ms") return Math.abs(v) < 1e4 ? sig3(v) + " ms" : sig3(v / 1e3) + " s";
+  if (kind === "plain") {
+    if (Math.abs(v) >= 1e4) return siText(v, "");
+    return Number.isInteger(v) ? String(v) : sig3(v);
+  }
+  return siText(v, UNIT_SUFFIX[kind]);
+}
+
+function rawValue(value) {
+  const v = finiteOrNull(value);
+  if (v === null) return "";
+  return String(v);
+}
+
+// The markup of reports.numbers.cell_html: the value, its raw form on hover, ± z·stderr.
+function numHTML(column, value, stderr, z) {
+  let text = '<span class="num" title="' + esc(rawValue(value)) + '">' + esc(fmtValue(column, value)) + "</span>";
+  const se = finiteOrNull(stderr), v = finiteOrNull(value);
+  if (se !== null && se > 0 && v !== null) text += ' <small class="pm">± ' + ((z === undefined ? 1 : z) * se).toFixed(4) + "</small>";
+  return text;
+}
+
+function fmtCell(column, value, stderr, z) { return numHTML(column, value, stderr, z); }
+
+// Kept for older callers: digits forces a fixed number of decimals.
 function fmt(v, digits) {
-  if (v === null || v === undefined || Number.isNaN(v)) return "–";
-  if (Math.abs(v) >= 1e5) return v.toPrecision(3);
-  if (digits !== undefined) return v.toFixed(digits);
-  return Number.isInteger(v) ? String(v) : v.toPrecision(4);
+  if (finiteOrNull(v) === null) return "–";
+  return digits !== undefined && Math.abs(v) < 1e4 ? Number(v).toFixed(digits) : fmtValue("", v);
+}
+
+// A per-layer glance: one bar per supernet layer, its height the kept FFN width (0: dropped).
+function glanceSVG(r, fullLayers, fullDff) {
+  const layers = r.layers || [], dff = r.d_ff || [];
+  const n = fullLayers || (layers.length ? Math.max.apply(null, layers) + 1 : 0);
+  if (!n) return "";
+  const top = fullDff || Math.max.apply(null, dff.concat([1]));
+  const w = 3, h = 16, kept = new Map(layers.map((l, i) => [l, dff[i] || 0]));
+  let bars = "";
+  for (let i = 0; i < n; i++) {
+    const v = kept.has(i) ? kept.get(i) : 0, bh = Math.max(v > 0 ? 1 : 0, Math.round(h * v / top));
+    bars += kept.has(i) ? '<rect x="' + i * w + '" y="' + (h - bh) + '" width="' + (w - 1) + '" height="' + bh + '"></rect>'
+                        : '<rect class="dropped" x="' + i * w + '" y="' + (h - 1) + '" width="' + (w - 1) + '" height="1"></rect>';
+  }
+  return '<svg class="glance" width="' + n * w + '" height="' + h + '" role="img"><title>FFN width kept per layer</title>' + bars + "</svg>";
 }
 
 function esc(s) {

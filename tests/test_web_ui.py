@@ -1,0 +1,116 @@
+"""The web UI in a real browser (Debian's Chromium driven by playwright), with every request
+that leaves the server refused: the pages must work offline."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from nas.model.config import SupernetConfig
+from reports.numbers import cell_html
+from reports.web import WebSettings, create_app
+from storage import open_database
+
+from _browser import chromium, serve
+from _synthetic import write_synthetic_study
+
+pytestmark = pytest.mark.browser
+
+TOKEN = "ui-token-0123456789abcdef"
+N_TRIALS = 30
+CONFIG = SupernetConfig(vocab_size=256, d_model=64, n_layer=6, n_head=4, n_kv_head=2, d_ff=128)
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
+    root = tmp_path_factory.mktemp("ui")
+    url = f"sqlite:///{root / 'nas.db'}"
+    with open_database(url) as db:
+        write_synthetic_study(db, name="demo", config=CONFIG, n_trials=N_TRIALS, seed=5)
+    app = create_app(WebSettings(database_url=url, work_dir=root / "work", token=TOKEN))
+    with serve(app) as base:
+        yield {"base": base, "root": root, "url": url, "app": app}
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[object]:
+    with chromium() as b:
+        yield b
+
+
+@pytest.fixture()
+def page(browser, site: dict):  # noqa: ANN001
+    """A page that may reach only the server, and records console errors and failed requests."""
+    context = browser.new_context(viewport={"width": 1440, "height": 1000})
+    page = context.new_page()
+    page.errors = []
+    base = site["base"]
+
+    def only_local(route) -> None:  # noqa: ANN001
+        if route.request.url.startswith(base):
+            route.continue_()
+        else:
+            page.errors.append(f"off-site request {route.request.url}")
+            route.abort()
+
+    page.route("**/*", only_local)
+    page.on("pageerror", lambda exc: page.errors.append(str(exc)))
+    page.on("console", lambda msg: page.errors.append(msg.text) if msg.type == "error" else None)
+    yield page
+    context.close()
+
+
+def test_docs_render_offline(page, site: dict) -> None:  # noqa: ANN001
+    page.goto(f"{site['base']}/docs")
+    page.wait_for_selector(".swagger-ui .opblock", timeout=30_000)
+    paths = httpx.get(f"{site['base']}/openapi.json").json()["paths"]
+    n_ops = sum(len(ops) for ops in paths.values())
+    assert page.locator(".swagger-ui .opblock").count() == n_ops
+    assert page.errors == []
+
+
+def test_one_number_renderer_in_python_and_javascript(page, site: dict) -> None:  # noqa: ANN001
+    cases = [("params", 75_123_456, None), ("params", 74_048, None), ("params", 999_700, None), ("params", 512, None),
+             ("flops_per_token", 1.9e8, None), ("kv_cache_bytes", 12_345_678, None), ("prefill_latency_ms", 12.345, None),
+             ("prefill_latency_ms", 0.4123, None), ("decode_tokens_per_s", 1234.5, None), ("accuracy", 0.512345, 0.0123),
+             ("hellaswag/acc_norm", 0.5, 0.01), ("other", 5000, None), ("other", 123_456, None), ("other", 1.5, None),
+             ("other", -123_456, None), ("params", None, None), ("accuracy", 0.61, 0.0)]
+    page.goto(f"{site['base']}/studies/demo")
+    page.wait_for_selector('#pareto[data-ready="1"]', timeout=30_000)
+    js = page.evaluate("cases => cases.map(([c, v, se]) => numHTML(c, v, se, 1.96))", [list(c) for c in cases])
+    assert js == [cell_html(v, c, se, 1.96) for c, v, se in cases]
+    # the server-rendered front table and its live refresh read the same
+    served = page.inner_html("#front-table tbody")
+    page.evaluate("() => refreshFront()")
+    refreshed = page.inner_html("#front-table tbody")
+    norm = lambda h: " ".join(h.replace('"', "'").split()).replace("> <", "><")  # noqa: E731
+    assert norm(refreshed) == norm(served)
+    assert "e+" not in page.inner_text("#front-table")
+    assert page.errors == []
+
+
+def test_hovering_a_point_fetches_its_details(page, site: dict) -> None:  # noqa: ANN001
+    page.goto(f"{site['base']}/studies/demo")
+    page.wait_for_selector('#pareto[data-ready="1"]', timeout=30_000)
+    index = page.evaluate("() => document.getElementById('pareto').data.findIndex(t => t.meta && t.meta.category === 'front')")
+    box = page.locator("#pareto .scatterlayer .trace").nth(index).locator(".point").first.bounding_box()
+    page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)  # plotly listens on its drag layer
+    page.wait_for_function("() => document.getElementById('point-details').dataset.trial !== undefined", timeout=10_000)
+    trial = int(page.get_attribute("#point-details", "data-trial"))
+    plotted = page.evaluate("() => document.getElementById('pareto').data.flatMap(t => t.customdata || [])")
+    assert trial in plotted
+    text = page.inner_text("#point-details")
+    assert f"trial {trial}" in text and "params" in text
+    assert page.locator("#point-details svg.glance rect").count() >= 1
+    assert page.errors == []
+
+
+def _shots(page, name: str) -> None:  # noqa: ANN001
+    """Keep a screenshot for the README when NAS_SCREENSHOT_DIR is set."""
+    out = os.environ.get("NAS_SCREENSHOT_DIR")
+    if out:
+        page.screenshot(path=str(Path(out) / name), full_page=True)

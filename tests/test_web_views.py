@@ -1,0 +1,106 @@
+"""The web UI's server side without a browser: offline assets, payload sizes, one number
+format, the all-trials query, the infeasible page, compare and launch pages."""
+
+from __future__ import annotations
+
+import pytest
+from fastapi.testclient import TestClient
+
+from nas.model.config import SupernetConfig
+from reports.numbers import cell_html, human, raw
+from reports.web import WebSettings, create_app
+from reports.web.assets import PLOTLY_URL
+from storage import open_database
+
+from _synthetic import write_synthetic_study
+
+TOKEN = "views-token-0123456789"
+CONFIG = SupernetConfig(vocab_size=96, d_model=32, n_layer=4, n_head=4, n_kv_head=2, d_ff=64)
+N_TRIALS = 30
+
+
+@pytest.fixture(scope="module")
+def client(tmp_path_factory: pytest.TempPathFactory) -> TestClient:
+    root = tmp_path_factory.mktemp("views")
+    url = f"sqlite:///{root / 'nas.db'}"
+    with open_database(url) as db:
+        write_synthetic_study(db, name="toy", config=CONFIG, n_trials=N_TRIALS, seed=7)
+    settings = WebSettings(database_url=url, work_dir=root / "work", token=TOKEN, cache_ttl_s=0.0)
+    with TestClient(create_app(settings)) as c:
+        yield c
+
+
+@pytest.mark.parametrize(
+    ("column", "value", "text"),
+    [
+        ("params", 75_123_456, "75.1 M"),
+        ("non_embedding_params", 74_048, "74 k"),
+        ("params", 475_000.0, "475 k"),
+        ("params", 999_700, "1 M"),  # rounded before the prefix is chosen
+        ("params", 512, "512"),
+        ("flops_per_token", 1.9e8, "190 MFLOP"),
+        ("kv_cache_bytes", 12_345_678, "12.3 MB"),
+        ("prefill_latency_ms", 12.345, "12.3 ms"),
+        ("decode_tokens_per_s", 1234.5, "1.23 k/s"),
+        ("accuracy", 0.512345, "0.5123"),
+        ("hellaswag/acc_norm", 0.5, "0.5000"),
+        ("other", 123_456, "123 k"),
+        ("other", -123_456, "-123 k"),
+        ("params", None, "–"),
+        ("params", float("nan"), "–"),
+    ],
+)
+def test_one_human_format(column: str, value: float, text: str) -> None:
+    assert human(value, column) == text
+
+
+def test_cells_carry_the_raw_value_and_the_interval() -> None:
+    assert cell_html(75_123_456, "params") == '<span class="num" title="75123456">75.1 M</span>'
+    assert cell_html(0.5, "accuracy", 0.01, 1.96) == '<span class="num" title="0.5">0.5000</span> <small class="pm">± 0.0196</small>'
+    assert raw(1.03e8) == "103000000" and raw(None) == ""
+
+
+def test_docs_and_plotly_are_local_and_cacheable(client: TestClient) -> None:
+    docs = client.get("/docs").text
+    assert "cdn" not in docs.lower() and "https://" not in docs
+    assert "/static/vendor/swagger-ui-bundle.js" in docs and "/static/vendor/swagger-ui.css" in docs
+    for asset in ("swagger-ui-bundle.js", "swagger-ui.css", "redoc.standalone.js"):
+        assert client.get(f"/static/vendor/{asset}").status_code == 200
+    assert "https://" not in client.get("/redoc").text
+    page = client.get("/studies/toy", headers={"accept": "text/html"}).text
+    assert f'src="{PLOTLY_URL}"' in page and "/static/plotly.min.js" not in page
+    js = client.get(PLOTLY_URL, headers={"accept-encoding": "gzip"})
+    assert js.status_code == 200 and js.headers["content-encoding"] == "gzip"
+    assert "immutable" in js.headers["cache-control"] and "max-age=31536000" in js.headers["cache-control"]
+    assert int(js.headers["content-length"]) < 2_000_000  # 4.8 MB of plotly.js travels as ~1.4 MB
+    again = client.get(PLOTLY_URL, headers={"if-none-match": js.headers["etag"]})
+    assert again.status_code == 304 and again.content == b""
+
+
+def test_pareto_payload_is_slim_and_details_come_on_demand(client: TestClient) -> None:
+    res = client.get("/api/studies/toy/figures/pareto")
+    fig = res.json()
+    markers = [t for t in fig["data"] if t["mode"] == "markers"]
+    assert sum(len(t["x"]) for t in markers) == N_TRIALS
+    assert all("hovertext" not in t for t in markers)  # no per-point text: fetched on hover
+    assert len(res.content) < 12_000 + 200 * N_TRIALS
+    trial = markers[0]["customdata"][0]
+    brief = client.get(f"/api/studies/toy/trials/{trial}/brief").json()
+    assert brief["trial"] == trial and brief["layers"] and len(brief["d_ff"]) == len(brief["layers"])
+    assert client.get("/api/studies/toy/trials/999/brief").status_code == 404
+    # the static report keeps its hover text inline (it has no server to ask)
+    assert "hovertext" in client.get("/studies/toy/report.html").text
+
+
+def test_front_follows_the_chosen_axes(client: TestClient) -> None:
+    fig = client.get("/api/studies/toy/figures/pareto", params={"x": "flops_per_token", "y": "accuracy"}).json()
+    plotted = next(t for t in fig["data"] if t.get("meta", {}).get("category") == "front")["customdata"]
+    front = client.get("/api/studies/toy/front", params={"x": "flops_per_token", "y": "accuracy"}).json()
+    assert sorted(r["trial"] for r in front) == sorted(plotted)
+    flops = [r["costs"]["flops_per_token"] for r in front]
+    assert flops == sorted(flops)
+    assert client.get("/api/studies/toy/front", params={"x": "nope"}).status_code == 422
+    html = client.get("/studies/toy", headers={"accept": "text/html"}).text
+    default = client.get("/api/studies/toy/front", params={"x": "params", "y": "accuracy"}).json()
+    assert html.count('class="trial-link"') == len(default)
+    assert 'class="num" title=' in html and "e+0" not in html.split("<script")[0]
