@@ -86,12 +86,14 @@ def hover_text(view: StudyView, row: pd.Series) -> str:
     return "<br>".join(lines)
 
 
-def _error_bars(errors: pd.Series, style: dict) -> dict | None:
+def _error_bars(errors: pd.Series, style: dict, *, faint: bool = False) -> dict | None:
     values = errors.astype(float)
     if not values.notna().any():
         return None
-    return dict(type="data", array=values.fillna(0.0).tolist(), visible=True, thickness=1, width=0,
-                color=style.get("color", "#555"))
+    colour = style.get("color", "#555")
+    if faint and colour.startswith("#") and len(colour) == 7:  # behind the front: visible, not a thicket
+        colour = "rgba({},{},{},0.3)".format(*(int(colour[i:i + 2], 16) for i in (1, 3, 5)))
+    return dict(type="data", array=values.fillna(0.0).tolist(), visible=True, thickness=1, width=0, color=colour)
 
 
 def _axis_title(o: Objective) -> str:
@@ -118,6 +120,8 @@ class ParetoData(NamedTuple):
     front: pd.DataFrame  # trial, x, y sorted by x
     confirmed: pd.DataFrame = pd.DataFrame(columns=["trial", "x", "y", "ex", "ey"])
     z: float = 1.96
+    #: the front's lower edge (upper for a minimised y): each member's y moved by its interval
+    band: pd.DataFrame = pd.DataFrame(columns=["x", "y"])
 
 
 def pareto_data(view: StudyView, x: str | Objective, y: str | Objective, *, hover: bool = True) -> ParetoData:
@@ -167,7 +171,28 @@ def pareto_data(view: StudyView, x: str | Objective, y: str | Objective, *, hove
             }
         )
     front = points["front"][["trial", "x", "y"]].sort_values(["x", "y"]).reset_index(drop=True)
-    return ParetoData(view.name, xo, yo, points, front, _confirmed_points(frame, xo, yo, z), z)
+    for name, pts in points.items():
+        pts["near"] = near_front(pts, points["front"], xo, yo) if name == "dominated" else False
+    ordered = points["front"].sort_values(["x", "y"])
+    band = pd.DataFrame({"x": ordered["x"].to_numpy(),
+                         "y": (ordered["y"] - (1 if yo.direction == "maximize" else -1) * ordered["ey"].fillna(0)).to_numpy()})
+    return ParetoData(view.name, xo, yo, points, front, _confirmed_points(frame, xo, yo, z), z, band)
+
+
+def near_front(points: pd.DataFrame, front: pd.DataFrame, x: Objective, y: Objective) -> np.ndarray:
+    """True where a point's interval on y reaches the front's staircase at its x: it is
+    dominated as measured, but not by more than its own uncertainty ("tied with the front").
+    The staircase value at ``x`` is the best y of the front members at least as good on x."""
+    if points.empty or front.empty:
+        return np.zeros(len(points), dtype=bool)
+    sx = 1.0 if x.direction == "minimize" else -1.0
+    sy = 1.0 if y.direction == "minimize" else -1.0
+    fx, fy = sx * front["x"].to_numpy(dtype=float), sy * front["y"].to_numpy(dtype=float)
+    px, py = sx * points["x"].to_numpy(dtype=float), sy * points["y"].to_numpy(dtype=float)
+    err = np.nan_to_num(points["ey"].to_numpy(dtype=float))
+    better_x = fx[None, :] <= px[:, None]  # (points, front)
+    stair = np.where(better_x, fy[None, :], np.inf).min(axis=1)
+    return np.isfinite(stair) & (py - err <= stair)
 
 
 def interval_z(view: StudyView) -> float:
@@ -206,6 +231,32 @@ def _hover(pts: pd.DataFrame, name: str) -> dict:
     return {"hovertemplate": f"trial %{{customdata}}: %{{x:.4~s}}, %{{y:.4~s}}<extra>{name}</extra>"}
 
 
+#: What each marker means, in the legend itself.
+LEGEND = {
+    "front": "front: no trial is better on both axes",
+    "dominated": "dominated",
+    "low fidelity only": "open circles: stopped below the top fidelity",
+    "infeasible": "crosses: violate a constraint",
+}
+_NEAR = "#ff7f0e"
+
+
+def _marker(name: str, pts: pd.DataFrame) -> dict:
+    """The category's marker; dominated points tied with the front get an orange ring."""
+    style = dict(_STYLE[name])
+    if name == "dominated" and "near" in pts.columns and pts["near"].any():
+        near = pts["near"].astype(bool).tolist()
+        style["line"] = dict(color=[_NEAR if n else "rgba(0,0,0,0)" for n in near], width=[2 if n else 0 for n in near])
+    return style
+
+
+def _legend_name(name: str, pts: pd.DataFrame) -> str:
+    if name == "dominated" and "near" in pts.columns:
+        near = int(pts["near"].sum())
+        return f"dominated ({len(pts)}; {near} tied with the front: orange ring)" if near else f"dominated ({len(pts)})"
+    return f"{LEGEND[name]} ({len(pts)})"
+
+
 def draw_pareto(data: ParetoData, *, title: str | None = None) -> go.Figure:
     fig = go.Figure()
     for name in CATEGORIES:
@@ -215,10 +266,10 @@ def draw_pareto(data: ParetoData, *, title: str | None = None) -> go.Figure:
                 x=pts["x"].tolist(),
                 y=pts["y"].tolist(),
                 mode="markers",
-                name=f"{name} ({len(pts)})",
-                marker=_STYLE[name],
-                error_x=_error_bars(pts["ex"], _STYLE[name]),
-                error_y=_error_bars(pts["ey"], _STYLE[name]),
+                name=_legend_name(name, pts),
+                marker=_marker(name, pts),
+                error_x=_error_bars(pts["ex"], _STYLE[name], faint=name != "front"),
+                error_y=_error_bars(pts["ey"], _STYLE[name], faint=name != "front"),
                 customdata=pts["trial"].tolist(),
                 **_hover(pts, name),
                 meta={"category": name},
@@ -250,15 +301,46 @@ def draw_pareto(data: ParetoData, *, title: str | None = None) -> go.Figure:
             meta={"category": "front line"},
         )
     )
+    if len(data.band) and data.band["y"].ne(data.front.sort_values(["x", "y"])["y"].to_numpy()).any():
+        fig.add_trace(
+            go.Scatter(
+                x=data.band["x"].tolist(),
+                y=data.band["y"].tolist(),
+                mode="lines",
+                line=dict(shape=_step_shape(data.x), color="rgba(214,39,40,0.35)", width=1, dash="dot"),
+                fill="tonexty",
+                fillcolor="rgba(214,39,40,0.10)",
+                name=f"front ± {data.z:g} se: points in the shade are tied with it",
+                hoverinfo="skip",
+                meta={"category": "front band"},
+            )
+        )
+    if len(data.confirmed):
+        fig.add_trace(_confirmation_links(data))
     fig.update_layout(
         title=title or f"{data.study}: {data.y.label} vs {data.x.label}<br><sup>bars: ± {data.z:g} standard errors; "
         "open circles stopped below the top fidelity (racing / promotion), crosses violate a constraint</sup>",
         xaxis_title=_axis_title(data.x),
         yaxis_title=_axis_title(data.y),
-        **{**_LAYOUT, "margin": dict(l=60, r=20, t=90, b=50)},
-        legend=dict(orientation="h", yanchor="bottom", y=1.02, x=0),
+        **{**_LAYOUT, "margin": dict(l=60, r=20, t=70, b=130)},
+        height=560,
+        legend=dict(orientation="h", yanchor="top", y=-0.16, x=0, font=dict(size=11)),
     )
     return fig
+
+
+def _confirmation_links(data: ParetoData) -> go.Scatter:
+    """A thin segment from each confirmed trial's search score to its confirmed score."""
+    searched = pd.concat([p[["trial", "x", "y"]] for p in data.points.values()]).drop_duplicates("trial").set_index("trial")
+    xs: list[float | None] = []
+    ys: list[float | None] = []
+    for _, r in data.confirmed.iterrows():
+        if int(r["trial"]) in searched.index:
+            s = searched.loc[int(r["trial"])]
+            xs += [float(s["x"]), float(r["x"]), None]
+            ys += [float(s["y"]), float(r["y"]), None]
+    return go.Scatter(x=xs, y=ys, mode="lines", line=dict(color="#2ca02c", width=1), hoverinfo="skip",
+                      name="search score → confirmed score", meta={"category": "confirmation links"})
 
 
 def pareto_figure(view: StudyView, x: str | Objective | None = None, y: str | Objective | None = None, *,

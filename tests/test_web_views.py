@@ -104,3 +104,52 @@ def test_front_follows_the_chosen_axes(client: TestClient) -> None:
     default = client.get("/api/studies/toy/front", params={"x": "params", "y": "accuracy"}).json()
     assert html.count('class="trial-link"') == len(default)
     assert 'class="num" title=' in html and "e+0" not in html.split("<script")[0]
+
+
+def test_tied_with_the_front_is_a_dominated_point_whose_interval_reaches_it() -> None:
+    import pandas as pd
+
+    from nas.metrics import objective
+    from reports.figures import near_front
+
+    x, y = objective("params", "minimize"), objective("accuracy", "maximize")
+    front = pd.DataFrame({"x": [100.0, 200.0], "y": [0.5, 0.6]})
+    points = pd.DataFrame({"x": [150.0, 150.0, 250.0, 90.0], "y": [0.45, 0.40, 0.59, 0.4], "ey": [0.06, 0.06, float("nan"), 0.2]})
+    # 150: the staircase is at 0.5 (trial at x=100); 0.45 + 0.06 reaches it, 0.40 + 0.06 does not;
+    # 250: 0.59 without an interval stays below 0.6; 90: no front member is cheaper, so nothing to tie with
+    assert near_front(points, front, x, y).tolist() == [True, False, False, False]
+
+
+def test_pareto_figure_shades_the_front_and_explains_its_markers(client: TestClient) -> None:
+    fig = client.get("/api/studies/toy/figures/pareto").json()
+    by_category = {t.get("meta", {}).get("category"): t for t in fig["data"]}
+    band = by_category["front band"]
+    assert band["fill"] == "tonexty" and len(band["x"]) == len(by_category["front"]["x"])
+    names = " ".join(t["name"] for t in fig["data"])
+    assert "open circles" in names and "crosses" in names and "tied with" in names
+    dominated = by_category["dominated"]
+    rings = dominated["marker"].get("line", {}).get("width", [])
+    n_tied = sum(1 for w in rings if w)
+    assert f"{n_tied} tied with the front" in dominated["name"] or n_tied == 0
+
+
+def test_confirmed_scores_are_drawn_beside_the_search_scores() -> None:
+    import pandas as pd
+
+    from nas.metrics import objective
+    from reports import figures as F
+
+    nan = float("nan")
+    columns = ["trial", "x", "y", "ex", "ey", "near"]
+    points = {name: pd.DataFrame(columns=columns) for name in F.CATEGORIES}
+    points["front"] = pd.DataFrame({"trial": [1, 2], "x": [100.0, 200.0], "y": [0.5, 0.6], "ex": [nan, nan],
+                                    "ey": [0.01, 0.01], "near": [False, False]})
+    confirmed = pd.DataFrame({"trial": [2], "x": [200.0], "y": [0.55], "ex": [nan], "ey": [0.02]})
+    band = pd.DataFrame({"x": [100.0, 200.0], "y": [0.49, 0.59]})
+    data = F.ParetoData("s", objective("params"), objective("accuracy"), points, points["front"][["trial", "x", "y"]],
+                        confirmed, 1.96, band)
+    fig = F.draw_pareto(data)
+    links = next(t for t in fig.data if t.meta["category"] == "confirmation links")
+    assert list(links.x) == [200.0, 200.0, None] and list(links.y) == [0.6, 0.55, None]
+    diamonds = next(t for t in fig.data if t.meta["category"] == "confirmed")
+    assert list(diamonds.error_y.array) == [0.02] and diamonds.marker.symbol == "diamond"
