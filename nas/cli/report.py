@@ -164,6 +164,8 @@ def export_cmd(
     metric: MetricOpt = "accuracy",
     verify: Annotated[bool, typer.Option("--verify", help="Re-score the export on the study's tasks and fidelity")] = False,
     dtype: Annotated[Optional[str], typer.Option("--dtype", help="bf16 or fp32 (default: as the supernet was saved)")] = None,
+    fmt: Annotated[str, typer.Option("--format", help="auto (transformers or nas-dense safetensors) or gguf (llama.cpp)")] = "auto",
+    quant: Annotated[Optional[str], typer.Option("--quant", help="GGUF weights: f32, bf16, q8_0, q5_1, q5_0, q4_1, q4_0")] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an earlier export at --out (as a whole)")] = False,
     storage_url: StorageOpt = None,
 ) -> None:
@@ -179,7 +181,9 @@ def export_cmd(
         raise NasError("give --out DIR, the directory to write the exported model to")
     if (trial is None) == (not use_pick):
         raise NasError("give a TRIAL number or --pick (with --max/--min/--metric), not both")
-    problem = export_target_problem(out, overwrite=overwrite)
+    gguf = _gguf_options(fmt, quant, dtype, verify)
+    # a GGUF may join an earlier export of the same sub-network (export_gguf checks that it is one)
+    problem = export_target_problem(out, overwrite=overwrite or (gguf is not None and (out / "nas_export.json").is_file()))
     if problem is not None:
         raise NasError(problem.replace("pass overwrite", "pass --overwrite"))
     with storage.open_database(storage_url, create=False) as db:
@@ -193,6 +197,9 @@ def export_cmd(
         source = export_source(db, study, trial)
     if not source.feasible:
         console.print(f"[yellow]trial {trial} violates the study's constraints; exporting it anyway[/]")
+    if gguf is not None:
+        _export_gguf(source, out, gguf, verify=verify, overwrite=overwrite)
+        return
     with console.status(f"exporting trial {trial} of {study}"):
         result = _export_beside(source, out, dtype=dtype)
     loads = "transformers AutoModelForCausalLM and nas.load_exported" if result.format == "hf-llama" else "nas.load_exported"
@@ -212,6 +219,66 @@ def export_cmd(
             err_console.print(f"[red]the export at {result.path} does not reproduce the stored scores (see the table); do not ship it[/]")
             raise typer.Exit(1)
         console.print("[green]parity: the export reproduces the stored scores[/]")
+
+
+def _gguf_options(fmt: str, quant: str | None, dtype: str | None, verify: bool) -> str | None:
+    """The GGUF quantisation asked for (None: a safetensors export), checked before any work."""
+    from nas.model.quant import parse_quant
+
+    if fmt not in ("auto", "gguf"):
+        raise NasError(f"--format {fmt!r} is not a format; use auto (safetensors) or gguf")
+    if fmt != "gguf":
+        if quant is not None:
+            raise NasError("--quant applies to GGUF exports; add --format gguf")
+        return None
+    if dtype is not None:
+        raise NasError("--dtype applies to safetensors exports; a GGUF's weights are set by --quant")
+    name = parse_quant(quant or "f32").name
+    if verify:
+        # deferred: exports load torch
+        from nas.export.engine import require_llama_cpp
+
+        require_llama_cpp()  # before any work: --verify runs the export in llama.cpp
+    return name
+
+
+def _export_gguf(source: Any, out: Path, quant: str, *, verify: bool, overwrite: bool) -> None:
+    """``nas export --format gguf``: write the GGUF; with --verify, run it in llama.cpp against ours."""
+    # deferred: exports load torch
+    from nas.export.engine import verify_gguf
+    from nas.export.gguf import export_gguf, record_verification
+    from nas.model.directory import load_supernet
+
+    supernet = load_supernet(source.supernet_path) if source.supernet_path and Path(source.supernet_path).is_dir() else None
+    with console.status(f"exporting trial {source.trial} of {source.study} as GGUF ({quant})"):
+        result = export_gguf(source, out, quant=quant, overwrite=overwrite, supernet=supernet)
+    console.print(f"exported {result.subnet.summary()} ({result.params:,} params) to {result.file} "
+                  f"({quant}, llama.cpp architecture {result.architecture}, {result.file_bytes:,} bytes)")
+    if not verify:
+        return
+    assert supernet is not None
+    with console.status("running the export in llama.cpp"):
+        fake = None
+        if quant != "f32":
+            from nas.model.fakequant import fake_quantized
+
+            fake = fake_quantized(supernet.model.float(), quant)
+        report = verify_gguf(result.file, supernet.model.float(), source.subnet, quant=quant,
+                             tokenizer=supernet.load_tokenizer(), fake_quant=fake)
+    record_verification(out, quant, report.to_dict())
+    if quant == "f32":
+        console.print(f"llama.cpp vs ours on {report.n_tokens} tokens: max |log-prob diff| {report.logprob_max_abs_diff:.2e} "
+                      f"(tolerance 1e-3), greedy 32 tokens {'identical' if report.greedy_identical else 'DIFFERENT'}")
+    else:
+        console.print(f"llama.cpp ({quant}) vs ours (unquantised) on {report.n_tokens} tokens: mean KL {report.kl_mean:.4f}, "
+                      f"top-1 agreement {report.top1_agree:.3f}; vs our {quant} scoring: mean KL {report.kl_vs_fake_quant:.4f}, "
+                      f"top-1 agreement {report.top1_vs_fake_quant:.3f}")
+    if report.tokenizer_agrees is False:
+        console.print("[yellow]llama.cpp tokenises the check text differently from our tokenizer (see README)[/]")
+    if not report.ok:
+        err_console.print(f"[red]{result.file} does not reproduce our model in llama.cpp; do not ship it[/]")
+        raise typer.Exit(1)
+    console.print("[green]verified in llama.cpp[/]")
 
 
 def _export_beside(source: Any, out: Path, *, dtype: str | None) -> Any:

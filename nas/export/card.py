@@ -27,7 +27,7 @@ def model_card(meta: dict[str, Any]) -> str:
         "",
         f"A dense sub-network extracted from the elastic supernet `{lin['supernet_hash']}` by the NAS "
         f"study `{lin['study']}` (trial {lin['trial']}). {meta['params']:,} parameters, weights in "
-        f"{meta['dtype']}, format `{meta['format']}`"
+        + (f"GGUF ({', '.join(meta['gguf'])})" if meta["format"] == "gguf" else f"{meta['dtype']}") + f", format `{meta['format']}`"
         + (f" (transformers `{meta['hf_architecture']}`)." if meta.get("hf_architecture") else "."),
         "",
         "## Configuration",
@@ -53,6 +53,7 @@ def model_card(meta: dict[str, Any]) -> str:
             lines.append(f"| {c['metric']} | {c['value']:.6g} | {c['method']} | {c['device']} |")
     else:
         lines.append("No costs were recorded for this trial.")
+    lines += _gguf_section(meta)
     lines += [
         "",
         "## Lineage",
@@ -67,7 +68,15 @@ def model_card(meta: dict[str, Any]) -> str:
         "",
         "```python",
     ]
-    if hf:
+    if meta["format"] == "gguf":
+        first = next(iter(meta["gguf"].values()))["file"]
+        lines += [
+            "from llama_cpp import Llama   # pip install llama-cpp-python",
+            f"llm = Llama(model_path=\"THIS_DIR/{first}\")",
+            "print(llm(\"Once upon a time\", max_tokens=32)[\"choices\"][0][\"text\"])",
+            f"# or: llama-cli -m THIS_DIR/{first} -p \"Once upon a time\"",
+        ]
+    elif hf:
         lines += [
             "from transformers import AutoModelForCausalLM, AutoTokenizer",
             "model = AutoModelForCausalLM.from_pretrained(\"THIS_DIR\")",
@@ -82,6 +91,27 @@ def model_card(meta: dict[str, Any]) -> str:
         ]
     lines += ["```", ""]
     return "\n".join(lines)
+
+
+def _gguf_section(meta: dict[str, Any]) -> list[str]:
+    """The GGUF files of the export: quantisation, llama.cpp architecture, size, and the
+    agreement with our model measured in llama.cpp by ``nas export --verify``."""
+    files = meta.get("gguf") or {}
+    if not files:
+        return []
+    lines = ["", "## GGUF (llama.cpp)", "",
+             "Weights quantised as named (norms and biases f32); architecture `deci` where layers differ in size.", "",
+             "| file | quantisation | architecture | bytes | verified in llama.cpp |", "|---|---|---|---|---|"]
+    for quant, g in files.items():
+        v = g.get("verify")
+        if v is None:
+            check = "not verified (`nas export --verify`)"
+        elif quant == "f32":
+            check = f"max abs log-prob diff {v['logprob_max_abs_diff']:.2e}, greedy {'identical' if v['greedy_identical'] else 'DIFFERENT'}"
+        else:
+            check = f"mean KL {v['kl_mean']:.4f}, top-1 agreement {v['top1_agree']:.3f}"
+        lines.append(f"| {g['file']} | {quant} | {g['architecture']} | {g['file_bytes']:,} | {check} |")
+    return lines
 
 
 def _metrics_section(meta: dict[str, Any]) -> list[str]:

@@ -98,6 +98,9 @@ def load_exported(path: str | Path, *, dtype: str | torch.dtype | None = None, d
     """
     root = Path(path)
     meta = read_export_meta(root)
+    if meta.get("format") == "gguf":
+        files = ", ".join(g["file"] for g in (meta.get("gguf") or {}).values())
+        raise NasError(f"{root} is a GGUF export ({files}); run it with llama.cpp or llama-cpp-python (see its README.md)")
     config = SupernetConfig.from_dict(meta["config"])
     weights = root / WEIGHTS_FILE
     try:

@@ -104,7 +104,7 @@ def export_subnet(
         save_file(tensors, str(staging / WEIGHTS_FILE), metadata={"format": "pt", "nas_format": fmt})
         (staging / "config.json").write_text(json.dumps(config_json, indent=2, sort_keys=True) + "\n")
         n_params = dense.num_params()
-        meta = _meta(source, dense, fmt, weight_dtype, n_params)
+        meta = export_meta(source, dense, fmt, weight_dtype, n_params)
         if fmt == HF_FORMAT:
             meta["hf_architecture"] = config_json["architectures"][0]
         (staging / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
@@ -125,7 +125,8 @@ def export_subnet(
     return ExportResult(path=out, format=fmt, files=files, params=n_params, subnet=source.subnet)
 
 
-def _meta(source: ExportSource, dense: Supernet, fmt: str, weight_dtype: str, n_params: int) -> dict[str, Any]:
+def export_meta(source: ExportSource, dense: Supernet, fmt: str, weight_dtype: str, n_params: int) -> dict[str, Any]:
+    """The ``nas_export.json`` of an export (every format): config, sub-network, lineage, scores, costs."""
     return {
         "format_version": EXPORT_FORMAT_VERSION,
         "format": fmt,
@@ -159,4 +160,4 @@ def _metric(s: ScoreRecord) -> dict[str, Any]:
             "fidelity": s.fidelity, "harness_version": s.harness_version}
 
 
-__all__ = ["ExportResult", "export_subnet"]
+__all__ = ["ExportResult", "export_meta", "export_subnet"]
