@@ -37,6 +37,11 @@ K KV heads, F FFN width, E experts kept, k routing top-k):
   counter and its math attention kernel do); a causal-skipping kernel does about half
   of the attention term in prefill.
 * ``weight_memory_bytes`` — ``params`` at the dtype's width.
+* ``weight_memory_bytes`` with a ``quant`` format (:mod:`nas.model.quant`: ``q8_0``,
+  ``q4_0``, ...; GGUF deployments) — weight matrices (projections, FFN, router, embedding,
+  LM head) at the format's bytes per weight (``type_size / block_size``: 34/32 for q8_0,
+  18/32 for q4_0; whole blocks per row), norms and biases at 4 bytes, as llama.cpp stores
+  them (:func:`quant_weight_bytes`).
 * ``kv_cache_bytes`` — ``2 * batch * sum over layers (min(context_len, W) * K * hd)``
   elements at the dtype's width (keys and values are cached per KV head, before GQA
   repetition; a sliding-window layer needs only its last ``W`` positions, as inference
@@ -56,6 +61,7 @@ from nas.metrics import COST_METRICS
 from nas.model.config import SupernetConfig
 from nas.model.dtypes import DTYPE_BYTES, dtype_name
 from nas.model.params import count_params, layer_params
+from nas.model.quant import VECTOR_BYTES, QuantFormat, parse_quant
 from nas.model.subnet import SubnetConfig
 
 if TYPE_CHECKING:
@@ -134,6 +140,34 @@ def cost_breakdown(config: SupernetConfig, subnet: SubnetConfig, *, context_len:
     )
 
 
+def quant_weight_bytes(config: SupernetConfig, subnet: SubnetConfig, quant: str | QuantFormat) -> int:
+    """Bytes of ``subnet``'s weights stored in format ``quant`` (see the module docstring):
+    each weight matrix row in whole blocks of the format, norms and biases in f32."""
+    check_subnet(config, subnet)
+    try:
+        fmt = parse_quant(quant)
+    except NasError as exc:
+        raise EvaluatorError(str(exc)) from None
+    D, hd, V = subnet.d_model, config.head_dim, config.vocab_size
+    rows = fmt.weight_bytes
+    total = V * rows(D) * (1 if config.tie_embeddings else 2) + D * VECTOR_BYTES  # embedding (+ LM head), final norm
+    for pos in range(subnet.n_layer):
+        d = subnet.layer_dims(pos, config.q_per_kv)
+        part = layer_params(config, d, D)
+        # q, k, v rows read D inputs; o rows read the H*hd attention channels
+        attention = (d.n_head + 2 * d.n_kv_head) * hd * rows(D) + D * rows(d.n_head * hd)
+        dense_ffn = 2 * d.d_ff * rows(D) + D * rows(d.d_ff)  # gate, up (D inputs), down (d_ff inputs)
+        if d.n_expert:
+            shared = config.shared_width(d.d_ff) if config.shared_expert else 0
+            ffn = d.n_expert * dense_ffn + d.n_expert * rows(D)  # experts + router
+            ffn += (2 * shared * rows(D) + D * rows(shared)) if shared else 0
+            ffn += rows(D) if config.shared_expert_gate else 0
+        else:
+            ffn = dense_ffn
+        total += attention + ffn + (part.attention_bias + part.norms) * VECTOR_BYTES
+    return int(total)
+
+
 def analytic_costs(
     config: SupernetConfig,
     subnet: SubnetConfig,
@@ -141,11 +175,15 @@ def analytic_costs(
     context_len: int = 512,
     batch: int = 1,
     dtype: Any = "bf16",
+    quant: str | None = None,
 ) -> Costs:
     """Parameters, FLOPs per token, weight and KV-cache memory of ``subnet`` (method ``analytic``).
 
+    ``quant`` (a :mod:`nas.model.quant` format) costs the weights as that format stores them
+    (:func:`quant_weight_bytes`); None: every parameter at ``dtype``.
+
     Raises :class:`EvaluatorError` for a sub-network that does not fit ``config``, a
-    non-positive ``context_len``/``batch``, or an unknown/refused dtype.
+    non-positive ``context_len``/``batch``, or an unknown/refused dtype or format.
     """
     name, width = resolve_dtype(dtype)
     b = cost_breakdown(config, subnet, context_len=context_len, batch=batch)
@@ -166,7 +204,14 @@ def analytic_costs(
         "weight_memory_bytes": val(b.params * width, "B", f"params at {name}"),
         "kv_cache_bytes": val(b.kv_elements * width, "B", f"batch {batch} x context {context_len} at {name}"),
     }
-    return Costs(values=values, device="any", context={"context_len": context_len, "batch": batch, "dtype": name})
+    context: dict[str, Any] = {"context_len": context_len, "batch": batch, "dtype": name}
+    if quant is not None:
+        q_bytes = quant_weight_bytes(config, subnet, quant)  # refuses an unknown format with EvaluatorError
+        fmt = parse_quant(quant)
+        values["weight_memory_bytes"] = val(q_bytes, "B",
+                                            f"weights as {fmt.name} (GGUF), norms and biases f32")
+        context["quant"] = fmt.name
+    return Costs(values=values, device="any", context=context)
 
 
 def costs(
@@ -230,5 +275,6 @@ __all__ = [
     "cost_breakdown",
     "cost_value",
     "costs",
+    "quant_weight_bytes",
     "resolve_dtype",
 ]
