@@ -98,6 +98,7 @@ def test_click_through_study_candidate_and_pick(server: str, browser, tmp_path: 
     # export without a token explains what is missing instead of failing silently
     page.evaluate("() => sessionStorage.removeItem('nasToken')")
     page.locator("#pick-results .export-btn").first.click()
+    page.click("#export-start")
     page.wait_for_function("() => document.getElementById('export-status').textContent.includes('token')", timeout=10_000)
     assert errors == []
     for name in ("study.png", "candidate.png", "pick.png"):

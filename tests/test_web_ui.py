@@ -4,6 +4,7 @@ that leaves the server refused: the pages must work offline."""
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -107,6 +108,55 @@ def test_hovering_a_point_fetches_its_details(page, site: dict) -> None:  # noqa
     assert f"trial {trial}" in text and "params" in text
     assert page.locator("#point-details svg.glance rect").count() >= 1
     assert page.errors == []
+
+
+#: Stands in for `nas export` in the job worker: writes an export's marker where --out says.
+FAKE_EXPORT = (
+    "import json, pathlib, sys; a = sys.argv[1:]; out = pathlib.Path(a[a.index('--out') + 1]); "
+    "out.mkdir(parents=True, exist_ok=True); (out / 'nas_export.json').write_text(json.dumps({'format': 'hf-llama'})); "
+    "(out / 'model.safetensors').write_bytes(b''); print('nas', *a); print('exported to', out)"
+)
+
+
+def test_pick_export_with_a_name_then_overwrite(page, site: dict) -> None:  # noqa: ANN001
+    jobs = site["app"].state.jobs
+    jobs.command = (sys.executable, "-c", FAKE_EXPORT)
+    try:
+        page.goto(f"{site['base']}/studies/demo/pick")
+        page.click("#pick-submit")
+        page.wait_for_selector("#pick-results tbody tr.pick-row", timeout=20_000)
+        # decision first: rank, trial, config, score ± interval, tie and the action fit at 1440 px
+        button = page.locator("#pick-results .export-btn").nth(1)
+        box = button.bounding_box()
+        assert box is not None and box["x"] + box["width"] <= 1440
+        trial = int(button.get_attribute("data-trial"))
+        button.click()
+        assert page.input_value("#export-out") == f"demo-trial{trial}"
+        page.fill("#export-out", "mine/first")
+        page.fill("#export-token", TOKEN)
+        page.click("#export-start")
+        job = page.locator("#jobs .job").first
+        page.wait_for_selector('#jobs .job[data-status="succeeded"]', timeout=30_000)
+        directory = site["root"] / "work" / "exports" / "mine" / "first"
+        assert (directory / "nas_export.json").is_file()
+        assert job.locator(".job-dir").inner_text() == str(directory.resolve())
+        snippet = job.locator("pre.load").inner_text()
+        assert f"AutoModelForCausalLM.from_pretrained({str(directory.resolve())!r})" in snippet
+        assert f"nas.load_exported({str(directory.resolve())!r})" in snippet
+        # the same name again: the page offers to replace it instead of a dead end
+        page.click("#export-start")
+        page.wait_for_selector("#export-replace:not([hidden])", timeout=10_000)
+        assert "overwrite" in page.inner_text("#export-status")
+        page.click("#export-replace")
+        page.wait_for_function("() => document.querySelectorAll('#jobs .job[data-status=\"succeeded\"]').length === 2",
+                               timeout=30_000)
+        logs = [j["log_tail"] for j in httpx.get(f"{site['base']}/api/jobs", headers={"Authorization": f"Bearer {TOKEN}"}).json()]
+        assert sum("--overwrite" in log for log in logs) == 1
+        assert page.errors == []
+    finally:
+        from reports.web.jobs import NAS_COMMAND
+
+        jobs.command = NAS_COMMAND
 
 
 def _shots(page, name: str) -> None:  # noqa: ANN001

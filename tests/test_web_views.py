@@ -153,3 +153,55 @@ def test_confirmed_scores_are_drawn_beside_the_search_scores() -> None:
     assert list(links.x) == [200.0, 200.0, None] and list(links.y) == [0.6, 0.55, None]
     diamonds = next(t for t in fig.data if t.meta["category"] == "confirmed")
     assert list(diamonds.error_y.array) == [0.02] and diamonds.marker.symbol == "diamond"
+
+
+def test_export_target_says_whether_a_name_is_free_or_replaceable(client: TestClient, tmp_path) -> None:  # noqa: ANN001
+    import json
+
+    from reports.web.api_jobs import load_snippet
+
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    assert client.get("/api/exports/target", params={"out": "x"}).status_code == 401
+    assert client.get("/api/exports/target", params={"out": "fresh"}, headers=auth).json() == {
+        "out": "fresh", "free": True, "replaceable": False, "problem": None}
+    exports = client.app.state.settings.exports_dir
+    (exports / "old").mkdir(parents=True, exist_ok=True)
+    (exports / "old" / "nas_export.json").write_text(json.dumps({"format": "nas-dense"}))
+    old = client.get("/api/exports/target", params={"out": "old"}, headers=auth).json()
+    assert not old["free"] and old["replaceable"] and "overwrite" in old["problem"] and str(exports) not in old["problem"]
+    (exports / "other").mkdir()
+    (exports / "other" / "notes.txt").write_text("not an export")
+    other = client.get("/api/exports/target", params={"out": "other"}, headers=auth).json()
+    assert not other["free"] and not other["replaceable"]
+    assert client.get("/api/exports/target", params={"out": "../up"}, headers=auth).status_code == 400
+    # how to load it names the real directory, in the export's own format
+    snippet = load_snippet(exports / "old")
+    assert snippet["export_format"] == "nas-dense" and "from_pretrained" not in snippet["load"]
+    assert f"nas.load_exported({str(exports / 'old')!r})" in snippet["load"]
+    (tmp_path / "g").mkdir()
+    (tmp_path / "g" / "model-q8_0.gguf").write_bytes(b"GGUF")
+    assert snippet_line(load_snippet(tmp_path / "g")).startswith(f"llama-cli -m {tmp_path / 'g' / 'model-q8_0.gguf'}")
+
+
+def snippet_line(snippet: dict) -> str:
+    return snippet["load"].splitlines()[0]
+
+
+def test_export_format_reaches_the_command(client: TestClient) -> None:
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    bad = client.post("/api/exports", json={"study": "toy", "trial": 1, "out": "q", "quant": "q8_0"}, headers=auth)
+    assert bad.status_code == 422 and "gguf" in bad.text
+    jobs = client.app.state.jobs
+    import sys
+
+    from reports.web.jobs import NAS_COMMAND
+
+    jobs.command = (sys.executable, "-c", "import sys; print('nas', *sys.argv[1:])")
+    try:
+        res = client.post("/api/exports", json={"study": "toy", "trial": 1, "out": "g1", "format": "gguf", "quant": "q8_0"},
+                          headers=auth)
+        assert res.status_code == 202, res.text
+        command = jobs.get(res.json()["job"]["id"]).command
+        assert command[-4:] == ("--format", "gguf", "--quant", "q8_0")
+    finally:
+        jobs.command = NAS_COMMAND

@@ -156,6 +156,8 @@ def api_pick(body: PickBody, cache: CacheDep, db: DatabaseDep) -> dict[str, Any]
         for key in ("stderr", "interval", "search_score", "search_stderr"):
             c[key] = finite(c[key])
         c["values"] = {k: finite(v) for k, v in c["values"].items()}
+        config = json.loads(view.trial(c["trial"])["config_json"])
+        c["layers"], c["d_ff"] = [int(v) for v in config.get("layers", [])], [int(v) for v in config.get("d_ff", [])]
     out["study"] = body.study
     out["message"] = "" if result.candidates else describe_empty(result)
     return out

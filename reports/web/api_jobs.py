@@ -5,18 +5,19 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Annotated, Any
 
 import yaml
-from fastapi import APIRouter, Depends, HTTPException
+from fastapi import APIRouter, Depends, HTTPException, Query
 
 import storage
 from nas.pick import describe_empty
 from nas.search.spec import StudySpec, parse_spec
 from reports.web.jobs import Job, JobManager, TooManyJobs
-from reports.web.schemas import ExportBody, ExportStarted, JobOut, StudyLaunchBody, StudyLaunched, error_responses
-from reports.web.security import confine, export_target_problem, outside_roots, require_token
+from reports.web.schemas import ExportBody, ExportStarted, ExportTarget, JobOut, StudyLaunchBody, StudyLaunched, error_responses
+from reports.web.security import EXPORT_MARKER, confine, export_target_problem, outside_roots, require_token
 from reports.web.settings import WebSettings
 from reports.web.state import CacheDep, DatabaseDep, JobsDep, SettingsDep
 from reports.web.views import run_pick
@@ -112,8 +113,60 @@ def api_export(body: ExportBody, settings: SettingsDep, cache: CacheDep, jobs: J
         args += ["--dtype", body.dtype]
     if body.overwrite:
         args.append("--overwrite")
-    job = _start(jobs, "export", args, {"study": body.study, "trial": trial, "out": rel})
-    return {"study": body.study, "trial": trial, "out": rel, "job": job.to_dict()}
+    if body.format != "auto":
+        args += ["--format", body.format]
+    if body.quant:
+        args += ["--quant", body.quant]
+    job = _start(jobs, "export", args, {"study": body.study, "trial": trial, "out": rel, "directory": str(target),
+                                         "format": body.format, "verify": body.verify})
+    return {"study": body.study, "trial": trial, "out": rel, "job": job_out(job)}
+
+
+@router.get("/api/exports/target", response_model=ExportTarget, tags=["exports"], dependencies=[Depends(require_token)],
+            responses=error_responses(400, 401))
+def api_export_target(out: Annotated[str, Query(min_length=1, max_length=200)], settings: SettingsDep) -> dict[str, Any]:
+    """Whether ``out`` (under the exports directory) may receive an export now, and whether
+    it may with ``overwrite`` (an earlier export of that name): asked before ``POST
+    /api/exports`` so a page can offer to replace it instead of failing with 409."""
+    target = confine(settings.exports_dir, out)
+    problem = export_target_problem(target, overwrite=False, root=settings.exports_dir)
+    replaceable = problem is not None and export_target_problem(target, overwrite=True, root=settings.exports_dir) is None
+    shown = None if problem is None else problem.replace(str(settings.exports_dir.resolve()), "exports")
+    return {"out": str(target.relative_to(settings.exports_dir.resolve())), "free": problem is None,
+            "replaceable": replaceable, "problem": shown}
+
+
+def job_out(job: Job) -> dict[str, Any]:
+    """A job as the API shows it; a finished export also says how to load what it wrote
+    (``result.load``: a snippet naming the real directory, ``result.files``)."""
+    out = job.to_dict()
+    result = out["result"]
+    if job.kind == "export" and out["status"] == "succeeded" and isinstance(result.get("directory"), str):
+        result.update(load_snippet(Path(result["directory"])))
+    return out
+
+
+def load_snippet(directory: Path) -> dict[str, Any]:
+    """How to load the export in ``directory``: transformers and ``nas.load_exported`` for a
+    transformers directory, ``nas.load_exported`` for our format, llama.cpp for a GGUF."""
+    files = sorted(p.name for p in directory.iterdir()) if directory.is_dir() else []
+    path = str(directory)
+    ggufs = [f for f in files if f.endswith(".gguf")]
+    fmt = None
+    try:
+        fmt = json.loads((directory / EXPORT_MARKER).read_text()).get("format")
+    except (OSError, ValueError):
+        pass
+    lines = []
+    if ggufs:
+        lines.append(f"llama-cli -m {directory / ggufs[0]} -p 'The capital of France is' -n 16")
+    if fmt == "hf-llama":
+        lines += ["from transformers import AutoModelForCausalLM, AutoTokenizer",
+                  f"model = AutoModelForCausalLM.from_pretrained({path!r})",
+                  f"tokenizer = AutoTokenizer.from_pretrained({path!r})"]
+    if fmt is not None:
+        lines += ["import nas", f"exported = nas.load_exported({path!r})  # model, tokenizer and config"]
+    return {"load": "\n".join(lines), "export_format": fmt or ("gguf" if ggufs else None), "files": files}
 
 
 def _overlaps(a: Any, b: str) -> bool:
@@ -128,7 +181,7 @@ def _overlaps(a: Any, b: str) -> bool:
             responses=error_responses(401))
 def api_jobs(jobs: JobsDep) -> list[dict[str, Any]]:
     """Every job of this server process (their logs show what ran: token only)."""
-    return [j.to_dict() for j in jobs.list()]
+    return [job_out(j) for j in jobs.list()]
 
 
 @router.get("/api/jobs/{job_id}", response_model=JobOut, tags=["jobs"], dependencies=[Depends(require_token)],
@@ -137,7 +190,7 @@ def api_job(job_id: str, jobs: JobsDep) -> dict[str, Any]:
     job = jobs.get(job_id)
     if job is None:
         raise HTTPException(404, f"no job {job_id!r}")
-    return job.to_dict()
+    return job_out(job)
 
 
 @router.delete("/api/jobs/{job_id}", response_model=JobOut, tags=["jobs"], dependencies=[Depends(require_token)],
@@ -146,7 +199,7 @@ def api_cancel(job_id: str, jobs: JobsDep) -> dict[str, Any]:
     job = jobs.cancel(job_id)
     if job is None:
         raise HTTPException(404, f"no job {job_id!r}")
-    return job.to_dict()
+    return job_out(job)
 
 
 def _start(jobs: JobManager, kind: str, args: list[str], result: dict[str, Any]) -> Job:

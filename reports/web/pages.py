@@ -24,6 +24,7 @@ from reports.web.views import (
     study_context,
     study_summaries,
     study_summary,
+    supernet_shape,
 )
 
 router = APIRouter()
@@ -59,7 +60,7 @@ def candidate_page(
 
 
 @router.get("/studies/{name}/pick", response_class=HTMLResponse, include_in_schema=False)
-def pick_page(request: Request, name: str, cache: CacheDep, templates: TemplatesDep) -> Response:
+def pick_page(request: Request, name: str, db: DatabaseDep, cache: CacheDep, templates: TemplatesDep) -> Response:
     view = cache.view(name)
     columns = column_choices(view)
     bounds = [o.column for o in view.objectives if o.direction == "minimize"] or ["params"]
@@ -67,7 +68,7 @@ def pick_page(request: Request, name: str, cache: CacheDep, templates: Templates
         request,
         "pick.html",
         {"study": name, "columns": columns, "metrics": [ACCURACY, *view.metric_columns],
-         "default_bounds": bounds, "costs": list(view.cost_columns)},
+         "default_bounds": bounds, "costs": list(view.cost_columns), "supernet": supernet_shape(db, view)},
     )
 
 

@@ -54,6 +54,10 @@ class ExportBody(_Body):
     verify: bool = False
     dtype: Literal["bf16", "fp32"] | None = None
     overwrite: bool = False
+    #: ``auto``: a transformers directory for a homogeneous sub-network, else our
+    #: heterogeneous safetensors format; ``gguf``: a llama.cpp file (``quant`` sets its weights)
+    format: Literal["auto", "gguf"] = "auto"
+    quant: str | None = Field(default=None, pattern=r"^[a-z0-9_]{2,8}$")
 
     @model_validator(mode="after")
     def _one_source(self) -> ExportBody:
@@ -61,6 +65,8 @@ class ExportBody(_Body):
             raise ValueError("give exactly one of trial (a trial number) or pick (constraints)")
         if self.pick is not None and self.pick.study != self.study:
             raise ValueError("pick.study must be the study being exported")
+        if self.format != "gguf" and self.quant is not None:
+            raise ValueError("quant applies to GGUF exports; set format to gguf")
         return self
 
 
@@ -95,6 +101,9 @@ class PickBoundOut(BaseModel):
 
 
 class PickCandidateOut(BaseModel):
+    """One ranked candidate; ``layers`` and ``d_ff`` (kept layers and their FFN widths) draw
+    its per-layer glance."""
+
     rank: int
     trial: int
     score: float  # the confirmed score when the study was confirmed, else the search score
@@ -106,6 +115,8 @@ class PickCandidateOut(BaseModel):
     config_hash: str
     summary: str
     values: dict[str, float | None]
+    layers: list[int] = []
+    d_ff: list[int] = []
 
 
 class PickOut(BaseModel):
@@ -140,6 +151,13 @@ class JobOut(BaseModel):
 class StudyLaunched(BaseModel):
     study: str
     job: JobOut
+
+
+class ExportTarget(BaseModel):
+    out: str  # relative to the exports directory
+    free: bool  # an export may go there now
+    replaceable: bool  # an earlier export is there: it may be replaced with overwrite
+    problem: str | None
 
 
 class ExportStarted(BaseModel):
@@ -204,6 +222,7 @@ __all__ = [
     "ErrorOut",
     "ExportBody",
     "ExportStarted",
+    "ExportTarget",
     "JobOut",
     "PickBody",
     "PickBoundOut",

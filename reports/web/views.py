@@ -152,6 +152,13 @@ def study_figure(view: StudyView, kind: str, x: str | None, y: str | None) -> An
     return F.parallel_figure(view)
 
 
+def supernet_shape(db: storage.Database, view: StudyView) -> dict[str, int]:
+    """The supernet's ``n_layer`` and ``d_ff`` (the scale of the per-layer glances; 0 when unknown)."""
+    supernet = storage.get_supernet(db, view.supernet_hash)
+    config = supernet.config if supernet else {}
+    return {"n_layer": int(config.get("n_layer", 0) or 0), "d_ff": int(config.get("d_ff", 0) or 0)}
+
+
 def run_pick(view: StudyView, body: PickBody, db: Any = None) -> Any:
     """The pick of ``body`` in ``view`` (ties with the best marked when ``db`` is given)."""
     return pick_in_view(view, body.metric, bounds_from_mapping(body.max, body.min), body.top, db=db)
@@ -212,5 +219,5 @@ def candidate_figures(detail: dict[str, Any]) -> dict[str, str]:
 
 __all__ = [
     "FIGURE_KINDS", "axes_of", "front_rows", "candidate_detail", "candidate_figures", "column_choices", "run_pick", "study_context",
-    "study_figure", "study_summaries", "study_summary", "trial_brief", "trial_row", "trial_rows",
+    "study_figure", "study_summaries", "study_summary", "supernet_shape", "trial_brief", "trial_row", "trial_rows",
 ]

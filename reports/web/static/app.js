@@ -158,6 +158,15 @@ function numHTML(column, value, stderr, z) {
 
 function fmtCell(column, value, stderr, z) { return numHTML(column, value, stderr, z); }
 
+// "50M", "1.5 G", "50e6", "50 k", "50000000" -> a number (null when it is none).
+function parseHuman(text) {
+  const m = String(text).trim().replace(/,/g, "").match(/^(-?[0-9]*\.?[0-9]+(?:e[-+]?[0-9]+)?)\s*([kKMGTP]?)[A-Za-z/]*$/);
+  if (!m) return null;
+  const scale = { "": 1, k: 1e3, K: 1e3, M: 1e6, G: 1e9, T: 1e12, P: 1e15 }[m[2]];
+  const v = Number(m[1]) * scale;
+  return Number.isFinite(v) ? v : null;
+}
+
 // Kept for older callers: digits forces a fixed number of decimals.
 function fmt(v, digits) {
   if (finiteOrNull(v) === null) return "–";
