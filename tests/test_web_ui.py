@@ -14,6 +14,7 @@ import pytest
 from nas.model.config import SupernetConfig
 from reports.numbers import cell_html
 from reports.web import WebSettings, create_app
+from reports.web.views import glance_svg
 from storage import open_database
 
 from _browser import chromium, serve
@@ -91,6 +92,10 @@ def test_one_number_renderer_in_python_and_javascript(page, site: dict) -> None:
     norm = lambda h: " ".join(h.replace('"', "'").split()).replace("> <", "><")  # noqa: E731
     assert norm(refreshed) == norm(served)
     assert "e+" not in page.inner_text("#front-table")
+    assert page.locator("#front-table tbody svg.glance").count() == page.locator("#front-table tbody tr").count()
+    glances = [([0, 2, 3], [128, 64, 0], 6, 128), ([0, 1, 2, 3, 4, 5], [128, 96, 64, 32, 16, 1], 0, 0), ([], [], 0, 0)]
+    js = page.evaluate("cases => cases.map(([l, f, n, d]) => glanceSVG({layers: l, d_ff: f}, n, d))", [list(g) for g in glances])
+    assert js == [glance_svg(*g) for g in glances]
     assert page.errors == []
 
 
@@ -107,6 +112,19 @@ def test_hovering_a_point_fetches_its_details(page, site: dict) -> None:  # noqa
     text = page.inner_text("#point-details")
     assert f"trial {trial}" in text and "params" in text
     assert page.locator("#point-details svg.glance rect").count() >= 1
+    assert page.errors == []
+
+
+def test_infeasible_page(page, site: dict) -> None:  # noqa: ANN001
+    trials = httpx.get(f"{site['base']}/api/studies/demo/trials", params={"limit": 100}).json()["trials"]
+    bad = next(t for t in trials if not t["feasible"])
+    page.goto(f"{site['base']}/studies/demo/trials/{bad['trial']}")
+    page.wait_for_selector("#layers .main-svg", timeout=20_000)
+    text = page.inner_text("#violations")
+    assert "params" in text and "exceeds the bound" in text and "%" in text
+    assert page.locator("#export-card, #export-btn, #metrics").count() == 0
+    assert "infeasible" in page.inner_text("h1")
+    _shots(page, "web_infeasible.png")
     assert page.errors == []
 
 

@@ -205,3 +205,30 @@ def test_export_format_reaches_the_command(client: TestClient) -> None:
         assert command[-4:] == ("--format", "gguf", "--quant", "q8_0")
     finally:
         jobs.command = NAS_COMMAND
+
+
+def test_infeasible_candidate_says_which_bound_and_offers_no_export(client: TestClient) -> None:
+    html = {"accept": "text/html"}
+    trials = client.get("/api/studies/toy/trials", params={"limit": 100}).json()["trials"]
+    spec = client.get("/api/studies/toy").json()["spec"]
+    bound = spec["constraints"][0]["max"]
+    bad = next(t for t in trials if not t["feasible"])
+    page = client.get(f"/studies/toy/trials/{bad['trial']}", headers=html).text
+    excess = bad["costs"]["params"] - bound
+    assert 'id="violations"' in page and "exceeds the bound" in page
+    assert human(bound, "params") in page and human(excess, "params") in page and f"{100 * excess / bound:.1f}%" in page
+    assert 'id="export-card"' not in page and 'id="metrics"' not in page and "fidelity None" not in page
+    good = next(t for t in trials if t["feasible"] and t["full_fidelity"])
+    page = client.get(f"/studies/toy/trials/{good['trial']}", headers=html).text
+    assert 'id="export-card"' in page and 'id="violations"' not in page and 'id="metrics"' in page
+    assert "Against the largest sub-network:" in page
+    largest = client.get("/studies/toy/trials/0", headers=html).text  # trial 0 is the largest sub-network
+    assert "keeps all layers" in largest and "all heads" in largest and "full FFN width" in largest
+
+
+def test_glance_is_one_bar_per_supernet_layer() -> None:
+    from reports.web.views import glance_svg
+
+    svg = glance_svg([0, 2, 3], [64, 32, 0], n_layer=4, full_d_ff=64)
+    assert svg.count("<rect") == 4 and svg.count('class="dropped"') == 1  # layer 1 dropped
+    assert 'height="16"></rect>' in svg and 'height="8"></rect>' in svg and 'height="0"></rect>' in svg

@@ -44,7 +44,7 @@ from reports.web.cache import StudyCache
 from reports.web.jobs import JobManager
 from reports.web.security import LimitsMiddleware
 from reports.web.settings import WebSettings
-from reports.web.views import FIGURE_KINDS
+from reports.web.views import FIGURE_KINDS, glance_svg
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +100,8 @@ def _templates() -> Jinja2Templates:
     templates.env.filters["num"] = _num_filter
     templates.env.filters["cell"] = _cell_filter
     templates.env.filters["raw"] = raw
+    templates.env.globals["glance"] = lambda row, shape=None: Markup(  # noqa: S704 - numbers only
+        glance_svg(row.get("layers", []), row.get("d_ff", []), (shape or {}).get("n_layer", 0), (shape or {}).get("d_ff", 0)))
     templates.env.filters["tojson_safe"] = _json_for_script
     templates.env.globals["plotly_src"] = assets.PLOTLY_URL
     return templates

@@ -199,15 +199,14 @@ class TrialOut(BaseModel):
     metrics: dict[str, float | None]
     stderr: dict[str, float | None]
     costs: dict[str, float | None]
+    layers: list[int]  # the kept supernet layers
+    d_ff: list[int]  # FFN width per kept layer (the per-layer glance)
 
 
 class TrialBrief(TrialOut):
-    """A trial's row plus its per-layer glance (``layers`` kept, ``n_head`` and ``d_ff`` per
-    kept layer) for a hovered point."""
+    """A trial's row plus its head counts per kept layer, for a hovered point."""
 
-    layers: list[int]
     n_head: list[int]
-    d_ff: list[int]
 
 
 class TrialPage(BaseModel):

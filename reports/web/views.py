@@ -8,6 +8,7 @@ here knows about requests.
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 import pandas as pd
@@ -15,7 +16,7 @@ import plotly.graph_objects as go
 import plotly.io as pio
 
 import storage
-from nas.front import confirmed_column, front_mask
+from nas.front import confirmed_column, front_mask, resolve_column
 from nas.metrics import ACCURACY, COST_LABELS, Objective
 from nas.pick import bounds_from_mapping
 from reports import figures as F
@@ -52,6 +53,7 @@ def study_summaries(db: storage.Database, cache: StudyCache) -> list[dict[str, A
 
 
 def trial_row(view: StudyView, r: pd.Series) -> dict[str, Any]:
+    layers, d_ff = _layers_and_widths(str(r["config_json"]))
     return {
         "trial": int(r["trial"]),
         "state": str(r["state"]),
@@ -69,7 +71,82 @@ def trial_row(view: StudyView, r: pd.Series) -> dict[str, Any]:
         "metrics": {c: finite(r[c]) for c in view.metric_columns},
         "stderr": {c: finite(r.get(f"{c}_stderr")) for c in view.metric_columns},
         "costs": {c: finite(r[c]) for c in view.cost_columns},
+        "layers": layers,
+        "d_ff": d_ff,
     }
+
+
+def _layers_and_widths(config_json: str) -> tuple[list[int], list[int]]:
+    try:
+        config = json.loads(config_json)
+    except json.JSONDecodeError:
+        return [], []
+    return [int(v) for v in config.get("layers", [])], [int(v) for v in config.get("d_ff", [])]
+
+
+def glance_svg(layers: list[int], d_ff: list[int], n_layer: int = 0, full_d_ff: int = 0) -> str:
+    """A per-layer glance: one bar per supernet layer, its height the kept FFN width, a flat
+    grey tick where the layer is dropped (the same markup as ``glanceSVG`` in app.js)."""
+    n = n_layer or (max(layers) + 1 if layers else 0)
+    if not n:
+        return ""
+    top = full_d_ff or max([*d_ff, 1])
+    w, h = 3, 16
+    kept = {layer: (d_ff[i] if i < len(d_ff) else 0) for i, layer in enumerate(layers)}
+    bars = []
+    for i in range(n):
+        if i in kept:
+            v = kept[i]
+            bh = max(1 if v > 0 else 0, int(math.floor(h * v / top + 0.5)))
+            bars.append(f'<rect x="{i * w}" y="{h - bh}" width="{w - 1}" height="{bh}"></rect>')
+        else:
+            bars.append(f'<rect class="dropped" x="{i * w}" y="{h - 1}" width="{w - 1}" height="1"></rect>')
+    return (f'<svg class="glance" width="{n * w}" height="{h}" role="img"><title>FFN width kept per layer</title>'
+            + "".join(bars) + "</svg>")
+
+
+def constraint_violations(view: StudyView, row: pd.Series) -> list[dict[str, Any]]:
+    """Each of the study's constraints that ``row`` breaks: the column, the bound, the value
+    and by how much (absolute and relative), worst first."""
+    out = []
+    for c in view.spec.get("constraints") or []:
+        column = resolve_column(str(c.get("metric")), view.frame) or str(c.get("metric"))
+        value = finite(row.get(column))
+        if value is None:
+            continue
+        for side, bound in (("max", c.get("max")), ("min", c.get("min"))):
+            if bound is None:
+                continue
+            excess = value - float(bound) if side == "max" else float(bound) - value
+            if excess > 0:
+                out.append({"column": column, "side": side, "bound": float(bound), "value": value, "excess": excess,
+                            "relative": excess / abs(float(bound)) if bound else None})
+    return sorted(out, key=lambda v: -(v["relative"] or 0.0))
+
+
+def difference_from_largest(config: dict[str, Any], supernet: dict[str, Any] | None) -> list[str]:
+    """What a sub-network drops from the largest one, in words (layers, heads, FFN width, d_model)."""
+    if not supernet:
+        return []
+    n_layer, n_head, d_ff = int(supernet.get("n_layer", 0)), int(supernet.get("n_head", 0)), int(supernet.get("d_ff", 0))
+    layers = [int(v) for v in config.get("layers", [])]
+    out = []
+    dropped = [i for i in range(n_layer) if i not in layers]
+    out.append(f"drops layers {', '.join(str(i) for i in dropped)}" if dropped else "keeps all layers")
+    heads = [int(v) for v in config.get("n_head", [])]
+    if heads and n_head:
+        fewer = sum(1 for v in heads if v < n_head)
+        out.append(f"fewer heads in {fewer} of {len(heads)} kept layers ({sum(heads) / (n_head * len(heads)):.0%} of the heads)"
+                   if fewer else "all heads")
+    widths = [int(v) for v in config.get("d_ff", [])]
+    if widths and d_ff:
+        narrow = sum(1 for v in widths if v < d_ff)
+        out.append(f"narrower FFN in {narrow} of {len(widths)} kept layers ({sum(widths) / (d_ff * len(widths)):.0%} of the width)"
+                   if narrow else "full FFN width")
+    d_model = int(config.get("d_model", 0))
+    if d_model and int(supernet.get("d_model", d_model)) != d_model:
+        out.append(f"d_model {d_model} of {supernet['d_model']}")
+    return out
 
 
 def trial_brief(view: StudyView, trial: int) -> dict[str, Any]:
@@ -136,7 +213,19 @@ def study_context(view: StudyView) -> dict[str, Any]:
         "objectives": [o.column for o in view.objectives],
         "z": F.interval_z(view),
         "confirmed": confirmed_column(ACCURACY) in view.frame.columns,
+        "shape": shape_of_trials(view),
     }
+
+
+def shape_of_trials(view: StudyView) -> dict[str, int]:
+    """``n_layer`` and ``d_ff`` of the largest sizes any trial keeps (the glances' scale when
+    the supernet row is not at hand)."""
+    n_layer, d_ff = 0, 0
+    for text in view.frame["config_json"]:
+        layers, widths = _layers_and_widths(str(text))
+        n_layer = max([n_layer, *(v + 1 for v in layers)])
+        d_ff = max([d_ff, *widths])
+    return {"n_layer": n_layer, "d_ff": d_ff}
 
 
 def study_figure(view: StudyView, kind: str, x: str | None, y: str | None) -> Any:
@@ -193,6 +282,8 @@ def candidate_detail(db: storage.Database, cache: StudyCache, name: str, trial: 
                 "fidelity": base["fidelity"],
             },
             supernet_config=supernet.config if supernet else None,
+            violations=constraint_violations(view, row),
+            difference=difference_from_largest(config, supernet.config if supernet else None),
         )
         return base
 
@@ -204,6 +295,8 @@ def candidate_figures(detail: dict[str, Any]) -> dict[str, str]:
     layer = F.draw_layer_chart(F.layer_chart_data(detail["config"], detail["supernet_config"]),
                                title=f"trial {detail['trial']}: per-layer config")
     rows = detail["evaluations"].get(detail["fidelity"] or "", [])
+    if not rows:  # never scored (an infeasible sub-network): no empty chart
+        return {"layers": pio.to_json(layer), "metrics": None}
     metrics = go.Figure(
         go.Bar(
             x=[f"{r['task']}/{r['metric']}" for r in rows],
@@ -218,6 +311,6 @@ def candidate_figures(detail: dict[str, Any]) -> dict[str, str]:
 
 
 __all__ = [
-    "FIGURE_KINDS", "axes_of", "front_rows", "candidate_detail", "candidate_figures", "column_choices", "run_pick", "study_context",
+    "FIGURE_KINDS", "axes_of", "constraint_violations", "difference_from_largest", "front_rows", "glance_svg", "shape_of_trials", "candidate_detail", "candidate_figures", "column_choices", "run_pick", "study_context",
     "study_figure", "study_summaries", "study_summary", "supernet_shape", "trial_brief", "trial_row", "trial_rows",
 ]
