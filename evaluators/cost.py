@@ -223,14 +223,16 @@ def costs(
     batch: int = 1,
     dtype: Any = "bf16",
     table: LatencyTable | None = None,
+    quant: str | None = None,
 ) -> Costs:
     """Analytic costs plus, when a latency ``table`` is given, ``predicted_latency_ms``
     (prefill of the table's ``prompt_len`` tokens, method ``predicted``).
 
     ``device`` labels the result when no table is given; with a table the result carries
-    the table's device fingerprint.
+    the table's device fingerprint. ``quant``: weights costed in that format (see
+    :func:`analytic_costs`).
     """
-    base = analytic_costs(config, subnet, context_len=context_len, batch=batch, dtype=dtype)
+    base = analytic_costs(config, subnet, context_len=context_len, batch=batch, dtype=dtype, quant=quant)
     values = dict(base.values)
     context = dict(base.context)
     label = device

@@ -198,8 +198,11 @@ def export_cmd(
     if not source.feasible:
         console.print(f"[yellow]trial {trial} violates the study's constraints; exporting it anyway[/]")
     if gguf is not None:
-        _export_gguf(source, out, gguf, verify=verify, overwrite=overwrite)
+        _export_gguf(source, out, gguf or source.subnet.quant or "f32", verify=verify, overwrite=overwrite)
         return
+    if source.subnet.quant:
+        console.print(f"[yellow]trial {trial} was scored with {source.subnet.quant} weights; this export holds the "
+                      f"unquantised weights (deploy what was scored with --format gguf)[/]")
     with console.status(f"exporting trial {trial} of {study}"):
         result = _export_beside(source, out, dtype=dtype)
     loads = "transformers AutoModelForCausalLM and nas.load_exported" if result.format == "hf-llama" else "nas.load_exported"
@@ -222,7 +225,9 @@ def export_cmd(
 
 
 def _gguf_options(fmt: str, quant: str | None, dtype: str | None, verify: bool) -> str | None:
-    """The GGUF quantisation asked for (None: a safetensors export), checked before any work."""
+    """The GGUF quantisation asked for (None: a safetensors export; "": the trial's own format),
+    checked before any work."""
+    # deferred: the CLI imports its commands' libraries when they run
     from nas.model.quant import parse_quant
 
     if fmt not in ("auto", "gguf"):
@@ -233,7 +238,7 @@ def _gguf_options(fmt: str, quant: str | None, dtype: str | None, verify: bool) 
         return None
     if dtype is not None:
         raise NasError("--dtype applies to safetensors exports; a GGUF's weights are set by --quant")
-    name = parse_quant(quant or "f32").name
+    name = parse_quant(quant).name if quant else ""  # "": the trial's own format (f32 if it has none)
     if verify:
         # deferred: exports load torch
         from nas.export.engine import require_llama_cpp
@@ -260,6 +265,7 @@ def _export_gguf(source: Any, out: Path, quant: str, *, verify: bool, overwrite:
     with console.status("running the export in llama.cpp"):
         fake = None
         if quant != "f32":
+            # deferred: exports load torch
             from nas.model.fakequant import fake_quantized
 
             fake = fake_quantized(supernet.model.float(), quant)

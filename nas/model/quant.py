@@ -27,10 +27,14 @@ This module is torch-free (the cost model reads it); the arithmetic is in
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from nas.errors import NasError
-from nas.model.subnet import SubnetConfig
+
+if TYPE_CHECKING:
+    from nas.model.subnet import SubnetConfig
 
 
 @dataclass(frozen=True)
@@ -85,6 +89,12 @@ def parse_quant(name: str | QuantFormat) -> QuantFormat:
         raise NasError(f"unknown quantisation {name!r}; valid ones: {', '.join(QUANT_FORMATS)}") from None
 
 
+def extreme_quants(names: Sequence[str]) -> tuple[str, str]:
+    """(fewest, most) bytes per weight among the formats ``names``."""
+    fmts = sorted((parse_quant(n) for n in names), key=lambda f: f.bytes_per_weight)
+    return fmts[0].name, fmts[-1].name
+
+
 def block_problems(fmt: QuantFormat, subnet: SubnetConfig, head_dim: int) -> list[str]:
     """Why ``subnet``'s weights cannot be stored in ``fmt`` (empty when they can): every kept
     input width — d_model, each layer's ``n_head * head_dim`` and ``d_ff`` — must be a
@@ -119,4 +129,4 @@ def check_blocks(fmt: QuantFormat, subnet: SubnetConfig, head_dim: int) -> None:
                        f"Choose such widths, or use bf16 or f32")
 
 
-__all__ = ["QUANT_FORMATS", "VECTOR_BYTES", "QuantFormat", "block_problems", "check_blocks", "parse_quant"]
+__all__ = ["QUANT_FORMATS", "VECTOR_BYTES", "QuantFormat", "block_problems", "check_blocks", "extreme_quants", "parse_quant"]

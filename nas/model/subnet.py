@@ -34,11 +34,20 @@ class SubnetConfig:
     d_model: int
     n_expert: tuple[int, ...] = ()
     top_k: tuple[int, ...] = ()
+    #: weight format it is deployed (and scored) in: "" = unquantised, at the study's dtype;
+    #: else a :mod:`nas.model.quant` format (``q8_0``, ``q4_0``, ...). Written only when set,
+    #: so unquantised configs keep their JSON and hash.
+    quant: str = ""
 
     def __post_init__(self) -> None:
         for name in ("layers", "n_head", "d_ff", "n_expert", "top_k"):
             object.__setattr__(self, name, tuple(int(v) for v in getattr(self, name)))
         object.__setattr__(self, "d_model", int(self.d_model))
+        if self.quant:
+            # deferred: nas.model.quant imports this module
+            from nas.model.quant import parse_quant
+
+            object.__setattr__(self, "quant", parse_quant(self.quant).name)
         n = len(self.layers)
         if n == 0:
             raise NasError("sub-network config: it must keep at least one layer")
@@ -80,6 +89,8 @@ class SubnetConfig:
         if any(self.n_expert):
             out["n_expert"] = list(self.n_expert)
             out["top_k"] = list(self.top_k)
+        if self.quant:
+            out["quant"] = self.quant
         return out
 
     def to_json(self) -> str:
@@ -93,7 +104,7 @@ class SubnetConfig:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> SubnetConfig:
-        allowed = {"layers", "n_head", "d_ff", "d_model", "n_expert", "top_k"}
+        allowed = {"layers", "n_head", "d_ff", "d_model", "n_expert", "top_k", "quant"}
         unknown = sorted(set(data) - allowed)
         if unknown:
             raise NasError(f"sub-network config: unknown key(s) {unknown}; allowed keys are {sorted(allowed)}")
@@ -146,6 +157,8 @@ class SubnetConfig:
         text = f"L{self.n_layer} h{rng(self.n_head)} ff{rng(self.d_ff)} d{self.d_model}"
         if any(self.n_expert):
             text += f" e{rng([e for e in self.n_expert if e])} k{rng([k for k in self.top_k if k])}"
+        if self.quant:
+            text += f" {self.quant}"
         return text
 
     def check_fits(self, config: SupernetConfig) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ from evaluators.latency_table import LatencyTable
 from evaluators.types import CostValue
 from nas.errors import NasError
 from nas.model.config import SupernetConfig
+from nas.model.quant import extreme_quants
 from nas.model.space import SearchSpace
 from nas.model.subnet import SubnetConfig
 from nas.paths import work_dir
@@ -88,7 +90,8 @@ class StudyCosts:
 
     def before_scoring(self, subnet: SubnetConfig) -> dict[str, CostValue]:
         """Analytic costs (plus predicted latency with a table): no model run."""
-        result = costs(self.config, subnet, context_len=self.context_len, dtype=self.dtype, table=self.table)
+        result = costs(self.config, subnet, context_len=self.context_len, dtype=self.dtype, table=self.table,
+                       quant=subnet.quant or None)  # a quantised candidate (spec quant_choices): its format's bytes
         return dict(result.values)
 
     def measured(self, subnet: SubnetConfig) -> dict[str, CostValue]:
@@ -122,6 +125,9 @@ def check_feasible_extremes(spec: StudySpec, costs: StudyCosts, space: SearchSpa
     if not spec.constraints:
         return
     small, large = space.smallest(), space.largest()
+    if spec.quant_choices:  # the extremes of a quantisation axis: the fewest and the most bytes per weight
+        cheapest, dearest = extreme_quants(spec.quant_choices)
+        small, large = replace(small, quant=cheapest), replace(large, quant=dearest)
     lo_vals, hi_vals = costs.before_scoring(small), costs.before_scoring(large)
     problems = []
     for i, con in enumerate(spec.constraints):

@@ -71,6 +71,7 @@ from nas.pareto import as_minimization, non_dominated_mask
 from nas.search.costs import StudyCosts, constraint_violation
 from nas.search.params import suggest_subnet
 from nas.search.promotion import Estimate, Promotion, aggregate_estimate, promotion_decision, score_estimate
+from nas.search.quant import suggest_quant
 from nas.search.racing import Contender, dominating_member, examples_of
 from nas.search.scoring import Scores, ScoringCounts, StudyScoring
 from nas.search.spec import StudySpec
@@ -273,7 +274,7 @@ class Search:
     def _objective(self, trial: optuna.Trial) -> list[float]:
         self._budget_guard(trial)
         trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
-        subnet = suggest_subnet(self.space, trial)
+        subnet = suggest_quant(trial, self.spec.quant_choices, suggest_subnet(self.space, trial))  # + its weight format
         subnet_id = get_or_create_subnet(
             self.db, supernet_id=self.setup.supernet_id, config_json=subnet.to_json(), config_hash=subnet.hash,
             n_layer=subnet.n_layer, params=count_params(self.config, subnet).params,

@@ -17,6 +17,11 @@ Objectives and constraints name one of:
 
 * ``accuracy`` — the aggregate of the tasks' main metrics (mean, or weighted by ``weight``);
 * ``<task>`` or ``<task>/<metric>`` — one task's (main or named) metric;
+``quant_choices`` (e.g. ``[bf16, q8_0, q4_0]``) makes the weight format a searchable
+deployment choice: each candidate is a sub-network *and* a format, scored with its weights
+passed through that format's quantise/dequantise and costed in its bytes
+(:mod:`nas.search.quant`).
+
 * a cost: ``params``, ``non_embedding_params``, ``active_params``, ``flops_per_token``,
   ``weight_memory_bytes``, ``kv_cache_bytes``, ``memory`` (weights + KV cache),
   ``predicted_latency_ms`` (per-layer latency table) or ``latency_ms`` (measured prefill).
@@ -49,6 +54,7 @@ from nas.metrics import (
     LOWER_IS_BETTER,
     main_metric,
 )
+from nas.model.quant import parse_quant
 
 SAMPLERS = ("nsga2", "nsga3", "tpe", "gp", "random", "qmc", "grid")
 
@@ -252,6 +258,8 @@ class StudySpec(_Model):
     batch_size: int = Field(default=16, ge=1)
     device: str = "cpu"
     context_len: int = Field(default=512, ge=1)
+    #: weight formats a candidate may be deployed in (nas.search.quant): a search axis when set
+    quant_choices: tuple[str, ...] = ()
 
     # ------------------------------------------------------------ coercions
     @model_validator(mode="before")
@@ -282,6 +290,15 @@ class StudySpec(_Model):
         if not _NAME.match(v) or len(v) > 200:
             raise ValueError(f"study name {v!r} must be letters, digits, '_', '-' or '.' (at most 200 characters)")
         return v
+
+    @field_validator("quant_choices")
+    @classmethod
+    def _quants(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        try:
+            names = tuple(dict.fromkeys(parse_quant(q).name for q in v))
+        except NasError as exc:
+            raise ValueError(str(exc)) from None
+        return names
 
     @field_validator("tasks")
     @classmethod
@@ -432,7 +449,7 @@ class StudySpec(_Model):
         """The fields a resumed study must share with the one in the database."""
         data = self.to_dict()
         keep = ("supernet", "space", "tasks", "aggregation", "objectives", "constraints", "fidelities", "dtype", "context_len",
-                "confirmation")
+                "confirmation", "quant_choices")
         return {k: data[k] for k in keep}
 
 

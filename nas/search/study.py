@@ -29,6 +29,7 @@ from nas.model.space import SearchSpace
 from nas.search.costs import StudyCosts, check_feasible_extremes
 from nas.search.driver import Search, SearchSetup
 from nas.search.optuna_storage import optuna_storage
+from nas.search.quant import check_quant_space, quant_scorers
 from nas.search.spec import StudySpec, spec_from_json
 from nas.search.trials import PLAN_ATTR, RETRY_ATTR, TrialAttrs
 from storage import create_study, get_study, list_studies, open_database, upsert_supernet
@@ -64,8 +65,12 @@ def open_search(
     costs = StudyCosts(config, context_len=spec.context_len, dtype=spec.dtype, model=loaded.model, space=space,
                        needs=spec.cost_metrics)
     check_feasible_extremes(spec, costs, space)
+    if spec.quant_choices:  # quantisation as a search axis (nas.search.quant)
+        check_quant_space(spec.quant_choices, space)
+        if scorers is not None:
+            raise NasError("quant_choices scores every format with scorers built from the spec's tasks; do not pass scorers")
     if scorers is None:
-        scorers = build_scorers(spec, loaded, space) if spec.needs_scores else []
+        scorers = quant_scorers(spec.quant_choices, loaded, lambda sn: build_scorers(spec, sn, space)) if spec.needs_scores else []
     check_documents(spec, scorers)
 
     supernet_id = upsert_supernet(
