@@ -115,6 +115,57 @@ def test_hovering_a_point_fetches_its_details(page, site: dict) -> None:  # noqa
     assert page.errors == []
 
 
+def test_box_selection_on_the_plot_filters_the_table(page, site: dict) -> None:  # noqa: ANN001
+    page.goto(f"{site['base']}/studies/demo")
+    page.wait_for_selector('#trials-card[data-ready="1"]', timeout=30_000)
+    assert page.get_attribute("#trials-card", "data-total") == str(N_TRIALS)
+    area = page.locator("#pareto .nsewdrag").bounding_box()
+    page.mouse.move(area["x"] + 2, area["y"] + 2)
+    page.mouse.down()
+    page.mouse.move(area["x"] + area["width"] * 0.6, area["y"] + area["height"] - 2, steps=6)
+    page.mouse.up()
+    page.wait_for_selector("#selection-info:not([hidden])", timeout=10_000)
+    chosen = page.evaluate(
+        "() => Array.from(new Set(document.getElementById('pareto').data.flatMap(t => (t.mode === 'markers' && t.selectedpoints)"
+        " ? t.selectedpoints.map(i => t.customdata[i]) : [])))"
+    )
+    assert 0 < len(chosen) < N_TRIALS
+    page.wait_for_function(f"() => document.getElementById('trials-card').dataset.total === '{len(chosen)}'", timeout=10_000)
+    shown = [int(t) for t in page.eval_on_selector_all("#trials-table tbody tr", "rows => rows.map(r => r.dataset.trial)")]
+    assert sorted(shown) == sorted(chosen)
+    assert "sel=" in page.url
+    page.click("#clear-selection")
+    page.wait_for_function(f"() => document.getElementById('trials-card').dataset.total === '{N_TRIALS}'", timeout=10_000)
+    assert "sel=" not in page.url
+    assert page.errors == []
+
+
+def test_a_shared_url_restores_axes_filters_and_selection(page, site: dict) -> None:  # noqa: ANN001
+    trials = httpx.get(f"{site['base']}/api/studies/demo/trials", params={"limit": 100}).json()["trials"]
+    chosen = [t["trial"] for t in trials if t["fidelity"] == "full"][:6]
+    sel = ",".join(str(t) for t in chosen)
+    page.goto(f"{site['base']}/studies/demo?x=flops_per_token&y=accuracy&fid=full&feas=yes&sort=params&desc=1&sel={sel}")
+    page.wait_for_selector('#trials-card[data-ready="1"]', timeout=30_000)
+    assert page.input_value("#x-axis") == "flops_per_token" and page.input_value("#f-fidelity") == "full"
+    assert page.input_value("#f-feasible") == "yes"
+    title = page.evaluate("() => document.getElementById('pareto').layout.xaxis.title.text")
+    assert title.startswith("FLOPs")
+    shown = [int(t) for t in page.eval_on_selector_all("#trials-table tbody tr", "rows => rows.map(r => r.dataset.trial)")]
+    params = {t["trial"]: t["costs"]["params"] for t in trials}
+    assert shown == sorted(chosen, key=lambda t: (-params[t], t))
+    # the plot highlights exactly the table's trials
+    lit = page.evaluate(
+        "() => document.getElementById('pareto').data.flatMap(t => (t.mode === 'markers' && t.selectedpoints)"
+        " ? t.selectedpoints.map(i => t.customdata[i]) : [])"
+    )
+    assert sorted(lit) == sorted(chosen)
+    # the front table follows the restored axes
+    front = httpx.get(f"{site['base']}/api/studies/demo/front", params={"x": "flops_per_token", "y": "accuracy"}).json()
+    page.wait_for_function(f"() => document.getElementById('front-count').textContent === '{len(front)}'", timeout=10_000)
+    _shots(page, "web_study.png")
+    assert page.errors == []
+
+
 def test_infeasible_page(page, site: dict) -> None:  # noqa: ANN001
     trials = httpx.get(f"{site['base']}/api/studies/demo/trials", params={"limit": 100}).json()["trials"]
     bad = next(t for t in trials if not t["feasible"])

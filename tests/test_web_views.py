@@ -232,3 +232,33 @@ def test_glance_is_one_bar_per_supernet_layer() -> None:
     svg = glance_svg([0, 2, 3], [64, 32, 0], n_layer=4, full_d_ff=64)
     assert svg.count("<rect") == 4 and svg.count('class="dropped"') == 1  # layer 1 dropped
     assert 'height="16"></rect>' in svg and 'height="8"></rect>' in svg and 'height="0"></rect>' in svg
+
+
+def test_all_trials_filter_sort_page_and_csv(client: TestClient) -> None:
+    import csv
+    import io
+
+    everything = client.get("/api/studies/toy/trials", params={"limit": 500}).json()
+    assert everything["total"] == N_TRIALS and [t["trial"] for t in everything["trials"]] == list(range(N_TRIALS))
+    rows = {t["trial"]: t for t in everything["trials"]}
+    low = sorted(t["costs"]["params"] for t in rows.values())[N_TRIALS // 4]
+    q = {"fidelity": "full", "feasible": "yes", "range": [f"params:{low / 1e3:.3f}k:", "config.n_layer::3"], "sort": "params",
+         "desc": "true", "limit": 3, "offset": 1}
+    page = client.get("/api/studies/toy/trials", params=q).json()
+    expected = sorted((t for t in rows.values() if t["fidelity"] == "full" and t["feasible"] and t["costs"]["params"] >= round(low, 0)
+                       and len(t["layers"]) <= 3), key=lambda t: (-t["costs"]["params"], t["trial"]))
+    assert len(expected) >= 3 and page["total"] == len(expected) and page["matching"] == [t["trial"] for t in expected]
+    assert [t["trial"] for t in page["trials"]] == [t["trial"] for t in expected][1:4]
+    never = client.get("/api/studies/toy/trials", params={"fidelity": "none"}).json()
+    assert {t["trial"] for t in never["trials"]} == {t for t, r in rows.items() if r["fidelity"] is None}
+    sel = client.get("/api/studies/toy/trials", params={"trials": "2,5-7,29"}).json()
+    assert sel["matching"] == [2, 5, 6, 7, 29]
+    front = client.get("/api/studies/toy/trials", params={"front_x": "flops_per_token", "front_y": "accuracy"}).json()
+    axes_front = client.get("/api/studies/toy/front", params={"x": "flops_per_token", "y": "accuracy"}).json()
+    assert sorted(front["matching"]) == sorted(r["trial"] for r in axes_front)
+    for bad in ({"range": "params"}, {"range": "params:x:"}, {"sort": "nope"}, {"trials": "a,b"}, {"feasible": "maybe"}):
+        assert client.get("/api/studies/toy/trials", params=bad).status_code == 422, bad
+    text = client.get("/api/studies/toy/trials.csv", params={k: v for k, v in q.items() if k not in ("limit", "offset")}).text
+    table = list(csv.DictReader(io.StringIO(text)))
+    assert [int(r["trial"]) for r in table] == [t["trial"] for t in expected]
+    assert float(table[0]["params"]) == expected[0]["costs"]["params"] and table[0]["config_json"].startswith("{")

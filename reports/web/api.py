@@ -8,7 +8,7 @@ import json
 from typing import Annotated, Any
 
 import plotly.io as pio
-from fastapi import APIRouter, HTTPException, Query
+from fastapi import APIRouter, Depends, HTTPException, Query
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
 
@@ -18,6 +18,7 @@ from reports import figures as F
 from reports.data import finite
 from reports.web.schemas import PickBody, PickOut, StudySummary, TrialBrief, TrialOut, TrialPage, error_responses
 from reports.web.state import CacheDep, DatabaseDep
+from reports.web.trials import MAX_RANGES, TrialQuery, csv_text, parse_range, parse_trials, select_trials
 from reports.web.views import (
     FIGURE_KINDS,
     candidate_detail,
@@ -27,10 +28,12 @@ from reports.web.views import (
     study_summaries,
     study_summary,
     trial_brief,
+    trial_row,
     trial_rows,
 )
 
 MAX_PAGE_SIZE = 500
+_COLUMN = r"^[A-Za-z0-9_.\-/@]{1,200}$"
 
 router = APIRouter(responses=error_responses(503))
 
@@ -58,16 +61,60 @@ def api_study(name: str, cache: CacheDep) -> dict[str, Any]:
     return out
 
 
+def trial_query(
+    offset: Annotated[int, Query(ge=0)] = 0,
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)] = 100,
+    sort: Annotated[str, Query(max_length=200, pattern=_COLUMN)] = "trial",
+    desc: bool = False,
+    fidelity: Annotated[list[str], Query(max_length=16)] = [],  # noqa: B006 - FastAPI query list
+    feasible: Annotated[str, Query(pattern="^(any|yes|no)$")] = "any",
+    front_x: Annotated[str | None, Query(max_length=200, pattern=_COLUMN)] = None,
+    front_y: Annotated[str | None, Query(max_length=200, pattern=_COLUMN)] = None,
+    range_: Annotated[list[str], Query(alias="range", max_length=MAX_RANGES)] = [],  # noqa: B006
+    trials: Annotated[str | None, Query(max_length=40_000)] = None,
+) -> TrialQuery:
+    """The all-trials table's query: ``fidelity`` (repeat; ``none`` = never scored),
+    ``feasible`` yes/no, ``front_x``/``front_y`` (only the front of those axes), ``range``
+    ``COLUMN:MIN:MAX`` (repeat; either bound may be empty, ``10M`` allowed), ``trials``
+    ``3,7,12`` (a plot selection), ``sort`` (any numeric column) and ``desc``."""
+    return TrialQuery(
+        fidelity=tuple(fidelity), feasible=None if feasible == "any" else feasible == "yes",
+        front_of=(front_x, front_y) if front_x and front_y else None, ranges=tuple(parse_range(r) for r in range_),
+        trials=parse_trials(trials), sort=sort, descending=desc, offset=offset, limit=limit,
+    )
+
+
+TrialQueryDep = Annotated[TrialQuery, Depends(trial_query)]
+
+
 @router.get("/api/studies/{name}/trials", response_model=TrialPage, tags=["studies"], responses=error_responses(404, 422))
 def api_trials(
     name: str,
     cache: CacheDep,
-    offset: Annotated[int, Query(ge=0)] = 0,
-    limit: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)] = 100,
+    q: TrialQueryDep,
     only: Annotated[str, Query(pattern="^(all|front|feasible|top)$")] = "all",
 ) -> dict[str, Any]:
-    rows = cache.derived(name, ("rows", only), lambda v: trial_rows(v, only))
-    return {"study": name, "total": len(rows), "offset": offset, "limit": limit, "trials": rows[offset: offset + limit]}
+    """Every trial, paged on the server; filtered and sorted by the query (``only`` is the
+    older shorthand: front / feasible / top fidelity)."""
+    if only != "all":
+        rows = cache.derived(name, ("rows", only), lambda v: trial_rows(v, only))
+        return {"study": name, "total": len(rows), "offset": q.offset, "limit": q.limit,
+                "trials": rows[q.offset: q.offset + q.limit], "matching": [r["trial"] for r in rows]}
+    view = cache.view(name)
+    selected = select_trials(view, q)
+    page = selected.iloc[q.offset: q.offset + q.limit]
+    return {"study": name, "total": int(len(selected)), "offset": q.offset, "limit": q.limit,
+            "trials": [trial_row(view, r) for _, r in page.iterrows()],
+            "matching": [int(t) for t in selected["trial"]], "sort": q.sort, "desc": q.descending}
+
+
+@router.get("/api/studies/{name}/trials.csv", tags=["studies"], responses=error_responses(404, 422),
+            response_class=Response)
+def api_trials_csv(name: str, cache: CacheDep, q: TrialQueryDep) -> Response:
+    """The filtered, sorted trials as CSV (every matching row: no paging; raw values)."""
+    view = cache.view(name)
+    text = csv_text(view, select_trials(view, q))
+    return Response(text, media_type="text/csv", headers={"Content-Disposition": f'attachment; filename="{name}-trials.csv"'})
 
 
 @router.get("/api/studies/{name}/front", response_model=list[TrialOut], tags=["studies"], responses=error_responses(404, 422))

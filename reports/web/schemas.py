@@ -215,6 +215,9 @@ class TrialPage(BaseModel):
     offset: int
     limit: int
     trials: list[TrialOut]
+    matching: list[int] = []  # every matching trial number (to highlight them on the plot)
+    sort: str = "trial"
+    desc: bool = False
 
 
 __all__ = [

@@ -214,6 +214,8 @@ def study_context(view: StudyView) -> dict[str, Any]:
         "z": F.interval_z(view),
         "confirmed": confirmed_column(ACCURACY) in view.frame.columns,
         "shape": shape_of_trials(view),
+        "fidelities": sorted({str(f) for f in view.frame["fidelity"].dropna()}),
+        "range_columns": [c for c in view.dim_columns if ".layer_" not in c] + [ACCURACY, *view.cost_columns, *view.metric_columns],
     }
 
 
