@@ -166,6 +166,26 @@ def test_a_shared_url_restores_axes_filters_and_selection(page, site: dict) -> N
     assert page.errors == []
 
 
+def test_compare_two_candidates_from_the_pick_results(page, site: dict) -> None:  # noqa: ANN001
+    page.goto(f"{site['base']}/studies/demo/pick")
+    page.click("#pick-submit")
+    page.wait_for_selector("#pick-results tbody tr.pick-row", timeout=20_000)
+    boxes = page.locator("#pick-results .cmp")
+    assert boxes.count() >= 2
+    chosen = [int(boxes.nth(i).get_attribute("value")) for i in (0, 1)]
+    boxes.nth(0).check()
+    assert page.locator("#compare-link").is_hidden()  # one is not a comparison
+    boxes.nth(1).check()
+    page.click("#compare-link")
+    page.wait_for_url(f"**/studies/demo/compare?trials={chosen[0]},{chosen[1]}")
+    heads = page.locator("#compare-summary thead th").all_inner_texts()
+    assert [h.split()[0] for h in heads[1:]] == [f"#{t}" for t in chosen]
+    assert page.locator("#layer-diff tbody tr").count() == CONFIG.n_layer
+    assert "difference to" in page.inner_text("#compare-summary") and "±" in page.inner_text("#compare-summary")
+    _shots(page, "web_compare.png")
+    assert page.errors == []
+
+
 def test_infeasible_page(page, site: dict) -> None:  # noqa: ANN001
     trials = httpx.get(f"{site['base']}/api/studies/demo/trials", params={"limit": 100}).json()["trials"]
     bad = next(t for t in trials if not t["feasible"])

@@ -262,3 +262,52 @@ def test_all_trials_filter_sort_page_and_csv(client: TestClient) -> None:
     table = list(csv.DictReader(io.StringIO(text)))
     assert [int(r["trial"]) for r in table] == [t["trial"] for t in expected]
     assert float(table[0]["params"]) == expected[0]["costs"]["params"] and table[0]["config_json"].startswith("{")
+
+
+def test_compare_two_candidates(client: TestClient) -> None:
+    html = {"accept": "text/html"}
+    front = client.get("/api/studies/toy/front").json()
+    a, b = front[0], front[-1]
+    page = client.get(f"/studies/toy/compare?trials={a['trial']},{b['trial']}", headers=html)
+    assert page.status_code == 200
+    text = page.text
+    assert f"#{a['trial']}" in text and f"#{b['trial']}" in text and "difference to #" in text
+    diff = b["accuracy"] - a["accuracy"]
+    assert f"{diff:+.4f}" in text and "independent" in text  # synthetic rows have no per-example scores
+    assert human(a["costs"]["params"], "params") in text and human(b["costs"]["params"], "params") in text
+    layers_a = dict(zip(a["layers"], a["d_ff"]))
+    layers_b = dict(zip(b["layers"], b["d_ff"]))
+    n_differ = sum(1 for layer in range(CONFIG.n_layer) if (layer in layers_a) != (layer in layers_b)
+                   or (layer in layers_a and layers_a[layer] != layers_b[layer]))
+    body = text.split('id="layer-diff"', 1)[1]
+    assert body.count('class="differs"') >= n_differ and body.count("<tr><td>L") == CONFIG.n_layer
+    # one trial: a chooser; five or a bad number: a clear 422
+    chooser = client.get(f"/studies/toy/compare?trials={a['trial']}", headers=html).text
+    assert 'id="choose-form"' in chooser and chooser.count('class="pick-trial"') == len(front)
+    assert client.get("/studies/toy/compare?trials=1,2,3,4,5", headers=html).status_code == 422
+    assert client.get("/studies/toy/compare?trials=1,x", headers=html).status_code == 422
+    assert client.get("/studies/toy/compare?trials=1,999", headers=html).status_code == 404
+
+
+def test_paired_difference_uses_the_shared_examples(client: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    from types import SimpleNamespace
+
+    from reports.web import compare
+
+    view = client.app.state.cache.view("toy")
+    front = client.get("/api/studies/toy/front").json()
+    t0, t1 = front[0]["trial"], front[1]["trial"]
+    s0, s1 = (int(view.trial(t)["subnet_id"]) for t in (t0, t1))
+    parts = [tuple(c.rsplit("/", 1)) for c in view.axes.weights]
+    rows = []
+    for subnet, bump in ((s0, 0.0), (s1, 1.0)):
+        for task, metric in parts:  # the second is right on 1 more document of 4 in every task
+            scores = [1.0, 0.0, 0.0, 0.0] if bump == 0 else [1.0, 1.0, 0.0, 0.0]
+            rows.append(SimpleNamespace(subnet_id=subnet, task=task, metric=metric, example_ids=[0, 1, 2, 3], example_scores=scores))
+    monkeypatch.setattr(compare.storage, "subnet_example_scores", lambda db, ids, fidelity, settings=None: rows)
+    (diff,) = compare.paired_accuracy(client.app.state.db, view, [t0, t1], "full")
+    assert diff["paired"] and diff["mean"] == pytest.approx(0.25)
+    # per task: differences (0, 1, 0, 0): stderr 0.25 (n = 4), weighted over the tasks as independent parts
+    weights = list(view.axes.weights.values())
+    expected = (sum((w * 0.25) ** 2 for w in weights) ** 0.5) / sum(weights)
+    assert diff["stderr"] == pytest.approx(expected)

@@ -1,5 +1,6 @@
 """The HTML pages: ``/`` studies, ``/studies/{name}`` study, ``/studies/{name}/trials/{n}``
-candidate, ``/studies/{name}/pick`` pick and export, ``/compare?study=a&study=b`` overlay,
+candidate, ``/studies/{name}/pick`` pick and export, ``/studies/{name}/compare?trials=a,b``
+2-4 candidates side by side, ``/compare?study=a&study=b`` overlay of studies,
 ``/studies/{name}/report.html`` the static report (plotly.js and the API docs' assets are
 :mod:`reports.web.assets`).
 """
@@ -16,11 +17,14 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from nas.metrics import ACCURACY
 from reports import figures as F
 from reports.html import render_report
+from reports.web.compare import MIN_CANDIDATES, compare_context, parse_candidates
 from reports.web.state import CacheDep, DatabaseDep, TemplatesDep
 from reports.web.views import (
     candidate_detail,
     candidate_figures,
     column_choices,
+    front_rows,
+    shape_of_trials,
     study_context,
     study_summaries,
     study_summary,
@@ -70,6 +74,22 @@ def pick_page(request: Request, name: str, db: DatabaseDep, cache: CacheDep, tem
         {"study": name, "columns": columns, "metrics": [ACCURACY, *view.metric_columns],
          "default_bounds": bounds, "costs": list(view.cost_columns), "supernet": supernet_shape(db, view)},
     )
+
+
+@router.get("/studies/{name}/compare", response_class=HTMLResponse, include_in_schema=False)
+def compare_trials_page(
+    request: Request, name: str, db: DatabaseDep, cache: CacheDep, templates: TemplatesDep, trials: str | None = None
+) -> Response:
+    """2 to 4 candidates side by side; with fewer, a chooser among the front members."""
+    view = cache.view(name)
+    given = [t for t in (trials or "").split(",") if t.strip()]
+    if len(given) < MIN_CANDIDATES:
+        front = front_rows(view)
+        return templates.TemplateResponse(request, "compare_choose.html", {
+            "study": name, "given": given, "front": front, "shape": shape_of_trials(view), "z": F.interval_z(view)})
+    chosen = parse_candidates(trials)
+    context = cache.derived(name, ("compare", tuple(chosen)), lambda v: compare_context(db, v, chosen))
+    return templates.TemplateResponse(request, "compare_trials.html", context)
 
 
 @router.get("/studies/{name}/report.html", response_class=HTMLResponse, include_in_schema=False)
