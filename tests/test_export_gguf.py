@@ -6,6 +6,7 @@ from __future__ import annotations
 import builtins
 import json
 import os
+import statistics
 from pathlib import Path
 
 import pytest
@@ -194,7 +195,22 @@ def test_cli_exports_and_verifies_gguf(supernet, tmp_path: Path, capsys: pytest.
     assert meta["gguf"]["f32"]["verify"]["logprob_max_abs_diff"] <= 1e-3 and meta["gguf"]["f32"]["verify"]["greedy_identical"]
     assert 0 < meta["gguf"]["q8_0"]["verify"]["kl_vs_fake_quant"] < meta["gguf"]["q8_0"]["verify"]["kl_mean"]
     card = (out / "README.md").read_text()
-    assert "greedy identical" in card and "mean KL" in card
+    assert "greedy identical" in card and "mean KL" in card and "tok/s |" in card and "llama-cpp-python 0.3.36" in card
+    assert meta["gguf"]["q8_0"]["verify"]["engine_latency"]["engine_latency_ms"] > 0
     # the other trial's GGUF does not go into this directory
     code, err = _nas(capsys, "export", "deploy", "0", "--out", str(out), "--format", "gguf", "--storage", url)
     assert code == 2 and "export into a new directory" in err and len(err.strip().splitlines()) == 1
+
+
+def test_engine_latency_of_a_gguf(supernet, tmp_path: Path) -> None:  # noqa: ANN001
+    from nas.export.engine import engine_latency
+
+    _llama_cpp()
+    exp = export_gguf(_source(supernet, PER_LAYER), tmp_path / "lat", quant="q8_0")
+    lat = engine_latency(exp.file, prompt_len=16, decode_tokens=4, repeats=2, n_threads=1, clock="process")
+    assert lat.prefill_ms > 0 and lat.decode_tokens_per_s > 0 and len(lat.prefill_samples) == len(lat.decode_samples) == 2
+    assert lat.prefill_ms == pytest.approx(statistics.median(lat.prefill_samples), abs=1e-3)  # the median of the repeats
+    assert "llama-cpp-python 0.3.36" in lat.device and lat.device.endswith("|threads=1|llama-cpp-python 0.3.36|process")
+    assert lat.to_dict()["engine_latency_ms"] == lat.prefill_ms
+    with pytest.raises(NasError, match="clock 'cpu'"):
+        engine_latency(exp.file, clock="cpu")

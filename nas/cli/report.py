@@ -250,7 +250,7 @@ def _gguf_options(fmt: str, quant: str | None, dtype: str | None, verify: bool) 
 def _export_gguf(source: Any, out: Path, quant: str, *, verify: bool, overwrite: bool) -> None:
     """``nas export --format gguf``: write the GGUF; with --verify, run it in llama.cpp against ours."""
     # deferred: exports load torch
-    from nas.export.engine import verify_gguf
+    from nas.export.engine import engine_latency, verify_gguf
     from nas.export.gguf import export_gguf, record_verification
     from nas.model.directory import load_supernet
 
@@ -271,7 +271,11 @@ def _export_gguf(source: Any, out: Path, quant: str, *, verify: bool, overwrite:
             fake = fake_quantized(supernet.model.float(), quant)
         report = verify_gguf(result.file, supernet.model.float(), source.subnet, quant=quant,
                              tokenizer=supernet.load_tokenizer(), fake_quant=fake)
-    record_verification(out, quant, report.to_dict())
+    with console.status("timing the export in llama.cpp"):
+        latency = engine_latency(result.file, prompt_len=128, decode_tokens=32, repeats=3)
+    record_verification(out, quant, {**report.to_dict(), "engine_latency": latency.to_dict()})
+    console.print(f"engine_latency_ms {latency.prefill_ms:.1f} (prefill of 128 tokens, median of 3), decode "
+                  f"{latency.decode_tokens_per_s:.1f} tokens/s on {latency.device}")
     if quant == "f32":
         console.print(f"llama.cpp vs ours on {report.n_tokens} tokens: max |log-prob diff| {report.logprob_max_abs_diff:.2e} "
                       f"(tolerance 1e-3), greedy 32 tokens {'identical' if report.greedy_identical else 'DIFFERENT'}")

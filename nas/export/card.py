@@ -101,16 +101,25 @@ def _gguf_section(meta: dict[str, Any]) -> list[str]:
         return []
     lines = ["", "## GGUF (llama.cpp)", "",
              "Weights quantised as named (norms and biases f32); architecture `deci` where layers differ in size.", "",
-             "| file | quantisation | architecture | bytes | verified in llama.cpp |", "|---|---|---|---|---|"]
+             "| file | quantisation | architecture | bytes | verified in llama.cpp | llama.cpp prefill (128 tokens) / decode |",
+             "|---|---|---|---|---|---|"]
+    devices: list[str] = []
     for quant, g in files.items():
         v = g.get("verify")
+        device = ((v or {}).get("engine_latency") or {}).get("device")
         if v is None:
             check = "not verified (`nas export --verify`)"
         elif quant == "f32":
             check = f"max abs log-prob diff {v['logprob_max_abs_diff']:.2e}, greedy {'identical' if v['greedy_identical'] else 'DIFFERENT'}"
         else:
             check = f"mean KL {v['kl_mean']:.4f}, top-1 agreement {v['top1_agree']:.3f}"
-        lines.append(f"| {g['file']} | {quant} | {g['architecture']} | {g['file_bytes']:,} | {check} |")
+        lat = (v or {}).get("engine_latency")
+        speed = "–" if not lat else f"{lat['prefill_ms']:.1f} ms / {lat['decode_tokens_per_s']:.1f} tok/s"
+        lines.append(f"| {g['file']} | {quant} | {g['architecture']} | {g['file_bytes']:,} | {check} | {speed} |")
+        if device:
+            devices.append(device)
+    for device in dict.fromkeys(devices):
+        lines += ["", f"llama.cpp timings (median of 3 runs) on `{device}`."]
     return lines
 
 

@@ -17,6 +17,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import platform
+import statistics
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -55,8 +58,9 @@ def engine_version() -> str:
     return f"llama-cpp-python {require_llama_cpp().__version__}"
 
 
-def load_engine(path: str | Path, *, n_ctx: int = 512, n_threads: int | None = None) -> Any:
-    """A ``llama_cpp.Llama`` over the GGUF at ``path`` returning logits for every position."""
+def load_engine(path: str | Path, *, n_ctx: int = 512, n_threads: int | None = None, logits_all: bool = True) -> Any:
+    """A ``llama_cpp.Llama`` over the GGUF at ``path`` (logits for every position unless
+    ``logits_all`` is False: timing runs keep only the last)."""
     llama_cpp = require_llama_cpp()
     path = Path(path)
     if not path.is_file():
@@ -65,7 +69,7 @@ def load_engine(path: str | Path, *, n_ctx: int = 512, n_threads: int | None = N
     with open(os.devnull, "w") as devnull, contextlib.redirect_stderr(devnull):
         try:
             # an f32 KV cache (llama.cpp's default is f16): the cache must not be what differs from ours
-            return llama_cpp.Llama(model_path=str(path), n_ctx=n_ctx, n_batch=n_ctx, logits_all=True, verbose=False,
+            return llama_cpp.Llama(model_path=str(path), n_ctx=n_ctx, n_batch=n_ctx, logits_all=logits_all, verbose=False,
                                    n_threads=threads, n_threads_batch=threads, seed=0, type_k=0, type_v=0, flash_attn=False)
         except ValueError as exc:
             raise NasError(f"llama.cpp could not load {path} ({exc}); export it again") from None
@@ -88,6 +92,78 @@ def engine_greedy(llm: Any, ids: list[int], n: int) -> list[int]:
         new.append(nxt)
         llm.eval([nxt])
     return new
+
+
+def engine_fingerprint(n_threads: int) -> str:
+    """Where an engine timing was taken: CPU model, cores, threads and the engine's version."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
+    except OSError:
+        pass
+    return f"cpu:{cpu}|cores={os.cpu_count()}|threads={n_threads}|{engine_version()}"  # + the clock, by the caller
+
+
+@dataclass(frozen=True)
+class EngineLatency:
+    """llama.cpp's timings of one GGUF: the median over ``repeats`` of a ``prompt_len``-token
+    prefill and of the per-token time of ``decode_tokens`` greedy-decoded tokens after it."""
+
+    file: str
+    prompt_len: int
+    decode_tokens: int
+    repeats: int
+    prefill_ms: float
+    decode_ms_per_token: float
+    device: str
+    prefill_samples: tuple[float, ...]
+    decode_samples: tuple[float, ...]
+
+    @property
+    def decode_tokens_per_s(self) -> float:
+        return 1e3 / self.decode_ms_per_token
+
+    @property
+    def engine_latency_ms(self) -> float:
+        """The cost metric ``engine_latency_ms``: the prefill of ``prompt_len`` tokens."""
+        return self.prefill_ms
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "decode_tokens_per_s": self.decode_tokens_per_s, "engine_latency_ms": self.engine_latency_ms}
+
+
+def engine_latency(path: str | Path, *, prompt_len: int = 128, decode_tokens: int = 32, repeats: int = 5, warmup: int = 1,
+                   n_threads: int | None = None, seed: int = 0, clock: str = "wall") -> EngineLatency:
+    """Time the GGUF at ``path`` in llama.cpp (see :class:`EngineLatency`) on seeded random
+    token ids; each repeat starts from an empty KV cache. ``clock="process"`` times the CPU
+    work of this process (llama.cpp's threads included) instead of elapsed time: with
+    ``n_threads=1`` close to the idle-machine latency on a CPU shared with other jobs."""
+    if clock not in ("wall", "process"):
+        raise NasError(f"clock {clock!r} is not 'wall' or 'process'")
+    now = time.perf_counter if clock == "wall" else time.process_time
+    threads = n_threads or max(1, min(4, os.cpu_count() or 1))
+    llm = load_engine(path, n_ctx=prompt_len + decode_tokens + 8, n_threads=threads, logits_all=False)
+    rng = np.random.default_rng(seed)
+    ids = [int(i) for i in rng.integers(0, llm.n_vocab(), prompt_len)]
+    prefill, decode = [], []
+    for run in range(warmup + repeats):
+        llm.reset()
+        t0 = now()
+        llm.eval(ids)
+        t1 = now()
+        for _ in range(decode_tokens):
+            llm.eval([int(np.argmax(llm.scores[0]))])
+        t2 = now()
+        if run >= warmup:
+            prefill.append((t1 - t0) * 1e3)
+            decode.append((t2 - t1) * 1e3 / max(1, decode_tokens))
+    if hasattr(llm, "close"):
+        llm.close()
+    return EngineLatency(file=str(path), prompt_len=prompt_len, decode_tokens=decode_tokens, repeats=repeats,
+                         prefill_ms=statistics.median(prefill), decode_ms_per_token=statistics.median(decode),
+                         device=f"{engine_fingerprint(threads)}|{clock}", prefill_samples=tuple(round(v, 4) for v in prefill),
+                         decode_samples=tuple(round(v, 4) for v in decode))
 
 
 def our_logits(model: Supernet, subnet: SubnetConfig | None, ids: list[int]) -> np.ndarray:
@@ -181,5 +257,5 @@ def verify_gguf(path: str | Path, reference: Supernet, subnet: SubnetConfig | No
     )
 
 
-__all__ = ["F32_TOLERANCE", "INSTALL_HINT", "VERIFY_TEXT", "EngineReport", "compare_logprobs", "engine_greedy", "engine_logits",
+__all__ = ["F32_TOLERANCE", "INSTALL_HINT", "VERIFY_TEXT", "EngineLatency", "EngineReport", "engine_fingerprint", "engine_latency", "compare_logprobs", "engine_greedy", "engine_logits",
            "engine_version", "load_engine", "our_greedy", "our_logits", "require_llama_cpp", "verify_gguf"]
