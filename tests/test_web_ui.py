@@ -3,8 +3,10 @@ that leaves the server refused: the pages must work offline."""
 
 from __future__ import annotations
 
+import json
 import os
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -31,8 +33,11 @@ CONFIG = SupernetConfig(vocab_size=256, d_model=64, n_layer=6, n_head=4, n_kv_he
 def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
     root = tmp_path_factory.mktemp("ui")
     url = f"sqlite:///{root / 'nas.db'}"
+    supernet = root / "work" / "supernets" / "tiny"
+    supernet.mkdir(parents=True)
+    (supernet / "config.json").write_text(json.dumps(CONFIG.to_dict()))  # a directory the launch form may name
     with open_database(url) as db:
-        write_synthetic_study(db, name="demo", config=CONFIG, n_trials=N_TRIALS, seed=5)
+        write_synthetic_study(db, name="demo", config=CONFIG, n_trials=N_TRIALS, seed=5, supernet_path=str(supernet))
     app = create_app(WebSettings(database_url=url, work_dir=root / "work", token=TOKEN))
     with serve(app) as base:
         yield {"base": base, "root": root, "url": url, "app": app}
@@ -184,6 +189,51 @@ def test_compare_two_candidates_from_the_pick_results(page, site: dict) -> None:
     assert "difference to" in page.inner_text("#compare-summary") and "±" in page.inner_text("#compare-summary")
     _shots(page, "web_compare.png")
     assert page.errors == []
+
+
+#: Stands in for `nas search SPEC` in the job worker: records the spec's study as running.
+FAKE_SEARCH = (
+    "import sys, yaml; sys.path.insert(0, {tests!r}); from _synthetic import write_synthetic_study; "
+    "from nas.model.config import SupernetConfig; from storage import open_database; "
+    "spec = yaml.safe_load(open(sys.argv[2])); print('nas', *sys.argv[1:]); "
+    "db = open_database(spec['storage']); "
+    "write_synthetic_study(db, name=spec['name'], config=SupernetConfig(**{config!r}), n_trials=4, seed=1, status='running')"
+)
+
+
+def test_launch_form_creates_a_running_study(page, site: dict) -> None:  # noqa: ANN001
+    jobs = site["app"].state.jobs
+    config = {k: v for k, v in CONFIG.to_dict().items() if k in ("vocab_size", "d_model", "n_layer", "n_head", "n_kv_head", "d_ff")}
+    jobs.command = (sys.executable, "-c", FAKE_SEARCH.format(tests=str(Path(__file__).parent), config=config))
+    try:
+        page.goto(f"{site['base']}/launch")
+        assert page.locator("#l-supernet option").first.inner_text().startswith("synthetic-")
+        page.fill("#l-name", "launched-ui")
+        page.fill("#l-token", TOKEN)
+        page.fill("#l-objectives", "accuracy, nope")
+        page.click("#l-submit")
+        page.wait_for_selector("#launch-error", timeout=10_000)
+        assert "unknown objective 'nope'" in page.inner_text("#launch-error")  # the spec parser's own message
+        page.fill("#l-objectives", "accuracy, params")
+        page.click("#l-add-constraint")
+        page.fill(".constraint-row .c-max", "40k")
+        page.click("#l-submit")
+        page.wait_for_selector("#launched-link", timeout=10_000)
+        spec = (site["root"] / "work" / "specs" / "launched-ui.yaml").read_text()
+        assert "max: 40000.0" in spec and "sampler:" in spec
+        deadline = time.monotonic() + 60
+        while httpx.get(f"{site['base']}/api/studies/launched-ui").status_code == 404:
+            job = jobs.list()[0]
+            assert job.status == "running" and time.monotonic() < deadline, job.log_tail()
+            time.sleep(0.3)
+        page.click("#launched-link")
+        page.wait_for_selector('#pareto[data-ready="1"]', timeout=30_000)
+        assert page.inner_text("#status") == "running" and page.locator("#live").is_visible()
+        assert page.errors == []
+    finally:
+        from reports.web.jobs import NAS_COMMAND
+
+        jobs.command = NAS_COMMAND
 
 
 def test_infeasible_page(page, site: dict) -> None:  # noqa: ANN001

@@ -311,3 +311,20 @@ def test_paired_difference_uses_the_shared_examples(client: TestClient, monkeypa
     weights = list(view.axes.weights.values())
     expected = (sum((w * 0.25) ** 2 for w in weights) ** 0.5) / sum(weights)
     assert diff["stderr"] == pytest.approx(expected)
+
+
+def test_launch_page_and_spec_check(client: TestClient) -> None:
+    html = client.get("/launch", headers={"accept": "text/html"}).text
+    assert 'id="launch-form"' in html and 'value="nsga2" selected' in html and 'class="l-task" value="hellaswag"' in html
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    spec = {"name": "s1", "supernet": "nowhere", "tasks": ["hellaswag"], "budget": {"n_trials": 3}, "sampler": "annealing"}
+    assert client.post("/api/studies/check", json={"spec": spec}).status_code == 401
+    bad = client.post("/api/studies/check", json={"spec": spec}, headers=auth).json()
+    assert bad["ok"] is False and "sampler" in bad["problem"]
+    spec["sampler"] = "random"
+    missing = client.post("/api/studies/check", json={"spec": spec}, headers=auth).json()
+    assert missing["ok"] is False and "not a supernet directory" in missing["problem"]
+    (client.app.state.settings.work_dir / "sn").mkdir(parents=True, exist_ok=True)
+    good = client.post("/api/studies/check", json={"spec": {**spec, "supernet": "sn"}}, headers=auth).json()
+    assert good == {"ok": True, "problem": None, "study": "s1"}
+    assert not (client.app.state.settings.work_dir / "specs" / "s1.yaml").exists()  # checked, not launched

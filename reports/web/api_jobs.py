@@ -13,10 +13,20 @@ import yaml
 from fastapi import APIRouter, Depends, HTTPException, Query
 
 import storage
+from nas.errors import NasError
 from nas.pick import describe_empty
 from nas.search.spec import StudySpec, parse_spec
 from reports.web.jobs import Job, JobManager, TooManyJobs
-from reports.web.schemas import ExportBody, ExportStarted, ExportTarget, JobOut, StudyLaunchBody, StudyLaunched, error_responses
+from reports.web.schemas import (
+    ExportBody,
+    ExportStarted,
+    ExportTarget,
+    JobOut,
+    SpecCheck,
+    StudyLaunchBody,
+    StudyLaunched,
+    error_responses,
+)
 from reports.web.security import EXPORT_MARKER, confine, export_target_problem, outside_roots, require_token
 from reports.web.settings import WebSettings
 from reports.web.state import CacheDep, DatabaseDep, JobsDep, SettingsDep
@@ -36,12 +46,7 @@ def api_launch(body: StudyLaunchBody, settings: SettingsDep, db: DatabaseDep, jo
     Every path in the spec (``supernet``, a ``space`` file, a ``heldout_loss`` text
     ``source``) is relative to the server's work dir and must resolve inside the allowed
     roots (the work dir, the data dir, ``nas serve --supernet-dir``)."""
-    spec = parse_spec(body.spec, source="spec")
-    if spec.storage is not None and storage.normalise_url(spec.storage) != db.url:
-        raise HTTPException(422, f"spec.storage must be this server's database ({db.safe_url}) or omitted")
-    spec = _confine_spec_paths(spec, settings)
-    if not Path(spec.supernet).is_dir():
-        raise HTTPException(422, f"spec.supernet: {spec.supernet} is not a supernet directory on the server")
+    spec = _launchable(body, settings, db)
     data = spec.to_dict()
     data["storage"] = db.url
     specs_dir = settings.work_dir / "specs"
@@ -50,7 +55,33 @@ def api_launch(body: StudyLaunchBody, settings: SettingsDep, db: DatabaseDep, jo
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     path.chmod(0o600)
     job = _start(jobs, "study", ["search", str(path)], {"study": spec.name, "spec": str(path)})
-    return {"study": spec.name, "job": job.to_dict()}
+    return {"study": spec.name, "job": job_out(job)}
+
+
+@router.post("/api/studies/check", response_model=SpecCheck, tags=["studies"], dependencies=[Depends(require_token)],
+             responses=error_responses(401, 413, 422, 503))
+def api_launch_check(body: StudyLaunchBody, settings: SettingsDep, db: DatabaseDep) -> dict[str, Any]:
+    """What ``POST /api/studies`` would say about this spec, without launching: ``ok`` and
+    the spec parser's message (200 either way, so a form can show it as the user types)."""
+    try:
+        spec = _launchable(body, settings, db)
+    except NasError as exc:
+        return {"ok": False, "problem": str(exc), "study": None}
+    except HTTPException as exc:
+        return {"ok": False, "problem": str(exc.detail), "study": None}
+    return {"ok": True, "problem": None, "study": spec.name}
+
+
+def _launchable(body: StudyLaunchBody, settings: WebSettings, db: Any) -> StudySpec:
+    """The body's spec parsed, on this server's database, with its paths confined (NasError
+    or HTTP 422 naming the field otherwise)."""
+    spec = parse_spec(body.spec, source="spec")
+    if spec.storage is not None and storage.normalise_url(spec.storage) != db.url:
+        raise HTTPException(422, f"spec.storage must be this server's database ({db.safe_url}) or omitted")
+    spec = _confine_spec_paths(spec, settings)
+    if not Path(spec.supernet).is_dir():
+        raise HTTPException(422, f"spec.supernet: {spec.supernet} is not a supernet directory on the server")
+    return spec
 
 
 def _confine_spec_paths(spec: StudySpec, settings: WebSettings) -> StudySpec:

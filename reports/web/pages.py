@@ -1,6 +1,7 @@
 """The HTML pages: ``/`` studies, ``/studies/{name}`` study, ``/studies/{name}/trials/{n}``
 candidate, ``/studies/{name}/pick`` pick and export, ``/studies/{name}/compare?trials=a,b``
-2-4 candidates side by side, ``/compare?study=a&study=b`` overlay of studies,
+2-4 candidates side by side, ``/compare?study=a&study=b`` overlay of studies, ``/launch`` a
+form for ``POST /api/studies``,
 ``/studies/{name}/report.html`` the static report (plotly.js and the API docs' assets are
 :mod:`reports.web.assets`).
 """
@@ -14,16 +15,18 @@ from fastapi import APIRouter, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
-from nas.metrics import ACCURACY
+from nas.metrics import ACCURACY, COST_LABELS, DEFAULT_TASK_METRIC
+from nas.search.spec import SAMPLERS
 from reports import figures as F
 from reports.html import render_report
 from reports.web.compare import MIN_CANDIDATES, compare_context, parse_candidates
-from reports.web.state import CacheDep, DatabaseDep, TemplatesDep
+from reports.web.state import CacheDep, DatabaseDep, SettingsDep, TemplatesDep
 from reports.web.views import (
     candidate_detail,
     candidate_figures,
     column_choices,
     front_rows,
+    launchable_supernets,
     shape_of_trials,
     study_context,
     study_summaries,
@@ -90,6 +93,14 @@ def compare_trials_page(
     chosen = parse_candidates(trials)
     context = cache.derived(name, ("compare", tuple(chosen)), lambda v: compare_context(db, v, chosen))
     return templates.TemplateResponse(request, "compare_trials.html", context)
+
+
+@router.get("/launch", response_class=HTMLResponse, include_in_schema=False)
+def launch_page(request: Request, db: DatabaseDep, settings: SettingsDep, templates: TemplatesDep) -> Response:
+    """A form for ``POST /api/studies``: supernet, tasks, objectives, constraints, sampler, budget."""
+    return templates.TemplateResponse(request, "launch.html", {
+        "supernets": launchable_supernets(db, settings), "tasks": list(DEFAULT_TASK_METRIC), "samplers": list(SAMPLERS),
+        "costs": [c for c in COST_LABELS if c != "decode_tokens_per_s"], "work_dir": str(settings.work_dir)})
 
 
 @router.get("/studies/{name}/report.html", response_class=HTMLResponse, include_in_schema=False)

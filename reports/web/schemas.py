@@ -137,6 +137,12 @@ class StudyLaunchBody(_Body):
     spec: dict[str, Any]
 
 
+class SpecCheck(BaseModel):
+    ok: bool
+    problem: str | None  # the spec parser's message, naming the field and the fix
+    study: str | None
+
+
 class JobOut(BaseModel):
     id: str
     kind: str
@@ -230,6 +236,7 @@ __all__ = [
     "PickBoundOut",
     "PickCandidateOut",
     "PickOut",
+    "SpecCheck",
     "StudyLaunchBody",
     "StudyLaunched",
     "StudySummary",

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -23,6 +24,7 @@ from reports import figures as F
 from reports.data import StudyView, finite, pick_in_view
 from reports.web.cache import StudyCache
 from reports.web.schemas import PickBody
+from reports.web.security import outside_roots
 
 FIGURE_KINDS = ("pareto", "pareto3d", "hypervolume", "tasks", "parallel")
 
@@ -250,6 +252,18 @@ def supernet_shape(db: storage.Database, view: StudyView) -> dict[str, int]:
     return {"n_layer": int(config.get("n_layer", 0) or 0), "d_ff": int(config.get("d_ff", 0) or 0)}
 
 
+def launchable_supernets(db: storage.Database, settings: Any) -> list[dict[str, str]]:
+    """Stored supernets whose directory exists inside the roots the server reads (a launched
+    spec may name only those), newest first: name, path and content hash."""
+    out = []
+    for row in reversed(storage.list_supernets(db)):
+        path = Path(row.path) if row.path else None
+        if path is None or not path.is_dir() or outside_roots(path, settings.allowed_roots):
+            continue
+        out.append({"name": row.name, "path": str(path.resolve()), "hash": row.content_hash[:12]})
+    return out
+
+
 def run_pick(view: StudyView, body: PickBody, db: Any = None) -> Any:
     """The pick of ``body`` in ``view`` (ties with the best marked when ``db`` is given)."""
     return pick_in_view(view, body.metric, bounds_from_mapping(body.max, body.min), body.top, db=db)
@@ -313,6 +327,6 @@ def candidate_figures(detail: dict[str, Any]) -> dict[str, str]:
 
 
 __all__ = [
-    "FIGURE_KINDS", "axes_of", "constraint_violations", "difference_from_largest", "front_rows", "glance_svg", "shape_of_trials", "candidate_detail", "candidate_figures", "column_choices", "run_pick", "study_context",
+    "FIGURE_KINDS", "axes_of", "constraint_violations", "difference_from_largest", "front_rows", "glance_svg", "launchable_supernets", "shape_of_trials", "candidate_detail", "candidate_figures", "column_choices", "run_pick", "study_context",
     "study_figure", "study_summaries", "study_summary", "supernet_shape", "trial_brief", "trial_row", "trial_rows",
 ]
