@@ -376,11 +376,13 @@ def pareto3d_data(view: StudyView, objectives: Sequence[str | Objective] | None 
     objs = [o if isinstance(o, Objective) else view.objective_for(o) for o in (objectives or ())]
     if not objs:
         objs = list(view.objectives)
-        for extra in (ACCURACY, "params", "flops_per_token", "prefill_latency_ms", "kv_cache_bytes"):
-            if len(objs) >= 3:
-                break
-            if extra in view.frame.columns and all(o.column != extra for o in objs):
-                objs.append(view.objective_for(extra))
+        extras = [c for c in (ACCURACY, "params", "flops_per_token", "prefill_latency_ms", "latency_ms", "kv_cache_bytes",
+                              "weight_memory_bytes", *view.cost_columns, *view.metric_columns)
+                  if c in view.frame.columns and all(o.column != c for o in objs)]
+        while len(objs) < 3 and extras:
+            best = min(dict.fromkeys(extras), key=lambda c: _max_abs_corr(view.frame, c, [o.column for o in objs]))
+            objs.append(view.objective_for(best))
+            extras = [c for c in extras if c != best]
     if len(objs) != 3:
         raise ValueError(f"a three-objective view needs three objectives, got {[o.column for o in objs]}")
     frame = view.frame
@@ -399,6 +401,18 @@ def pareto3d_data(view: StudyView, objectives: Sequence[str | Objective] | None 
             }
         )
     return Pareto3DData(view.name, (objs[0], objs[1], objs[2]), points)
+
+
+def _max_abs_corr(frame: pd.DataFrame, column: str, others: Sequence[str]) -> float:
+    """The largest |correlation| of ``column`` with any of ``others`` over the rows that have
+    them all (1 when unknown): a third axis that is nearly a function of the first two
+    (non-embedding params against params) shows nothing new."""
+    cols = [column, *others]
+    rows = frame[cols].apply(pd.to_numeric, errors="coerce").dropna()
+    if len(rows) < 3 or rows[column].nunique() < 2:
+        return 1.0
+    corr = [abs(rows[column].corr(rows[o])) for o in others if rows[o].nunique() > 1]
+    return float(max(corr)) if corr else 0.0
 
 
 def draw_pareto3d(data: Pareto3DData) -> go.Figure:
@@ -468,16 +482,20 @@ class TaskBreakdownData(NamedTuple):
     trials: tuple[int, ...]
     metrics: dict[str, tuple[tuple[float, ...], tuple[float, ...]]]  # column -> (values, stderrs)
     summaries: tuple[str, ...] = ()
+    total: int = 0  # front members in all (the data holds ``offset`` .. ``offset + len(trials)``)
+    offset: int = 0
 
 
-def task_breakdown_data(view: StudyView, *, max_members: int = 30) -> TaskBreakdownData:
+def task_breakdown_data(view: StudyView, *, max_members: int = 30, offset: int = 0) -> TaskBreakdownData:
     """Each task's main metric (with stderr) for the study's front members, ordered by the
-    first cost objective (cheapest first)."""
+    first cost objective (cheapest first); a page of ``max_members`` from ``offset``."""
     front = view.front
     costs = [o for o in view.objectives if o.direction == "minimize"]
     if costs and not front.empty:
         front = front.sort_values(costs[0].column)
-    front = front.head(max_members)
+    total = len(front)
+    offset = max(0, min(offset, max(0, total - 1)))
+    front = front.iloc[offset: offset + max_members]
     mains = main_metric_columns(view.metric_columns)
     metrics = {}
     for col in mains.values():
@@ -487,7 +505,7 @@ def task_breakdown_data(view: StudyView, *, max_members: int = 30) -> TaskBreakd
         metrics[col] = (values, errs)
     labels = tuple(f"#{int(t)}" for t in front["trial"])
     return TaskBreakdownData(view.name, labels, tuple(int(t) for t in front["trial"]), metrics,
-                             tuple(str(s) for s in front["summary"]))
+                             tuple(str(s) for s in front["summary"]), total, offset)
 
 
 def draw_task_breakdown(data: TaskBreakdownData) -> go.Figure:
@@ -504,8 +522,10 @@ def draw_task_breakdown(data: TaskBreakdownData) -> go.Figure:
                 marker_color=STUDY_COLOURS[i % len(STUDY_COLOURS)],
             )
         )
+    shown = len(data.trials)
+    part = f" {data.offset + 1}–{data.offset + shown} of {data.total}" if data.total > shown else ""
     fig.update_layout(
-        title=f"{data.study}: per-task scores of the front members",
+        title=f"{data.study}: per-task scores of the front members{part}",
         barmode="group",
         xaxis_title="front member (cheapest first)",
         yaxis_title="score (± stderr)",
@@ -514,8 +534,8 @@ def draw_task_breakdown(data: TaskBreakdownData) -> go.Figure:
     return fig
 
 
-def task_breakdown_figure(view: StudyView) -> go.Figure:
-    return draw_task_breakdown(task_breakdown_data(view))
+def task_breakdown_figure(view: StudyView, *, max_members: int = 30, offset: int = 0) -> go.Figure:
+    return draw_task_breakdown(task_breakdown_data(view, max_members=max_members, offset=offset))
 
 
 # ------------------------------------------------------------ parallel coordinates
@@ -527,11 +547,27 @@ class ParallelData(NamedTuple):
     trials: tuple[int, ...]
 
 
-def parallel_data(view: StudyView, *, colour: str = ACCURACY, max_dims: int = 24) -> ParallelData:
+#: Axis groups of the parallel-coordinates view: a study of a 30-layer supernet has ~60
+#: per-layer dims, far too many axes for one chart.
+PARALLEL_GROUPS = ("all", "summary", "n_head", "d_ff", "n_expert")
+
+
+def parallel_data(view: StudyView, *, colour: str = ACCURACY, max_dims: int = 24, group: str = "all") -> ParallelData:
     """The elastic dims that vary (summary dims first, then per layer) of every scored trial,
-    coloured by ``colour`` (default the aggregate accuracy)."""
+    coloured by ``colour`` (default the aggregate accuracy). ``group``: ``summary`` (the
+    whole-network dims and the study's cost objectives), ``n_head`` / ``d_ff`` / ``n_expert``
+    (that dim per layer) or ``all``."""
+    if group not in PARALLEL_GROUPS:
+        raise ValueError(f"unknown axis group {group!r}; use one of {', '.join(PARALLEL_GROUPS)}")
     frame = view.frame[view.frame[colour].notna()] if colour in view.frame.columns else view.frame.iloc[0:0]
-    dims = list(view.dim_columns[:max_dims])
+    if group == "all":
+        dims = list(view.dim_columns[:max_dims])
+    elif group == "summary":
+        dims = [c for c in view.dim_columns if ".layer_" not in c]
+        dims += [c for c, _ in view.cost_objectives if c in frame.columns and frame[c].nunique() > 1]
+        dims = dims[:max_dims]
+    else:
+        dims = [c for c in view.dim_columns if c.endswith(f".{group}")][:max_dims]
     dimensions = tuple(
         (col.removeprefix("config."), tuple(float(v) for v in frame[col].to_numpy(dtype=float))) for col in dims
     )
@@ -561,8 +597,8 @@ def draw_parallel(data: ParallelData) -> go.Figure:
     return fig
 
 
-def parallel_figure(view: StudyView, *, colour: str = ACCURACY) -> go.Figure:
-    return draw_parallel(parallel_data(view, colour=colour))
+def parallel_figure(view: StudyView, *, colour: str = ACCURACY, group: str = "all", max_dims: int = 24) -> go.Figure:
+    return draw_parallel(parallel_data(view, colour=colour, group=group, max_dims=max_dims))
 
 
 # --------------------------------------------------------------------- overlay
@@ -681,6 +717,7 @@ __all__ = [
     "CATEGORIES",
     "LayerChartData",
     "OverlayData",
+    "PARALLEL_GROUPS",
     "Pareto3DData",
     "ParallelData",
     "ParetoData",

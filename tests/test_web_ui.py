@@ -236,6 +236,21 @@ def test_launch_form_creates_a_running_study(page, site: dict) -> None:  # noqa:
         jobs.command = NAS_COMMAND
 
 
+def test_pick_draws_its_budget_on_the_plot(page, site: dict) -> None:  # noqa: ANN001
+    front = httpx.get(f"{site['base']}/api/studies/demo/front").json()
+    budget = sorted(t["costs"]["params"] for t in front)[len(front) // 2]
+    page.goto(f"{site['base']}/studies/demo/pick")
+    page.locator("#bounds .bound-max").first.fill(f"{budget / 1e3:.3f}k")
+    page.click("#pick-submit")
+    page.wait_for_selector('#pick-plot[data-ready="1"]', timeout=20_000)
+    picked = httpx.post(f"{site['base']}/api/pick", json={"study": "demo", "max": {"params": round(budget)}, "top": 5}).json()
+    plot = page.evaluate("() => { const d = document.getElementById('pick-plot'); return {shapes: d.layout.shapes,"
+                         " ranked: d.data.find(t => t.meta && t.meta.category === 'ranked').customdata}; }")
+    assert [s["x0"] for s in plot["shapes"]] == [pytest.approx(budget, abs=1)]
+    assert plot["ranked"] == [c["trial"] for c in picked["candidates"]]
+    assert page.errors == []
+
+
 def test_infeasible_page(page, site: dict) -> None:  # noqa: ANN001
     trials = httpx.get(f"{site['base']}/api/studies/demo/trials", params={"limit": 100}).json()["trials"]
     bad = next(t for t in trials if not t["feasible"])

@@ -328,3 +328,31 @@ def test_launch_page_and_spec_check(client: TestClient) -> None:
     good = client.post("/api/studies/check", json={"spec": {**spec, "supernet": "sn"}}, headers=auth).json()
     assert good == {"ok": True, "problem": None, "study": "s1"}
     assert not (client.app.state.settings.work_dir / "specs" / "s1.yaml").exists()  # checked, not launched
+
+
+def test_charts_at_real_sizes(client: TestClient) -> None:
+    from reports import figures as F
+
+    view = client.app.state.cache.view("toy")
+    # parallel coordinates: the summary group has no per-layer axes; a per-layer group has one dim of each layer
+    summary = client.get("/api/studies/toy/figures/parallel").json()["data"][0]["dimensions"]
+    labels = [d["label"] for d in summary]
+    assert "n_layer" in labels and "params" in labels and not any(".n_head" in label or ".d_ff" in label for label in labels)
+    heads = client.get("/api/studies/toy/figures/parallel", params={"group": "n_head"}).json()["data"][0]["dimensions"]
+    assert heads and all(d["label"].endswith(".n_head") for d in heads)
+    assert client.get("/api/studies/toy/figures/parallel", params={"group": "nope"}).status_code == 422
+    # per-task bars: a page of 12 front members at a time, the title says which
+    front = client.get("/api/studies/toy/front").json()
+    bars = client.get("/api/studies/toy/figures/tasks", params={"offset": 1}).json()
+    shown = bars["data"][0]["customdata"]
+    assert shown == [r["trial"] for r in front][1:13]
+    if len(front) > 12:
+        assert f"2–{1 + len(shown)} of {len(front)}" in bars["layout"]["title"]["text"]
+    # 3-D: the automatic third objective is the one least correlated with the first two
+    data = F.pareto3d_data(view)
+    third = data.objectives[2].column
+    first_two = [o.column for o in data.objectives[:2]]
+    candidates = [c for c in ("flops_per_token", "non_embedding_params", "prefill_latency_ms", *view.metric_columns)
+                  if c in view.frame.columns and c not in first_two]
+    assert F._max_abs_corr(view.frame, third, first_two) <= min(F._max_abs_corr(view.frame, c, first_two) for c in candidates)
+    assert third != "non_embedding_params"

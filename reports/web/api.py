@@ -168,16 +168,20 @@ def api_figure(
     cache: CacheDep,
     x: Annotated[str | None, Query(max_length=200)] = None,
     y: Annotated[str | None, Query(max_length=200)] = None,
+    group: Annotated[str, Query(pattern="^(all|summary|n_head|d_ff|n_expert)$")] = "summary",
+    offset: Annotated[int, Query(ge=0, le=100_000)] = 0,
 ) -> Response:
-    """A plotly figure as JSON (``Plotly.newPlot(div, fig.data, fig.layout)``)."""
+    """A plotly figure as JSON (``Plotly.newPlot(div, fig.data, fig.layout)``). ``group``:
+    the parallel-coordinates axes (whole-network dims, or one dim per layer); ``offset``:
+    the first front member of the per-task bars (a page of 12)."""
     if kind not in FIGURE_KINDS:
         raise HTTPException(404, f"unknown figure {kind!r}; use one of {', '.join(FIGURE_KINDS)}")
     view = cache.view(name)
     for axis in (x, y):
         if axis is not None and resolve_column(axis, view.frame) is None:
             raise HTTPException(422, f"study {name!r} has no column {axis!r}")
-    key = ("figure", kind, x, y)
-    return Response(cache.derived(name, key, lambda v: pio.to_json(study_figure(v, kind, x, y))),
+    key = ("figure", kind, x, y, group if kind == "parallel" else "", offset if kind == "tasks" else 0)
+    return Response(cache.derived(name, key, lambda v: pio.to_json(study_figure(v, kind, x, y, group=group, offset=offset))),
                     media_type="application/json")
 
 

@@ -216,6 +216,8 @@ def study_context(view: StudyView) -> dict[str, Any]:
         "z": F.interval_z(view),
         "confirmed": confirmed_column(ACCURACY) in view.frame.columns,
         "shape": shape_of_trials(view),
+        "task_page": TASK_BARS_PER_PAGE,
+        "has_experts": any(c.endswith(".n_expert") for c in view.dim_columns),
         "fidelities": sorted({str(f) for f in view.frame["fidelity"].dropna()}),
         "range_columns": [c for c in view.dim_columns if ".layer_" not in c] + [ACCURACY, *view.cost_columns, *view.metric_columns],
     }
@@ -232,8 +234,13 @@ def shape_of_trials(view: StudyView) -> dict[str, int]:
     return {"n_layer": n_layer, "d_ff": d_ff}
 
 
-def study_figure(view: StudyView, kind: str, x: str | None, y: str | None) -> Any:
-    """The figure ``kind`` (one of :data:`FIGURE_KINDS`) of a study."""
+#: Front members per page of the per-task bars (42 members side by side are a thicket).
+TASK_BARS_PER_PAGE = 12
+
+
+def study_figure(view: StudyView, kind: str, x: str | None, y: str | None, *, group: str = "summary", offset: int = 0) -> Any:
+    """The figure ``kind`` (one of :data:`FIGURE_KINDS`) of a study; ``group`` chooses the
+    parallel-coordinates axes, ``offset`` the page of per-task bars."""
     if kind == "pareto":  # hover details are fetched per point (/api/studies/NAME/trials/N/brief)
         return F.pareto_figure(view, x, y, hover=False)
     if kind == "pareto3d":
@@ -241,8 +248,8 @@ def study_figure(view: StudyView, kind: str, x: str | None, y: str | None) -> An
     if kind == "hypervolume":
         return F.hypervolume_figure(view)
     if kind == "tasks":
-        return F.task_breakdown_figure(view)
-    return F.parallel_figure(view)
+        return F.task_breakdown_figure(view, max_members=TASK_BARS_PER_PAGE, offset=offset)
+    return F.parallel_figure(view, group=group)
 
 
 def supernet_shape(db: storage.Database, view: StudyView) -> dict[str, int]:
@@ -327,6 +334,6 @@ def candidate_figures(detail: dict[str, Any]) -> dict[str, str]:
 
 
 __all__ = [
-    "FIGURE_KINDS", "axes_of", "constraint_violations", "difference_from_largest", "front_rows", "glance_svg", "launchable_supernets", "shape_of_trials", "candidate_detail", "candidate_figures", "column_choices", "run_pick", "study_context",
+    "FIGURE_KINDS", "TASK_BARS_PER_PAGE", "axes_of", "constraint_violations", "difference_from_largest", "front_rows", "glance_svg", "launchable_supernets", "shape_of_trials", "candidate_detail", "candidate_figures", "column_choices", "run_pick", "study_context",
     "study_figure", "study_summaries", "study_summary", "supernet_shape", "trial_brief", "trial_row", "trial_rows",
 ]
