@@ -86,3 +86,14 @@ def test_a_study_over_subnetworks_and_weight_formats(tmp_path: Path) -> None:
     assert any(s.quant in ("q8_0", "q4_0") for s in front)
     smallest = min(points, key=lambda p: p[1][1])[0]
     assert smallest.quant == "q4_0"
+    # pick answers "the best model under B bytes" across formats
+    from nas.pick import Bound, pick
+    from reports.data import load_study
+
+    budget = sorted(v[1] for _, v in points)[len(points) // 2]
+    with storage.open_database(url, create=False) as db:
+        frame = load_study(db, "deploy").frame
+    best = pick(frame, metric="heldout_loss/loss", direction="minimize", bounds=[Bound("weight_memory_bytes", max=budget)], top=1)
+    within = [(v[0], s) for s, v in points if v[1] <= budget]
+    assert best.candidates[0].score == pytest.approx(min(within, key=lambda t: t[0])[0])
+    assert best.candidates[0].summary.endswith(tuple(spec.quant_choices))
