@@ -5,7 +5,7 @@ plot with objective selectors, sortable front table, hypervolume history, live p
 ``/studies/{name}/trials/{n}`` candidate, ``/studies/{name}/pick`` pick and export,
 ``/compare?study=a&study=b`` overlay, ``/studies/{name}/report.html`` the static report.
 
-JSON API (OpenAPI at ``/docs`` (Swagger UI from local files), ``/redoc`` and ``/openapi.json``; :mod:`reports.web.api`): studies,
+JSON API (OpenAPI at ``/docs`` (Swagger UI from local files) and ``/openapi.json``; :mod:`reports.web.api`): studies,
 trials (paged), front, candidate, figures; ``POST /api/pick``; and, with ``Authorization:
 Bearer <NAS_API_TOKEN>`` (:mod:`reports.web.api_jobs`), ``POST /api/studies`` (launch
 ``nas search`` in a worker process), ``POST /api/exports`` (``nas export`` in a worker
