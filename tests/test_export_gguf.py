@@ -176,7 +176,7 @@ def _nas(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
 
 def test_cli_exports_and_verifies_gguf(supernet, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:  # noqa: ANN001
     url = f"sqlite:///{tmp_path / 'nas.db'}"
-    _study(url, supernet, [UNIFORM, PER_LAYER])
+    _study(url, supernet, [UNIFORM, PER_LAYER, SubnetConfig(**{**PER_LAYER.__dict__, "quant": "q4_0"})])
     out = tmp_path / "deploy"
     code, err = _nas(capsys, "export", "deploy", "1", "--out", str(out), "--format", "gguf", "--quant", "q9", "--storage", url)
     assert code == 2 and err.strip() == "error: unknown quantisation 'q9'; valid ones: f32, bf16, q8_0, q5_1, q5_0, q4_1, q4_0"
@@ -200,6 +200,10 @@ def test_cli_exports_and_verifies_gguf(supernet, tmp_path: Path, capsys: pytest.
     # the other trial's GGUF does not go into this directory
     code, err = _nas(capsys, "export", "deploy", "0", "--out", str(out), "--format", "gguf", "--storage", url)
     assert code == 2 and "export into a new directory" in err and len(err.strip().splitlines()) == 1
+    # a trial scored at q4_0 (spec quant_choices) is exported in its own format by default
+    code, err = _nas(capsys, "export", "deploy", "2", "--out", str(tmp_path / "q"), "--format", "gguf", "--storage", url)
+    assert code == 0, err
+    assert [p.name for p in (tmp_path / "q").glob("*.gguf")] == ["model-q4_0.gguf"]
 
 
 def test_engine_latency_of_a_gguf(supernet, tmp_path: Path) -> None:  # noqa: ANN001

@@ -5,7 +5,11 @@
 * :mod:`nas.export.writer` — :func:`~nas.export.writer.export_subnet`;
 * :mod:`nas.export.card` — the model card;
 * :mod:`nas.export.loading` — :func:`~nas.export.loading.load_exported`;
-* :mod:`nas.export.verify` — :func:`~nas.export.verify.verify_export`.
+* :mod:`nas.export.verify` — :func:`~nas.export.verify.verify_export`;
+* :mod:`nas.export.gguf` (+ :mod:`nas.export.gguf_vocab`) — :func:`~nas.export.gguf.export_gguf`,
+  a GGUF that llama.cpp runs;
+* :mod:`nas.export.engine` — running a GGUF in llama-cpp-python: :func:`~nas.export.engine.verify_gguf`,
+  :func:`~nas.export.engine.engine_latency`.
 """
 
 from __future__ import annotations
