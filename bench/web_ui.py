@@ -161,8 +161,8 @@ def main() -> None:
             server.kill()
     big, small = out["pareto_drawn_ms"]["1000_trials"], out["pareto_drawn_ms"]["30_trials"]
     out["goals"] = {
-        "pareto_1000_le_1000ms": max(big.values()) <= 1000,
-        "pareto_30_le_500ms": max(small.values()) <= 500,
+        "pareto_1000_le_1000ms": {visit: ms <= 1000 for visit, ms in big.items()},
+        "pareto_30_le_500ms": {visit: ms <= 500 for visit, ms in small.items()},
         "repeat_transfer_le_1.5MB": out["transfer_bytes_1000_trial_study_page"]["repeat"] <= 1_500_000,
         "no_console_errors": not any(v for k, v in out["console_errors"].items() if k != "messages"),
     }

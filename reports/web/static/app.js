@@ -204,6 +204,12 @@ async function startExport(study, trial, out, verify, tokenInput, statusEl) {
   if (!token) { statusEl.innerHTML = '<span class="err">enter the server\'s API token (NAS_API_TOKEN, printed by `nas serve`)</span>'; return; }
   statusEl.textContent = "starting export…";
   try {
+    const target = await fetchJSON("/api/exports/target?out=" + encodeURIComponent(out), { headers: { "Authorization": "Bearer " + token } });
+    if (!target.free) {
+      statusEl.innerHTML = '<span class="err">' + esc(target.problem) + "</span>" + (target.replaceable
+        ? " — replace it from the pick page's export panel (overwrite), or choose another name" : "");
+      return;
+    }
     const res = await fetchJSON("/api/exports", {
       method: "POST",
       headers: { "Content-Type": "application/json", "Authorization": "Bearer " + token },
