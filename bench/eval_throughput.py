@@ -1,33 +1,34 @@
-"""Seconds per candidate: our in-memory lm-eval adapter vs extract -> transformers -> HFLM.
+"""Seconds per candidate and per study: our lm-eval adapter vs extract -> transformers -> HFLM.
 
-For 5 homogeneous sub-networks of the imported SmolLM2 (same sizes in every kept layer,
-so that a transformers LlamaForCausalLM can hold them) on hellaswag, arc_easy and piqa
-(100 seeded examples each, same dtype on both sides; ``--threads 1`` is steadier on a
-shared CPU):
+The default run prints one JSON object with three parts (``--parts``):
 
-- ours: one :class:`evaluators.Evaluator` per study (its set-up is reported apart as
-  ``ours_setup_s``), then ``evaluate(subnet, Fidelity(100, seed))`` per candidate;
-- hflm: what a user pays per candidate today: ``Supernet.extract`` -> ``to_hf_model`` ->
-  ``HFLM(pretrained=model)`` -> ``lm_eval.evaluator.evaluate`` on the same documents
-  (the task objects are loaded once and shared, which favours this side).
+- ``throughput``: 5 homogeneous sub-networks of the imported SmolLM2 (same sizes in every
+  kept layer, so that a transformers LlamaForCausalLM can hold them) on hellaswag, arc_easy
+  and piqa (100 seeded examples each, bf16 on both sides). Ours: one
+  :class:`evaluators.Evaluator` per study, its scoring plan built once (``ours_plan_s``,
+  apart, as ``ours_setup_s``), then ``evaluate(subnet, Fidelity(100, seed))`` per candidate
+  *without* prefix reuse (one candidate's speed). HFLM: what a user pays per candidate:
+  ``Supernet.extract`` -> ``to_hf_model`` -> ``HFLM(pretrained=model)`` ->
+  ``lm_eval.evaluator.evaluate`` on the same documents (task objects shared, which favours
+  it). Keys: ``ours_s``, ``hflm_s`` (means), ``speedup`` (of the means; ``speedup_median``),
+  ``hflm_task_setup_s`` / ``speedup_vs_simple_evaluate`` (what ``lm_eval.simple_evaluate``
+  adds per call), ``acc_max_abs_diff``, ``tokens_per_s``, ``mfu`` (model FLOPs/s over the
+  bf16 matmul peak this run measures, ``peak_bf16_gflop_per_s`` at the start and
+  ``..._end`` at the end; FLOPs per token = 2 x (non-embedding + LM-head parameters)),
+  ``tokens`` / ``hflm_tokens`` / ``token_ratio``, ``hflm_mfu``, and ``hflm_fit`` (HFLM
+  seconds per candidate as a line in model FLOPs per token).
+- ``study``: a population drawn as the demo's NSGA-II draws it — 2 generations of
+  ``--population`` (15: 30 sub-networks) over the demo's space — each generation scored as
+  one batch in trie order with plan and prefix reuse (:meth:`Evaluator.evaluate_many`),
+  against HFLM's time for the same sub-networks from ``hflm_fit``: ``study_speedup``,
+  ``reuse_fraction`` (layer passes skipped / all); ``study_speedup_depth`` and
+  ``reuse_fraction_depth`` on the same space tied (depth and one width for every layer).
+  A sub-network drawn twice is scored once (a study's cache answers the second).
+- ``parity``: the largest sub-network on 200 seeded examples per task: ours fp32 vs HFLM
+  fp32 (``fp32_acc_identical``: acc and acc_norm equal on every task) and our bf16 vs our
+  fp32 (``bf16_vs_fp32_acc_max_diff``).
 
-Prints one JSON object with ``ours_s`` and ``hflm_s`` (mean seconds per candidate),
-``speedup`` (of the means; ``speedup_median`` over candidates is steadier on a shared
-CPU), ``hflm_task_setup_s`` and ``speedup_vs_simple_evaluate`` (what
-``lm_eval.simple_evaluate`` adds per call: a TaskManager over every built-in task and
-loading the tasks), ``acc_max_abs_diff`` (over candidates, tasks, acc and acc_norm),
-``tokens_per_s`` (real tokens our adapter ran per second) and ``mfu`` (model FLOPs/s
-over the bf16 matmul peak of this machine, ~930 GFLOP/s; FLOPs per token =
-2 x (non-embedding + LM-head parameters), attention scores left out), ``tokens`` and
-``hflm_tokens`` (tokens each side runs per candidate; ``token_ratio`` = their ratio, the
-saving from running each shared context once) and ``hflm_mfu`` (the same model FLOPs
-rate for HFLM over its whole per-candidate time, extraction and set-up included).
-
-``--parity`` instead checks the issue's done condition on the largest sub-network:
-acc equal to HFLM on the transformers model on 200 seeded examples of each task, plus
-the largest per-request loglikelihood difference.
-
-    python bench/eval_throughput.py [--supernet work/smollm2] [--dtype bf16] [--limit 100]
+    python bench/eval_throughput.py [--threads 2] [--parts throughput,study,parity] [--population 15]
     python bench/eval_throughput.py --parity [--dtype fp32] [--limit 200]
     python bench/eval_throughput.py --calibrate [--dtype bf16] [--limit 100]
     python bench/eval_throughput.py --breakdown [--threads 2]
@@ -35,7 +36,7 @@ the largest per-request loglikelihood difference.
 ``--calibrate`` shows how far bf16 results move with the batch composition alone
 (HFLM at batch sizes 32 and 8, and our adapter, on the largest sub-network).
 ``--breakdown`` times the parts of one evaluation of the largest sub-network (context
-pass, continuation pass, KV gather, scoring) with the FLOP rate of each model pass.
+pass, continuation pass, LM head, log-probabilities) with the FLOP rate of each model pass.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ import argparse
 import gc
 import json
 import logging
+import math
 import os
 import statistics
 import sys
@@ -61,8 +63,21 @@ from nas.model.directory import load_supernet  # noqa: E402
 from nas.model.space import SearchSpace  # noqa: E402
 from nas.model.subnet import SubnetConfig  # noqa: E402
 
-PEAK_BF16_FLOPS = 930e9  # measured bf16 matmul peak of this machine (shared/DESIGN.md)
 METRICS = ("acc", "acc_norm")
+
+
+def measure_peak_bf16(size: int = 2048, repeats: int = 5) -> float:
+    """This machine's bf16 matmul FLOP/s now (best of ``repeats`` ``size``-square products at
+    the current thread count): the peak ``mfu`` is measured against."""
+    a = torch.randn(size, size, dtype=torch.bfloat16)
+    b = torch.randn(size, size, dtype=torch.bfloat16)
+    a @ b  # warm-up
+    best = math.inf
+    for _ in range(repeats):
+        start = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - start)
+    return 2.0 * size**3 / best
 
 
 def homogeneous_candidates(space: SearchSpace, count: int) -> list[SubnetConfig]:
@@ -131,12 +146,15 @@ def flops_per_token(model: Any, subnet: SubnetConfig) -> float:
     return 2.0 * (model.num_params(subnet, embedding=False) + model.config.vocab_size * subnet.d_model)
 
 
-def throughput(args: argparse.Namespace) -> dict[str, Any]:
+def throughput(args: argparse.Namespace, peak: float) -> dict[str, Any]:
     loaded = load_supernet(args.supernet, dtype=args.dtype)
     tokenizer = loaded.load_tokenizer()
-    evaluator = Evaluator.from_loaded(loaded, args.tasks, options=ScoringOptions(dtype=args.dtype, batch_size=args.batch_size))
+    # one candidate's speed: no prefix reuse between these candidates (they share layers)
+    evaluator = Evaluator.from_loaded(loaded, args.tasks, options=ScoringOptions(
+        dtype=args.dtype, batch_size=args.batch_size, prefix_cache_bytes=0))
     fidelity = Fidelity(limit=args.limit, seed=args.seed)
     samples = {task: evaluator.subset(task, fidelity) for task in args.tasks}
+    plan_s = evaluator.prepare(fidelity)  # once per study and fidelity
     rows = []
     hflm_tokens = hflm_token_count(evaluator, samples)
     for subnet in homogeneous_candidates(loaded.space, args.candidates):
@@ -149,6 +167,7 @@ def throughput(args: argparse.Namespace) -> dict[str, Any]:
         }
         rows.append({
             "subnet": subnet.summary(),
+            "subnet_dict": subnet.to_dict(),
             "ours_s": round(metrics.wall_s, 3),
             "hflm_s": round(hflm_s, 3),
             "tokens": stats["n_tokens"],
@@ -171,13 +190,14 @@ def throughput(args: argparse.Namespace) -> dict[str, Any]:
         "speedup_vs_simple_evaluate": round((hflm_s + task_setup_s) / ours_s, 2),
         "acc_max_abs_diff": max(r["acc_abs_diff"] for r in rows),
         "tokens_per_s": round(sum(r["tokens"] for r in rows) / total_time, 1),
-        "mfu": round(sum(r["model_flops"] for r in rows) / total_time / PEAK_BF16_FLOPS, 4),
+        "mfu": round(sum(r["model_flops"] for r in rows) / total_time / peak, 4),
         "tokens": rows[0]["tokens"],
         "hflm_tokens": hflm_tokens,
         "token_ratio": round(hflm_tokens / rows[0]["tokens"], 3),
         # HFLM's model FLOPs over its whole per-candidate time (extraction and set-up included)
-        "hflm_mfu": round(sum(r["hflm_model_flops"] for r in rows) / sum(r["hflm_s"] for r in rows) / PEAK_BF16_FLOPS, 4),
+        "hflm_mfu": round(sum(r["hflm_model_flops"] for r in rows) / sum(r["hflm_s"] for r in rows) / peak, 4),
         "ours_setup_s": round(evaluator.setup_s, 2),
+        "ours_plan_s": round(plan_s, 2),
         "dtype": args.dtype,
         "limit": args.limit,
         "seed": args.seed,
@@ -185,7 +205,84 @@ def throughput(args: argparse.Namespace) -> dict[str, Any]:
         "tasks": list(args.tasks),
         "threads": torch.get_num_threads(),
         "candidates": [{k: r[k] for k in ("subnet", "ours_s", "hflm_s", "acc_abs_diff", "tokens")} for r in rows],
+        # seconds HFLM takes per candidate as a linear function of model FLOPs per token
+        "hflm_fit": _linear_fit([flops_per_token(loaded.model, SubnetConfig.from_dict(r["subnet_dict"])) for r in rows],
+                                [r["hflm_s"] for r in rows]),
     }
+
+
+def _linear_fit(x: list[float], y: list[float]) -> list[float]:
+    """[intercept, slope] of the least-squares line through (x, y)."""
+    mx, my = statistics.mean(x), statistics.mean(y)
+    var = sum((a - mx) ** 2 for a in x)
+    slope = sum((a - mx) * (b - my) for a, b in zip(x, y)) / var if var else 0.0
+    return [my - slope * mx, slope]
+
+
+def nsga_population(evaluator: Evaluator, space: SearchSpace, fidelity: Fidelity, *, population: int, generations: int,
+                    seed: int, reuse: bool) -> dict[str, Any]:
+    """Draw ``generations`` x ``population`` sub-networks as a study's NSGA-II does (the first
+    generation at random, then children of the scored parents) and score each generation as
+    one batch in trie order (:meth:`Evaluator.evaluate_many`); a sub-network drawn again is
+    not re-scored (the study's cache would answer it)."""
+    import optuna
+
+    from nas.search.params import suggest_subnet
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    sampler = optuna.samplers.NSGAIISampler(population_size=population, seed=seed)
+    study = optuna.create_study(directions=["maximize", "minimize"], sampler=sampler)
+    cache = evaluator.prefix_cache
+    passes, skipped = cache.layer_passes, cache.layer_passes_skipped
+    scored: dict[SubnetConfig, list[float]] = {}
+    seconds = 0.0
+    for _ in range(generations):
+        trials = [study.ask() for _ in range(population)]
+        batch = [suggest_subnet(space, t) for t in trials]
+        fresh = list(dict.fromkeys(b for b in batch if b not in scored))
+        start = time.perf_counter()
+        results = evaluator.evaluate_many(fresh, fidelity) if reuse else [evaluator.evaluate(b, fidelity) for b in fresh]
+        seconds += time.perf_counter() - start
+        for subnet, metrics in zip(fresh, results):
+            acc = statistics.mean(metrics.get(t, "acc_norm").value for t in evaluator.tasks.tasks)
+            scored[subnet] = [acc, float(evaluator.model.num_params(subnet, embedding=False))]
+        for trial, subnet in zip(trials, batch):
+            study.tell(trial, scored[subnet])
+    total = cache.layer_passes - passes + cache.layer_passes_skipped - skipped
+    return {"subnets": list(scored), "seconds": seconds,
+            "reuse_fraction": (cache.layer_passes_skipped - skipped) / total if total else 0.0}
+
+
+def study_throughput(args: argparse.Namespace, hflm_fit: list[float]) -> dict[str, Any]:
+    """``study_speedup``: the demo's space (per-layer heads and widths), 2 NSGA-II generations of
+    ``--population``, scored back to back with plan and prefix reuse, against HFLM's time for the
+    same sub-networks (HFLM seconds per candidate as a linear function of model FLOPs per token,
+    fitted on the homogeneous candidates HFLM ran in this run); ``study_speedup_depth``: the same
+    on the tied-width space (depth and one width for every layer)."""
+    from nas.cli.demo import DEMO_SPACE
+
+    loaded = load_supernet(args.supernet, dtype=args.dtype)
+    fidelity = Fidelity(limit=args.limit, seed=args.seed)
+    out: dict[str, Any] = {}
+    for name, tied in (("", False), ("_depth", True)):
+        space = SearchSpace.from_dict({**DEMO_SPACE, "tied": tied}, loaded.model.config, loaded.model.layer_rank)
+        evaluator = Evaluator.from_loaded(loaded, args.tasks, options=ScoringOptions(
+            dtype=args.dtype, batch_size=args.batch_size, prefix_cache_bytes=args.prefix_cache_bytes))
+        plan_s = evaluator.prepare(fidelity)
+        run = nsga_population(evaluator, space, fidelity, population=args.population, generations=2, seed=args.seed,
+                              reuse=True)
+        hflm_s = sum(hflm_fit[0] + hflm_fit[1] * flops_per_token(loaded.model, s) for s in run["subnets"])
+        out |= {
+            f"study_speedup{name}": round(hflm_s / (run["seconds"] + plan_s), 2),
+            f"study_candidates{name}": len(run["subnets"]),
+            f"study_ours_s{name}": round(run["seconds"] + plan_s, 1),
+            f"study_hflm_s{name}": round(hflm_s, 1),
+            f"reuse_fraction{name}": round(run["reuse_fraction"], 3),
+            f"prefix_cache_mb{name}": round(evaluator.prefix_cache.max_bytes / 2**20),
+        }
+        del evaluator
+        gc.collect()
+    return out
 
 
 def parity(args: argparse.Namespace) -> dict[str, Any]:
@@ -218,8 +315,20 @@ def parity(args: argparse.Namespace) -> dict[str, Any]:
             "max_ll_abs_diff": diff,
         }
     equal = all(v[f"ours_{m}"] == v[f"hflm_{m}"] for v in per_task.values() for m in METRICS)
+    bf16: dict[str, Any] = {}
+    if args.dtype == "fp32":  # our bf16 against our fp32 on the same documents
+        del evaluator, lm
+        gc.collect()
+        low = Evaluator.from_loaded(load_supernet(args.supernet, dtype="bf16"), args.tasks,
+                                    options=ScoringOptions(dtype="bf16", batch_size=args.batch_size))
+        low_metrics = low.evaluate(largest, fidelity)
+        diffs = [abs(low_metrics.get(t, m).value - per_task[t][f"ours_{m}"]) for t in args.tasks for m in METRICS]
+        bf16 = {"bf16_vs_fp32_acc_max_diff": round(max(diffs), 4), "bf16_s": round(low_metrics.wall_s, 2),
+                "bf16_acc": {f"{t}/{m}": low_metrics.get(t, m).value for t in args.tasks for m in METRICS}}
     return {
         "parity": equal,
+        "fp32_acc_identical": equal if args.dtype == "fp32" else None,
+        **bf16,
         "dtype": args.dtype,
         "limit": args.limit,
         "seed": args.seed,
@@ -266,50 +375,56 @@ def calibrate(args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
-def breakdown(args: argparse.Namespace) -> dict[str, Any]:
+def breakdown(args: argparse.Namespace, peak: float) -> dict[str, Any]:
     """Where our time goes on the largest sub-network: the context pass, the continuation
     pass (model calls, with the FLOP rate of each over the matmul FLOPs it does), the KV
     gather, and the rest (log-softmax scoring over the vocabulary, lm-eval's aggregation)."""
-    from evaluators.harness import SubnetLM
+    import evaluators.prefix as prefix
+    from nas.model.supernet import Supernet
 
     loaded = load_supernet(args.supernet, dtype=args.dtype)
-    evaluator = Evaluator.from_loaded(loaded, args.tasks, options=ScoringOptions(dtype=args.dtype, batch_size=args.batch_size))
+    evaluator = Evaluator.from_loaded(loaded, args.tasks, options=ScoringOptions(
+        dtype=args.dtype, batch_size=args.batch_size, prefix_cache_bytes=0))
     largest = loaded.space.largest()
+    fidelity = Fidelity(limit=args.limit, seed=args.seed)
+    evaluator.prepare(fidelity)
     evaluator.evaluate(largest, Fidelity(limit=10, seed=args.seed + 1))  # warm-up
-    parts = {name: {"s": 0.0, "calls": 0, "tokens": 0} for name in ("context", "continuation", "gather")}
-    forward, gather = SubnetLM._forward, SubnetLM._gather_cache
+    parts = {name: {"s": 0.0, "calls": 0, "tokens": 0} for name in ("context", "continuation", "head", "logprobs")}
+    run_layers, head, exact = Supernet.run_layers, Supernet.head, prefix.exact_logprobs
 
-    def timed_forward(self: Any, tokens: torch.Tensor, cache: Any = None, mask: Any = None, logits_index: Any = None) -> Any:
-        part = parts["continuation" if cache is not None and cache.length else "context"]
+    def timed_layers(self: Any, x: torch.Tensor, subnet: Any, ctx: Any, **kw: Any) -> Any:
+        part = parts["continuation" if isinstance(ctx.cache, prefix._ChunkCache) else "context"]
         start = time.perf_counter()
-        out = forward(self, tokens, cache, mask, logits_index)
+        out = run_layers(self, x, subnet, ctx, **kw)
         part["s"] += time.perf_counter() - start
         part["calls"] += 1
-        part["tokens"] += tokens.numel()  # padded tokens: what the matmuls ran
+        part["tokens"] += x.shape[0] * x.shape[1]  # padded tokens: what the matmuls ran
         return out
 
-    def timed_gather(self: Any, *a: Any) -> Any:
-        start = time.perf_counter()
-        out = gather(self, *a)
-        parts["gather"]["s"] += time.perf_counter() - start
-        parts["gather"]["calls"] += 1
-        return out
+    def timed(name: str, fn: Any) -> Any:
+        def wrapper(*a: Any, **kw: Any) -> Any:
+            start = time.perf_counter()
+            out = fn(*a, **kw)
+            parts[name]["s"] += time.perf_counter() - start
+            parts[name]["calls"] += 1
+            return out
+        return wrapper
 
-    SubnetLM._forward, SubnetLM._gather_cache = timed_forward, timed_gather  # type: ignore[method-assign]
+    Supernet.run_layers, Supernet.head = timed_layers, timed("head", head)  # type: ignore[method-assign]
+    prefix.exact_logprobs = timed("logprobs", exact)
     try:
-        metrics = evaluator.evaluate(largest, Fidelity(limit=args.limit, seed=args.seed))
+        metrics = evaluator.evaluate(largest, fidelity)
     finally:
-        SubnetLM._forward, SubnetLM._gather_cache = forward, gather  # type: ignore[method-assign]
+        Supernet.run_layers, Supernet.head, prefix.exact_logprobs = run_layers, head, exact  # type: ignore[method-assign]
     body = 2.0 * loaded.model.num_params(largest, embedding=False)
-    head = 2.0 * loaded.model.config.vocab_size * largest.d_model
-    flops = {"context": body, "continuation": body + head}  # the LM head runs only where logits are scored
+    flops = {"context": body, "continuation": body}
     out: dict[str, Any] = {"subnet": largest.summary(), "total_s": round(metrics.wall_s, 2), "dtype": args.dtype,
                            "limit": args.limit, "threads": torch.get_num_threads()}
     for name, part in parts.items():
         row: dict[str, Any] = {"s": round(part["s"], 2), "calls": part["calls"], "share": round(part["s"] / metrics.wall_s, 3)}
         if name in flops:
             rate = part["tokens"] * flops[name] / part["s"]
-            row |= {"padded_tokens": part["tokens"], "gflop_per_s": round(rate / 1e9, 1), "of_peak": round(rate / PEAK_BF16_FLOPS, 3)}
+            row |= {"padded_tokens": part["tokens"], "gflop_per_s": round(rate / 1e9, 1), "of_peak": round(rate / peak, 3)}
         out[name] = row
     rest = metrics.wall_s - sum(p["s"] for p in parts.values())
     out["scoring_and_rest"] = {"s": round(rest, 2), "share": round(rest / metrics.wall_s, 3)}
@@ -325,7 +440,14 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--candidates", type=int, default=5)
-    parser.add_argument("--parity", action="store_true", help="largest sub-network: acc must equal HFLM's")
+    parser.add_argument("--parts", default="throughput,study,parity",
+                        help="comma-separated parts of the default run: throughput (one candidate, ours vs HFLM), "
+                             "study (needs throughput: 2 NSGA-II generations with plan and prefix reuse), "
+                             "parity (fp32 vs HFLM fp32 and our bf16 vs our fp32 at --parity-limit documents)")
+    parser.add_argument("--population", type=int, default=15, help="NSGA-II population of the study part")
+    parser.add_argument("--prefix-cache-bytes", type=int, default=None, help="prefix reuse budget (default: from free memory)")
+    parser.add_argument("--parity-limit", type=int, default=200)
+    parser.add_argument("--parity", action="store_true", help="only the parity part, at --dtype (fp32 default)")
     parser.add_argument("--calibrate", action="store_true", help="HFLM at two batch sizes vs ours (bf16 noise)")
     parser.add_argument("--breakdown", action="store_true", help="largest sub-network: time per part and FLOP rates")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
@@ -333,14 +455,29 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     args.tasks = [t for t in args.tasks.split(",") if t]
-    args.dtype = args.dtype or ("fp32" if args.parity else "bf16")
-    args.limit = args.limit or (200 if args.parity else 100)
     logging.basicConfig(level=logging.WARNING)
     for name in ("lm_eval", "datasets"):
         logging.getLogger(name).setLevel(logging.ERROR)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    result = (parity(args) if args.parity else calibrate(args) if args.calibrate
-              else breakdown(args) if args.breakdown else throughput(args))
+    peak = measure_peak_bf16()
+    if args.parity or args.calibrate or args.breakdown:
+        args.dtype = args.dtype or ("fp32" if args.parity else "bf16")
+        args.limit = args.limit or (args.parity_limit if args.parity else 100)
+        result = parity(args) if args.parity else calibrate(args) if args.calibrate else breakdown(args, peak)
+    else:
+        parts = set(args.parts.split(","))
+        args.dtype = args.dtype or "bf16"
+        args.limit = args.limit or 100
+        result = {"peak_bf16_gflop_per_s": round(peak / 1e9, 1)}
+        if "throughput" in parts or "study" in parts:
+            result |= throughput(args, peak)
+        if "study" in parts:
+            result |= study_throughput(args, result["hflm_fit"])
+        if "parity" in parts:
+            checked = parity(argparse.Namespace(**{**vars(args), "dtype": "fp32", "limit": args.parity_limit}))
+            result |= {"fp32_acc_identical": checked["fp32_acc_identical"],
+                       "bf16_vs_fp32_acc_max_diff": checked["bf16_vs_fp32_acc_max_diff"], "parity_detail": checked}
+        result["peak_bf16_gflop_per_s_end"] = round(measure_peak_bf16() / 1e9, 1)  # the machine drifts: both ends
     print(json.dumps(result))
 
 

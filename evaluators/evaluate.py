@@ -3,9 +3,14 @@
 An :class:`Evaluator` is built once per study: it resolves the task names through the
 offline task pack (``TaskManager(include_defaults=False)`` over only the task files
 used), loads the datasets, and builds lm-eval request instances lazily per document
-(kept for the next candidate). Each :meth:`Evaluator.evaluate` call then only runs the
-sub-network over the requests of the fidelity's seeded document subset and aggregates
-with the tasks' own ``process_results``, filters and aggregation functions.
+(kept for the next candidate). The first candidate scored on a set of documents also fixes
+their *scoring plan* (tokenisation, batches, padded tensors: :mod:`evaluators.plan`), kept
+for every later candidate. Each :meth:`Evaluator.evaluate` call then only runs the
+sub-network over that plan — resuming, where an earlier candidate had the same first
+layers, from the residual streams it left in :attr:`Evaluator.prefix_cache`
+(:mod:`evaluators.prefix`; bit-identical scores) — and aggregates with the tasks' own
+``process_results``, filters and aggregation functions. :meth:`Evaluator.evaluate_many`
+orders a batch of candidates so that neighbours share the most layers.
 
 Responses are never cached across candidates (lm-eval's ``use_cache`` keys on the
 request only and would hand one sub-network's answers to another): each call resets
@@ -20,7 +25,7 @@ import logging
 import math
 import random
 import time
-from collections import defaultdict
+from collections import OrderedDict, defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -31,6 +36,8 @@ from lm_eval.api import metrics as lm_metrics
 
 from evaluators.errors import EvaluatorError
 from evaluators.harness import ScoringOptions, SubnetLM, parse_eval_dtype, resolve_subnet
+from evaluators.plan import LoglikelihoodPlan, plan_requests
+from evaluators.prefix import PrefixCache, prefix_path, shared_cache
 from evaluators.tasks import LoadedTasks, TaskPack
 from evaluators.types import Fidelity, Metrics, TaskScore, scoring_settings
 from nas.errors import NasError
@@ -44,6 +51,7 @@ from nas.stats import sample_stddev
 log = logging.getLogger(__name__)
 
 _FEWSHOT_SEED = 1234  # lm-eval's default
+MAX_PLANS = 256  # scoring plans kept (one per task and document set)
 DEFAULT_OPTIONS = ScoringOptions(dtype="bf16")  # an Evaluator casts the supernet to bf16 unless told otherwise
 
 
@@ -136,6 +144,12 @@ class Evaluator:
         self.harness_version = lm_eval.__version__
         self.settings = self._settings()
         self.last_stats: dict[str, int] = {}  # model calls and real tokens of the last evaluate()
+        # one scoring plan per (task, request type, documents), reused by every candidate
+        self._plans: OrderedDict[tuple[str, str, tuple[int, ...]], LoglikelihoodPlan] = OrderedDict()
+        self.plan_builds = 0
+        # the process's shared cache unless this evaluator is given a budget of its own
+        budget = opts.prefix_cache_bytes
+        self.prefix_cache = shared_cache(model.lm_head_weight.device) if budget is None else PrefixCache(budget)
         self.setup_s = time.perf_counter() - start
         log.info("evaluator ready: %d tasks in %.1f s", len(self.tasks.tasks), self.setup_s)
 
@@ -154,7 +168,10 @@ class Evaluator:
         """task (and group) -> the settings that change its scores (the cache key's part):
         the model's dtype, the context window, the log-softmax dtype, the few-shot count."""
         dtype = dtype_name(self.model.lm_head_weight.dtype)
-        softmax = dtype_name(self.options.softmax_dtype) if self.options.softmax_dtype is not None else dtype
+        if self.options.logprobs == "exact":
+            softmax = "lse-fp32"  # target logit minus an fp32 logsumexp, whatever the logits' dtype
+        else:
+            softmax = dtype_name(self.options.softmax_dtype) if self.options.softmax_dtype is not None else dtype
         max_length = int(self.options.max_length or self.model.config.max_seq_len)
         out = {
             name: scoring_settings(dtype=dtype, max_length=max_length, softmax=softmax,
@@ -208,6 +225,7 @@ class Evaluator:
         fidelity = fidelity or Fidelity()
         start = time.perf_counter()
         lm = self.lm(subnet)
+        passes, skipped = self.prefix_cache.layer_passes, self.prefix_cache.layer_passes_skipped
         known = self._known_scores(prior, fidelity)
         chosen: dict[str, list[int]] = {}
         for task in self.tasks.tasks:
@@ -223,7 +241,11 @@ class Evaluator:
                     inst.resps, inst.filtered_resps = [], {}
                     by_type[inst.request_type].extend([inst] * (inst.repeats or 1))
             for request_type, requests in by_type.items():
-                responses = getattr(lm, request_type)(requests, disable_tqdm=True)
+                if request_type == "loglikelihood":
+                    ids = tuple(d for d in chosen[task] if d not in done)
+                    responses = lm.run_plan(self._plan(lm, task, ids, requests), self.prefix_cache)
+                else:
+                    responses = getattr(lm, request_type)(requests, disable_tqdm=True)
                 for response, inst in zip(responses, requests, strict=True):
                     inst.resps.append(response)
 
@@ -234,7 +256,12 @@ class Evaluator:
             scores.extend(task_scores)
         for group, obj in self.tasks.groups.items():
             scores.extend(self._score_group(group, obj, summary))
-        self.last_stats = {"n_tokens": lm.n_tokens, "n_forward": lm.n_forward}
+        self.last_stats = {
+            "n_tokens": lm.n_tokens,
+            "n_forward": lm.n_forward,
+            "layer_passes": self.prefix_cache.layer_passes - passes,
+            "layer_passes_skipped": self.prefix_cache.layer_passes_skipped - skipped,
+        }
         return Metrics(
             scores=tuple(scores),
             fidelity=fidelity.label,
@@ -243,6 +270,43 @@ class Evaluator:
             wall_s=time.perf_counter() - start,
             n_model_calls=lm.n_forward,
         )
+
+    def _plan(self, lm: SubnetLM, task: str, ids: tuple[int, ...], requests: list[Any]) -> LoglikelihoodPlan:
+        """The scoring plan of ``task``'s loglikelihood requests on documents ``ids`` (built on
+        first use: tokenisation, batches, tensors; then kept for every candidate)."""
+        key = (task, "loglikelihood", ids)
+        plan = self._plans.get(key)
+        if plan is None:
+            plan = lm.plan([(None, ctx, cont) for ctx, cont in plan_requests(lm, requests)])
+            self.plan_builds += 1
+            self._plans[key] = plan
+            while len(self._plans) > MAX_PLANS:
+                self._plans.popitem(last=False)
+        else:
+            self._plans.move_to_end(key)
+        return plan
+
+    def prepare(self, fidelity: Fidelity | None = None) -> float:
+        """Build the request instances and scoring plans of ``fidelity``'s documents now (what
+        the first candidate would otherwise pay); returns the seconds it took."""
+        start = time.perf_counter()
+        lm = self.lm("largest")
+        for task in self.tasks.tasks:
+            ids = tuple(self.subset(task, fidelity or Fidelity()))
+            requests = [inst for d in ids for inst in self.instances(task, d) if inst.request_type == "loglikelihood"
+                        for _ in range(inst.repeats or 1)]
+            if requests:
+                self._plan(lm, task, ids, requests)
+        return time.perf_counter() - start
+
+    def evaluate_many(self, subnets: Sequence[SubnetConfig], fidelity: Fidelity | None = None) -> list[Metrics]:
+        """:meth:`evaluate` for each sub-network, run in the order that shares the most layers
+        with the one before (sorted by their per-layer paths, a walk of their trie); results
+        in the order given."""
+        results: list[Metrics | None] = [None] * len(subnets)
+        for i in reuse_order(subnets):
+            results[i] = self.evaluate(subnets[i], fidelity)
+        return results  # type: ignore[return-value]
 
     def _known_scores(self, prior: Metrics | None, fidelity: Fidelity) -> dict[str, dict[int, dict[str, float]]]:
         """task -> doc id -> {metric: item} from ``prior``, for the tasks it can stand in for:
@@ -334,8 +398,16 @@ class Evaluator:
         return scores
 
     def close(self) -> None:
-        """Remove the generated task files."""
+        """Remove the generated task files and this model's stored residual streams."""
+        self.prefix_cache.drop(self.model)
         self.pack.close()
+
+
+def reuse_order(subnets: Sequence[SubnetConfig]) -> list[int]:
+    """Indices of ``subnets`` in the order that maximises shared first layers between
+    neighbours: sorted by (d_model, per-layer configs), i.e. a depth-first walk of their
+    prefix trie, so a stored boundary serves every candidate below it before it is evicted."""
+    return sorted(range(len(subnets)), key=lambda i: prefix_path(subnets[i]))
 
 
 def reads_is_greedy(task: Any) -> bool:
@@ -348,4 +420,4 @@ def reads_is_greedy(task: Any) -> bool:
     return kind == "multiple_choice" and "exact_match" in task.aggregation()
 
 
-__all__ = ["DEFAULT_OPTIONS", "Evaluator", "metric_stderr", "reads_is_greedy", "subset_ids"]
+__all__ = ["DEFAULT_OPTIONS", "Evaluator", "metric_stderr", "reads_is_greedy", "reuse_order", "subset_ids"]

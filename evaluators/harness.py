@@ -9,15 +9,20 @@ Scoring follows lm-eval's ``HFLM`` exactly where results depend on it:
 
 - ``loglikelihood``: the same tokenisation (trailing spaces move to the continuation;
   an empty context becomes the prefix token), the same left truncation of
-  ``context + continuation`` to ``max_length + 1`` tokens, the same log-softmax dtype
-  (that of the logits unless ``softmax_dtype`` is set) and the same greedy check.
-  Unlike HFLM, requests that share a (truncated) context — the choices of a
-  multiple-choice question — run that context once: distinct contexts go through the
-  model in length-sorted, right-padded batches of similar lengths that fill KV caches;
-  then the continuations, sorted by length across all questions, run in batches whose
-  KV cache rows are gathered from those caches (a context repeated for each of its
-  continuations), with an attention mask over the padding. Batches are bounded in rows
-  (``batch_size``) and padded tokens (``max_batch_tokens``, which bounds the logits).
+  ``context + continuation`` to ``max_length + 1`` tokens. Unlike HFLM, requests that
+  share a (truncated) context — the choices of a multiple-choice question — run that
+  context once: distinct contexts go through the model in length-sorted, right-padded
+  batches of similar lengths that fill a round's KV cache; then the continuations, sorted
+  by length across all questions, run in chunks whose KV cache rows are gathered from it
+  (a context repeated for each of its continuations), with an attention mask over the
+  padding. Batches are bounded in rows (``batch_size``) and padded tokens
+  (``max_batch_tokens``, which bounds the logits). Those batches are a *scoring plan*
+  (:mod:`evaluators.plan`) that depends only on the requests and settings, so a study
+  builds it once and every candidate runs it (:mod:`evaluators.prefix`, which can also
+  resume from the residual streams a candidate with the same first layers left).
+  Log-likelihoods are the target logit minus an fp32 logsumexp (``logprobs="exact"``,
+  the default), or HFLM's log-softmax in the logits' dtype (``logprobs="hflm"``, with
+  ``softmax_dtype``) and its greedy check, for parity runs.
 - ``loglikelihood_rolling``: HFLM's disjoint rolling windows (``max_length`` tokens,
   the prefix token before the first), summed per document.
 - ``generate_until``: greedy decoding with the KV cache in left-padded batches, stop
@@ -45,13 +50,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from lm_eval import utils as lm_utils
 from lm_eval.api.model import TemplateLM
 from lm_eval.api.registry import model_registry
 from lm_eval.models.utils import handle_stop_sequences, normalize_gen_kwargs, postprocess_generated_text
 
 from evaluators.errors import EvaluatorError
+from evaluators.plan import LoglikelihoodPlan, batches, build_plan
+from evaluators.prefix import LOGPROB_MODES, PrefixCache, run_plan
 from nas.errors import NasError
 from nas.model.directory import LoadedSupernet, load_supernet, parse_dtype
 from nas.model.space import SearchSpace
@@ -131,11 +137,15 @@ class ScoringOptions:
     ``max_cache_tokens`` the context tokens whose KV caches are held at once.
     ``max_length`` (default: the model's ``max_seq_len``) is where requests are truncated,
     ``max_gen_toks`` the default generation length. ``add_bos_token`` and
-    ``prefix_token_id`` follow lm-eval's HFLM. ``softmax_dtype`` is the log-softmax dtype
-    (default: that of the logits, as HFLM). ``device`` is where a directory is loaded
-    (unavailable devices fall back to cpu). ``score_greedy=False`` skips the greedy check
-    of ``loglikelihood`` (``is_greedy`` is then always False): only for callers whose
-    tasks do not read it (see ``Evaluator``).
+    ``prefix_token_id`` follow lm-eval's HFLM. ``logprobs``: ``exact`` (target logit minus a
+    logsumexp accumulated in fp32: no bf16 rounding of log-probabilities) or ``hflm``
+    (HFLM's log-softmax in the logits' dtype, or ``softmax_dtype``). ``device`` is where a
+    directory is loaded (unavailable devices fall back to cpu). ``score_greedy=False``
+    skips the greedy check of ``loglikelihood`` (``is_greedy`` is then always False): only
+    for callers whose tasks do not read it (see ``Evaluator``). ``prefix_cache_bytes``
+    bounds the residual streams an :class:`~evaluators.evaluate.Evaluator` keeps for
+    prefix reuse across candidates (None: the process's shared cache, whose budget is
+    ``$NAS_PREFIX_CACHE_MB`` or a quarter of free memory, at most 8 GiB; 0: off).
     """
 
     dtype: str | torch.dtype | None = None
@@ -148,8 +158,10 @@ class ScoringOptions:
     add_bos_token: bool | None = None
     prefix_token_id: int | None = None
     softmax_dtype: str | torch.dtype | None = None
+    logprobs: str = "exact"
     device: str | None = None
     score_greedy: bool = True
+    prefix_cache_bytes: int | None = None
 
 
 class SubnetLM(TemplateLM):
@@ -203,6 +215,9 @@ class SubnetLM(TemplateLM):
             raise EvaluatorError("a tokenizer is required to evaluate an in-memory supernet; pass tokenizer=")
         self.subnet = resolve_subnet(subnet, supernet, space)
         self.softmax_dtype = parse_eval_dtype(opts.softmax_dtype) if opts.softmax_dtype is not None else None
+        if opts.logprobs not in LOGPROB_MODES:
+            raise EvaluatorError(f"logprobs={opts.logprobs!r} is not one of {', '.join(LOGPROB_MODES)}")
+        self.logprobs = opts.logprobs
         if target is not None and supernet.lm_head_weight.dtype != target:  # after every check: no half-done casts
             log.info("casting the supernet to %s for evaluation", target)
             supernet.to(target)
@@ -226,6 +241,7 @@ class SubnetLM(TemplateLM):
         self.score_greedy = bool(opts.score_greedy)
         self.n_forward = 0  # model calls made by this adapter
         self.n_tokens = 0  # real (not padding) tokens run through the model
+        self.resumed_at = 0  # kept layer the last plan run resumed at (prefix reuse)
 
     # ------------------------------------------------------------- properties
     @property
@@ -302,141 +318,36 @@ class SubnetLM(TemplateLM):
         return self.model(tokens, self.subnet, cache=cache, attention_mask=mask, logits_index=logits_index)
 
     # --------------------------------------------------------- loglikelihood
+    def plan(self, requests: list[_Request]) -> LoglikelihoodPlan:
+        """The scoring plan of tokenised requests (key, context ids, continuation ids) under
+        this adapter's batching settings (see :mod:`evaluators.plan`)."""
+        plan = build_plan(
+            [(ctx, cont) for _, ctx, cont in requests], max_length=self.max_length, pad_id=self.eot_token_id,
+            batch_size=self.batch_size, max_batch_tokens=self.max_batch_tokens, max_cache_tokens=self.max_cache_tokens,
+        )
+        if plan.n_truncated:
+            log.warning("%d request(s) exceed the maximum length %d; contexts truncated from the left as lm-eval's HFLM does",
+                        plan.n_truncated, self.max_length)
+        return plan
+
+    def run_plan(self, plan: LoglikelihoodPlan, cache: PrefixCache | None = None) -> list[tuple[float, bool]]:
+        """(log p(continuation | context), is_greedy) per request of ``plan`` for this sub-network,
+        resuming from ``cache``'s deepest stored boundary (see :mod:`evaluators.prefix`)."""
+        results, counts = run_plan(
+            self.model, self.subnet, plan, cache=cache, logprobs=self.logprobs,
+            softmax_dtype=self.softmax_dtype, score_greedy=self.score_greedy,
+        )
+        self.n_forward += counts["n_forward"]
+        self.n_tokens += counts["n_tokens"]
+        self.resumed_at = counts["start"]
+        return results
+
     def _loglikelihood_tokens(self, requests: list[_Request], disable_tqdm: bool = False, override_bs: int | None = None) -> list[tuple[float, bool]]:
         """(log p(continuation | context), is_greedy) per (key, context ids, continuation ids)."""
-        max_len = self.max_length
-        groups: dict[tuple[int, ...], list[int]] = {}
-        conts: list[list[int]] = []
-        truncated = 0
-        for i, (_, ctx, cont) in enumerate(requests):
-            if not ctx or not cont:
-                raise EvaluatorError("a loglikelihood request has an empty context or continuation after tokenisation")
-            if len(cont) > max_len:
-                raise EvaluatorError(
-                    f"a continuation of {len(cont)} tokens exceeds the model's maximum length {max_len}; raise max_length"
-                )
-            whole = list(ctx) + list(cont)
-            if len(whole) > max_len + 1:  # HFLM: (ctx + cont)[-(max_length + 1):][:-1]
-                truncated += 1
-                whole = whole[-(max_len + 1):]
-            groups.setdefault(tuple(whole[: len(whole) - len(cont)]), []).append(i)
-            conts.append(list(cont))
-        if truncated:
-            log.warning("%d request(s) exceed the maximum length %d; contexts truncated from the left as lm-eval's HFLM does", truncated, max_len)
+        return self.run_plan(self.plan(requests))
 
-        results: list[tuple[float, bool] | None] = [None] * len(requests)
-        contexts = sorted(groups, key=lambda c: (-len(c), c))  # longest first
-        # rounds of contexts whose KV caches are held at once (bounded memory)
-        for round_ in self._batches(contexts, len, rows=len(contexts), tokens=self.max_cache_tokens, slack=None):
-            self._score_round(round_, groups, conts, results)
-        return results  # type: ignore[return-value]
-
-    def _batches(self, items: list[Any], width: Any, *, rows: int | None = None, tokens: int | None = None,
-                 slack: float | None = 0.1) -> list[list[Any]]:
-        """Consecutive batches of ``items`` (sorted by decreasing ``width``) of at most ``rows``
-        rows (default ``batch_size``) and ``tokens`` padded tokens (default ``max_batch_tokens``);
-        a row whose width is more than ``slack`` (relative, 4 tokens at least) below the
-        batch's first row starts a new batch, so little compute goes to padding."""
-        rows = rows or self.batch_size
-        tokens = tokens or self.max_batch_tokens
-        batches: list[list[Any]] = []
-        for item in items:
-            if batches:
-                batch = batches[-1]
-                first, w = max(width(batch[0]), 1), width(item)
-                fits = len(batch) < rows and (len(batch) + 1) * first <= tokens
-                tight = slack is None or first - w <= max(4, slack * first)
-                if fits and tight:
-                    batch.append(item)
-                    continue
-            batches.append([item])
-        return batches
-
-    @torch.inference_mode()
-    def _score_round(
-        self,
-        contexts: list[tuple[int, ...]],
-        groups: dict[tuple[int, ...], list[int]],
-        conts: list[list[int]],
-        results: list[tuple[float, bool] | None],
-    ) -> None:
-        """Run every distinct context once (tightly padded batches filling KV caches), then
-        every continuation: rows of similar length gathered from those caches."""
-        device = self.device
-        caches: list[Any] = []  # one KV cache per context batch
-        where: dict[tuple[int, ...], tuple[int, int]] = {}  # context -> (cache, row)
-        last: dict[tuple[int, ...], torch.Tensor] = {}  # context -> logits (V,) predicting the 1st continuation token
-        for batch in self._batches(contexts, len):
-            lens = [len(c) for c in batch]
-            T = lens[0]
-            tokens = torch.full((len(batch), T), self.eot_token_id, dtype=torch.long)
-            mask = torch.zeros((len(batch), T), dtype=torch.long)
-            for b, ctx in enumerate(batch):
-                tokens[b, : len(ctx)] = torch.tensor(ctx)
-                mask[b, : len(ctx)] = 1
-            cache = self.model.new_cache(self.subnet)
-            ends = (torch.tensor(lens) - 1)[:, None].to(device)  # only the last real position's logits
-            rows_last = self._forward(tokens.to(device), cache, mask.to(device) if lens[-1] != T else None, ends)[:, 0]  # (B, V)
-            for b, ctx in enumerate(batch):
-                where[ctx] = (len(caches), b)
-                last[ctx] = rows_last[b]
-            caches.append(cache)
-
-        rows = sorted(
-            ((ctx, i) for ctx in contexts for i in groups[ctx]),
-            key=lambda r: (-len(conts[r[1]]), -len(r[0]), r[1]),
-        )
-        for chunk in self._batches(rows, lambda r: len(conts[r[1]])):
-            lengths = [len(conts[i]) for _, i in chunk]
-            K = lengths[0] - 1  # continuation tokens fed after the context (longest first)
-            target = torch.zeros((len(chunk), K + 1), dtype=torch.long)
-            for r, (_, i) in enumerate(chunk):
-                target[r, : lengths[r]] = torch.tensor(conts[i])
-            scored = torch.stack([last[ctx] for ctx, _ in chunk])[:, None]  # (N, 1, V)
-            if K > 0:
-                T = max(len(ctx) for ctx, _ in chunk)
-                mask = torch.zeros((len(chunk), T + K), dtype=torch.long)
-                for r, (ctx, _) in enumerate(chunk):
-                    mask[r, : len(ctx)] = 1
-                    mask[r, T : T + lengths[r] - 1] = 1
-                feed = target[:, :K].clone()
-                feed[mask[:, T:] == 0] = self.eot_token_id
-                cache = self._gather_cache([where[ctx] for ctx, _ in chunk], caches, T)
-                rest = self._forward(feed.to(device), cache, mask.to(device))  # (N, K, V)
-                scored = torch.cat((scored, rest), dim=1)  # (N, K + 1, V)
-            # as HFLM: log-softmax in the logits' dtype (or softmax_dtype); greedy = argmax of it
-            logp = F.log_softmax(scored, dim=-1, dtype=self.softmax_dtype)
-            target = target.to(device)
-            token_lp = torch.gather(logp, 2, target[..., None]).squeeze(-1)  # (N, K + 1)
-            greedy = self._is_argmax(logp, token_lp, target) if self.score_greedy else torch.zeros_like(token_lp, dtype=torch.bool)
-            for r, ((_, i), n) in enumerate(zip(chunk, lengths)):
-                results[i] = (float(token_lp[r : r + 1, :n].contiguous().sum()), bool(greedy[r, :n].all()))
-
-    def _gather_cache(self, sources: list[tuple[int, int]], caches: list[Any], T: int) -> Any:
-        """A KV cache whose row r holds the first ``T`` cached positions of row ``sources[r]``
-        = (cache, row) (positions past a context's end are padding, masked by the caller)."""
-        device = self.device
-        out = self.model.new_cache(self.subnet)
-        for layer in range(len(out.keys)):
-            for store, held in ((out.keys, [c.keys[layer] for c in caches]), (out.values, [c.values[layer] for c in caches])):
-                parts = []
-                for cache_id, row in sources:
-                    t = held[cache_id][row, :, :T]  # (K, <=T, hd)
-                    if t.shape[1] < T:
-                        t = F.pad(t, (0, 0, 0, T - t.shape[1]))
-                    parts.append(t)
-                store[layer] = torch.stack(parts).to(device)  # (N, K, T, hd)
-        return out
-
-    @staticmethod
-    def _is_argmax(logp: torch.Tensor, token_lp: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """``logp.argmax(-1) == target`` (the first maximal index, as torch's argmax), computed
-        with a cheap max and an argmax only where the target reaches the maximum."""
-        hit = token_lp >= logp.amax(dim=-1)  # (N, L)
-        if hit.any():
-            rows, cols = hit.nonzero(as_tuple=True)
-            hit[rows, cols] = logp[rows, cols].argmax(dim=-1) == target[rows, cols]
-        return hit
+    def _batches(self, items: list[Any], width: Any) -> list[list[Any]]:
+        return batches(items, width, rows=self.batch_size, tokens=self.max_batch_tokens)
 
     def loglikelihood_rolling(self, requests: list[Any], disable_tqdm: bool = False) -> list[float]:
         """Sum of log-probabilities of each document over HFLM's disjoint rolling windows."""

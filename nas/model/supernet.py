@@ -187,22 +187,44 @@ class Supernet(nn.Module):
             raise NasError(f"tokens must have shape (batch, time), got {tuple(tokens.shape)}")
         B, T = tokens.shape
         past = cache.length if cache is not None else 0
-        D = subnet.d_model
-        x = F.embedding(tokens, self.embed.weight[:, :D])  # (B, T, D)
-        if cfg.embed_scale:
-            x = x * torch.tensor(cfg.embed_scale, dtype=torch.float32).to(x.dtype)  # Gemma: sqrt(d_model) in fp32, then the dtype
+        x = self.embed_tokens(tokens, subnet)  # (B, T, D)
         aux: list[Tensor] | None = [] if return_aux else None
         ctx = self.context(B, T, past=past, attention_mask=attention_mask, cache=cache, aux=aux,
                            dtype=x.dtype, device=tokens.device)
-
         hidden: list[Tensor] | None = [] if return_hidden else None
-        q_per_kv = cfg.q_per_kv
-        for pos, layer in enumerate(subnet.layers):
-            if hidden is not None:
-                hidden.append(x)
-            x = self.layers[layer](x, dims=subnet.layer_dims(pos, q_per_kv), ctx=ctx, position=pos)
+        x = self.run_layers(x, subnet, ctx, hidden=hidden)
         if hidden is not None:
             hidden.append(x)
+        logits = self.head(x, logits_index)
+        aux_loss = torch.stack(aux).sum() if aux else None
+        return ForwardOutput(logits=logits, hidden=hidden, aux_loss=aux_loss)
+
+    # ------------------------------------------------- forward, piece by piece
+    # run() = embed_tokens -> run_layers -> head; callers that resume from a stored residual
+    # stream (evaluators' prefix reuse) call the pieces themselves, with the same operations.
+    def embed_tokens(self, tokens: Tensor, subnet: SubnetConfig) -> Tensor:
+        """The residual stream entering the first kept layer, (B, T, D)."""
+        x = F.embedding(tokens, self.embed.weight[:, : subnet.d_model])
+        if self.config.embed_scale:
+            x = x * torch.tensor(self.config.embed_scale, dtype=torch.float32).to(x.dtype)  # Gemma: sqrt(d_model) in fp32, then the dtype
+        return x
+
+    def run_layers(self, x: Tensor, subnet: SubnetConfig, ctx: ForwardContext, *, start: int = 0,
+                   hidden: list[Tensor] | None = None) -> Tensor:
+        """Kept layers ``start`` .. end of ``subnet`` on the residual stream ``x`` entering kept
+        layer ``start``; ``hidden`` (when given) receives the stream entering each of them."""
+        q_per_kv = self.config.q_per_kv
+        for pos in range(start, subnet.n_layer):
+            if hidden is not None:
+                hidden.append(x)
+            x = self.layers[subnet.layers[pos]](x, dims=subnet.layer_dims(pos, q_per_kv), ctx=ctx, position=pos)
+        return x
+
+    def head(self, x: Tensor, logits_index: Tensor | None = None) -> Tensor:
+        """Logits of the residual stream leaving the last kept layer, (B, T, V), or (B, P, V)
+        at the positions ``logits_index`` (B, P)."""
+        cfg = self.config
+        B, T, D = x.shape
         if logits_index is not None:
             if logits_index.dim() != 2 or logits_index.shape[0] != B:
                 raise NasError(f"logits_index must have shape (batch={B}, positions), got {tuple(logits_index.shape)}")
@@ -213,8 +235,7 @@ class Supernet(nn.Module):
         logits = F.linear(x, self.lm_head_weight[:, :D])  # (B, T, V)
         if cfg.final_softcap:
             logits = torch.tanh(logits / cfg.final_softcap) * cfg.final_softcap
-        aux_loss = torch.stack(aux).sum() if aux else None
-        return ForwardOutput(logits=logits, hidden=hidden, aux_loss=aux_loss)
+        return logits
 
     # -------------------------------------------------------------- extract
     def extract(self, subnet: SubnetConfig | None = None) -> Supernet:

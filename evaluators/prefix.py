@@ -1,0 +1,387 @@
+"""Run a scoring plan for one sub-network, resuming from residual streams that an earlier
+candidate with the same first layers left behind.
+
+Two sub-networks whose first ``k`` kept layers are identical (same supernet layers, heads,
+FFN width, experts and top-k, same ``d_model``) compute identical residual streams for
+every batch of a plan (:mod:`evaluators.plan`) up to layer ``k``, and identical context KV
+caches there. :class:`PrefixCache` keeps, per plan, the residual stream of every model pass
+at layer boundaries, keyed by the path of per-layer configs that produced it (a trie: a
+boundary's key is a prefix of the keys below it), bounded in bytes and evicted least
+recently used first. :func:`run_plan` looks up the deepest stored boundary of the
+candidate's path, runs only the layers below it — both for the contexts and for the
+continuations, whose cache rows at those layers it computes afresh — and stores the new
+boundaries. Scores are bit-identical with and without reuse: the same operations run on the
+same tensors in the same batches.
+
+Log-likelihoods are, by default (``logprobs="exact"``), each target token's logit minus a
+logsumexp over the vocabulary accumulated in fp32 (in row blocks, never a full
+log-probability tensor); greedy is the argmax of the logits. ``logprobs="hflm"`` instead
+takes lm-eval HFLM's log-softmax in the logits' dtype (or ``softmax_dtype``) and its argmax,
+for parity checks.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import uuid
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from evaluators.errors import EvaluatorError
+from evaluators.plan import ContinuationChunk, LoglikelihoodPlan, Round
+from nas.model.subnet import SubnetConfig
+from nas.model.supernet import Supernet
+
+log = logging.getLogger(__name__)
+
+LOGPROB_MODES = ("exact", "hflm")
+_LSE_BLOCK = 256  # rows of (positions x vocab) logits converted to fp32 at once
+LayerKey = tuple[int, int, int, int, int]  # (supernet layer, heads, FFN width, experts, top-k)
+
+
+def prefix_path(subnet: SubnetConfig) -> tuple[int | LayerKey, ...]:
+    """``(d_model, layer key, layer key, ...)``: boundary ``k`` is keyed by the first ``k + 1``."""
+    moe = bool(subnet.n_expert)
+    return (subnet.d_model,) + tuple(
+        (subnet.layers[p], subnet.n_head[p], subnet.d_ff[p], subnet.n_expert[p] if moe else 0, subnet.top_k[p] if moe else 0)
+        for p in range(subnet.n_layer)
+    )
+
+
+CACHE_ENV = "NAS_PREFIX_CACHE_MB"
+
+
+def default_cache_bytes(device: torch.device | str = "cpu") -> int:
+    """``$NAS_PREFIX_CACHE_MB`` MiB when set (0 turns reuse off), else a quarter of the memory
+    free now (on the device for CUDA), at most 8 GiB."""
+    env = os.environ.get(CACHE_ENV)
+    if env is not None and env.strip():
+        try:
+            return max(0, int(float(env) * 2**20))
+        except ValueError:
+            raise EvaluatorError(f"{CACHE_ENV}={env!r} is not a number of MiB; set it to e.g. 2048, or 0 to turn prefix reuse off") from None
+    device = torch.device(device)
+    free = 0
+    if device.type == "cuda" and torch.cuda.is_available():
+        free, _ = torch.cuda.mem_get_info(device)
+    else:
+        try:
+            free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        except (ValueError, OSError, AttributeError):
+            free = 4 << 30
+    return int(min(free // 4, 8 << 30))
+
+
+@dataclass
+class Boundary:
+    """The residual stream entering kept layer ``depth`` for every model pass of a plan."""
+
+    depth: int
+    hidden: list[Tensor]
+    nbytes: int = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.nbytes = sum(t.numel() * t.element_size() for t in self.hidden)
+
+
+def model_key(model: Supernet) -> str:
+    """Identifies ``model``'s weights as they are now: a token of the module object plus every
+    parameter's storage address and in-place version counter, so a boundary stored for other
+    weights (another model, a cast, a training step) is never found."""
+    token = model.__dict__.get("_prefix_token")
+    if token is None:
+        token = uuid.uuid4().hex
+        model.__dict__["_prefix_token"] = token
+    state = tuple((p.data_ptr(), p._version) for p in model.parameters())
+    return f"{token}:{hash(state):x}"
+
+
+class PrefixCache:
+    """Stored boundaries keyed by (weights, plan key, path prefix), at most ``max_bytes`` in
+    all (0: store nothing); least recently used first out. Counters: ``layer_passes`` run and
+    ``layer_passes_skipped`` (a pass = one kept layer over one batch of the plan). One cache
+    may serve several models (:func:`shared_cache`): keys name the weights (:func:`model_key`)."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max(0, int(max_bytes))
+        self._entries: OrderedDict[tuple[str, str, tuple[int | LayerKey, ...]], Boundary] = OrderedDict()
+        self.nbytes = 0
+        self.layer_passes = 0
+        self.layer_passes_skipped = 0
+        self.evicted = 0
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def deepest(self, plan_key: tuple[str, str], path: Sequence[int | LayerKey]) -> Boundary | None:
+        """The deepest stored boundary on ``path`` for ``plan_key`` = (weights, plan) (marked as
+        just used), or None."""
+        for depth in range(len(path) - 1, 0, -1):
+            key = (plan_key[0], plan_key[1], tuple(path[: depth + 1]))
+            found = self._entries.get(key)
+            if found is not None:
+                self._entries.move_to_end(key)
+                return found
+        return None
+
+    def put(self, plan_key: tuple[str, str], path: Sequence[int | LayerKey], boundary: Boundary) -> bool:
+        """Store ``boundary`` (at ``boundary.depth`` on ``path``), evicting the least recently
+        used ones; False when it alone exceeds the budget."""
+        if boundary.nbytes > self.max_bytes:
+            return False
+        key = (plan_key[0], plan_key[1], tuple(path[: boundary.depth + 1]))
+        if key in self._entries:
+            self._entries.move_to_end(key)
+            return True
+        while self._entries and self.nbytes + boundary.nbytes > self.max_bytes:
+            _, old = self._entries.popitem(last=False)
+            self.nbytes -= old.nbytes
+            self.evicted += 1
+        self._entries[key] = boundary
+        self.nbytes += boundary.nbytes
+        return True
+
+    def clear(self) -> None:
+        self._entries.clear()
+        self.nbytes = 0
+
+    def drop(self, model: Supernet) -> None:
+        """Forget every boundary of ``model`` (whatever its weights were)."""
+        token = model.__dict__.get("_prefix_token")
+        if token is None:
+            return
+        for key in [k for k in self._entries if k[0].startswith(f"{token}:")]:
+            self.nbytes -= self._entries.pop(key).nbytes
+
+    @property
+    def reuse_fraction(self) -> float:
+        total = self.layer_passes + self.layer_passes_skipped
+        return self.layer_passes_skipped / total if total else 0.0
+
+
+_shared: dict[str, PrefixCache] = {}
+_shared_lock = threading.Lock()
+
+
+def shared_cache(device: torch.device | str = "cpu") -> PrefixCache:
+    """The process's prefix cache for a device type (budget :func:`default_cache_bytes` on first
+    use), shared by every Evaluator that is not given a budget of its own: one bound for all
+    the models a process scores (a study's fake-quantised copies, export verification)."""
+    kind = torch.device(device).type
+    with _shared_lock:
+        if kind not in _shared:
+            _shared[kind] = PrefixCache(default_cache_bytes(device))
+        return _shared[kind]
+
+
+def boundaries_to_store(start: int, n_layer: int, per_boundary: int, budget: int) -> list[int]:
+    """Depths ``start + 1 .. n_layer`` whose residual streams this run keeps: all of them when
+    they fit ``budget`` together, else evenly spaced ones (a later candidate then redoes at
+    most the gap)."""
+    depths = list(range(start + 1, n_layer + 1))
+    if not depths or per_boundary <= 0 or budget < per_boundary:
+        return []
+    room = budget // per_boundary
+    if room >= len(depths):
+        return depths
+    step = len(depths) / room
+    return sorted({depths[min(len(depths) - 1, int((i + 1) * step) - 1)] for i in range(int(room))})
+
+
+class _RoundSink:
+    """Stands in for a KV cache in the context pass: each layer's keys and values go into the
+    round's cache at the batch's rows (context tokens attend only to themselves)."""
+
+    def __init__(self, keys: list[Tensor | None], values: list[Tensor | None], offset: int) -> None:
+        self.keys, self.values, self.offset = keys, values, offset
+
+    def update(self, position: int, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+        B, _, T, _ = k.shape
+        store_k, store_v = self.keys[position], self.values[position]
+        assert store_k is not None and store_v is not None
+        store_k[self.offset : self.offset + B, :, :T] = k
+        store_v[self.offset : self.offset + B, :, :T] = v
+        return k, v
+
+
+class _ChunkCache:
+    """The KV cache of one continuation chunk: the rows of its contexts gathered from the
+    round's cache once per layer into a buffer with room for the continuation, which
+    ``update`` writes in place (no concatenation)."""
+
+    def __init__(self, keys: list[Tensor | None], values: list[Tensor | None], chunk: ContinuationChunk, start: int,
+                 device: torch.device) -> None:
+        T, K = chunk.span, chunk.fed
+        index = chunk.first.to(device)
+        self.T = T
+        self.keys: list[Tensor | None] = [None] * len(keys)
+        self.values: list[Tensor | None] = [None] * len(keys)
+        for pos in range(start, len(keys)):
+            for src, dst in ((keys, self.keys), (values, self.values)):
+                held = src[pos]
+                assert held is not None
+                dst[pos] = held[:, :, : T + K].index_select(0, index)  # (N, K, T + K, hd)
+
+    def update(self, position: int, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+        K = k.shape[2]
+        keys, values = self.keys[position], self.values[position]
+        assert keys is not None and values is not None
+        keys[:, :, self.T : self.T + K] = k
+        values[:, :, self.T : self.T + K] = v
+        return keys, values
+
+
+def run_plan(
+    model: Supernet,
+    subnet: SubnetConfig,
+    plan: LoglikelihoodPlan,
+    *,
+    cache: PrefixCache | None = None,
+    logprobs: str = "exact",
+    softmax_dtype: torch.dtype | None = None,
+    score_greedy: bool = True,
+) -> tuple[list[tuple[float, bool]], dict[str, int]]:
+    """(log p(continuation | context), is_greedy) per request of ``plan`` for ``subnet``, and
+    counters (``n_forward`` model passes, ``n_tokens`` real tokens, ``start`` the kept layer
+    the run resumed at, ``stored`` boundaries stored)."""
+    if logprobs not in LOGPROB_MODES:
+        raise ValueError(f"logprobs must be one of {LOGPROB_MODES}, got {logprobs!r}")
+    path = prefix_path(subnet)
+    L = subnet.n_layer
+    key = (model_key(model), plan.key) if cache is not None else ("", plan.key)
+    found = cache.deepest(key, path) if cache is not None else None
+    start = found.depth if found is not None else 0
+    keep: list[int] = []
+    if cache is not None and cache.max_bytes:
+        per = plan.unit_tokens * subnet.d_model * model.lm_head_weight.element_size()
+        keep = boundaries_to_store(start, L, per, cache.max_bytes)
+    stored: dict[int, list[Tensor]] = {d: [] for d in keep}
+    results: list[tuple[float, bool] | None] = [None] * plan.n_requests
+    counts = {"n_forward": 0, "n_tokens": 0, "start": start, "stored": 0}
+    units = iter(found.hidden) if found is not None else None
+    with torch.inference_mode():
+        for round_ in plan.rounds:
+            _run_round(model, subnet, round_, start, units, stored, results, counts,
+                       logprobs=logprobs, softmax_dtype=softmax_dtype, score_greedy=score_greedy)
+    n_units = plan.n_units
+    if cache is not None:
+        cache.layer_passes += n_units * (L - start)
+        cache.layer_passes_skipped += n_units * start
+        for depth in keep:
+            if cache.put(key, path, Boundary(depth, stored.pop(depth))):
+                counts["stored"] += 1
+    return results, counts  # type: ignore[return-value]
+
+
+def _run_round(model: Supernet, subnet: SubnetConfig, round_: Round, start: int, units: object,
+               stored: dict[int, list[Tensor]], results: list[tuple[float, bool] | None], counts: dict[str, int], *,
+               logprobs: str, softmax_dtype: torch.dtype | None, score_greedy: bool) -> None:
+    device = model.lm_head_weight.device
+    dtype = model.lm_head_weight.dtype
+    kv_heads = [d.n_kv_head for d in (subnet.layer_dims(p, model.config.q_per_kv) for p in range(subnet.n_layer))]
+    hd = model.config.head_dim
+    R, W = round_.n_rows, round_.width + round_.reserve
+    keys: list[Tensor | None] = [None] * subnet.n_layer
+    values: list[Tensor | None] = [None] * subnet.n_layer
+    for pos in range(start, subnet.n_layer):
+        keys[pos] = torch.zeros((R, kv_heads[pos], W, hd), dtype=dtype, device=device)
+        values[pos] = torch.zeros((R, kv_heads[pos], W, hd), dtype=dtype, device=device)
+
+    def layers(tokens: Tensor, mask: Tensor | None, past: int, sink: object) -> Tensor:
+        """The residual stream leaving the last kept layer for one model pass."""
+        B, T = tokens.shape
+        mask = None if mask is None else mask.to(device)
+        ctx = model.context(B, T, past=past, attention_mask=mask, cache=sink, dtype=dtype, device=device)  # type: ignore[arg-type]
+        if start:
+            x = next(units)  # type: ignore[call-overload]
+        else:
+            x = model.embed_tokens(tokens.to(device), subnet)
+        hidden: list[Tensor] | None = [] if stored else None
+        x = model.run_layers(x, subnet, ctx, start=start, hidden=hidden)
+        if hidden is not None:
+            hidden.append(x)
+            for depth, kept in stored.items():
+                kept.append(hidden[depth - start])
+        counts["n_forward"] += 1
+        return x
+
+    last = torch.empty((R, model.config.vocab_size), dtype=dtype, device=device)  # first-token logits per context row
+    for batch in round_.batches:
+        x = layers(batch.tokens, batch.mask, 0, _RoundSink(keys, values, batch.offset))
+        last[batch.offset : batch.offset + len(batch.tokens)] = model.head(x, batch.ends.to(device))[:, 0]
+        counts["n_tokens"] += batch.n_tokens
+    for chunk in round_.chunks:
+        first = last.index_select(0, chunk.first.to(device))[:, None]  # (N, 1, V)
+        if chunk.fed:
+            sink = _ChunkCache(keys, values, chunk, start, device)
+            x = layers(chunk.feed, chunk.mask, chunk.span, sink)  # type: ignore[arg-type]
+            scored = torch.cat((first, model.head(x)), dim=1)  # (N, K + 1, V)
+            counts["n_tokens"] += chunk.n_tokens
+        else:
+            scored = first
+        target = chunk.target.to(device)
+        if logprobs == "exact":
+            token_lp, greedy = exact_logprobs(scored, target, score_greedy=score_greedy)
+        else:
+            token_lp, greedy = hflm_logprobs(scored, target, softmax_dtype=softmax_dtype, score_greedy=score_greedy)
+        for r, (i, n) in enumerate(zip(chunk.requests, chunk.lengths)):
+            results[i] = (float(token_lp[r : r + 1, :n].contiguous().sum()), bool(greedy[r, :n].all()))
+
+
+def exact_logprobs(logits: Tensor, target: Tensor, *, score_greedy: bool = True) -> tuple[Tensor, Tensor]:
+    """Per-position log p(target) (N, L) in fp32 = the target's logit minus a logsumexp over
+    the vocabulary accumulated in fp32, ``_LSE_BLOCK`` rows at a time; greedy (N, L) = the
+    target is the (first) argmax of the logits."""
+    N, L, V = logits.shape
+    flat = logits.reshape(N * L, V)
+    lse = torch.empty(N * L, dtype=torch.float32, device=logits.device)
+    for i in range(0, N * L, _LSE_BLOCK):
+        lse[i : i + _LSE_BLOCK] = torch.logsumexp(flat[i : i + _LSE_BLOCK].float(), dim=-1)
+    picked = torch.gather(logits, 2, target[..., None]).squeeze(-1)  # (N, L) in the logits' dtype
+    token_lp = picked.float() - lse.view(N, L)
+    greedy = first_argmax_is(logits, picked, target) if score_greedy else torch.zeros_like(target, dtype=torch.bool)
+    return token_lp, greedy
+
+
+def hflm_logprobs(logits: Tensor, target: Tensor, *, softmax_dtype: torch.dtype | None = None,
+                  score_greedy: bool = True) -> tuple[Tensor, Tensor]:
+    """HFLM's arithmetic: log-softmax in the logits' dtype (or ``softmax_dtype``), gathered;
+    greedy = the target is the argmax of that log-softmax."""
+    logp = F.log_softmax(logits, dim=-1, dtype=softmax_dtype)
+    token_lp = torch.gather(logp, 2, target[..., None]).squeeze(-1)  # (N, L)
+    greedy = first_argmax_is(logp, token_lp, target) if score_greedy else torch.zeros_like(target, dtype=torch.bool)
+    return token_lp, greedy
+
+
+def first_argmax_is(scores: Tensor, picked: Tensor, target: Tensor) -> Tensor:
+    """``scores.argmax(-1) == target`` (torch's argmax: the first maximal index), with a cheap
+    max and an argmax only where the target reaches the maximum."""
+    hit = picked >= scores.amax(dim=-1)  # (N, L)
+    if hit.any():
+        rows, cols = hit.nonzero(as_tuple=True)
+        hit[rows, cols] = scores[rows, cols].argmax(dim=-1) == target[rows, cols]
+    return hit
+
+
+__all__ = [
+    "CACHE_ENV",
+    "LOGPROB_MODES",
+    "Boundary",
+    "PrefixCache",
+    "boundaries_to_store",
+    "default_cache_bytes",
+    "exact_logprobs",
+    "first_argmax_is",
+    "hflm_logprobs",
+    "model_key",
+    "prefix_path",
+    "run_plan",
+    "shared_cache",
+]
