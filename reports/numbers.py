@@ -31,7 +31,7 @@ def unit(column: str) -> str:
         return "ms"
     if "flop" in name:
         return "flop"
-    if name.endswith("_bytes"):
+    if name.endswith("_bytes") or name == "memory":  # memory: weights + KV cache, in bytes
         return "bytes"
     if name.endswith("_per_s"):
         return "rate"

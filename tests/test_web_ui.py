@@ -82,7 +82,7 @@ def test_docs_render_offline(page, site: dict) -> None:  # noqa: ANN001
 
 def test_one_number_renderer_in_python_and_javascript(page, site: dict) -> None:  # noqa: ANN001
     cases = [("params", 75_123_456, None), ("params", 74_048, None), ("params", 999_700, None), ("params", 512, None),
-             ("flops_per_token", 1.9e8, None), ("kv_cache_bytes", 12_345_678, None), ("prefill_latency_ms", 12.345, None),
+             ("flops_per_token", 1.9e8, None), ("kv_cache_bytes", 12_345_678, None), ("memory", 2.32e8, None), ("prefill_latency_ms", 12.345, None),
              ("prefill_latency_ms", 0.4123, None), ("decode_tokens_per_s", 1234.5, None), ("accuracy", 0.512345, 0.0123),
              ("hellaswag/acc_norm", 0.5, 0.01), ("other", 5000, None), ("other", 123_456, None), ("other", 1.5, None),
              ("other", -123_456, None), ("params", None, None), ("accuracy", 0.61, 0.0)]

@@ -40,6 +40,7 @@ def client(tmp_path_factory: pytest.TempPathFactory) -> TestClient:
         ("params", 512, "512"),
         ("flops_per_token", 1.9e8, "190 MFLOP"),
         ("kv_cache_bytes", 12_345_678, "12.3 MB"),
+        ("memory", 232_000_000, "232 MB"),
         ("prefill_latency_ms", 12.345, "12.3 ms"),
         ("decode_tokens_per_s", 1234.5, "1.23 k/s"),
         ("accuracy", 0.512345, "0.5123"),

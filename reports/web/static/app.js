@@ -106,7 +106,7 @@ function numUnit(column) {
   if (name === "accuracy" || name.includes("/")) return "score";
   if (name.endsWith("_ms")) return "ms";
   if (name.includes("flop")) return "flop";
-  if (name.endsWith("_bytes")) return "bytes";
+  if (name.endsWith("_bytes") || name === "memory") return "bytes";
   if (name.endsWith("_per_s")) return "rate";
   if (name.endsWith("params") || name === "n_trials" || name === "n_examples") return "count";
   return "plain";
