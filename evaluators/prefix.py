@@ -14,8 +14,8 @@ boundaries. Scores are bit-identical with and without reuse: the same operations
 same tensors in the same batches.
 
 Log-likelihoods are, by default (``logprobs="exact"``), each target token's logit minus a
-logsumexp over the vocabulary accumulated in fp32 (in row blocks, never a full
-log-probability tensor); greedy is the argmax of the logits. ``logprobs="hflm"`` instead
+logsumexp over the vocabulary accumulated in fp32 (a few rows at a time in one reused
+buffer, never a full log-probability tensor); greedy is the argmax of the logits. ``logprobs="hflm"`` instead
 takes lm-eval HFLM's log-softmax in the logits' dtype (or ``softmax_dtype``) and its argmax,
 for parity checks.
 """
@@ -42,7 +42,7 @@ from nas.model.supernet import Supernet
 log = logging.getLogger(__name__)
 
 LOGPROB_MODES = ("exact", "hflm")
-_LSE_BLOCK = 256  # rows of (positions x vocab) logits converted to fp32 at once
+_LSE_BLOCK = 8  # rows of (positions x vocab) logits converted to fp32 at once on a CPU (cache-sized)
 LayerKey = tuple[int, int, int, int, int]  # (supernet layer, heads, FFN width, experts, top-k)
 
 
@@ -337,17 +337,33 @@ def _run_round(model: Supernet, subnet: SubnetConfig, round_: Round, start: int,
 
 def exact_logprobs(logits: Tensor, target: Tensor, *, score_greedy: bool = True) -> tuple[Tensor, Tensor]:
     """Per-position log p(target) (N, L) in fp32 = the target's logit minus a logsumexp over
-    the vocabulary accumulated in fp32, ``_LSE_BLOCK`` rows at a time; greedy (N, L) = the
-    target is the (first) argmax of the logits."""
+    the vocabulary accumulated in fp32; greedy (N, L) = the target is the (first) argmax of
+    the logits. The logits are converted a few rows at a time into one reused fp32 buffer
+    (small enough to stay in cache on a CPU): no full-vocabulary fp32 or log-probability
+    tensor is ever allocated, and it is faster than a bf16 log-softmax."""
     N, L, V = logits.shape
     flat = logits.reshape(N * L, V)
-    lse = torch.empty(N * L, dtype=torch.float32, device=logits.device)
-    for i in range(0, N * L, _LSE_BLOCK):
-        lse[i : i + _LSE_BLOCK] = torch.logsumexp(flat[i : i + _LSE_BLOCK].float(), dim=-1)
-    picked = torch.gather(logits, 2, target[..., None]).squeeze(-1)  # (N, L) in the logits' dtype
-    token_lp = picked.float() - lse.view(N, L)
-    greedy = first_argmax_is(logits, picked, target) if score_greedy else torch.zeros_like(target, dtype=torch.bool)
-    return token_lp, greedy
+    rows = flat.shape[0]
+    index = target.reshape(rows, 1)
+    picked = flat.gather(1, index).squeeze(1).float()  # (N*L,)
+    lse = torch.empty(rows, dtype=torch.float32, device=logits.device)
+    top = torch.empty(rows, dtype=torch.float32, device=logits.device)
+    step = _LSE_BLOCK if logits.device.type == "cpu" else 4096
+    buf = torch.empty((min(step, rows), V), dtype=torch.float32, device=logits.device)
+    for i in range(0, rows, step):
+        block = buf[: min(step, rows - i)]
+        block.copy_(flat[i : i + step])
+        m = block.amax(dim=-1, keepdim=True)  # exact: the max of bf16 values is one of them
+        top[i : i + step] = m.squeeze(-1)
+        lse[i : i + step] = block.sub_(m).exp_().sum(dim=-1).log_().add_(m.squeeze(-1))
+    token_lp = (picked - lse).view(N, L)
+    if not score_greedy:
+        return token_lp, torch.zeros_like(target, dtype=torch.bool)
+    hit = picked >= top  # the target reaches the maximum; then it must be the first index that does
+    if hit.any():
+        where = hit.nonzero(as_tuple=True)[0]
+        hit[where] = flat[where].argmax(dim=-1) == index[where, 0]
+    return token_lp, hit.view(N, L)
 
 
 def hflm_logprobs(logits: Tensor, target: Tensor, *, softmax_dtype: torch.dtype | None = None,
