@@ -37,7 +37,7 @@ from lm_eval.api import metrics as lm_metrics
 from evaluators.errors import EvaluatorError
 from evaluators.harness import ScoringOptions, SubnetLM, parse_eval_dtype, resolve_subnet
 from evaluators.plan import LoglikelihoodPlan, plan_requests
-from evaluators.prefix import PrefixCache, prefix_path, shared_cache
+from evaluators.prefix import PrefixCache, reuse_order, shared_cache
 from evaluators.tasks import LoadedTasks, TaskPack
 from evaluators.types import Fidelity, Metrics, TaskScore, scoring_settings
 from nas.errors import NasError
@@ -401,13 +401,6 @@ class Evaluator:
         """Remove the generated task files and this model's stored residual streams."""
         self.prefix_cache.drop(self.model)
         self.pack.close()
-
-
-def reuse_order(subnets: Sequence[SubnetConfig]) -> list[int]:
-    """Indices of ``subnets`` in the order that maximises shared first layers between
-    neighbours: sorted by (d_model, per-layer configs), i.e. a depth-first walk of their
-    prefix trie, so a stored boundary serves every candidate below it before it is evicted."""
-    return sorted(range(len(subnets)), key=lambda i: prefix_path(subnets[i]))
 
 
 def reads_is_greedy(task: Any) -> bool:

@@ -7,7 +7,8 @@ every batch of a plan (:mod:`evaluators.plan`) up to layer ``k``, and identical 
 caches there. :class:`PrefixCache` keeps, per plan, the residual stream of every model pass
 at layer boundaries, keyed by the path of per-layer configs that produced it (a trie: a
 boundary's key is a prefix of the keys below it), bounded in bytes and evicted least
-recently used first. :func:`run_plan` looks up the deepest stored boundary of the
+recently used first (a candidate's deep boundaries before its shallow ones, which more later
+candidates share). :func:`run_plan` looks up the deepest stored boundary of the
 candidate's path, runs only the layers below it — both for the contexts and for the
 continuations, whose cache rows at those layers it computes afresh — and stores the new
 boundaries. Scores are bit-identical with and without reuse: the same operations run on the
@@ -53,6 +54,13 @@ def prefix_path(subnet: SubnetConfig) -> tuple[int | LayerKey, ...]:
         (subnet.layers[p], subnet.n_head[p], subnet.d_ff[p], subnet.n_expert[p] if moe else 0, subnet.top_k[p] if moe else 0)
         for p in range(subnet.n_layer)
     )
+
+
+def reuse_order(subnets: Sequence[SubnetConfig]) -> list[int]:
+    """Indices of ``subnets`` in the order that maximises shared first layers between
+    neighbours: sorted by (d_model, per-layer configs), i.e. a depth-first walk of their
+    prefix trie, so a stored boundary serves every candidate below it before it is evicted."""
+    return sorted(range(len(subnets)), key=lambda i: prefix_path(subnets[i]))
 
 
 CACHE_ENV = "NAS_PREFIX_CACHE_MB"
@@ -127,7 +135,10 @@ class PrefixCache:
             key = (plan_key[0], plan_key[1], tuple(path[: depth + 1]))
             found = self._entries.get(key)
             if found is not None:
-                self._entries.move_to_end(key)
+                for shallower in range(1, depth + 1):  # the trunk above it is in use too
+                    trunk = (plan_key[0], plan_key[1], tuple(path[: shallower + 1]))
+                    if trunk in self._entries:
+                        self._entries.move_to_end(trunk)
                 return found
         return None
 
@@ -274,7 +285,9 @@ def run_plan(
     if cache is not None:
         cache.layer_passes += n_units * (L - start)
         cache.layer_passes_skipped += n_units * start
-        for depth in keep:
+        # deepest first: a candidate's shallow boundaries, which more later candidates share,
+        # are then its most recently used ones and the last of it to be evicted
+        for depth in sorted(keep, reverse=True):
             if cache.put(key, path, Boundary(depth, stored.pop(depth))):
                 counts["stored"] += 1
     return results, counts  # type: ignore[return-value]
@@ -398,6 +411,7 @@ __all__ = [
     "hflm_logprobs",
     "model_key",
     "prefix_path",
+    "reuse_order",
     "run_plan",
     "shared_cache",
 ]

@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from evaluators.prefix import reuse_order
 from evaluators.scorer import TaskScorer, build_scorers
 from nas.errors import NasError
 from nas.front import candidates_mask, resolve_column
@@ -99,9 +100,10 @@ def confirm_study(
         tied, unconfirmed = (tied, []) if cap is None else (tied[:cap], tied[cap:])
         chosen = front + sorted(tied)
         rows = results.frame.set_index("trial")
-        for i, trial in enumerate(chosen):
-            row = rows.loc[trial]
-            scoring.score(SubnetConfig.from_json(str(row["config_json"])), int(row["subnet_id"]), fidelity)
+        configs = [SubnetConfig.from_json(str(rows.loc[trial]["config_json"])) for trial in chosen]
+        # every candidate is scored on the same documents: in trie order, neighbours share layers
+        for i, k in enumerate(reuse_order(configs)):
+            scoring.score(configs[k], int(rows.loc[chosen[k]]["subnet_id"]), fidelity)
             if progress is not None:
                 progress(i + 1, len(chosen))
         log.info("confirmed %d candidates of study %s on %s", len(chosen), name, fidelity.label)
