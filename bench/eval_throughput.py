@@ -21,7 +21,8 @@ The default run prints one JSON object with three parts (``--parts``):
   ``--population`` (15: 30 sub-networks) over the demo's space — each generation scored as
   one batch in trie order with plan and prefix reuse (:meth:`Evaluator.evaluate_many`),
   against HFLM's time for the same sub-networks from ``hflm_fit``: ``study_speedup``,
-  ``reuse_fraction`` (layer passes skipped / all); ``study_speedup_depth`` and
+  ``reuse_fraction`` (layer passes skipped / all; ``reuse_bound`` what an unbounded cache
+  could skip in the same order); ``study_speedup_depth`` and
   ``reuse_fraction_depth`` on the same space tied (depth and one width for every layer).
   A sub-network drawn twice is scored once (a study's cache answers the second).
 - ``parity``: the largest sub-network on 200 seeded examples per task: ours fp32 vs HFLM
@@ -249,8 +250,26 @@ def nsga_population(evaluator: Evaluator, space: SearchSpace, fidelity: Fidelity
         for trial, subnet in zip(trials, batch):
             study.tell(trial, scored[subnet])
     total = cache.layer_passes - passes + cache.layer_passes_skipped - skipped
-    return {"subnets": list(scored), "seconds": seconds,
+    return {"subnets": list(scored), "seconds": seconds, "reuse_bound": reuse_bound(list(scored)),
             "reuse_fraction": (cache.layer_passes_skipped - skipped) / total if total else 0.0}
+
+
+def reuse_bound(subnets: list[SubnetConfig]) -> float:
+    """The layers an unbounded cache could skip, scoring ``subnets`` in this order: each one's
+    longest shared first layers with any earlier one, over all their layers."""
+    from evaluators.prefix import prefix_path
+
+    paths = [prefix_path(s) for s in subnets]
+    skipped = 0
+    for i, path in enumerate(paths):
+        best = 0
+        for other in paths[:i]:
+            k = 0
+            while k + 1 < min(len(path), len(other)) and path[0] == other[0] and path[k + 1] == other[k + 1]:
+                k += 1
+            best = max(best, k)
+        skipped += best
+    return skipped / sum(len(p) - 1 for p in paths) if paths else 0.0
 
 
 def study_throughput(args: argparse.Namespace, hflm_fit: list[float]) -> dict[str, Any]:
@@ -278,6 +297,7 @@ def study_throughput(args: argparse.Namespace, hflm_fit: list[float]) -> dict[st
             f"study_ours_s{name}": round(run["seconds"] + plan_s, 1),
             f"study_hflm_s{name}": round(hflm_s, 1),
             f"reuse_fraction{name}": round(run["reuse_fraction"], 3),
+            f"reuse_bound{name}": round(run["reuse_bound"], 3),  # what an unbounded cache could skip
             f"prefix_cache_mb{name}": round(evaluator.prefix_cache.max_bytes / 2**20),
         }
         del evaluator

@@ -84,6 +84,18 @@ def test_loglikelihood_matches_hflm(hflm, ours):
         assert greedy_e == greedy_g
 
 
+def test_both_logprob_modes_match_hflm_in_fp32_and_unknown_modes_are_refused(tiny, hflm):
+    tok, _, model = tiny
+    requests = [req("loglikelihood", c, x) for c, x in LL_REQUESTS]
+    expected = hflm.loglikelihood(requests, disable_tqdm=True)
+    for mode in ("exact", "hflm"):
+        lm = SubnetLM(model, "full", tokenizer=tok, dtype="fp32", batch_size=4, max_length=MAX_LEN, logprobs=mode)
+        for (ll_e, greedy_e), (ll_g, greedy_g) in zip(expected, lm.loglikelihood(requests, disable_tqdm=True), strict=True):
+            assert abs(ll_e - ll_g) < 1e-4 and greedy_e == greedy_g
+    with pytest.raises(EvaluatorError, match="logprobs='fast' is not one of exact, hflm"):
+        SubnetLM(model, "full", tokenizer=tok, logprobs="fast")
+
+
 def test_loglikelihood_tokens_greedy_flag_matches_hflm(tiny, hflm, ours):
     tok, hf, _ = tiny
     ctx = tok.encode("The quick brown fox jumps")
