@@ -313,6 +313,30 @@ def test_pick_export_with_a_name_then_overwrite(page, site: dict) -> None:  # no
         jobs.command = NAS_COMMAND
 
 
+def test_cancel_a_running_export_from_the_jobs_panel(page, site: dict) -> None:  # noqa: ANN001
+    jobs = site["app"].state.jobs
+    jobs.command = (sys.executable, "-c", "import time; print('exporting', flush=True); time.sleep(60)")
+    try:
+        page.goto(f"{site['base']}/studies/demo/pick")
+        page.fill("#export-token", TOKEN)
+        page.click("#pick-submit")
+        page.wait_for_selector("#pick-results .export-btn", timeout=20_000)
+        page.fill("#export-out", "slow/one")
+        page.click("#export-start")
+        page.wait_for_selector('#jobs .job[data-status="running"] .cancel-job', timeout=10_000)
+        page.wait_for_function(  # progress: the running job shows its last log line
+            "() => ((document.querySelector('#jobs .job[data-status=\"running\"]') || {}).textContent || '').includes('exporting')",
+            timeout=10_000)
+        page.click('#jobs .job[data-status="running"] .cancel-job')
+        page.wait_for_selector('#jobs .job[data-status="cancelled"]', timeout=15_000)
+        assert all(j.status != "running" for j in jobs.list())
+        assert page.errors == []
+    finally:
+        from reports.web.jobs import NAS_COMMAND
+
+        jobs.command = NAS_COMMAND
+
+
 def _shots(page, name: str) -> None:  # noqa: ANN001
     """Keep a screenshot for the README when NAS_SCREENSHOT_DIR is set."""
     out = os.environ.get("NAS_SCREENSHOT_DIR")
