@@ -13,8 +13,8 @@ Modules, in the order a step uses them:
 - :mod:`~nas.training.memory` — the memory estimate and the check that refuses a run
   that will not fit;
 - :mod:`~nas.training.optim` — AdamW and the learning-rate schedule;
-- :mod:`~nas.training.distributed` — the ``torchrun`` process group and the gradient
-  all-reduce;
+- :mod:`~nas.training.distributed` — the ``torchrun`` process group and torch DDP
+  (``no_sync`` on all but a step's last backward, ``find_unused_parameters``);
 - :mod:`~nas.training.checkpoints` — saving, listing and loading exactly-resumable
   checkpoints;
 - :mod:`~nas.training.runlog` — ``OUT/train/log.jsonl``;

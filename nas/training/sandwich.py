@@ -26,6 +26,7 @@ from torch import Tensor
 from nas.errors import NasError
 from nas.model.subnet import SubnetConfig
 from nas.model.supernet import Supernet
+from nas.training.distributed import DataParallel
 
 
 @dataclass(frozen=True)
@@ -117,10 +118,17 @@ def sandwich_step(
     teacher: Supernet | None = None,
     dtype: str = "fp32",
     scale: float = 1.0,
+    replicas: DataParallel | None = None,
+    sync: bool = True,
 ) -> dict[str, ArmStats]:
     """Forward and backward every arm on one (micro-)batch, accumulating gradients into
     ``model`` (no zeroing, no optimiser step). Losses are multiplied by ``scale`` (the
     micro-batch's share of the step). Returns each arm's (unscaled) statistics.
+
+    ``replicas``: ``model`` under DDP (several processes). Every arm's pass then runs under
+    ``no_sync`` except the last one's when ``sync`` (the step's last micro-batch), whose
+    backward averages the accumulated gradients over ranks (see
+    :mod:`nas.training.distributed`).
 
     The teacher's distribution (:class:`DistillTarget`) is computed once, from detached
     logits, and shared by the students; each student costs one log-softmax.
@@ -137,31 +145,35 @@ def sandwich_step(
             target = DistillTarget.from_logits(teacher(inputs), T)
     stats: dict[str, ArmStats] = {}
     for index, arm in enumerate(arms):
-        with autocast(device, dtype):
-            out = model.run(inputs, arm.subnet, return_aux=moe)
-        logits = out.logits.flatten(0, 1)  # (N, V), bf16 under autocast
-        learns_data = index == 0 and not loss.frozen_teacher
-        kd: Tensor | None = None
-        if learns_data:
-            logp = F.log_softmax(logits, dim=-1, dtype=torch.float32)  # (N, V)
-            ce = F.nll_loss(logp, flat_targets)
-            objective = ce
-        else:
-            assert target is not None, "the first arm must be the largest (the in-place teacher)"
-            logp_t = F.log_softmax(_scaled(logits, T), dim=-1, dtype=torch.float32)  # (N, V) at T
-            kd = target.loss(logp_t)
-            if T == 1.0:
-                ce = F.nll_loss(logp_t, flat_targets)
-            elif loss.ce_weight > 0:
-                ce = F.cross_entropy(logits.float(), flat_targets)
+        local = replicas is not None and not (sync and index == len(arms) - 1)
+        # forward and backward inside no_sync: only the step's last pass all-reduces
+        with replicas.accumulate() if local and replicas is not None else contextlib.nullcontext():
+            with autocast(device, dtype):
+                run = model.run if replicas is None else replicas.run
+                out = run(inputs, arm.subnet, return_aux=moe)
+            logits = out.logits.flatten(0, 1)  # (N, V), bf16 under autocast
+            learns_data = index == 0 and not loss.frozen_teacher
+            kd: Tensor | None = None
+            if learns_data:
+                logp = F.log_softmax(logits, dim=-1, dtype=torch.float32)  # (N, V)
+                ce = F.nll_loss(logp, flat_targets)
+                objective = ce
             else:
-                with torch.no_grad():
+                assert target is not None, "the first arm must be the largest (the in-place teacher)"
+                logp_t = F.log_softmax(_scaled(logits, T), dim=-1, dtype=torch.float32)  # (N, V) at T
+                kd = target.loss(logp_t)
+                if T == 1.0:
+                    ce = F.nll_loss(logp_t, flat_targets)
+                elif loss.ce_weight > 0:
                     ce = F.cross_entropy(logits.float(), flat_targets)
-            objective = loss.distill_weight * kd + loss.ce_weight * ce
-        aux = out.aux_loss
-        if aux is not None and loss.aux_loss_weight > 0:
-            objective = objective + loss.aux_loss_weight * aux
-        (objective * scale).backward()
+                else:
+                    with torch.no_grad():
+                        ce = F.cross_entropy(logits.float(), flat_targets)
+                objective = loss.distill_weight * kd + loss.ce_weight * ce
+            aux = out.aux_loss
+            if aux is not None and loss.aux_loss_weight > 0:
+                objective = objective + loss.aux_loss_weight * aux
+            (objective * scale).backward()
         if learns_data:  # in-place distillation target: built from detached values, no grad flows back
             target = DistillTarget.from_log_probs(logp, T) if T == 1.0 else DistillTarget.from_logits(logits, T)
         stats[arm.name] = ArmStats(
@@ -171,7 +183,6 @@ def sandwich_step(
             aux=None if aux is None else float(aux.detach()),
         )
     return stats
-
 
 
 __all__ = ["Arm", "ArmStats", "DistillTarget", "SandwichLoss", "autocast", "distill_loss", "sandwich_step"]

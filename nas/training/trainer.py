@@ -60,7 +60,7 @@ from nas.paths import work_dir
 from nas.training.checkpoints import TrainingState, check_compatible, list_checkpoints, load_checkpoint, save_checkpoint
 from nas.training.config import TrainConfig
 from nas.training.data import TokenBatches, corpus_fingerprint, eval_windows, iter_documents, load_tokens, split_tokens
-from nas.training.distributed import DistContext, allreduce_gradients, setup_dist
+from nas.training.distributed import DistContext, data_parallel, setup_dist
 from nas.training.memory import available_memory, check_memory, estimate_memory
 from nas.training.optim import build_optimizer, lr_lambda
 from nas.training.runlog import ArmWindow, JsonLog
@@ -395,6 +395,7 @@ class _Trainer:
             (self.run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
 
         params = [p for p in model.parameters()]
+        replicas = data_parallel(model, d)  # torch DDP on N > 1 processes, after the weights are loaded
         window = ArmWindow()
         recent: list[float] = []
         stopped = False
@@ -414,6 +415,7 @@ class _Trainer:
                 part = sandwich_step(
                     model, inputs[m0:m0 + micro], targets[m0:m0 + micro], arms, step_loss(step),
                     teacher=teacher, dtype=cfg.dtype, scale=micro / local_batch,
+                    replicas=replicas, sync=m0 + micro >= local_batch,
                 )
                 stats = part if not stats else {
                     k: ArmStats(
@@ -426,8 +428,6 @@ class _Trainer:
             if n_micro > 1:
                 stats = {k: ArmStats(s.loss / n_micro, s.ce / n_micro, None if s.kd is None else s.kd / n_micro,
                                      None if s.aux is None else s.aux / n_micro) for k, s in stats.items()}
-            if d.world > 1:
-                allreduce_gradients(params, d.world)
             if cfg.optim.grad_clip is not None:
                 torch.nn.utils.clip_grad_norm_(params, cfg.optim.grad_clip)
             lr = optimizer.param_groups[0]["lr"]
@@ -464,6 +464,7 @@ class _Trainer:
                         tok_fp=fingerprint(tokenizer), corpus_key=corpus_key,
                     )
                     path = save_checkpoint(self.out, snapshot, config=cfg)
+                d.barrier()  # no rank goes on (or resumes, after a stop) before the checkpoint exists
                 jlog.write("checkpoint", step=step, path=path)
 
         if stopped:
