@@ -55,13 +55,23 @@ def test_two_process_gloo_step_equals_single_process(tmp_path: Path, monkeypatch
     ddp_cfg = tiny_config(tmp_path / "ddp", corpus, **settings)
     whole = tiny_config(tmp_path / "whole", corpus, **resumable)
     killed = tiny_config(tmp_path / "killed", corpus, **resumable)
-    _spawn([(ddp_cfg, {}), (whole, {}), (killed, {"stop_after": 2}), (killed, {"resume": "latest"})], work)
+    # ERNIE steps on a MoE: a step at depth 1 leaves a whole layer without a gradient on every rank,
+    # and with 2 of 4 experts kept the others get none (nor do kept experts no token of a rank chose)
+    moe = {"d_model": 32, "n_layer": 2, "n_head": 4, "n_kv_head": 2, "d_ff": 16, "n_expert": 4, "top_k": 2}
+    ernie = dict(settings, steps=4, model=moe, schedule="ernie", ernie={"n_layer": 0.5, "n_expert": 0.5, "top_k": 0.5},
+                 space={"n_layer_choices": [1, 2], "n_head_choices": [4], "d_ff_choices": [16],
+                        "n_expert_choices": [2, 4], "top_k_choices": [1, 2], "tied": True})
+    ernie_ddp = tiny_config(tmp_path / "ernie_ddp", corpus, **ernie)
+    _spawn([(ddp_cfg, {}), (whole, {}), (killed, {"stop_after": 2}), (killed, {"resume": "latest"}), (ernie_ddp, {})], work)
 
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
         single = train(tiny_config(tmp_path / "single", corpus, **settings))
         accumulated = train(tiny_config(tmp_path / "micro", corpus, micro_batch_size=1, **settings))
+        # the load-balancing loss is a statistic of the tokens one pass sees (routed share x mean
+        # probability): N processes equal one process on the same slices, i.e. micro-batches of batch/N
+        ernie_single = train(tiny_config(tmp_path / "ernie_single", corpus, micro_batch_size=2, **ernie))
     finally:
         torch.set_num_threads(before)
 
@@ -77,6 +87,9 @@ def test_two_process_gloo_step_equals_single_process(tmp_path: Path, monkeypatch
     for name, value in load_supernet(accumulated.out).model.state_dict().items():
         torch.testing.assert_close(value, ref[name], rtol=1e-5, atol=2e-6, msg=f"{name} differs with micro-batches")
     assert ddp.provenance["val_loss"] == pytest.approx(single.val_loss, abs=1e-4)
+    ernie_ref = load_supernet(ernie_single.out).model.state_dict()
+    for name, value in load_supernet(ernie_ddp.out).model.state_dict().items():
+        torch.testing.assert_close(value, ernie_ref[name], rtol=1e-5, atol=2e-6, msg=lambda m, name=name: f"{name} differs (ERNIE, MoE): {m}")
 
     # exact resume under DDP: killed after step 2 (checkpoint 2), resumed to step 3
     a, b = load_supernet(whole.out), load_supernet(killed.out)

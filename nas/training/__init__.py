@@ -7,7 +7,7 @@ Modules, in the order a step uses them:
 - :mod:`~nas.training.data` — the training text: load, clean, tokenise (cached), split
   and batch deterministically;
 - :mod:`~nas.training.sampling` — which sub-networks (arms) each step trains
-  (``ArmSampler``, progressive-shrinking stages);
+  (``ArmSampler``, progressive-shrinking stages; ``ErnieSampler``, ERNIE 5's schedule);
 - :mod:`~nas.training.sandwich` — the per-step losses: cross-entropy, in-place or
   frozen-teacher distillation, MoE load balancing (``sandwich_step``);
 - :mod:`~nas.training.memory` — the memory estimate and the check that refuses a run
@@ -27,6 +27,7 @@ from __future__ import annotations
 from nas.training.checkpoints import list_checkpoints
 from nas.training.config import (
     DataConfig,
+    ErnieConfig,
     ModelConfig,
     OptimConfig,
     SandwichConfig,
@@ -37,7 +38,7 @@ from nas.training.config import (
     parse_train_config,
 )
 from nas.training.memory import MemoryEstimate, available_memory, check_memory, estimate_memory
-from nas.training.sampling import ArmSampler, restrict
+from nas.training.sampling import ArmSampler, ErnieSampler, ernie_sampler, restrict
 from nas.training.sandwich import Arm, ArmStats, DistillTarget, SandwichLoss, distill_loss, sandwich_step
 from nas.training.trainer import EvalReport, StepReport, TrainResult, evaluate_loss, train, train_flops_per_token
 
@@ -46,6 +47,8 @@ __all__ = [
     "ArmSampler",
     "ArmStats",
     "DataConfig",
+    "ErnieConfig",
+    "ErnieSampler",
     "EvalReport",
     "MemoryEstimate",
     "ModelConfig",
@@ -61,6 +64,7 @@ __all__ = [
     "check_memory",
     "DistillTarget",
     "distill_loss",
+    "ernie_sampler",
     "estimate_memory",
     "evaluate_loss",
     "list_checkpoints",

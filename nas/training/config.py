@@ -104,6 +104,33 @@ class SandwichConfig(_Section):
         return self
 
 
+ERNIE_AXES = ("n_layer", "n_expert", "top_k")
+ERNIE_DEFAULTS = {"n_layer": 0.75, "n_expert": 0.8, "top_k": 0.8}
+
+
+class ErnieConfig(_Section):
+    """The ERNIE 5 elastic schedule (``schedule: ernie``; arXiv 2602.04705 §3.3): every step
+    trains *one* sub-network on the data, each axis drawn independently — its full value
+    with this probability, else one of its smaller choices uniformly. None (the default):
+    ERNIE's value (0.75 depth, 0.8 experts, 0.8 top-k) where the search space is elastic in
+    the axis, else the axis stays full. A number for an axis the space does not vary is
+    an error (checked before the first step), as is a top-k choice above an expert choice."""
+    n_layer: float | None = None
+    n_expert: float | None = None
+    top_k: float | None = None
+
+    @field_validator("n_layer", "n_expert", "top_k")
+    @classmethod
+    def _probability(cls, value: float | None) -> float | None:
+        if value is not None and not 0.0 <= value <= 1.0:
+            raise ValueError(f"the probability of the full value must be within [0, 1], got {value}")
+        return value
+
+    def given(self) -> dict[str, float]:
+        """The axes given a probability in the YAML."""
+        return {axis: p for axis in ERNIE_AXES if (p := getattr(self, axis)) is not None}
+
+
 class OptimConfig(_Section):
     lr: float = Field(1e-3, gt=0)
     min_lr_ratio: float = Field(0.1, ge=0, le=1)
@@ -127,6 +154,8 @@ class TrainConfig(_Section):
     init_from: str | None = None
     space: dict[str, Any] | str | None = None
     sandwich: SandwichConfig = SandwichConfig()
+    schedule: Literal["sandwich", "ernie"] = "sandwich"
+    ernie: ErnieConfig = ErnieConfig()
     optim: OptimConfig = OptimConfig()
     steps: int | None = Field(None, gt=0)
     tokens: int | None = Field(None, gt=0)
@@ -150,6 +179,8 @@ class TrainConfig(_Section):
             raise ValueError("give exactly one budget: 'steps' or 'tokens'")
         if self.teacher == "largest" and not self.sandwich.train_largest:
             raise ValueError("sandwich.train_largest=false needs teacher: frozen (the in-place teacher is the trained largest)")
+        if self.schedule == "ernie" and self.sandwich.stages:
+            raise ValueError("sandwich.stages belong to the sandwich schedule; remove them or use schedule: sandwich")
         return self
 
     @property
@@ -215,6 +246,9 @@ def load_train_config(path: str | Path) -> TrainConfig:
 
 __all__ = [
     "DataConfig",
+    "ERNIE_AXES",
+    "ERNIE_DEFAULTS",
+    "ErnieConfig",
     "ModelConfig",
     "OptimConfig",
     "SandwichConfig",

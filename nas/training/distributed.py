@@ -30,6 +30,11 @@ gradients before one optimiser step. We run every backward but the step's last i
   some ranks used is averaged with zeros from the others (what one process on the whole
   batch computes). The cost is one graph traversal per synchronised forward.
 
+One caveat on "the same model": the MoE load-balancing loss (routed share x mean router
+probability) is a statistic of the tokens one pass sees, not a sum over tokens, so with
+``aux_loss_weight`` > 0 N processes equal one process with ``micro_batch_size`` = the
+per-process batch (the same slices), as ``tests/test_train_ddp.py`` checks.
+
 The buffers keep DDP's default sync (the RoPE frequencies, one small broadcast per
 step; they are constants anyway). The wrapped module is a thin :class:`_Runner` whose ``forward`` is
 :meth:`Supernet.run`, so DDP sees the logits *and* the MoE load-balancing loss.

@@ -5,16 +5,27 @@ random ones, drawn from a checkpointed ``random.Random``. Optional progressive s
 enables the elastic dimensions in stages (``sandwich.stages``), as OFA does: until a
 stage's ``until`` fraction of the steps, only its dims vary and the others stay at their
 largest choice. MoE supernets also sample ``n_expert``/``top_k``.
+
+``schedule: ernie`` replaces the sandwich with :class:`ErnieSampler`, ERNIE 5's elastic
+training (arXiv 2602.04705 §3.3): each step trains one sub-network on the data, whose
+depth, experts kept and top-k are drawn independently — each its full value with a
+configured probability, else one of its smaller choices uniformly. "Routing restricted
+to a subset of experts" is our ``n_expert`` prefix of the importance-ordered experts:
+:meth:`nas.model.layers.MixtureOfExperts.route` takes its softmax (and top-k
+renormalisation) over the kept experts only and the load-balancing loss counts only
+them, exactly as when that sub-network is scored. Other elastic dims stay at their
+largest choice.
 """
 
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
+from nas.errors import NasError
 from nas.model.space import SearchSpace
 from nas.model.subnet import SubnetConfig
-from nas.training.config import StageConfig
+from nas.training.config import ERNIE_AXES, ERNIE_DEFAULTS, ErnieConfig, StageConfig
 from nas.training.sandwich import Arm
 
 ELASTIC_DIMS = ("n_layer", "d_model", "n_head", "d_ff", "n_expert", "top_k")
@@ -70,4 +81,79 @@ class ArmSampler:
         return out
 
 
-__all__ = ["ELASTIC_DIMS", "ArmSampler", "restrict"]
+def ernie_choices(space: SearchSpace) -> dict[str, tuple[int, ...]]:
+    """Each ERNIE axis's choices in ``space`` (ascending; one value: not elastic). The MoE
+    layers must share their ``n_expert``/``top_k`` choices (one draw serves them all)."""
+    out = {"n_layer": space.n_layer_choices}
+    moe = [c for i, c in enumerate(space.layers) if space.config.layer(i).n_expert]
+    for dim in ("n_expert", "top_k"):
+        values = {getattr(c, dim) for c in moe}
+        if len(values) > 1:
+            raise NasError(f"ernie schedule: the MoE layers have different {dim}_choices {sorted(values)}; "
+                           f"give one {dim}_choices for every layer")
+        if values:
+            out[dim] = tuple(sorted(values.pop()))
+    return out
+
+
+class ErnieSampler:
+    """ERNIE 5's schedule: one sub-network per step, each axis full with probability
+    ``probabilities[axis]``, else a smaller choice, drawn from ``rng`` (checkpointed).
+    Build it with :func:`ernie_sampler`, which checks the schedule against the space."""
+
+    def __init__(self, space: SearchSpace, probabilities: Mapping[str, float], *, rng: random.Random) -> None:
+        self.space = space
+        self.rng = rng
+        self.choices = ernie_choices(space)
+        self.probabilities = {axis: float(probabilities[axis]) for axis in ERNIE_AXES if axis in probabilities}
+        self.largest = space.largest()
+
+    def draw(self) -> dict[str, int]:
+        """One step's value per axis (axes in a fixed order, so a seed fixes the sequence)."""
+        out = {}
+        for axis, p in self.probabilities.items():
+            choices = self.choices[axis]
+            out[axis] = choices[-1] if self.rng.random() < p else self.rng.choice(choices[:-1])
+        return out
+
+    def subnet(self, draw: Mapping[str, int]) -> SubnetConfig:
+        """The sub-network of a draw: its axes as drawn, every other dim at its largest choice."""
+        params = {}
+        for name, choices in self.space.param_choices().items():
+            params[name] = draw.get(name.rpartition(".")[2], max(choices))
+        return self.space.from_params(params)
+
+    def arms(self, step: int) -> list[Arm]:
+        sub = self.subnet(self.draw())
+        return [Arm("largest" if sub == self.largest else "reduced", sub)]
+
+
+def ernie_sampler(space: SearchSpace, config: ErnieConfig, *, rng: random.Random) -> ErnieSampler:
+    """The ERNIE sampler for ``space``, or one clear :class:`NasError` for a schedule the space
+    cannot run: an axis given a probability that the space does not vary, no elastic axis
+    at all, or a top-k choice above an expert choice (the axes are drawn independently, so
+    every top-k must be runnable with every number of experts kept)."""
+    choices = ernie_choices(space)
+    elastic = [axis for axis in ERNIE_AXES if len(choices.get(axis, ())) > 1]
+    given = config.given()
+    for axis in given:
+        if axis not in elastic:
+            have = list(choices[axis]) if axis in choices else "none (a dense supernet)"
+            raise NasError(
+                f"ernie.{axis}: the search space is not elastic in {axis} (its {axis}_choices: {have}); "
+                f"remove ernie.{axis} or give the space smaller {axis}_choices"
+            )
+    if not elastic:
+        raise NasError("schedule: ernie needs a search space elastic in n_layer, n_expert or top_k; "
+                       "give it n_layer_choices (or, for a MoE supernet, n_expert_choices/top_k_choices)")
+    if "n_expert" in choices and max(choices["top_k"]) > min(choices["n_expert"]):
+        raise NasError(
+            f"ernie schedule: top_k_choices {list(choices['top_k'])} go above n_expert_choices "
+            f"{list(choices['n_expert'])}; every top-k must fit the fewest experts kept "
+            f"({min(choices['n_expert'])}): drop the larger top-k choices or the smaller expert choices"
+        )
+    probabilities = {axis: given.get(axis, ERNIE_DEFAULTS[axis]) for axis in elastic}
+    return ErnieSampler(space, probabilities, rng=rng)
+
+
+__all__ = ["ELASTIC_DIMS", "ArmSampler", "ErnieSampler", "ernie_choices", "ernie_sampler", "restrict"]

@@ -64,7 +64,7 @@ from nas.training.distributed import DistContext, data_parallel, setup_dist
 from nas.training.memory import available_memory, check_memory, estimate_memory
 from nas.training.optim import build_optimizer, lr_lambda
 from nas.training.runlog import ArmWindow, JsonLog
-from nas.training.sampling import ArmSampler
+from nas.training.sampling import ArmSampler, ErnieSampler, ernie_sampler
 from nas.training.sandwich import ArmStats, SandwichLoss, autocast, sandwich_step
 
 log = logging.getLogger(__name__)
@@ -358,10 +358,10 @@ class _Trainer:
             flops, elapsed = state["train_flops"], state["elapsed_s"]
             if step > total_steps:
                 raise NasError(f"checkpoint {ckpt_path} is at step {step}, beyond this run's {total_steps} steps; raise steps/tokens")
-        sampler = ArmSampler(
+        sampler: ArmSampler | ErnieSampler = ArmSampler(
             space, n_random=cfg.sandwich.n_random, rng=rng, stages=cfg.sandwich.stages,
             total_steps=total_steps, train_largest=cfg.sandwich.train_largest,
-        )
+        ) if cfg.schedule == "sandwich" else ernie_sampler(space, cfg.ernie, rng=rng)  # checked before any step
         loss_cfg = SandwichLoss(
             temperature=cfg.sandwich.temperature, distill_weight=cfg.sandwich.distill_weight,
             ce_weight=cfg.sandwich.ce_weight, aux_loss_weight=cfg.sandwich.aux_loss_weight, frozen_teacher=frozen,
