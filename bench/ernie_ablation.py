@@ -1,0 +1,197 @@
+"""ERNIE 5's elastic-training ablation at our scale: does one run give many models?
+
+Trains a small MoE decoder from scratch on the Gutenberg novels, every run for the same
+steps, batch, sequence length, seed and so the same tokens in the same order:
+
+* **baseline** — no elasticity (the full architecture alone, cross-entropy);
+* **elastic** — ERNIE 5's schedule (``schedule: ernie``: depth full on 75% of the steps,
+  all experts on 80%, the full top-k on 80%, else a smaller choice);
+* **sandwich** — the same space with our sandwich rule (largest + smallest + one random
+  arm per step, each learning the data);
+* **standalone twins** — the reduced architectures trained from scratch: 3/4 depth, half
+  the experts, top-k/2 and top-1.
+
+Every model is scored by its next-token loss on the run's held-out split (text no run
+trained on). Prints one JSON object: ``table`` (one row per axis: baseline, elastic at full
+size, elastic reduced, its twin, the sandwich's, and ERNIE's own numbers — every loss also
+as a change relative to the baseline), ``full_size_penalty`` (elastic full vs baseline),
+``max_gap_to_twin`` (worst reduced sub-model vs its twin), ``family_cost_ratio`` (training
+FLOPs of the elastic run / of the baseline plus the twins trained separately), ``spread``
+(the elastic top-1 sub-model vs its full size: evidence that the model is trained enough for
+sub-models to differ), ``goals`` and ``runs`` (steps, tokens, FLOPs, seconds per run).
+
+    .venv/bin/python bench/ernie_ablation.py            # the full ablation (see README, "Does one run give many models?")
+    .venv/bin/python bench/ernie_ablation.py --quick    # a smoke check on a tiny model (seconds; not evidence)
+
+The full sizes (8 layers, d_model 128, 16 experts of width 64, top-4; 600 steps of 16 x 128
+tokens, 1.2M tokens per run) are estimated, not yet measured, at 45-50 minutes with one
+thread on this 2-core machine: a full-size step costs about 0.57 s (measured, loaded
+machine), so baseline ~6 min, elastic ~5, sandwich (3 arms) ~14, the four twins ~18, plus
+the tokenizer and tokens (a few minutes, then cached) and scoring (~1 min).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch  # noqa: E402
+
+from nas.model.directory import load_supernet  # noqa: E402
+from nas.model.subnet import SubnetConfig  # noqa: E402
+from nas.model.tokenizer import eos_id, load_tokenizer  # noqa: E402
+from nas.paths import work_dir  # noqa: E402
+from nas.training import TrainConfig, evaluate_loss, parse_train_config, train  # noqa: E402
+from nas.training.data import eval_windows, load_tokens, split_tokens  # noqa: E402
+
+#: ERNIE 5's ablation (arXiv 2602.04705 §6.4.2; 64 experts, top-8, 16 layers, 250B tokens): validation loss
+ERNIE = {
+    "depth": {"baseline": 1.945, "full": 1.941, "reduced": {"12 of 16 layers": 2.137}},
+    "experts": {"baseline": 1.957, "full": 1.964, "reduced": {"32 of 64 experts": 2.218}},
+    "top_k": {"baseline": 1.945, "full": 1.969, "reduced": {"k=4": 1.971, "k=2": 2.003, "k=1": 2.175}},
+}
+
+#: sizes: the full benchmark, and a tiny smoke check
+SIZES = {
+    "full": dict(d_model=128, n_layer=8, n_head=4, n_kv_head=2, d_ff=64, n_expert=16, top_k=4,
+                 steps=600, batch_size=16, seq_len=128, vocab_size=2048, max_chars=8_000_000, eval_tokens=32_768),
+    "quick": dict(d_model=32, n_layer=4, n_head=2, n_kv_head=1, d_ff=16, n_expert=4, top_k=2,
+                  steps=30, batch_size=4, seq_len=32, vocab_size=512, max_chars=400_000, eval_tokens=2_048),
+}
+
+
+def _rel(value: float, reference: float) -> float:
+    return round((value - reference) / reference, 4)
+
+
+def _config(size: dict[str, Any], out: Path, *, model: dict[str, int], space: dict[str, Any],
+            schedule: str = "sandwich", sandwich: dict[str, Any] | None = None) -> TrainConfig:
+    return parse_train_config({
+        "out": str(out), "seed": 0,
+        "data": {"corpus": "corpus/gutenberg", "val_fraction": 0.02, "max_chars": size["max_chars"]},
+        "tokenizer": {"vocab_size": size["vocab_size"], "train_chars": min(size["max_chars"], 3_000_000)},
+        "model": {k: size[k] for k in ("d_model", "n_layer", "n_head", "n_kv_head", "d_ff", "n_expert", "top_k")} | model,
+        "space": {"tied": True, **space},
+        "schedule": schedule,
+        "sandwich": {"n_random": 0, "aux_loss_weight": 0.01, "distill_weight": 0.0, "ce_weight": 1.0, **(sandwich or {})},
+        "optim": {"lr": 3e-3, "warmup_fraction": 0.05},
+        "steps": size["steps"], "batch_size": size["batch_size"], "seq_len": size["seq_len"],
+        "dtype": "bf16", "eval_tokens": size["eval_tokens"], "log_every": 50,
+    }, source="bench/ernie_ablation.py")
+
+
+def _fixed_space(model: dict[str, int]) -> dict[str, Any]:
+    """A space of one sub-network: the architecture itself (no elasticity)."""
+    return {"n_layer_choices": [model["n_layer"]], "n_head_choices": [model["n_head"]], "d_ff_choices": [model["d_ff"]],
+            "n_expert_choices": [model["n_expert"]], "top_k_choices": [model["top_k"]]}
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="a tiny smoke check (under 2 minutes), not evidence")
+    parser.add_argument("--steps", type=int, default=None, help="override the steps of every run")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default: %(default)s)")
+    parser.add_argument("--out", type=Path, default=None, help="folder of the runs (default: WORK/bench/ernie_ablation)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    torch.set_num_threads(args.threads)
+    start = time.perf_counter()
+    size = dict(SIZES["quick" if args.quick else "full"])
+    if args.steps:
+        size["steps"] = args.steps
+    root = args.out or work_dir() / "bench" / ("ernie_ablation_quick" if args.quick else "ernie_ablation")
+
+    full = {k: size[k] for k in ("d_model", "n_layer", "n_head", "n_kv_head", "d_ff", "n_expert", "top_k")}
+    L, E, K = full["n_layer"], full["n_expert"], full["top_k"]
+    depth, experts = (3 * L) // 4, E // 2
+    top_ks = sorted({max(1, K // 2), 1} - {K}, reverse=True)
+    elastic_space = {"n_layer_choices": [depth, L], "n_head_choices": [full["n_head"]], "d_ff_choices": [full["d_ff"]],
+                     "n_expert_choices": [experts, E], "top_k_choices": sorted({*top_ks, K})}
+    twins = {"depth": {"n_layer": depth}, "experts": {"n_expert": experts}} | {f"top_k={k}": {"top_k": k} for k in top_ks}
+
+    runs: dict[str, TrainConfig] = {
+        "baseline": _config(size, root / "baseline", model={}, space=_fixed_space(full)),
+        "elastic": _config(size, root / "elastic", model={}, space=elastic_space, schedule="ernie"),
+        "sandwich": _config(size, root / "sandwich", model={}, space=elastic_space, sandwich={"n_random": 1}),
+    }
+    for name, change in twins.items():
+        runs[f"twin {name}"] = _config(size, root / f"twin_{name}", model=change, space=_fixed_space(full | change))
+
+    info: dict[str, dict[str, Any]] = {}
+    for name, cfg in runs.items():
+        result = train(cfg, fresh=True)
+        info[name] = {"steps": result.steps, "tokens": result.tokens, "train_flops": result.train_flops,
+                      "seconds": round(result.wall_time_s, 1)}
+
+    # held-out windows of the shared split (every run has the same corpus, tokenizer and split)
+    cfg0 = runs["baseline"]
+    tokenizer = load_tokenizer(Path(cfg0.out) / "tokenizer")
+    stream, _ = load_tokens(cfg0.data.spec(), tokenizer, cache_dir=work_dir() / "cache", eos=eos_id(tokenizer))
+    _, val = split_tokens(stream, val_fraction=cfg0.data.val_fraction, seq_len=cfg0.seq_len)
+    windows = eval_windows(val, cfg0.seq_len, size["eval_tokens"])
+
+    def score(run: str, **change: int) -> float:
+        loaded = load_supernet(runs[run].out, dtype="fp32")
+        sub = loaded.model.full_subnet()
+        if change:
+            n = change.get("n_layer", sub.n_layer)
+            kept = loaded.space.kept_layers(n)
+            e, k = change.get("n_expert", E), change.get("top_k", K)
+            sub = SubnetConfig(layers=kept, n_head=(full["n_head"],) * n, d_ff=(full["d_ff"],) * n, d_model=full["d_model"],
+                               n_expert=(e,) * n, top_k=(min(k, e),) * n)
+        return round(evaluate_loss(loaded.model, windows, sub, batch_size=16, dtype="bf16"), 4)
+
+    base = score("baseline")
+    el_full, sw_full = score("elastic"), score("sandwich")
+    table, gaps = [], []
+    for axis, reductions in (("depth", {"n_layer": [depth]}), ("experts", {"n_expert": [experts]}), ("top_k", {"top_k": top_ks})):
+        (dim, values), = reductions.items()
+        reduced = {}
+        for v in values:
+            label = f"{dim}={v}"
+            twin_name = "twin " + (axis if axis != "top_k" else f"top_k={v}")
+            el, sw, tw = score("elastic", **{dim: v}), score("sandwich", **{dim: v}), score(twin_name)
+            gaps.append(_rel(el, tw))
+            reduced[label] = {"elastic": el, "elastic_rel": _rel(el, base), "twin": tw, "gap_to_twin": _rel(el, tw),
+                              "sandwich": sw, "sandwich_rel": _rel(sw, base)}
+        ernie = ERNIE[axis]
+        table.append({
+            "axis": axis, "baseline": base, "elastic_full": el_full, "elastic_full_rel": _rel(el_full, base),
+            "sandwich_full": sw_full, "sandwich_full_rel": _rel(sw_full, base), "reduced": reduced,
+            "ernie": {"full_rel": _rel(ernie["full"], ernie["baseline"]),
+                      "reduced_rel": {k: _rel(v, ernie["baseline"]) for k, v in ernie["reduced"].items()}},
+        })
+    family = info["baseline"]["train_flops"] + sum(v["train_flops"] for k, v in info.items() if k.startswith("twin "))
+    report = {
+        "table": table,
+        "full_size_penalty": _rel(el_full, base),
+        "max_gap_to_twin": max(gaps),
+        "family_cost_ratio": round(info["elastic"]["train_flops"] / family, 4),
+        "spread": _rel(score("elastic", top_k=1), el_full),
+        "quick": args.quick,
+        "model": full,
+        "space": elastic_space,
+        "eval_tokens": int(windows[:, 1:].numel()),
+        "runs": info,
+        "threads": args.threads,
+        "seconds": round(time.perf_counter() - start, 1),
+    }
+    report["goals"] = {
+        "full_size_penalty<=0.015": report["full_size_penalty"] <= 0.015,
+        "max_gap_to_twin<=0.03": report["max_gap_to_twin"] <= 0.03,
+        "family_cost_ratio<=0.5": report["family_cost_ratio"] <= 0.5,
+        "spread>=0.03": report["spread"] >= 0.03,
+    }
+    print(json.dumps(report, indent=1))
+    return report
+
+
+if __name__ == "__main__":
+    main()
