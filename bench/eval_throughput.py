@@ -206,18 +206,19 @@ def throughput(args: argparse.Namespace, peak: float) -> dict[str, Any]:
         "tasks": list(args.tasks),
         "threads": torch.get_num_threads(),
         "candidates": [{k: r[k] for k in ("subnet", "ours_s", "hflm_s", "acc_abs_diff", "tokens")} for r in rows],
-        # seconds HFLM takes per candidate as a linear function of model FLOPs per token
+        # seconds HFLM takes per candidate as a line in model FLOPs per token (Theil-Sen: robust to one slowed run)
         "hflm_fit": _linear_fit([flops_per_token(loaded.model, SubnetConfig.from_dict(r["subnet_dict"])) for r in rows],
                                 [r["hflm_s"] for r in rows]),
     }
 
 
 def _linear_fit(x: list[float], y: list[float]) -> list[float]:
-    """[intercept, slope] of the least-squares line through (x, y)."""
-    mx, my = statistics.mean(x), statistics.mean(y)
-    var = sum((a - mx) ** 2 for a in x)
-    slope = sum((a - mx) * (b - my) for a, b in zip(x, y)) / var if var else 0.0
-    return [my - slope * mx, slope]
+    """[intercept, slope] of the Theil-Sen line through (x, y): the median of pairwise slopes
+    and of the residual intercepts, so one candidate slowed by another job on a shared
+    machine does not tilt it."""
+    slopes = [(y[j] - y[i]) / (x[j] - x[i]) for i in range(len(x)) for j in range(i + 1, len(x)) if x[j] != x[i]]
+    slope = statistics.median(slopes) if slopes else 0.0
+    return [statistics.median(b - slope * a for a, b in zip(x, y)), slope]
 
 
 def nsga_population(evaluator: Evaluator, space: SearchSpace, fidelity: Fidelity, *, population: int, generations: int,
