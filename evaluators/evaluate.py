@@ -99,8 +99,10 @@ class Evaluator:
     ``settings`` are fields of it that override those of ``options`` (``dtype="fp32",
     batch_size=8``; an unknown name is a ``TypeError``). ``options.dtype`` is applied to
     the supernet in place when it differs (None keeps its dtype; fp32 for parity checks;
-    fp16 is refused); ``softmax_dtype="fp32"`` keeps bf16 runs from rounding each
-    loglikelihood to bf16 (which ties close choices); ``score_greedy`` is decided from
+    fp16 is refused); log-likelihoods are the target logit minus an fp32 logsumexp unless
+    ``logprobs="hflm"`` (HFLM's log-softmax in the logits' dtype, or ``softmax_dtype``);
+    ``prefix_cache_bytes`` gives this evaluator a prefix cache of its own (default: the
+    process's shared one, see :mod:`evaluators.prefix`); ``score_greedy`` is decided from
     the tasks (see :func:`reads_is_greedy`). ``bootstrap_iters`` sets the resamples for
     the stderr of non-mean metrics (perplexities).
     """
