@@ -13,6 +13,7 @@ $(STAMP): pyproject.toml Makefile
 	$(PIP) install --quiet --upgrade pip
 	$(PIP) install --quiet "$(TORCH)"
 	$(PIP) install --quiet -e ".[dev]" "$(TORCH)"
+	$(PY) -m reports.web.fetch_assets || echo "(the web pages will load plotly.js's full bundle)"
 	touch $(STAMP)
 
 venv: $(STAMP)

@@ -15,7 +15,7 @@ import pytest
 
 from nas.model.config import SupernetConfig
 from reports.numbers import cell_html
-from reports.web import WebSettings, create_app
+from reports.web import WebSettings, assets, create_app
 from reports.web.views import glance_svg
 from storage import open_database
 
@@ -101,6 +101,29 @@ def test_one_number_renderer_in_python_and_javascript(page, site: dict) -> None:
     glances = [([0, 2, 3], [128, 64, 0], 6, 128), ([0, 1, 2, 3, 4, 5], [128, 96, 64, 32, 16, 1], 0, 0), ([], [], 0, 0)]
     js = page.evaluate("cases => cases.map(([l, f, n, d]) => glanceSVG({layers: l, d_ff: f}, n, d))", [list(g) for g in glances])
     assert js == [glance_svg(*g) for g in glances]
+    assert page.errors == []
+
+
+def test_study_page_parses_the_basic_bundle_and_fetches_the_full_one_only_for_parallel_coordinates(page, site: dict) -> None:  # noqa: ANN001
+    if assets.basic_bundle_path() is None:
+        if os.environ.get("CI"):
+            pytest.fail("plotly.js's basic bundle is not installed: run python -m reports.web.fetch_assets (.ci/run does)")
+        pytest.skip("plotly.js's basic bundle is not installed (python -m reports.web.fetch_assets)")
+    scripts: list[str] = []
+    page.on("request", lambda r: scripts.append(r.url.removeprefix(site["base"])) if "plotly" in r.url else None)
+    page.goto(f"{site['base']}/studies/demo")
+    page.wait_for_selector('#pareto[data-ready="1"]', timeout=30_000)
+    page.wait_for_selector("#parallel .parcoords .axis", timeout=30_000)
+    # the page's own bundle is the basic one; the full one came afterwards, for the parcoords alone
+    assert scripts == [assets.basic_bundle_url(), assets.PLOTLY_URL]
+    assert page.locator("#pareto .scatterlayer .point").count() >= N_TRIALS // 2
+    assert page.locator("#parallel .parcoords .axis").count() >= 3
+    assert page.evaluate("() => Plotly === window.Plotly && fullPlotly !== null")
+    # later redraws of the Pareto plot keep the instance that drew it: change the x axis
+    before = page.evaluate("() => JSON.stringify(document.getElementById('pareto').layout.xaxis.title)")
+    page.select_option("#x-axis", index=1)
+    page.wait_for_function("t => JSON.stringify(document.getElementById('pareto').layout.xaxis.title) !== t", arg=before,
+                           timeout=10_000)
     assert page.errors == []
 
 

@@ -103,7 +103,12 @@ def _templates() -> Jinja2Templates:
     templates.env.globals["glance"] = lambda row, shape=None: Markup(  # noqa: S704 - numbers only
         glance_svg(row.get("layers", []), row.get("d_ff", []), (shape or {}).get("n_layer", 0), (shape or {}).get("d_ff", 0)))
     templates.env.filters["tojson_safe"] = _json_for_script
-    templates.env.globals["plotly_src"] = assets.PLOTLY_URL
+    basic = assets.basic_bundle_path() is not None
+    # the basic partial bundle when installed (a quarter of the code to parse); app.js loads the
+    # full one on demand for the figures it does not draw (parallel coordinates, 3-D)
+    templates.env.globals["plotly_src"] = assets.basic_bundle_url() if basic else assets.PLOTLY_URL
+    templates.env.globals["plotly_full_src"] = assets.PLOTLY_URL if basic else None
+    templates.env.globals["plotly_basic_traces"] = list(assets.BASIC_TRACES)
     return templates
 
 

@@ -22,9 +22,38 @@ async function plotFigure(div, url) {
   return fig;
 }
 
+// The pages load plotly.js's basic bundle (scatter, bar, pie) when the server has it; a figure
+// with another trace type (parcoords, scatter3d) draws with the full bundle, fetched once on
+// demand. The page's global Plotly stays the basic one, so later calls on a div drawn by it
+// (restyle, react) keep using the instance that drew it.
+let fullPlotly = null;
+function plotlyFor(data) {
+  const cfg = window.NAS_PLOTLY || {};
+  const basic = new Set(cfg.basic || []);
+  if (!cfg.full || (data || []).every(t => basic.has(t.type || "scatter"))) return window.Plotly;
+  if (!fullPlotly) {
+    fullPlotly = new Promise((resolve, reject) => {
+      const page = window.Plotly;
+      const script = document.createElement("script");
+      script.src = cfg.full;
+      script.onload = () => { const full = window.Plotly; window.Plotly = page; resolve(full); };
+      script.onerror = () => { fullPlotly = null; reject(new Error("could not load " + cfg.full)); };
+      document.head.appendChild(script);
+    });
+  }
+  return fullPlotly;
+}
+
+// Draw with the instance the traces need: synchronously when the page's bundle draws them
+// (so a caller may attach div.on(...) at once), after loading the full bundle otherwise.
+function drawWith(data, draw) {
+  const lib = plotlyFor(data);
+  return lib instanceof Promise ? lib.then(draw) : draw(lib);
+}
+
 function plotData(div, fig) {
   const layout = Object.assign({}, fig.layout, { autosize: true });
-  return Plotly.react(div, fig.data, layout, { responsive: true, displaylogo: false });
+  return drawWith(fig.data, P => P.react(div, fig.data, layout, { responsive: true, displaylogo: false }));
 }
 
 // Hovering a point fetches its row (the figure carries only trial numbers and coordinates).
@@ -56,7 +85,8 @@ function briefHTML(r) {
 }
 
 function plotInline(div, fig) {
-  return Plotly.newPlot(div, fig.data, Object.assign({}, fig.layout, { autosize: true }), { responsive: true, displaylogo: false });
+  const layout = Object.assign({}, fig.layout, { autosize: true });
+  return drawWith(fig.data, P => P.newPlot(div, fig.data, layout, { responsive: true, displaylogo: false }));
 }
 
 // Click a marker whose customdata is a trial number -> its candidate page.
