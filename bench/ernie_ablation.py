@@ -49,6 +49,7 @@ from nas.model.subnet import SubnetConfig  # noqa: E402
 from nas.model.tokenizer import eos_id, load_tokenizer  # noqa: E402
 from nas.paths import work_dir  # noqa: E402
 from nas.training import TrainConfig, evaluate_loss, parse_train_config, train  # noqa: E402
+from nas.training.checkpoints import list_checkpoints  # noqa: E402
 from nas.training.data import eval_windows, load_tokens, split_tokens  # noqa: E402
 
 #: ERNIE 5's ablation (arXiv 2602.04705 §6.4.2; 64 experts, top-8, 16 layers, 250B tokens): validation loss
@@ -83,8 +84,25 @@ def _config(size: dict[str, Any], out: Path, *, model: dict[str, int], space: di
         "sandwich": {"n_random": 0, "aux_loss_weight": 0.01, "distill_weight": 0.0, "ce_weight": 1.0, **(sandwich or {})},
         "optim": {"lr": 3e-3, "warmup_fraction": 0.05},
         "steps": size["steps"], "batch_size": size["batch_size"], "seq_len": size["seq_len"],
-        "dtype": "bf16", "eval_tokens": size["eval_tokens"], "log_every": 50,
+        "dtype": "bf16", "eval_tokens": size["eval_tokens"], "log_every": 50, "checkpoint_every": 100,
     }, source="bench/ernie_ablation.py")
+
+
+def _train_once(name: str, cfg: TrainConfig, size: dict[str, Any], *, fresh: bool) -> dict[str, Any]:
+    """Train one run, or reuse it: a finished run of the same sizes is read back, an interrupted one resumed."""
+    done = Path(cfg.out) / "ablation_run.json"
+    if not fresh and done.is_file():
+        record = json.loads(done.read_text())
+        if record.get("size") == size:
+            print(f"{name}: finished earlier, reused ({done})", file=sys.stderr)
+            return record["info"]
+    resume = "latest" if not fresh and list_checkpoints(cfg.out) else None
+    print(f"{name}: {'resuming' if resume else 'training'} ({cfg.total_steps()} steps)", file=sys.stderr)
+    result = train(cfg, resume=resume, fresh=resume is None)
+    info = {"steps": result.steps, "tokens": result.tokens, "train_flops": result.train_flops,
+            "seconds": round(result.wall_time_s, 1)}
+    done.write_text(json.dumps({"size": size, "info": info}))
+    return info
 
 
 def _fixed_space(model: dict[str, int]) -> dict[str, Any]:
@@ -98,6 +116,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--quick", action="store_true", help="a tiny smoke check (under 2 minutes), not evidence")
     parser.add_argument("--steps", type=int, default=None, help="override the steps of every run")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default: %(default)s)")
+    parser.add_argument("--fresh", action="store_true", help="retrain every run (default: reuse finished runs, resume interrupted ones)")
     parser.add_argument("--out", type=Path, default=None, help="folder of the runs (default: WORK/bench/ernie_ablation)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
@@ -126,9 +145,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     info: dict[str, dict[str, Any]] = {}
     for name, cfg in runs.items():
-        result = train(cfg, fresh=True)
-        info[name] = {"steps": result.steps, "tokens": result.tokens, "train_flops": result.train_flops,
-                      "seconds": round(result.wall_time_s, 1)}
+        info[name] = _train_once(name, cfg, size, fresh=args.fresh)
 
     # held-out windows of the shared split (every run has the same corpus, tokenizer and split)
     cfg0 = runs["baseline"]
