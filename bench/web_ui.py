@@ -9,6 +9,9 @@ study view is reported apart), then drives Debian's Chromium (playwright, headle
 * ``pareto_drawn_ms``: navigation start -> the Pareto plot drawn (the page stamps
   ``performance.now()`` when plotly has rendered it), first visit (empty browser cache)
   and repeat visit, median of ``--repeats``; goals 1,000 trials <= 1,000 ms, 30 <= 500 ms;
+* ``pareto_drawn_ms_full_bundle``: the same, side by side in the same run, from a second
+  server whose pages load plotly.js's full bundle (``NAS_PLOTLY_BUNDLE=full``) instead of
+  the basic partial one (``plotly_bundle`` says which the first server served);
 * ``transfer_bytes``: bytes over the network (``transferSize`` of the document and every
   resource) for the 1,000-trial study page, first and repeat visit; goal repeat <= 1.5 MB;
 * ``console_errors``: console errors and uncaught exceptions per page (studies, both study
@@ -54,9 +57,9 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _start_server(url: str, work: Path) -> tuple[subprocess.Popen[bytes], str]:
+def _start_server(url: str, work: Path, *, bundle: str = "") -> tuple[subprocess.Popen[bytes], str]:
     port = _free_port()
-    env = {**os.environ, "NAS_API_TOKEN": TOKEN, "NAS_WORK_DIR": str(work)}
+    env = {**os.environ, "NAS_API_TOKEN": TOKEN, "NAS_WORK_DIR": str(work), "NAS_PLOTLY_BUNDLE": bundle}
     server = subprocess.Popen(
         [sys.executable, "-c", "from nas.cli import main; main()", "serve", "--port", str(port), "--storage", url],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
@@ -117,7 +120,9 @@ def main() -> None:
         write_synthetic_study(db, name=BIG, config=config, n_trials=1000, seed=0)
         write_synthetic_study(db, name=SMALL, config=config, n_trials=30, seed=1)
     server, base = _start_server(url, tmp / "work")
-    out: dict = {"cpus": os.cpu_count()}
+    full_server, full_base = _start_server(url, tmp / "work", bundle="full")
+    page_html = httpx.get(f"{base}/studies/{SMALL}", timeout=120.0).text
+    out: dict = {"cpus": os.cpu_count(), "plotly_bundle": "basic" if "/static/plotly-basic-" in page_html else "full"}
     try:
         server_cold = {}
         for study in (BIG, SMALL):
@@ -130,35 +135,36 @@ def main() -> None:
                                             "gzip": int(pareto.headers.get("content-length", len(pareto.content)))}
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-            drawn: dict[str, dict[str, list[float]]] = {s: {"first": [], "repeat": []} for s in (BIG, SMALL)}
+            servers = {"served": base, "full": full_base}
+            drawn = {b: {s: {"first": [], "repeat": []} for s in (BIG, SMALL)} for b in servers}
             transfer: dict[str, list[int]] = {"first": [], "repeat": []}
             for _ in range(args.repeats):
-                for study in (BIG, SMALL):
-                    context = browser.new_context(viewport={"width": 1440, "height": 1000})
-                    page = context.new_page()
-                    _watch(page, base)
-                    ms, size = _visit_study(page, base, study)
-                    drawn[study]["first"].append(ms)
-                    if study == BIG:
-                        transfer["first"].append(size)
-                    ms, size = _visit_study(page, base, study)
-                    drawn[study]["repeat"].append(ms)
-                    if study == BIG:
-                        transfer["repeat"].append(size)
-                    context.close()
-            out["pareto_drawn_ms"] = {
-                f"{n}_trials": {k: round(statistics.median(v)) for k, v in drawn[s].items()}
-                for s, n in ((BIG, 1000), (SMALL, 30))
-            }
+                for which, server_base in servers.items():  # side by side, interleaved
+                    for study in (BIG, SMALL):
+                        context = browser.new_context(viewport={"width": 1440, "height": 1000})
+                        page = context.new_page()
+                        _watch(page, server_base)
+                        for visit in ("first", "repeat"):
+                            ms, size = _visit_study(page, server_base, study)
+                            drawn[which][study][visit].append(ms)
+                            if study == BIG and which == "served":
+                                transfer[visit].append(size)
+                        context.close()
+            for which, key in (("served", "pareto_drawn_ms"), ("full", "pareto_drawn_ms_full_bundle")):
+                out[key] = {
+                    f"{n}_trials": {k: round(statistics.median(v)) for k, v in drawn[which][s].items()}
+                    for s, n in ((BIG, 1000), (SMALL, 30))
+                }
             out["transfer_bytes_1000_trial_study_page"] = {k: int(statistics.median(v)) for k, v in transfer.items()}
             out["console_errors"] = _console_errors(browser, base)
             browser.close()
     finally:
-        server.terminate()
-        try:
-            server.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            server.kill()
+        for proc in (server, full_server):
+            proc.terminate()
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
     big, small = out["pareto_drawn_ms"]["1000_trials"], out["pareto_drawn_ms"]["30_trials"]
     out["goals"] = {
         "pareto_1000_le_1000ms": {visit: ms <= 1000 for visit, ms in big.items()},

@@ -10,8 +10,8 @@
   plotly.js version as the ``plotly`` package's own bundle from the npm registry, checks
   it against the registry's sha512, and keeps it in ``reports/web/bundles/`` (``make venv``
   and ``.ci/run`` do this). A figure with another trace type (parallel coordinates, 3-D)
-  loads the full bundle on demand (``plotForTraces`` in ``static/app.js``). Without the
-  partial bundle every page loads the full one, as before.
+  loads the full bundle on demand (``plotlyFor`` in ``static/app.js``). Without the
+  partial bundle (or with ``NAS_PLOTLY_BUNDLE=full``) every page loads the full one.
 * ``/docs`` loads Swagger UI from the ``fastapi-offline`` package's files (mounted at
   :data:`VENDOR_URL`), not from a CDN the machine may not reach; ``/redoc`` points there
   (ReDoc's bundle fetches its logo from a CDN).
@@ -26,6 +26,7 @@ import hashlib
 import importlib.util
 import io
 import json
+import os
 import re
 import tarfile
 import urllib.request
@@ -70,7 +71,10 @@ def plotly_js_version() -> str:
 
 
 def basic_bundle_path() -> Path | None:
-    """The installed basic partial bundle of the full bundle's version, or None."""
+    """The installed basic partial bundle of the full bundle's version, or None (also when
+    ``NAS_PLOTLY_BUNDLE=full`` asks for the full bundle on every page)."""
+    if os.environ.get("NAS_PLOTLY_BUNDLE", "").strip().lower() == "full":
+        return None
     path = BUNDLE_DIR / f"plotly-basic-{plotly_js_version()}.min.js"
     return path if path.is_file() else None
 
