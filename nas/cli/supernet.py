@@ -1,4 +1,4 @@
-"""`nas supernet import | info | verify | rehash`: turn a pretrained model into a supernet, inspect it, re-register changed weights."""
+"""`nas supernet import | info | verify | rehash | engine-table`: turn a pretrained model into a supernet, inspect it, re-register changed weights, time its layers in llama.cpp."""
 
 from __future__ import annotations
 
@@ -159,6 +159,44 @@ def rehash_cmd(
         console.print(f"{path}: the weights match the recorded content hash {new}; nothing to do")
     else:
         console.print(f"{path}: content hash {old} -> [bold]{new}[/]; studies on it start afresh (no cached results of {old})")
+
+
+@group.command("engine-table")
+def engine_table_cmd(
+    path: Annotated[Path, typer.Argument(help="Supernet directory")],
+    spec: Annotated[Optional[Path], typer.Option("--spec", help="Study spec: time its space and formats")] = None,
+    quant: Annotated[Optional[str], typer.Option(help="Comma-separated formats (default: the spec's, else bf16,q8_0,q4_0)")] = None,
+    prompt: Annotated[int, typer.Option(help="Prefill tokens timed")] = 128,
+    repeats: Annotated[int, typer.Option(help="Timed runs per file (median)")] = 3,
+    calibration: Annotated[int, typer.Option(help="Whole sub-networks timed per format for the calibration line")] = 4,
+    check: Annotated[int, typer.Option(help="Held-out random sub-networks timed per format, not fitted (held-out MAPE)")] = 2,
+    threads: Annotated[int, typer.Option(help="llama.cpp threads")] = 1,
+    clock: Annotated[str, typer.Option(help="process (CPU time, 1 thread; robust on a shared CPU) or wall")] = "process",
+    out: Annotated[Optional[Path], typer.Option(help="Table file (default: NAS_WORK_DIR/engine_latency_tables.json)")] = None,
+) -> None:
+    """Time the space's layer variants in llama.cpp on this device, in each weight format, and
+    store the lookup table that predicted_engine_latency_ms objectives and constraints use."""
+    # deferred: torch, gguf and llama.cpp load only when the command runs
+    from evaluators.engine_table import ENGINE_TABLE_FILE
+    from nas.export.engine_table import EngineTableOptions, build_engine_table, table_inputs
+    from nas.paths import work_dir
+
+    formats = [q.strip() for q in quant.split(",") if q.strip()] if quant else None
+    loaded, space, fmts = table_inputs(path, spec_path=spec, quant=formats)
+    opts = EngineTableOptions(prompt_len=prompt, repeats=repeats, calibration=calibration, checks=check, threads=threads,
+                              clock=clock)
+    with console.status(f"timing {path} in llama.cpp ({', '.join(fmts)})"):
+        table = build_engine_table(loaded, space, fmts, options=opts)
+    target = out or work_dir() / ENGINE_TABLE_FILE
+    table.save(target)
+
+    def pct(v: float | None) -> str:
+        return "n/a" if v is None else f"{v:.3f}"
+
+    console.print(f"engine latency table for {table.fingerprint}: {sum(len(v) for v in table.layer_ms.values())} layer "
+                  f"timings in {', '.join(table.formats)}, {len(table.calibration)} calibration models (leave-one-out "
+                  f"MAPE {pct(table.loo_mape)}), {len(table.checks)} held-out (MAPE {pct(table.check_mape)}), "
+                  f"{table.build_s:.0f} s -> {target}")
 
 
 def register(app: typer.Typer) -> None:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import platform
 import statistics
 import time
 from dataclasses import asdict, dataclass
@@ -27,14 +26,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from evaluators.engine_table import INSTALL_HINT, engine_device
 from nas.errors import NasError
 from nas.model.subnet import SubnetConfig
 from nas.model.supernet import Supernet
 
-#: How to install the engine on a CPU like the ones this is developed on (the default native
-#: build picks AVX-512/AMX kernels that crash at the first decode there; see DESIGN.md).
-INSTALL_HINT = ('CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON" '
-                ".venv/bin/pip install 'llama-cpp-python==0.3.36'  (or: pip install -e '.[engine]')")
 F32_TOLERANCE = 1e-3
 VERIFY_TEXT = (
     "The old lighthouse keeper climbed the winding stairs every evening at dusk. From the top he could see "
@@ -95,14 +91,10 @@ def engine_greedy(llm: Any, ids: list[int], n: int) -> list[int]:
 
 
 def engine_fingerprint(n_threads: int) -> str:
-    """Where an engine timing was taken: CPU model, cores, threads and the engine's version."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
-    except OSError:
-        pass
-    return f"cpu:{cpu}|cores={os.cpu_count()}|threads={n_threads}|{engine_version()}"  # + the clock, by the caller
+    """Where an engine timing was taken: CPU model, cores, threads and the engine's version
+    (the caller appends the clock; the same string as
+    :func:`evaluators.engine_table.engine_fingerprint`, which engine latency tables carry)."""
+    return f"{engine_device()}|threads={n_threads}|{engine_version()}"
 
 
 @dataclass(frozen=True)
@@ -139,9 +131,7 @@ def engine_latency(path: str | Path, *, prompt_len: int = 128, decode_tokens: in
     token ids; each repeat starts from an empty KV cache. ``clock="process"`` times the CPU
     work of this process (llama.cpp's threads included) instead of elapsed time: with
     ``n_threads=1`` close to the idle-machine latency on a CPU shared with other jobs."""
-    if clock not in ("wall", "process"):
-        raise NasError(f"clock {clock!r} is not 'wall' or 'process'")
-    now = time.perf_counter if clock == "wall" else time.process_time
+    now = _clock(clock)
     threads = n_threads or max(1, min(4, os.cpu_count() or 1))
     llm = load_engine(path, n_ctx=prompt_len + decode_tokens + 8, n_threads=threads, logits_all=False)
     rng = np.random.default_rng(seed)
@@ -164,6 +154,41 @@ def engine_latency(path: str | Path, *, prompt_len: int = 128, decode_tokens: in
                          prefill_ms=statistics.median(prefill), decode_ms_per_token=statistics.median(decode),
                          device=f"{engine_fingerprint(threads)}|{clock}", prefill_samples=tuple(round(v, 4) for v in prefill),
                          decode_samples=tuple(round(v, 4) for v in decode))
+
+
+def _clock(clock: str):  # noqa: ANN202 - a time function
+    if clock not in ("wall", "process"):
+        raise NasError(f"clock {clock!r} is not 'wall' or 'process'")
+    return time.perf_counter if clock == "wall" else time.process_time
+
+
+def prefill_round_robin(paths: list[Path], *, prompt_len: int = 128, repeats: int = 3, warmup: int = 1,
+                        n_threads: int = 1, clock: str = "process", seed: int = 0) -> list[list[float]]:
+    """llama.cpp's prefill milliseconds of ``prompt_len`` seeded token ids for every GGUF of
+    ``paths`` (all loaded at once), ``repeats`` runs each after ``warmup``, interleaved (one
+    run of each per round) so that load from other processes hits all of them alike; each
+    run starts from an empty KV cache and keeps only the last position's logits."""
+    now = _clock(clock)
+    if repeats < 1 or warmup < 0:
+        raise NasError(f"repeats must be >= 1 and warmup >= 0, got {repeats} and {warmup}")
+    llms = [load_engine(p, n_ctx=prompt_len + 8, n_threads=n_threads, logits_all=False) for p in paths]
+    try:
+        rng = np.random.default_rng(seed)
+        samples: list[list[float]] = [[] for _ in llms]
+        for run in range(warmup + repeats):
+            for i, llm in enumerate(llms):
+                ids = [int(t) for t in rng.integers(0, llm.n_vocab(), prompt_len)]
+                llm.reset()
+                t0 = now()
+                llm.eval(ids)
+                t1 = now()
+                if run >= warmup:
+                    samples[i].append((t1 - t0) * 1e3)
+    finally:
+        for llm in llms:
+            if hasattr(llm, "close"):
+                llm.close()
+    return samples
 
 
 def our_logits(model: Supernet, subnet: SubnetConfig | None, ids: list[int]) -> np.ndarray:
@@ -258,4 +283,4 @@ def verify_gguf(path: str | Path, reference: Supernet, subnet: SubnetConfig | No
 
 
 __all__ = ["F32_TOLERANCE", "INSTALL_HINT", "VERIFY_TEXT", "EngineLatency", "EngineReport", "engine_fingerprint", "engine_latency", "compare_logprobs", "engine_greedy", "engine_logits",
-           "engine_version", "load_engine", "our_greedy", "our_logits", "require_llama_cpp", "verify_gguf"]
+           "engine_version", "load_engine", "our_greedy", "prefill_round_robin", "our_logits", "require_llama_cpp", "verify_gguf"]

@@ -2,9 +2,10 @@
 
 :class:`StudyCosts` gives every candidate its analytic costs (always), its predicted
 latency (a per-device lookup table, when an objective or constraint names
-``predicted_latency_ms``) and its measured prefill latency (when one names
-``latency_ms``) — all before any benchmark runs, so infeasible sub-networks are never
-scored. :func:`constraint_violation` is what Optuna is told; :func:`check_feasible_extremes`
+``predicted_latency_ms``), its predicted llama.cpp prefill latency (the device's engine
+table, when one names ``predicted_engine_latency_ms``) and its measured prefill latency
+(when one names ``latency_ms``) — all before any benchmark runs, so infeasible
+sub-networks are never scored. :func:`constraint_violation` is what Optuna is told; :func:`check_feasible_extremes`
 refuses constraints that no sub-network of the space can meet.
 """
 
@@ -18,13 +19,20 @@ from pathlib import Path
 from typing import Any
 
 from evaluators.cost import cost_value, costs
+from evaluators.engine_table import (
+    BUILD_COMMAND,
+    ENGINE_COST,
+    ENGINE_TABLE_FILE,
+    EngineLatencyTable,
+    engine_format,
+    variant_key,
+)
 from evaluators.errors import EvaluatorError
 from evaluators.latency import LatencySetup, device_fingerprint, measure_latency
 from evaluators.latency_table import LatencyTable
 from evaluators.types import CostValue
 from nas.errors import NasError
 from nas.model.config import SupernetConfig
-from nas.model.quant import extreme_quants
 from nas.model.space import SearchSpace
 from nas.model.subnet import SubnetConfig
 from nas.paths import work_dir
@@ -47,6 +55,8 @@ class StudyCosts:
         space: SearchSpace | None = None,
         needs: Sequence[str] = (),
         latency_table_path: Path | None = None,
+        quant_choices: Sequence[str] = (),
+        engine_table_path: Path | None = None,
     ) -> None:
         self.config = config
         self.context_len = context_len
@@ -59,6 +69,11 @@ class StudyCosts:
         self.measured_device: str | None = None
         if "predicted_latency_ms" in self.needs:
             self.table = self._latency_table(space, latency_table_path)
+        self.engine_table: EngineLatencyTable | None = None
+        if ENGINE_COST in self.needs:
+            # the formats candidates run in: the spec's quant_choices, else the study's dtype
+            formats = tuple(dict.fromkeys(engine_format(q, dtype) for q in (quant_choices or ("",))))
+            self.engine_table = self._engine_table(space, formats, engine_table_path)
         if "latency_ms" in self.needs:
             if model is None:
                 raise NasError("the latency_ms objective/constraint measures the model; load the supernet first")
@@ -80,8 +95,36 @@ class StudyCosts:
         table.save(path)
         return table
 
-    def device_of(self, value: CostValue) -> str:
-        """The device label a cost is recorded under."""
+    def _engine_table(self, space: SearchSpace | None, formats: tuple[str, ...], path: Path | None) -> EngineLatencyTable:
+        """This device's engine latency table of the supernet, checked to hold every format
+        and layer variant the study can ask for (one error naming the build command)."""
+        path = path or work_dir() / ENGINE_TABLE_FILE
+        try:
+            table = EngineLatencyTable.load(path, self.config)
+        except EvaluatorError as exc:
+            raise NasError(f"{ENGINE_COST}: {exc}") from None
+        missing_fmt = [f for f in formats if f not in table.layer_ms]
+        if missing_fmt:
+            raise NasError(f"{ENGINE_COST}: the engine latency table in {path} ({table.fingerprint}) has no timings in "
+                           f"{missing_fmt} (it has {list(table.formats)}); rebuild it with them: {BUILD_COMMAND}")
+        if space is not None:
+            q = self.config.q_per_kv
+            wanted = {variant_key(d, h, h // q, f) for layer in space.layers for d in space.d_model_choices
+                      for h in layer.n_head for f in layer.d_ff}
+            missing = sorted(wanted - set(table.layer_ms[formats[0]]))
+            heads = [d for d in space.d_model_choices if d not in table.head_ms[formats[0]]]
+            if missing or heads:
+                shown = ", ".join(missing[:4]) + (f" and {len(missing) - 4} more" if len(missing) > 4 else "")
+                raise NasError(f"{ENGINE_COST}: the engine latency table in {path} was timed on another search space "
+                               f"(no layer variants {shown or '-'}, no d_model {heads or '-'}); rebuild it for this "
+                               f"study's space: {BUILD_COMMAND}")
+        log.info("engine latency table %s (leave-one-out MAPE %s)", table.fingerprint, table.loo_mape)
+        return table
+
+    def device_of(self, value: CostValue, name: str = "") -> str:
+        """The device label a cost (named ``name``) is recorded under."""
+        if name == ENGINE_COST and self.engine_table is not None:
+            return self.engine_table.fingerprint
         if value.method == "analytic":
             return self.analytic_device
         if value.method == "measured":
@@ -92,7 +135,20 @@ class StudyCosts:
         """Analytic costs (plus predicted latency with a table): no model run."""
         result = costs(self.config, subnet, context_len=self.context_len, dtype=self.dtype, table=self.table,
                        quant=subnet.quant or None)  # a quantised candidate (spec quant_choices): its format's bytes
-        return dict(result.values)
+        values = dict(result.values)
+        if self.engine_table is not None:
+            fmt = engine_format(subnet.quant, self.dtype)
+            t = self.engine_table
+            try:
+                ms = t.predict(subnet, fmt)
+            except EvaluatorError as exc:
+                raise NasError(f"{ENGINE_COST}: {exc}") from None
+            values[ENGINE_COST] = CostValue(
+                value=ms, method="predicted", unit="ms",
+                note=f"llama.cpp prefill of {t.prompt_len} tokens as {fmt} GGUF, {t.threads} thread(s), {t.clock} clock; "
+                     "per-layer engine lookup table",
+            )
+        return values
 
     def measured(self, subnet: SubnetConfig) -> dict[str, CostValue]:
         """The measured prefill latency of ``subnet`` (runs the model)."""
@@ -125,15 +181,19 @@ def check_feasible_extremes(spec: StudySpec, costs: StudyCosts, space: SearchSpa
     if not spec.constraints:
         return
     small, large = space.smallest(), space.largest()
-    if spec.quant_choices:  # the extremes of a quantisation axis: the fewest and the most bytes per weight
-        cheapest, dearest = extreme_quants(spec.quant_choices)
-        small, large = replace(small, quant=cheapest), replace(large, quant=dearest)
-    lo_vals, hi_vals = costs.before_scoring(small), costs.before_scoring(large)
+    # with a quantisation axis, every format of the extremes: bytes fall with bits per weight,
+    # but the engine's latency need not (a format's kernels may be slower than a wider one's)
+    smalls = [replace(small, quant=q) for q in spec.quant_choices] or [small]
+    larges = [replace(large, quant=q) for q in spec.quant_choices] or [large]
+    lo_vals, hi_vals = [costs.before_scoring(s) for s in smalls], [costs.before_scoring(s) for s in larges]
     problems = []
     for i, con in enumerate(spec.constraints):
         if con.metric == "latency_ms":
             continue
-        lo, hi = StudyCosts.value(con.metric, lo_vals), StudyCosts.value(con.metric, hi_vals)
+        lo_all = [StudyCosts.value(con.metric, v) for v in lo_vals]
+        hi_all = [StudyCosts.value(con.metric, v) for v in hi_vals]
+        lo, hi = min(lo_all), max(hi_all)
+        small, large = smalls[lo_all.index(lo)], larges[hi_all.index(hi)]
         if con.max is not None and lo > con.max:
             problems.append(
                 f"constraints[{i}]: {con.metric} <= {con.max:g} but even the smallest sub-network ({small.summary()}) "

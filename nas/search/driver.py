@@ -398,7 +398,7 @@ class Search:
         if subnet_id not in self._costs_recorded:
             self._costs_recorded.add(subnet_id)
             for name, cv in values.items():
-                record_cost(self.db, subnet_id=subnet_id, device=self.costs.device_of(cv), metric=name, value=cv.value,
+                record_cost(self.db, subnet_id=subnet_id, device=self.costs.device_of(cv, name), metric=name, value=cv.value,
                             method=cv.method)
         return values
 

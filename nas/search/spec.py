@@ -17,14 +17,20 @@ Objectives and constraints name one of:
 
 * ``accuracy`` — the aggregate of the tasks' main metrics (mean, or weighted by ``weight``);
 * ``<task>`` or ``<task>/<metric>`` — one task's (main or named) metric;
+* a cost: ``params``, ``non_embedding_params``, ``active_params``, ``flops_per_token``,
+  ``weight_memory_bytes``, ``kv_cache_bytes``, ``memory`` (weights + KV cache),
+  ``predicted_latency_ms`` (per-layer latency table) or ``latency_ms`` (measured prefill) of
+  our torch model, or ``predicted_engine_latency_ms``: llama.cpp's prefill latency of the
+  candidate's GGUF in its weight format (``quant``, else the study's dtype), from a per-device
+  table calibrated on the engine's timings (:mod:`evaluators.engine_table`; built once per
+  device, supernet and llama.cpp version by ``nas supernet engine-table SUPERNET_DIR --spec
+  STUDY.yaml``). ``engine_latency_ms`` itself is measured by ``nas export --verify`` on an
+  exported GGUF; a spec naming it is refused with a pointer to the predicted one.
+
 ``quant_choices`` (e.g. ``[bf16, q8_0, q4_0]``) makes the weight format a searchable
 deployment choice: each candidate is a sub-network *and* a format, scored with its weights
 passed through that format's quantise/dequantise and costed in its bytes
 (:mod:`nas.search.quant`).
-
-* a cost: ``params``, ``non_embedding_params``, ``active_params``, ``flops_per_token``,
-  ``weight_memory_bytes``, ``kv_cache_bytes``, ``memory`` (weights + KV cache),
-  ``predicted_latency_ms`` (per-layer latency table) or ``latency_ms`` (measured prefill).
 
 Constraints bound costs only, so that infeasible sub-networks are known before any
 benchmark runs (``latency_ms`` is measured, still before any task is scored).
@@ -52,9 +58,18 @@ from nas.metrics import (
     COST_METRICS,
     HELDOUT_TASK,
     LOWER_IS_BETTER,
+    MEASURED_ENGINE_COST,
     main_metric,
 )
 from nas.model.quant import parse_quant
+
+
+def _engine_measured_message(where: str) -> str:
+    return (f"{where}: engine_latency_ms is measured in llama.cpp on an exported GGUF (nas export --format gguf "
+            "--verify), not during a search; bound or optimise predicted_engine_latency_ms instead (llama.cpp's prefill "
+            "latency from a per-device table calibrated on the engine's timings; build it once with: "
+            "nas supernet engine-table SUPERNET_DIR --spec STUDY.yaml)")
+
 
 SAMPLERS = ("nsga2", "nsga3", "tpe", "gp", "random", "qmc", "grid")
 
@@ -352,6 +367,8 @@ class StudySpec(_Model):
         fixed: list[ConstraintSpec] = []
         for i, con in enumerate(self.constraints):
             name = COST_ALIASES.get(con.metric, con.metric)
+            if name == MEASURED_ENGINE_COST:
+                raise ValueError(_engine_measured_message(f"constraints[{i}].metric"))
             if name not in COST_METRICS:
                 raise ValueError(
                     f"constraints[{i}].metric: {con.metric!r} is not a cost; constraints bound costs, use one of "
@@ -384,6 +401,8 @@ class StudySpec(_Model):
         name = COST_ALIASES.get(metric, metric)
         if name in COST_METRICS:
             return "cost", name, "minimize"
+        if name == MEASURED_ENGINE_COST:
+            raise ValueError(_engine_measured_message(where))
         task, _, sub = metric.partition("/")
         if task in task_names:
             m = sub or task_names[task].main_metric

@@ -63,7 +63,7 @@ def open_search(
     spec = _keep_legacy_confirmation(spec, db)
     _check_resumable(spec, db, loaded)
     costs = StudyCosts(config, context_len=spec.context_len, dtype=spec.dtype, model=loaded.model, space=space,
-                       needs=spec.cost_metrics)
+                       needs=spec.cost_metrics, quant_choices=spec.quant_choices)
     check_feasible_extremes(spec, costs, space)
     if spec.quant_choices:  # quantisation as a search axis (nas.search.quant)
         check_quant_space(spec.quant_choices, space)
