@@ -4,6 +4,7 @@ and a table built in the real engine on a tiny supernet driving a tiny study."""
 
 from __future__ import annotations
 
+import builtins
 import json
 import os
 from pathlib import Path
@@ -15,7 +16,7 @@ from typer.testing import CliRunner
 import storage
 from evaluators.engine_table import EngineLatencyTable, config_key, engine_format, variant_key
 from evaluators.errors import EvaluatorError
-from nas.cli import app
+from nas.cli import app, main
 from nas.errors import NasError
 from nas.export.engine import require_llama_cpp
 from nas.model.config import SupernetConfig
@@ -180,3 +181,46 @@ def test_engine_table_from_llama_cpp_drives_a_study(supernet: Path, tmp_path: Pa
     # a format the table was not timed in
     with pytest.raises(NasError, match=r"no timings in \['q4_0'\].*nas supernet engine-table"):
         open_search(make_spec(supernet, url, **{**fields, "name": "q4", "quant_choices": ["q4_0"]}), loaded=loaded)
+
+
+def _nas(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
+    """Run ``nas`` as the console script does: (exit status, stderr)."""
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_:
+        main(list(argv))
+    return int(exit_.value.code or 0), capsys.readouterr().err
+
+
+def test_engine_table_command_refuses_bad_input(supernet: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    _llama_cpp()
+    out = tmp_path / "t.json"
+    base = ["supernet", "engine-table", str(supernet), "--out", str(out)]
+    code, err = _nas(capsys, *base, "--quant", "q9")
+    assert code == 2 and err.strip() == "error: unknown quantisation 'q9'; valid ones: f32, bf16, q8_0, q5_1, q5_0, q4_1, q4_0"
+    code, err = _nas(capsys, *base, "--threads", "2")
+    assert code == 2 and "clock 'process' measures latency only with one thread" in err and "--clock wall" in err
+    code, err = _nas(capsys, *base, "--clock", "cpu")
+    assert code == 2 and "clock must be 'process' or 'wall'" in err
+    spec = tmp_path / "s.yaml"
+    spec.write_text(json.dumps({"name": "x", "supernet": str(supernet), "tasks": ["heldout_loss"], "budget": 2,
+                                "space": {"n_layer_choices": [3], "n_head_choices": [4], "d_ff_choices": [48, 128]},
+                                "quant_choices": ["q4_0"]}))
+    code, err = _nas(capsys, *base, "--spec", str(spec))
+    assert code == 2 and "q4_0 stores weight rows in blocks of 32" in err and "d_ff_choices [48]" in err
+    other = tmp_path / "o.yaml"
+    other.write_text(json.dumps({"name": "x", "supernet": str(tmp_path / "elsewhere"), "tasks": ["heldout_loss"], "budget": 2}))
+    code, err = _nas(capsys, *base, "--spec", str(other))
+    assert code == 2 and "searches the supernet at" in err and "give the spec's supernet directory" in err
+    assert not out.exists()
+    real_import = builtins.__import__
+
+    def no_llama(name, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+        if name == "llama_cpp":
+            raise ImportError("No module named 'llama_cpp'")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_llama)
+    code, err = _nas(capsys, *base, "--quant", "q8_0")
+    assert code == 2 and "llama-cpp-python is not installed" in err and "pip install 'llama-cpp-python==0.3.36'" in err
+    assert not out.exists()
