@@ -7,13 +7,17 @@ heads, KV heads, ``d_ff``), a *stack* — a uniform sub-network of the supernet 
 real weights and tokenizer) and timed in llama-cpp-python: prefill of ``prompt_len``
 tokens, 1 thread, process-CPU clock by default (close to the idle-machine latency on a
 CPU shared with other jobs), all files of a format timed round-robin so that load hits
-them alike. The head (embedding, final norm, LM head) is what a 1-layer stack of the
-first variant costs beyond one of its blocks:
+them alike. Each variant is timed at ``depth`` and at ``depth // 2`` blocks (not at one
+block, whose weights may sit in cache unlike a real model's); the head (embedding, final norm, LM head for the last
+position) is where the line through the two meets depth 0, the median over the variants
+of a ``d_model``:
 
+    head      = median over v of  T_half(v) - half * (T_depth(v) - T_half(v)) / (depth - half)
     block(v)  = (T_depth(v) - head) / depth
-    head      = T_1(v0) - (T_depth(v0) - T_1(v0)) / (depth - 1)   (per d_model: v0 its first variant)
 
-Then whole sub-networks (the space's largest and smallest and a few seeded random ones)
+This head is an intercept: on SmolLM2 at q4_0 it came out slightly negative (-0.3 to -1 ms
+against ~3-5 ms per block in three builds), as a block's time still grows a little with
+depth; the calibration line absorbs it. Then whole sub-networks (the space's largest and smallest and a few seeded random ones)
 are exported and timed in the same rounds, and a line per format maps the table's sums to
 their measured latency; every calibration model's leave-one-out prediction is kept, so
 the table carries its own error (``loo_mape``).
@@ -128,10 +132,8 @@ def build_engine_table(loaded: LoadedSupernet, space: SearchSpace, formats: Sequ
     start = time.perf_counter()
     variants = space_variants(space)
     stacks = [_stack(v, depth) for v in variants]
-    first_of = {}  # d_model -> index of its first variant: its 1-layer stack gives that d_model's head
-    for i, v in enumerate(variants):
-        first_of.setdefault(v[0], i)
-    head_stacks = [_stack(variants[i], 1) for i in first_of.values()]
+    half = depth // 2  # the head is where the line through a half-depth and a full-depth stack meets depth 0
+    head_stacks = [_stack(v, half) for v in variants]
     targets = list(calibrate_on) if calibrate_on is not None else calibration_subnets(space, opts.calibration, seed=opts.seed)
     checks = list(check_on)
     if not checks and opts.checks:
@@ -164,9 +166,10 @@ def build_engine_table(loaded: LoadedSupernet, space: SearchSpace, formats: Sequ
         n_t = len(targets)
         t_stack, t_one = ms[:n_s], ms[n_s:n_s + n_h]
         t_targets, t_checks = ms[n_s + n_h:n_s + n_h + n_t], ms[n_s + n_h + n_t:]
-        head = {}
-        for (d_model, i), t1 in zip(first_of.items(), t_one):
-            head[d_model] = t1 - (t_stack[i] - t1) / (depth - 1)  # a 1-layer stack minus its one block
+        per_variant: dict[int, list[float]] = {}
+        for v, th, td in zip(variants, t_one, t_stack):
+            per_variant.setdefault(v[0], []).append(th - half * (td - th) / (depth - half))
+        head = {d_model: statistics.median(hs) for d_model, hs in per_variant.items()}
         table.layer_ms[fmt] = {variant_key(*v): (t - head[v[0]]) / depth for v, t in zip(variants, t_stack)}
         table.head_ms[fmt] = head
         measured += [(s, fmt, t) for s, t in zip(targets, t_targets)]
