@@ -18,7 +18,8 @@ as a change relative to the baseline), ``full_size_penalty`` (elastic full vs ba
 ``max_gap_to_twin`` (worst reduced sub-model vs its twin), ``family_cost_ratio`` (training
 FLOPs of the elastic run / of the baseline plus the twins trained separately), ``spread``
 (the elastic top-1 sub-model vs its full size: evidence that the model is trained enough for
-sub-models to differ), ``goals`` and ``runs`` (steps, tokens, FLOPs, seconds per run).
+sub-models to differ), each comparison's 95% interval (``*_ci95``: the relative change's,
+paired over the same held-out windows, so the noise of the text cancels), ``goals`` and ``runs`` (steps, tokens, FLOPs, seconds per run).
 
     .venv/bin/python bench/ernie_ablation.py            # the full ablation (see README, "Does one run give many models?")
     .venv/bin/python bench/ernie_ablation.py --quick    # a smoke check on a tiny model (seconds; not evidence)
@@ -154,7 +155,23 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     _, val = split_tokens(stream, val_fraction=cfg0.data.val_fraction, seq_len=cfg0.seq_len)
     windows = eval_windows(val, cfg0.seq_len, size["eval_tokens"])
 
+    losses: dict[tuple[str, tuple], torch.Tensor] = {}
+
     def score(run: str, **change: int) -> float:
+        """Held-out loss of a run's (sub-)network; its per-window losses are kept for the intervals."""
+        key = (run, tuple(sorted(change.items())))
+        if key not in losses:
+            losses[key] = _window_losses(run, change)
+        return round(float(losses[key].mean()), 4)
+
+    def rel_ci(a: tuple[str, dict], b: tuple[str, dict]) -> list[float]:
+        """95% interval of (loss a - loss b) / loss b, paired over the same held-out windows."""
+        la, lb = (losses[(run, tuple(sorted(ch.items())))] for run, ch in (a, b))
+        diff, ref = la - lb, float(lb.mean())
+        half = 1.96 * float(diff.std(unbiased=True)) / len(diff) ** 0.5
+        return [round((float(diff.mean()) - half) / ref, 4), round((float(diff.mean()) + half) / ref, 4)]
+
+    def _window_losses(run: str, change: dict[str, int]) -> torch.Tensor:
         loaded = load_supernet(runs[run].out, dtype="fp32")
         sub = loaded.model.full_subnet()
         if change:
@@ -163,7 +180,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             e, k = change.get("n_expert", E), change.get("top_k", K)
             sub = SubnetConfig(layers=kept, n_head=(full["n_head"],) * n, d_ff=(full["d_ff"],) * n, d_model=full["d_model"],
                                n_expert=(e,) * n, top_k=(min(k, e),) * n)
-        return round(evaluate_loss(loaded.model, windows, sub, batch_size=16, dtype="bf16"), 4)
+        # every window has seq_len targets, so the mean of the per-window losses is the token mean
+        return torch.tensor([evaluate_loss(loaded.model, windows[i:i + 1], sub, batch_size=1, dtype="bf16")
+                             for i in range(windows.shape[0])], dtype=torch.float64)
 
     base = score("baseline")
     el_full, sw_full = score("elastic"), score("sandwich")
@@ -177,6 +196,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             el, sw, tw = score("elastic", **{dim: v}), score("sandwich", **{dim: v}), score(twin_name)
             gaps.append(_rel(el, tw))
             reduced[label] = {"elastic": el, "elastic_rel": _rel(el, base), "twin": tw, "gap_to_twin": _rel(el, tw),
+                              "gap_to_twin_ci95": rel_ci(("elastic", {dim: v}), (twin_name, {})),
                               "sandwich": sw, "sandwich_rel": _rel(sw, base)}
         ernie = ERNIE[axis]
         table.append({
@@ -189,13 +209,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     report = {
         "table": table,
         "full_size_penalty": _rel(el_full, base),
+        "full_size_penalty_ci95": rel_ci(("elastic", {}), ("baseline", {})),
+        "sandwich_full_size_penalty_ci95": rel_ci(("sandwich", {}), ("baseline", {})),
         "max_gap_to_twin": max(gaps),
         "family_cost_ratio": round(info["elastic"]["train_flops"] / family, 4),
         "spread": _rel(score("elastic", top_k=1), el_full),
+        "spread_ci95": rel_ci(("elastic", {"top_k": 1}), ("elastic", {})),
         "quick": args.quick,
         "model": full,
         "space": elastic_space,
         "eval_tokens": int(windows[:, 1:].numel()),
+        "eval_windows": int(windows.shape[0]),
         "runs": info,
         "threads": args.threads,
         "seconds": round(time.perf_counter() - start, 1),
