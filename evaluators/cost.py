@@ -4,6 +4,8 @@ Everything here is arithmetic on :class:`~nas.model.config.SupernetConfig` and
 :class:`~nas.model.subnet.SubnetConfig`; no model is built and torch is not imported
 (the web app and the reports use it). Measured and predicted latency live in
 :mod:`evaluators.latency` and :mod:`evaluators.latency_table`; :func:`costs` merges both.
+llama.cpp's predicted latency (``predicted_engine_latency_ms``) comes from the engine table
+of :mod:`evaluators.engine_table`.
 :func:`cost_value` turns cost-model values into the spec's cost names
 (:data:`nas.metrics.COST_METRICS`).
 
