@@ -30,7 +30,11 @@ at f32, q8_0 and q4_0 and run in llama-cpp-python, prints one JSON object:
   mixed front beats both the bf16-only front and quantising the full model
   (``mixed_better_budgets_mb``: weight-memory budgets at which its best loss is lower than
   both, or it alone has a model that fits; ``mixed_better_where_both_others_fit_mb``: the
-  budgets at which both others have a model and the mixed front's is still better).
+  budgets at which both others have a model and the mixed front's is still better);
+* ``engine_study`` — the same search space and formats (f32, q8_0, q4_0) on (held-out loss,
+  ``predicted_engine_latency_ms``) with the engine table above: ``front_size`` and the
+  formats on its front; ``full_model_engine_latency_ms``: the full model's measured and
+  predicted llama.cpp prefill per format.
 
     .venv/bin/python bench/deploy.py [--supernet work/smollm2] [--docs 50] [--trials 30]
 """
@@ -52,6 +56,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from evaluators.cost import cost_breakdown, quant_weight_bytes  # noqa: E402
+from evaluators.engine_table import ENGINE_TABLE_FILE  # noqa: E402
 from evaluators.heldout import HeldOutLoss  # noqa: E402
 from evaluators.latency import LatencySetup, measure_latency  # noqa: E402
 from evaluators.scorer import build_scorers  # noqa: E402
@@ -143,6 +148,41 @@ def run_study(supernet: Path, loaded, trials: int, work: Path) -> dict:  # noqa:
     }
 
 
+def run_engine_study(supernet: Path, loaded, trials: int, work: Path, table, formats: tuple[str, ...]) -> dict:  # noqa: ANN001
+    """A search over sub-network x weight format on (held-out loss, ``predicted_engine_latency_ms``),
+    the spec option a user gets after ``nas supernet engine-table``, with the table built above."""
+    home = work / "engine-work"
+    home.mkdir(exist_ok=True)
+    table.save(home / ENGINE_TABLE_FILE)
+    before = os.environ.get("NAS_WORK_DIR")
+    os.environ["NAS_WORK_DIR"] = str(home)  # where a study looks for this device's engine table
+    try:
+        spec = parse_spec({
+            "name": "deploy-engine-bench", "supernet": str(supernet), "space": DEMO_SPACE,
+            "storage": f"sqlite:///{work / 'nas.db'}",
+            "tasks": [{"name": "heldout_loss", "n_examples": 8, "seq_len": 64, "source": "wikitext"}],
+            "objectives": ["heldout_loss", "predicted_engine_latency_ms"], "quant_choices": list(formats),
+            "sampler": {"name": "nsga2", "population_size": 8}, "budget": {"n_trials": trials}, "seed": 0,
+            "dtype": "fp32", "confirmation": None,
+        })
+        search = open_search(spec, loaded=loaded)
+        search.optimize()
+    finally:
+        if before is None:
+            os.environ.pop("NAS_WORK_DIR", None)
+        else:
+            os.environ["NAS_WORK_DIR"] = before
+    points = [(t.user_attrs["subnet"], float(t.values[0]), float(t.values[1]))
+              for t in search.study.get_trials(deepcopy=False) if t.state.name == "COMPLETE" and t.values]
+    mask = non_dominated_mask(as_minimization([[loss, ms] for _, loss, ms in points], ["minimize", "minimize"]))
+    front = sorted((p for p, keep in zip(points, mask) if keep), key=lambda p: p[2])
+    fmt_of = {f: sum(1 for lab, _, _ in front if lab.endswith(f)) for f in formats}
+    return {
+        "trials": len(points), "front_size": len(front), "front_by_format": fmt_of,
+        "front": [{"candidate": lab, "loss": round(loss, 4), "predicted_engine_latency_ms": round(ms, 2)} for lab, loss, ms in front],
+    }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--supernet", type=Path, default=Path("work/smollm2"))
@@ -207,6 +247,7 @@ def main() -> None:
                 a[q or "bf16"] = mean_acc(tuple(x for sc in scorers for x in sc.evaluate(s, spec.top).scores))
             acc.append(a)
         study = run_study(args.supernet.resolve(), loaded, args.trials, work)
+        engine_study = run_engine_study(args.supernet.resolve(), loaded, args.trials, work, table, FORMATS)
 
     def mean(key: str, q: str) -> float:
         return statistics.fmean(r[q][key] for r in rows)
@@ -244,6 +285,9 @@ def main() -> None:
         "predictor_mape_engine_flops_line": float(np.mean(loo)),
         "subnets": rows,
         "study": study,
+        "engine_study": engine_study,
+        "full_model_engine_latency_ms": {q: {"measured": rows[0][q]["engine_latency_ms"],
+                                             "predicted": round(table.predict(subnets[0], q), 3)} for q in FORMATS},
         "seconds": round(time.time() - start, 1),
         "load_average": os.getloadavg(),
     }
