@@ -25,7 +25,7 @@ app = typer.Typer(
 )
 
 # One module per command group; each defines register(app: typer.Typer) -> None.
-_COMMAND_MODULES = ("supernet", "db", "search", "train", "report", "demo")
+_COMMAND_MODULES = ("supernet", "db", "search", "train", "heal", "report", "demo")
 
 for _name in _COMMAND_MODULES:
     importlib.import_module(f"nas.cli.{_name}").register(app)

@@ -144,6 +144,18 @@ def rehash_supernet(path: str | Path) -> tuple[str, str]:
     return old, new
 
 
+def update_provenance(path: str | Path, **fields: Any) -> dict[str, Any]:
+    """Add ``fields`` to the provenance recorded in ``path``/supernet.json (atomically) and
+    return the new provenance. The content hash covers no provenance, so it stays valid."""
+    root = Path(path)
+    meta = _read_json(root / "supernet.json")
+    meta.setdefault("provenance", {}).update(fields)
+    tmp = root / f".supernet.json.{os.getpid()}.tmp"
+    tmp.write_text(json.dumps(meta, indent=2) + "\n")
+    tmp.replace(root / "supernet.json")
+    return meta["provenance"]
+
+
 @dataclass
 class LoadedSupernet:
     """A supernet loaded from disk with everything saved beside it."""
@@ -276,5 +288,5 @@ def _load_weights(weights: Path, device: str | torch.device = "cpu") -> dict[str
 
 __all__ = [
     "CHECK_FILE", "FORMAT_VERSION", "WEIGHTS_FILE", "LoadedSupernet", "check_weights", "content_hash", "load_supernet",
-    "parse_dtype", "rehash_supernet", "save_supernet",
+    "parse_dtype", "rehash_supernet", "save_supernet", "update_provenance",
 ]
