@@ -167,6 +167,11 @@ def export_cmd(
     fmt: Annotated[str, typer.Option("--format", help="auto (transformers or nas-dense safetensors) or gguf (llama.cpp)")] = "auto",
     quant: Annotated[Optional[str], typer.Option("--quant", help="GGUF weights: f32, bf16, q8_0, q5_1, q5_0, q4_1, q4_0")] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an earlier export at --out (as a whole)")] = False,
+    heal: Annotated[Optional[str], typer.Option(
+        "--heal", help="Distil the sub-network from the supernet's full model before writing it, for a budget of "
+                       "tokens (500k, 2M) or time (90s, 10m); the card gets its scores and continuations before and after")] = None,
+    heal_data: Annotated[Optional[list[str]], typer.Option(
+        "--heal-data", help="Text to heal on (files, folders; repeatable; default corpus/gutenberg under NAS_DATA_DIR)")] = None,
     storage_url: StorageOpt = None,
 ) -> None:
     """Export one sub-network of a study as a standalone dense model (safetensors, config,
@@ -182,6 +187,14 @@ def export_cmd(
     if (trial is None) == (not use_pick):
         raise NasError("give a TRIAL number or --pick (with --max/--min/--metric), not both")
     gguf = _gguf_options(fmt, quant, dtype, verify)
+    budget = None
+    if heal is not None:
+        # deferred: the trainer loads torch
+        from nas.training.heal import HealBudget
+
+        budget = HealBudget.parse(heal)
+        if gguf is not None:
+            raise NasError("--heal writes a safetensors export; export the healed model without --format gguf")
     # a GGUF may join an earlier export of the same sub-network (export_gguf checks that it is one)
     problem = export_target_problem(out, overwrite=overwrite or (gguf is not None and (out / "nas_export.json").is_file()))
     if problem is not None:
@@ -203,13 +216,21 @@ def export_cmd(
     if source.subnet.quant:
         console.print(f"[yellow]trial {trial} was scored with {source.subnet.quant} weights; this export holds the "
                       f"unquantised weights (deploy what was scored with --format gguf)[/]")
+    healed = None
+    if budget is not None:
+        # deferred: healing loads torch, the trainer and the scorers
+        from nas.cli.heal import heal_pick
+
+        healed = heal_pick(source, budget, heal, corpus=heal_data)
     with console.status(f"exporting trial {trial} of {study}"):
-        result = _export_beside(source, out, dtype=dtype)
+        result = _export_beside(source, out, dtype=dtype, healed=None if healed is None else healed.supernet,
+                                heal=None if healed is None else healed.record)
     loads = "transformers AutoModelForCausalLM and nas.load_exported" if result.format == "hf-llama" else "nas.load_exported"
     console.print(f"exported {result.subnet.summary()} ({result.params:,} params, {result.format}) to {result.path}; loads with {loads}")
     if verify:
         with console.status("re-scoring the export"):
-            report = verify_export(result.path, source)
+            # a healed export is checked against the healed sub-network's own scores
+            report = verify_export(result.path, source if healed is None else healed.verify_source)
         table = Table(title=f"parity at fidelity {report.fidelity} ({report.dtype})")
         for col in ("task", "metric", "stored", "re-scored", "rel diff", "ok"):
             table.add_column(col)
@@ -291,20 +312,20 @@ def _export_gguf(source: Any, out: Path, quant: str, *, verify: bool, overwrite:
     console.print("[green]verified in llama.cpp[/]")
 
 
-def _export_beside(source: Any, out: Path, *, dtype: str | None) -> Any:
+def _export_beside(source: Any, out: Path, *, dtype: str | None, healed: Any = None, heal: dict | None = None) -> Any:
     """Export into a new directory beside ``out``, then rename it into place: an earlier
     export at ``out`` is replaced as a whole (moved aside, then deleted), never merged, and
-    a failed export leaves it untouched."""
+    a failed export leaves it untouched. ``healed``/``heal``: see ``export_subnet``."""
     # deferred: exports load torch
     from nas.export import export_subnet
 
     out = out.expanduser().absolute()
     if not out.exists() or (out.is_dir() and not any(out.iterdir())):
-        return export_subnet(source, out, dtype=dtype, overwrite=True)
+        return export_subnet(source, out, dtype=dtype, overwrite=True, healed=healed, heal=heal)
     tag = uuid.uuid4().hex[:8]
     staging, old = out.parent / f".{out.name}.new-{tag}", out.parent / f".{out.name}.old-{tag}"
     try:
-        result = export_subnet(source, staging, dtype=dtype)
+        result = export_subnet(source, staging, dtype=dtype, healed=healed, heal=heal)
         out.rename(old)
         staging.rename(out)
     except BaseException:

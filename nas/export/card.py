@@ -46,6 +46,7 @@ def model_card(meta: dict[str, Any]) -> str:
         lines.append(row)
     lines += ["", "```json", json.dumps(sub, sort_keys=True), "```", "", "## Metrics", ""]
     lines += _metrics_section(meta)
+    lines += _heal_section(meta)
     lines += ["", "## Costs", ""]
     if meta["costs"]:
         lines += ["| cost | value | method | device |", "|---|---|---|---|"]
@@ -91,6 +92,61 @@ def model_card(meta: dict[str, Any]) -> str:
         ]
     lines += ["```", ""]
     return "\n".join(lines)
+
+
+def _heal_section(meta: dict[str, Any]) -> list[str]:
+    """What healing (``nas export --heal``) changed: the scores before and after on the same
+    documents, with the paired change, and greedy continuations of fixed prompts."""
+    heal = meta.get("heal")
+    if not heal:
+        return []
+    z = float(heal.get("z", 1.96))
+    teacher = "its parent's full model" if heal.get("teacher") == "parent" else "its own full model"
+    data = heal.get("data") or {}
+    lines = [
+        "", "## Healing", "",
+        f"These weights were healed before export (`nas export --heal {heal['budget']}`): the sub-network distilled "
+        f"from the frozen full model of the supernet `{heal.get('parent_hash')}` ({teacher}) for "
+        f"{heal.get('tokens') or 0:,} tokens in {heal.get('steps')} steps ({heal.get('wall_time_s') or 0:.0f} s) of "
+        f"{', '.join(data.get('corpus') or ['?'])}. The Metrics above are the unhealed sub-network's, as the study "
+        f"scored it; the healed supernet is `{heal.get('healed_supernet_hash')}`.",
+        "",
+    ]
+    scores = heal.get("scores") or []
+    if scores:
+        fidelity = scores[0]["fidelity"]
+        where = "confirmation documents the search never saw" if fidelity.startswith("c") else "the search's documents"
+        lines += [
+            f"Before and after on the same {where} (fidelity `{fidelity}`); the change is paired over the documents, "
+            f"intervals ± {z:g} standard errors.",
+            "",
+            f"| task | metric | before ± {z:g} se | after ± {z:g} se | change ± {z:g} se | examples |",
+            "|---|---|---|---|---|---|",
+        ]
+        for c in scores:
+            lines.append(
+                f"| {c['task']} | {c['metric']} | {c['before']:.4f}{_pm(c['before_stderr'], z)} | "
+                f"{c['after']:.4f}{_pm(c['after_stderr'], z)} | {c['diff']:+.4f}{_pm(c['diff_stderr'], z)} | "
+                f"{c['n_examples']} |"
+            )
+    else:
+        lines.append("The study recorded no scores for this trial, so none were compared.")
+    texts = heal.get("continuations") or []
+    if texts:
+        lines += ["", f"Greedy continuations ({heal.get('max_new_tokens', '?')} new tokens at most):", ""]
+        for t in texts:
+            lines += [f"- prompt: `{_inline(t['prompt'])}`", f"  - before: `{_inline(t['before'])}`",
+                      f"  - after: `{_inline(t['after'])}`"]
+    return lines
+
+
+def _pm(stderr: float | None, z: float) -> str:
+    return "" if stderr is None else f" ± {z * stderr:.4f}"
+
+
+def _inline(text: str) -> str:
+    """``text`` on one line inside backticks (newlines shown as ⏎, backticks as ')."""
+    return text.replace("\r", "").replace("\n", " ⏎ ").replace("`", "'")
 
 
 def _gguf_section(meta: dict[str, Any]) -> list[str]:

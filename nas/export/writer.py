@@ -57,13 +57,17 @@ def export_subnet(
     dtype: str | None = None,
     overwrite: bool = False,
     supernet: LoadedSupernet | None = None,
+    healed: LoadedSupernet | None = None,
+    heal: dict[str, Any] | None = None,
 ) -> ExportResult:
     """Write the dense model of ``source``'s sub-network to ``out_dir``.
 
     ``supernet``: an already loaded ``LoadedSupernet`` (else it is loaded from the path
     stored with the study). ``dtype``: ``bf16``/``fp32`` (default: as the supernet was
     saved). Refuses a non-empty ``out_dir`` unless ``overwrite``, and a supernet whose
-    content hash is not the study's.
+    content hash is not the study's. ``healed``: a supernet healed from the study's
+    (``nas export --heal``; its provenance must name the study's supernet as its parent)
+    whose weights are exported instead; ``heal`` is what the card says of the heal.
     """
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
@@ -83,8 +87,17 @@ def export_subnet(
             f"{source.study!r} was run on {source.supernet_hash}; point the study at the right supernet"
         )
     source.subnet.check_fits(supernet.config)
+    weights = supernet
+    if healed is not None:
+        parent = (healed.provenance.get("heal") or {}).get("parent_hash")
+        if parent != source.supernet_hash:
+            raise NasError(
+                f"the healed supernet at {healed.path} was healed from {parent or 'no recorded parent'}, not from the "
+                f"supernet {source.supernet_hash} of study {source.study!r}; heal the study's supernet"
+            )
+        weights = healed
     with torch.no_grad():
-        dense = supernet.model.extract(source.subnet).eval()
+        dense = weights.model.extract(source.subnet).eval()
         target = parse_dtype(dtype)
         if target is not None:
             dense = dense.to(target)
@@ -107,6 +120,8 @@ def export_subnet(
         meta = export_meta(source, dense, fmt, weight_dtype, n_params)
         if fmt == HF_FORMAT:
             meta["hf_architecture"] = config_json["architectures"][0]
+        if heal is not None:
+            meta["heal"] = heal
         (staging / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
         tok_dir = supernet.tokenizer_dir
         if tok_dir is not None:
