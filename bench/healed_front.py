@@ -1,0 +1,337 @@
+"""Healed fronts: the same sub-networks of SmolLM2-135M scored before and after `nas heal`.
+
+1. heal the imported supernet (``--supernet``, default ``work/smollm2``) over the demo's
+   search space (:data:`nas.cli.demo.DEMO_SPACE`) for ``--time`` (default 30 min of steps on
+   this 2-core CPU) or ``--tokens``, through :func:`nas.training.heal.plan_heal` /
+   :func:`~nas.training.heal.run_heal` with the CPU defaults of ``nas heal`` (4 x 256 tokens
+   a step, lr 1e-4, largest + smallest + 1 random arm distilling from the frozen full
+   model, Gutenberg text); 6 checkpoints are kept for the curve;
+2. pick ``--subnets`` (12) homogeneous members of the demo space whose parameter counts
+   are spread evenly from its smallest to its largest sub-network;
+3. score each on both supernets (bf16, fp32 log-likelihoods, the study scorer) on the same
+   ``--docs`` (300) seeded documents per task of hellaswag, arc_easy and piqa (``acc_norm``,
+   averaged over the tasks as the demo does) and on held-out text (``--heldout`` wikitext-2
+   test windows of 256 tokens, never trained on);
+4. report per sub-network ``acc_unhealed``, ``acc_healed``, ``paired_diff`` (healed minus
+   unhealed over the same documents, task means averaged, ± 1.96 se) and the losses;
+   overall the heal's ``tokens`` and ``heal_s`` and the hypervolume of each front (mean
+   acc_norm up, non-embedding parameters down) against one reference point;
+5. ``--curve``: the held-out loss of the smallest, middle and largest sub-network and the
+   accuracy of the smallest at every kept checkpoint of the same heal (gain vs tokens).
+
+Everything is cached under ``NAS_WORK_DIR/bench/healed_front`` (the healed supernet, an
+interrupted heal's checkpoints, every score), so a rerun skips what is done. Prints one
+JSON object (progress on stderr). Reproduce:
+
+    .venv/bin/python bench/healed_front.py --threads 2 > healed_front.json   # ~30 min heal + ~25 min scoring
+    .venv/bin/python bench/healed_front.py --quick                          # smoke check, about a minute
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from evaluators.evaluate import Evaluator  # noqa: E402
+from evaluators.heldout import HeldOutLoss  # noqa: E402
+from evaluators.types import Fidelity  # noqa: E402
+from nas.cli.demo import DEMO_SPACE, DEMO_TASKS  # noqa: E402
+from nas.model.directory import LoadedSupernet, load_supernet  # noqa: E402
+from nas.model.params import count_params  # noqa: E402
+from nas.model.space import SearchSpace  # noqa: E402
+from nas.model.subnet import SubnetConfig  # noqa: E402
+from nas.pareto import hypervolume  # noqa: E402
+from nas.paths import work_dir  # noqa: E402
+from nas.stats import paired_weighted_difference  # noqa: E402
+from nas.training import list_checkpoints  # noqa: E402
+from nas.training.checkpoints import load_checkpoint  # noqa: E402
+from nas.training.heal import HEAL_FILE, HealBudget, heal_settings, plan_heal, run_heal  # noqa: E402
+
+log = logging.getLogger("healed_front")
+METRIC = "acc_norm"
+Z = 1.96
+
+
+def spread(space: SearchSpace, params: Any, k: int) -> list[SubnetConfig]:
+    """``k`` distinct homogeneous members of ``space`` (one choice per dim for every layer)
+    whose parameter counts are nearest ``k`` evenly spaced targets from the smallest to the largest."""
+    choices = {"n_layer_choices": list(space.n_layer_choices), "n_head_choices": list(space.layers[0].n_head),
+               "d_ff_choices": list(space.layers[0].d_ff), "tied": True}
+    tied = SearchSpace.from_dict(choices, space.config, space.layer_rank)
+    members = sorted(tied.enumerate(), key=params)
+    lo, hi = params(members[0]), params(members[-1])
+    picks: list[SubnetConfig] = []
+    for i in range(min(k, len(members))):
+        target = lo + (hi - lo) * i / max(1, k - 1)
+        free = [m for m in members if m not in picks]
+        picks.append(min(free, key=lambda s: (abs(params(s) - target), s.to_json())))
+    return sorted(picks, key=params)
+
+
+def _save(path: Path, data: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".part")
+    tmp.write_text(json.dumps(data))
+    tmp.replace(path)
+
+
+class Scores:
+    """Per-example scores of sub-networks of one supernet (cached in a JSON file)."""
+
+    def __init__(self, loaded: LoadedSupernet, args: argparse.Namespace, root: Path, docs: int) -> None:
+        self.loaded = loaded
+        self.args = args
+        self.docs = docs
+        key = f"{loaded.content_hash}-d{docs}-h{args.heldout}-{'+'.join(args.tasks)}"
+        self.path = root / "scores" / f"{key}.json"
+        self.data: dict[str, Any] = json.loads(self.path.read_text()) if self.path.is_file() else {}
+        self._evaluator: Evaluator | None = None
+        self._heldout: HeldOutLoss | None = None
+
+    def get(self, subnet: SubnetConfig) -> dict[str, Any]:
+        if subnet.hash not in self.data:
+            t0 = time.perf_counter()
+            if self._evaluator is None:
+                self._evaluator = Evaluator.from_loaded(self.loaded, self.args.tasks, dtype="bf16", batch_size=16)
+                self._heldout = HeldOutLoss(self.loaded.model, n_examples=self.args.heldout, seq_len=256, source="wikitext",
+                                            tokenizer=self.loaded.load_tokenizer(), batch_size=8)
+            assert self._heldout is not None
+            metrics = self._evaluator.evaluate(subnet, Fidelity(self.docs, seed=0))
+            loss = self._heldout.evaluate(subnet, Fidelity(None)).scores[0]
+            self.data[subnet.hash] = {
+                "tasks": {s.task: dict(zip(map(str, s.example_ids), s.example_scores)) for s in metrics.scores
+                          if s.metric == METRIC},
+                "heldout": list(loss.example_scores),
+                "seconds": round(time.perf_counter() - t0, 1),
+            }
+            _save(self.path, self.data)
+            log.info("scored %s on %s in %.0f s", subnet.summary(), self.loaded.content_hash, time.perf_counter() - t0)
+        return self.data[subnet.hash]
+
+    def close(self) -> None:
+        if self._evaluator is not None:
+            self._evaluator.close()
+
+
+def accuracy(entry: dict[str, Any], docs: dict[str, Any] | None = None) -> float:
+    """Mean over the tasks of the mean acc_norm (the demo's aggregate), on the documents
+    ``docs`` (task -> ids; default all the entry has)."""
+    tasks = entry["tasks"]
+    means = []
+    for task, scores in tasks.items():
+        kept = [v for k, v in scores.items() if docs is None or k in docs[task]]
+        means.append(sum(kept) / len(kept))
+    return sum(means) / len(means)
+
+
+def shared_docs(a: dict[str, Any], b: dict[str, Any]) -> dict[str, set[str]]:
+    """Per task, the documents both entries scored (the paired comparison's documents)."""
+    return {t: set(a["tasks"][t]) & set(b["tasks"][t]) for t in a["tasks"]}
+
+
+def heldout_loss(entry: dict[str, Any]) -> float:
+    return sum(entry["heldout"]) / len(entry["heldout"])
+
+
+def run_heal_cached(args: argparse.Namespace, parent: LoadedSupernet, space: SearchSpace, root: Path) -> dict[str, Any]:
+    """The healed supernet (healed now, resumed, or found from an earlier run) and its record."""
+    budget = HealBudget(tokens=args.tokens) if args.tokens else HealBudget.parse(args.time, what="--time")
+    settings = heal_settings(args.device, checkpoints=6, keep_checkpoints=6, evals=4, eval_tokens=4096,
+                             **({"max_chars": 400_000} if args.quick else {}))
+    label = f"{parent.content_hash}-{budget.tokens or int(budget.seconds or 0)}{'tok' if budget.tokens else 's'}"
+    out = root / "healed" / label
+    if (out / "supernet.json").is_file() and "heal" in load_supernet(out, verify=False).provenance:
+        log.info("healed supernet found at %s", out)
+        return {"out": out, "resumed": False, "cached": True}
+    resume = bool(list_checkpoints(out)) and (out / "train" / HEAL_FILE).is_file()
+    t0 = time.perf_counter()
+    plan = plan_heal(parent.path, out, budget=None if resume else budget, space=space, settings=settings,
+                     resume=resume, fresh=not resume, loaded=parent)
+    log.info("heal: %d steps of %d tokens (%s), measured %.2f s a step", plan.steps, plan.config.tokens_per_step,
+             budget.describe(), plan.record.get("measured_step_s") or float("nan"))
+
+    def on_step(r: Any) -> None:
+        if r.step % 25 == 0 or r.step == r.total_steps:
+            arms = " ".join(f"{k} {v.loss:.3f}" for k, v in r.arms.items())
+            log.info("step %d/%d, %d tokens, %s, %.0f tok/s, %.0f s left", r.step, r.total_steps, r.tokens, arms,
+                     r.tokens_per_s, r.eta_s)
+
+    def on_eval(r: Any) -> None:
+        log.info("step %d held-out loss %s", r.step, r.val_loss)
+
+    run_heal(plan, fresh=not resume, on_step=on_step, on_eval=on_eval)
+    return {"out": out, "resumed": resume, "cached": False, "heal_wall_s": round(time.perf_counter() - t0, 1)}
+
+
+def curve(args: argparse.Namespace, parent: LoadedSupernet, healed_dir: Path, subnets: list[SubnetConfig],
+          unhealed: Scores, root: Path) -> list[dict[str, Any]]:
+    """Held-out loss of the smallest, middle and largest and accuracy of the smallest at each
+    kept checkpoint of the heal (cached per checkpoint)."""
+    docs = args.docs_healed or args.docs
+    path = root / "curve" / f"{healed_dir.name}-d{docs}-h{args.heldout}.json"
+    cache: dict[str, Any] = json.loads(path.read_text()) if path.is_file() else {}
+    picks = {"smallest": subnets[0], "middle": subnets[len(subnets) // 2], "largest": subnets[-1]}
+    points = []
+    for ckpt in list_checkpoints(healed_dir):
+        if ckpt.name not in cache:
+            state = load_checkpoint(ckpt)
+            model = load_supernet(parent.path, dtype="fp32").model
+            model.load_state_dict(state["model"])
+            view = LoadedSupernet(model=model.to(torch.bfloat16), space=parent.space, path=parent.path,
+                                  content_hash=f"{parent.content_hash}@{ckpt.stem}", provenance={})
+            scorer = Evaluator.from_loaded(view, args.tasks, dtype="bf16", batch_size=16)
+            held = HeldOutLoss(view.model, n_examples=args.heldout, seq_len=256, source="wikitext",
+                               tokenizer=parent.load_tokenizer(), batch_size=8)
+            entry: dict[str, Any] = {"tokens": int(state["tokens"]), "step": int(state["step"])}
+            for name, sub in picks.items():
+                losses = held.evaluate(sub, Fidelity(None)).scores[0].example_scores
+                entry[f"loss_{name}"] = sum(losses) / len(losses)
+            m = scorer.evaluate(picks["smallest"], Fidelity(docs, seed=0))
+            entry["smallest_tasks"] = {s.task: dict(zip(map(str, s.example_ids), s.example_scores)) for s in m.scores
+                                       if s.metric == METRIC}
+            scorer.close()
+            cache[ckpt.name] = entry
+            _save(path, cache)
+            log.info("curve: %s scored", ckpt.name)
+        e = cache[ckpt.name]
+        before = unhealed.get(picks["smallest"])
+        diff = paired_weighted_difference(e["smallest_tasks"], before["tasks"], {t: 1.0 for t in args.tasks})
+        points.append({
+            "tokens": e["tokens"], "step": e["step"],
+            **{f"loss_gain_{n}": round(heldout_loss(unhealed.get(s)) - e[f"loss_{n}"], 4) for n, s in picks.items()},
+            "acc_gain_smallest": None if diff is None else round(diff[0], 4),
+            "acc_gain_smallest_ci": None if diff is None else [round(diff[0] - Z * diff[1], 4), round(diff[0] + Z * diff[1], 4)],
+        })
+    return points
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--supernet", default=str(work_dir() / "smollm2"))
+    p.add_argument("--time", default="30m", help="heal budget in time of steps (90s, 30m, 1h)")
+    p.add_argument("--tokens", type=int, default=None, help="heal budget in tokens (instead of --time)")
+    p.add_argument("--docs", type=int, default=300, help="seeded documents per task")
+    p.add_argument("--docs-healed", type=int, default=None,
+                   help="score the healed supernet on the first N of them only (default: all; paired on those)")
+    p.add_argument("--tasks", default=",".join(DEMO_TASKS))
+    p.add_argument("--subnets", type=int, default=12)
+    p.add_argument("--heldout", type=int, default=64, help="wikitext-2 test windows of 256 tokens")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--curve", action="store_true", help="also score the heal's checkpoints (gain vs tokens)")
+    p.add_argument("--only-unhealed", action="store_true", help="score the unhealed supernet (cached) and stop")
+    p.add_argument("--quick", action="store_true", help="smoke check: 2 heal steps, 3 sub-networks, 10 documents")
+    p.add_argument("--work", default=str(work_dir() / "bench" / "healed_front"))
+    p.add_argument("--threads", type=int, default=None)
+    args = p.parse_args()
+    args.tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
+    if args.quick:
+        args.tokens, args.docs, args.subnets, args.heldout = 2 * 1024, 10, 3, 8
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(name)s: %(message)s")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    source = Path(args.supernet)
+    if not (source / "config.json").is_file():
+        raise SystemExit(f"{source} is not a supernet directory; run `nas supernet import smollm2-135m --out {source}` first")
+    root = Path(args.work)
+    t_start = time.perf_counter()
+    parent = load_supernet(source, dtype="fp32")
+    space = SearchSpace.resolve(DEMO_SPACE, parent.config, parent.model.layer_rank, parent.space)
+    ne_params = {}
+
+    def params(s: SubnetConfig) -> int:
+        if s not in ne_params:
+            ne_params[s] = count_params(parent.config, s).non_embedding_params
+        return ne_params[s]
+
+    subnets = spread(space, params, args.subnets)
+
+    # the unhealed scores first (the heal then runs alone), then the heal, then the healed scores
+    t0 = time.perf_counter()
+    unhealed_loaded = load_supernet(source, dtype="bf16")
+    unhealed = Scores(unhealed_loaded, args, root, args.docs)
+    for s in subnets:
+        unhealed.get(s)
+    unhealed.close()
+    score_unhealed_s = time.perf_counter() - t0
+    if args.only_unhealed:
+        log.info("unhealed scores of %d sub-networks cached in %s", len(subnets), unhealed.path)
+        return
+
+    healed_info = run_heal_cached(args, parent, space, root)
+    healed_loaded = load_supernet(healed_info["out"], dtype="bf16")
+    record = healed_loaded.provenance["heal"]
+    t0 = time.perf_counter()
+    healed = Scores(healed_loaded, args, root, args.docs_healed or args.docs)
+    for s in subnets:
+        healed.get(s)
+    healed.close()
+    score_healed_s = time.perf_counter() - t0
+
+    rows = []
+    weights = {t: 1.0 for t in args.tasks}
+    for s in subnets:
+        a, b = unhealed.get(s), healed.get(s)
+        docs = shared_docs(a, b)
+        diff = paired_weighted_difference(b["tasks"], a["tasks"], weights)
+        loss_diff = paired_weighted_difference({"h": dict(enumerate(a["heldout"]))}, {"h": dict(enumerate(b["heldout"]))}, {"h": 1.0})
+        assert diff is not None and loss_diff is not None
+        rows.append({
+            "subnet": s.summary(), "subnet_hash": s.hash, "non_embedding_params": params(s),
+            "params": count_params(parent.config, s).params,
+            "acc_unhealed": round(accuracy(a, docs), 4), "acc_healed": round(accuracy(b, docs), 4),
+            "paired_diff": {"mean": round(diff[0], 4), "stderr": round(diff[1], 4),
+                            "ci95": [round(diff[0] - Z * diff[1], 4), round(diff[0] + Z * diff[1], 4)]},
+            "per_task": {t: {k: round(sum(e["tasks"][t][d] for d in docs[t]) / len(docs[t]), 4)
+                             for k, e in (("unhealed", a), ("healed", b))} for t in args.tasks},
+            "loss_unhealed": round(heldout_loss(a), 4), "loss_healed": round(heldout_loss(b), 4),
+            "loss_gain": {"mean": round(loss_diff[0], 4), "ci95": [round(loss_diff[0] - Z * loss_diff[1], 4),
+                                                                    round(loss_diff[0] + Z * loss_diff[1], 4)]},
+        })
+    # one reference point for both fronts: below the worst accuracy, above the most parameters
+    acc_all = [r[k] for r in rows for k in ("acc_unhealed", "acc_healed")]
+    reference = (min(acc_all) - 0.01, 1.05 * max(r["non_embedding_params"] for r in rows) / 1e6)
+    directions = ("maximize", "minimize")
+    hv = {k: hypervolume([(r[f"acc_{k}"], r["non_embedding_params"] / 1e6) for r in rows], reference, directions)
+          for k in ("unhealed", "healed")}
+    half = rows[: len(rows) // 2]
+    largest = rows[-1]
+    out: dict[str, Any] = {
+        "supernet": str(source), "parent_hash": parent.content_hash, "healed_hash": healed_loaded.content_hash,
+        "healed_path": str(healed_info["out"]), "space": DEMO_SPACE, "tasks": args.tasks, "metric": METRIC,
+        "docs_per_task": min(args.docs, args.docs_healed or args.docs), "heldout_windows": args.heldout, "heldout_source": "wikitext-2 test, 256 tokens",
+        "subnets": rows,
+        "tokens": record["tokens"], "steps": record["steps"], "heal_s": record.get("wall_time_s"),
+        "heal_budget": record["budget"], "measured_step_s": record.get("measured_step_s"),
+        "heal_settings": record["settings"], "heal_val_loss": record.get("val_loss"),
+        "heal_cached": healed_info["cached"], "heal_resumed": healed_info["resumed"],
+        "heal_wall_s": healed_info.get("heal_wall_s"),  # with the timing steps, evaluations and checkpoints
+        "front_hv_unhealed": round(hv["unhealed"], 4), "front_hv_healed": round(hv["healed"], 4),
+        "hv_units": "mean acc_norm x million non-embedding parameters",
+        "hv_reference": {"acc": round(reference[0], 4), "non_embedding_params_m": round(reference[1], 3)},
+        "goals": {
+            "smaller_half_gain_ci_excludes_0": all(r["paired_diff"]["ci95"][0] > 0 for r in half),
+            "smaller_half_gain_ci_excludes_0_count": f"{sum(r['paired_diff']['ci95'][0] > 0 for r in half)}/{len(half)}",
+            "full_model_drop_within_interval": largest["paired_diff"]["mean"] >= -Z * largest["paired_diff"]["stderr"],
+            "healed_hv_higher": hv["healed"] > hv["unhealed"],
+        },
+        "wall_s": {"score_unhealed": round(score_unhealed_s, 1), "score_healed": round(score_healed_s, 1),
+                   "total": round(time.perf_counter() - t_start, 1)},
+        "threads": torch.get_num_threads(),
+        "quick": args.quick,
+    }
+    if args.curve:
+        out["curve"] = curve(args, parent, Path(healed_info["out"]), subnets, unhealed, root)
+    print(json.dumps(out, indent=2))
+
+
+if __name__ == "__main__":
+    main()
