@@ -279,3 +279,28 @@ def test_demo_heal_heals_the_demo_supernet_once(tmp_path: Path) -> None:
     assert load_supernet(healed).content_hash == loaded.content_hash
     spec = _spec(quick=True, supernet=healed, storage="sqlite://", trials=2, low=5, high=10, healed=True)
     assert spec["name"] == "demo-quick-healed" and spec["supernet"] == str(healed.resolve())
+
+
+def test_cli_heals_and_refuses_bad_input_with_one_line(tmp_path: Path, corpus: Path, imported: Path, scratch: Path,
+                                                     capsys: pytest.CaptureFixture) -> None:
+    from nas.cli import main
+
+    def nas(*args: str) -> tuple[int, str, str]:
+        with pytest.raises(SystemExit) as exc:
+            main(list(args))
+        out = capsys.readouterr()
+        return int(exc.value.code or 0), " ".join(out.out.split()), out.err  # rich wraps long lines
+
+    common = ["--data", str(corpus), "--batch-size", "4", "--seq-len", "32", "--lr", "3e-3", "--quiet"]
+    code, out, _ = nas("heal", str(imported), "--out", str(tmp_path / "h"), "--tokens", "512", *common)
+    assert code == 0 and "4 steps of 4 x 32 tokens = 512 tokens" in out and "healed supernet" in out
+    assert load_supernet(tmp_path / "h").provenance["heal"]["settings"]["lr"] == 3e-3
+    for args, message in (
+        (["--tokens", "1k", "--time", "5m"], "give --tokens or --time, not both"),
+        (["--time", "soon"], "--time 'soon' is not a duration"),
+        (["--tokens", "512", "--resume", "--fresh"], "--fresh starts over; it cannot be combined with --resume"),
+    ):
+        code, _, err = nas("heal", str(imported), "--out", str(tmp_path / "bad"), *args, *common)
+        assert code == 2 and err.startswith(f"error: {message}") and "Traceback" not in err, err
+    code, _, err = nas("heal", str(scratch), "--out", str(tmp_path / "bad"), "--tokens", "512", *common)
+    assert code == 2 and "trained from scratch" in err and err.count("\n") == 1
