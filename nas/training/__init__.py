@@ -19,7 +19,9 @@ Modules, in the order a step uses them:
   checkpoints;
 - :mod:`~nas.training.runlog` — ``OUT/train/log.jsonl``;
 - :mod:`~nas.training.trainer` — the loop itself (``train``), its progress reports and
-  the held-out loss.
+  the held-out loss;
+- :mod:`~nas.training.heal` — ``nas heal``: healing a supernet from its frozen full model, a
+  thin layer over ``train`` (budget in tokens or time, defaults per device, resume checks).
 """
 
 from __future__ import annotations
