@@ -39,6 +39,7 @@ from nas.errors import NasError
 from nas.model.config import SupernetConfig
 from nas.model.quant import parse_quant
 from nas.model.subnet import SubnetConfig
+from nas.stats import fit_line
 
 #: How to install the engine on a CPU like the ones this is developed on (the default native
 #: build picks AVX-512/AMX kernels that crash at the first decode there; see DESIGN.md).
@@ -105,17 +106,6 @@ def engine_format(quant: str, dtype: str) -> str:
 def config_key(config: SupernetConfig) -> str:
     """A short stable digest of a supernet config (tables are stored per config)."""
     return hashlib.sha256(json.dumps(config.to_dict(), sort_keys=True).encode()).hexdigest()[:12]
-
-
-def fit_line(raw: Sequence[float], measured: Sequence[float]) -> tuple[float, float]:
-    """(scale, offset) of ``measured ~ scale * raw + offset`` (least squares); offset only
-    for one point or when the points do not spread."""
-    if len(raw) == 1 or max(raw) - min(raw) < 1e-6 * max(1.0, max(raw)):
-        return 1.0, statistics.median(m - r for m, r in zip(measured, raw))
-    mr, mm = statistics.fmean(raw), statistics.fmean(measured)
-    sxx = sum((r - mr) ** 2 for r in raw)
-    scale = sum((r - mr) * (m - mm) for r, m in zip(raw, measured)) / sxx
-    return scale, mm - scale * mr
 
 
 @dataclass
@@ -297,5 +287,5 @@ def _read_tables(path: Path) -> dict[str, Any]:
 
 
 __all__ = ["BUILD_COMMAND", "ENGINE_COST", "ENGINE_TABLE_FILE", "INSTALL_HINT", "EngineLatencyTable", "config_key",
-           "engine_device", "engine_fingerprint", "engine_format", "engine_package_version", "fit_line",
+           "engine_device", "engine_fingerprint", "engine_format", "engine_package_version",
            "subnet_variant_keys", "variant_key"]

@@ -46,6 +46,7 @@ from nas.model.directory import parse_dtype
 from nas.model.space import SearchSpace
 from nas.model.subnet import SubnetConfig
 from nas.model.supernet import ForwardContext, Supernet, rms_norm
+from nas.stats import fit_line
 
 log = logging.getLogger(__name__)
 
@@ -122,17 +123,6 @@ def _run_blocks(blocks: Iterable[torch.nn.Module], dims: LayerDims, x: torch.Ten
     h = x
     for pos, block in enumerate(blocks):
         h = block(h, dims=dims, ctx=ctx, position=pos)
-
-
-def _fit_line(raw: Sequence[float], measured: Sequence[float]) -> tuple[float, float]:
-    """(scale, offset) of ``measured ~ scale * raw + offset``; offset only for one point or
-    when the points do not spread."""
-    if len(raw) == 1 or max(raw) - min(raw) < 1e-6 * max(1.0, max(raw)):
-        return 1.0, statistics.median(m - r for m, r in zip(measured, raw))
-    mr, mm = statistics.fmean(raw), statistics.fmean(measured)
-    sxx = sum((r - mr) ** 2 for r in raw)
-    scale = sum((r - mr) * (m - mm) for r, m in zip(raw, measured)) / sxx
-    return scale, mm - scale * mr
 
 
 @dataclass(frozen=True)
@@ -301,7 +291,7 @@ class LatencyTable:
             raise EvaluatorError("calibrate needs at least one sub-network")
         measured = measure_prefill_ms(model, subnets, setup=self.setup, rounds=rounds, repeats=repeats, warmup=warmup, seed=seed)
         raw = [self.raw_ms(s) for s in subnets]
-        self.scale, self.offset_ms = _fit_line(raw, measured)
+        self.scale, self.offset_ms = fit_line(raw, measured)
         self.calibration = [
             {"subnet": s.to_json(), "raw_ms": round(r, 4), "measured_ms": round(m, 4)}
             for s, r, m in zip(subnets, raw, measured)

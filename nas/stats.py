@@ -15,6 +15,7 @@ Plain numpy, no torch, no other ``nas`` code.
 from __future__ import annotations
 
 import math
+import statistics
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -80,4 +81,15 @@ def paired_weighted_difference(
     return float(mean), float(stderr)
 
 
-__all__ = ["mean_stderr", "paired_difference", "paired_weighted_difference", "sample_stddev", "weighted_mean"]
+def fit_line(raw: Sequence[float], measured: Sequence[float]) -> tuple[float, float]:
+    """(scale, offset) of ``measured ~ scale * raw + offset`` (least squares); offset only
+    for one point or when the points do not spread."""
+    if len(raw) == 1 or max(raw) - min(raw) < 1e-6 * max(1.0, max(raw)):
+        return 1.0, statistics.median(m - r for m, r in zip(measured, raw))
+    mr, mm = statistics.fmean(raw), statistics.fmean(measured)
+    sxx = sum((r - mr) ** 2 for r in raw)
+    scale = sum((r - mr) * (m - mm) for r, m in zip(raw, measured)) / sxx
+    return scale, mm - scale * mr
+
+
+__all__ = ["fit_line", "mean_stderr", "paired_difference", "paired_weighted_difference", "sample_stddev", "weighted_mean"]

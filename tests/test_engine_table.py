@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import builtins
 import json
-import os
 from pathlib import Path
 
 import pytest
@@ -18,26 +17,16 @@ from evaluators.engine_table import EngineLatencyTable, config_key, engine_forma
 from evaluators.errors import EvaluatorError
 from nas.cli import app, main
 from nas.errors import NasError
-from nas.export.engine import require_llama_cpp
 from nas.model.config import SupernetConfig
 from nas.model.directory import load_supernet, save_supernet
 from nas.model.subnet import SubnetConfig
 from nas.model.supernet import Supernet
 from nas.search.study import open_search
+from tests._llama import llama_cpp_or_skip
 from tests._search import make_spec
 from tests._tiny import tiny_tokenizer
 
 CONFIG = SupernetConfig(vocab_size=64, d_model=64, n_layer=3, n_head=4, n_kv_head=2, d_ff=128, head_dim=16)
-
-
-def _llama_cpp():  # noqa: ANN202
-    """llama_cpp, or a skip saying why (a failure under CI=true: .ci/run installs it)."""
-    try:
-        return require_llama_cpp()
-    except NasError as exc:
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(f"{exc} (CI=true: .ci/run installs it)")
-        pytest.skip(str(exc))
 
 
 def _hand_table() -> EngineLatencyTable:
@@ -124,7 +113,7 @@ SPACE = {"n_layer_choices": [2, 3], "n_head_choices": [2, 4], "d_ff_choices": [3
 
 
 def test_engine_table_from_llama_cpp_drives_a_study(supernet: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    llama_cpp = _llama_cpp()
+    llama_cpp = llama_cpp_or_skip()
     monkeypatch.setenv("NAS_WORK_DIR", str(tmp_path / "work"))
     url = f"sqlite:///{tmp_path / 'nas.db'}"
     fields = dict(name="engine", space=SPACE, quant_choices=["f32", "q8_0"], seed=1, budget={"n_trials": 6},
@@ -193,7 +182,7 @@ def _nas(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
 
 def test_engine_table_command_refuses_bad_input(supernet: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                                 monkeypatch: pytest.MonkeyPatch) -> None:
-    _llama_cpp()
+    llama_cpp_or_skip()
     out = tmp_path / "t.json"
     base = ["supernet", "engine-table", str(supernet), "--out", str(out)]
     code, err = _nas(capsys, *base, "--quant", "q9")

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import builtins
 import json
-import os
 import statistics
 from pathlib import Path
 
@@ -25,20 +24,11 @@ from nas.model.fakequant import fake_quantized
 from nas.model.space import SearchSpace
 from nas.model.subnet import SubnetConfig
 from nas.model.supernet import Supernet
+from tests._llama import llama_cpp_or_skip
 from tests._tiny import tiny_tokenizer
 
 UNIFORM = SubnetConfig(layers=(0, 2), n_head=(4, 4), d_ff=(64, 64), d_model=64)
 PER_LAYER = SubnetConfig(layers=(0, 1, 2), n_head=(4, 2, 4), d_ff=(128, 32, 64), d_model=64)
-
-
-def _llama_cpp():  # noqa: ANN202
-    """llama_cpp, or a skip saying why (a failure under CI=true: .ci/run installs it)."""
-    try:
-        return require_llama_cpp()
-    except NasError as exc:
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(f"{exc} (CI=true: .ci/run installs it)")
-        pytest.skip(str(exc))
 
 
 @pytest.fixture(scope="module")
@@ -92,7 +82,7 @@ def test_gguf_file_holds_per_layer_sizes_tokenizer_and_lineage(supernet, tmp_pat
 
 
 def test_heterogeneous_gguf_round_trip_through_llama_cpp(supernet, tmp_path: Path) -> None:  # noqa: ANN001
-    _llama_cpp()
+    llama_cpp_or_skip()
     loaded = load_supernet(supernet[0], dtype="fp32")
     tok = loaded.load_tokenizer()
     src = _source(supernet, PER_LAYER)
@@ -112,7 +102,7 @@ def test_heterogeneous_gguf_round_trip_through_llama_cpp(supernet, tmp_path: Pat
 
 def test_llama_architecture_refuses_per_layer_sizes(supernet, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: ANN001
     """Why per-layer sub-networks are written as ``deci``: llama's graph sizes every layer as layer 0."""
-    llama_cpp = _llama_cpp()
+    llama_cpp = llama_cpp_or_skip()
     import nas.export.gguf as gguf_export
 
     monkeypatch.setattr(gguf_export, "ARCH_PER_LAYER", "llama")
@@ -183,7 +173,7 @@ def test_cli_exports_and_verifies_gguf(supernet, tmp_path: Path, capsys: pytest.
     code, err = _nas(capsys, "export", "deploy", "1", "--out", str(out), "--quant", "q8_0", "--storage", url)
     assert code == 2 and "add --format gguf" in err
     assert not out.exists()
-    _llama_cpp()
+    llama_cpp_or_skip()
     runner = CliRunner()
     for quant in ("f32", "q8_0"):
         res = runner.invoke(app, ["export", "deploy", "1", "--out", str(out), "--format", "gguf", "--quant", quant, "--verify",
@@ -209,7 +199,7 @@ def test_cli_exports_and_verifies_gguf(supernet, tmp_path: Path, capsys: pytest.
 def test_engine_latency_of_a_gguf(supernet, tmp_path: Path) -> None:  # noqa: ANN001
     from nas.export.engine import engine_latency
 
-    _llama_cpp()
+    llama_cpp_or_skip()
     exp = export_gguf(_source(supernet, PER_LAYER), tmp_path / "lat", quant="q8_0")
     lat = engine_latency(exp.file, prompt_len=16, decode_tokens=4, repeats=2, n_threads=1, clock="process")
     assert lat.prefill_ms > 0 and lat.decode_tokens_per_s > 0 and len(lat.prefill_samples) == len(lat.decode_samples) == 2
