@@ -23,7 +23,7 @@ def test_minimal_spec_takes_defaults() -> None:
     spec = parse_spec(_spec())
     assert [o.metric for o in spec.objectives] == ["accuracy", "non_embedding_params"]
     assert [o.direction for o in spec.objectives] == ["maximize", "minimize"]
-    assert spec.sampler.name == "tpe" and spec.seed == 0 and spec.dtype == "bf16"
+    assert spec.sampler.name == "tpe" and spec.seed == 0 and spec.dtype == "auto"
     assert [f.label for f in spec.fidelities] == ["full"]
     assert spec.storage is None and spec.space is None
 
@@ -70,7 +70,7 @@ def test_heldout_loss_is_minimised() -> None:
         ({"budget": {}}, "budget: give n_trials and/or wall_time_s"),
         ({"budget": {"wall_time_s": "soon"}}, "'soon' is not a duration"),
         ({"budget": {"n_trials": 0}}, "budget.n_trials: Input should be greater than or equal to 1"),
-        ({"dtype": "fp16"}, "dtype: Input should be 'bf16' or 'fp32' (got 'fp16')"),
+        ({"dtype": "fp16"}, "dtype: Input should be 'auto', 'bf16' or 'fp32' (got 'fp16')"),
         ({"name": "my study"}, "name: study name 'my study' must be letters"),
         ({"samplr": "tpe"}, "samplr: unknown field; remove it or check its spelling"),
         ({"supernet": None}, "supernet: Input should be a valid string"),

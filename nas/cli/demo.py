@@ -37,6 +37,7 @@ from scipy.stats import kendalltau
 from nas.cli.search import print_summary, quiet_optuna, run_confirm, run_search
 from nas.front import confirmed_column
 from nas.metrics import ACCURACY
+from nas.model.precision import fast_dtype
 from nas.paths import work_dir
 from nas.pick import Bound
 
@@ -114,7 +115,7 @@ def _spec(*, quick: bool, supernet: Path, storage: str, trials: int, low: int, h
         "promotion": {"mode": "racing", "chunk": low, "z": 2.0, "min_top_trials": 2},
         # the front, and the 5 tied candidates the front's evidence against is weakest for
         "confirmation": {"examples": 20 if quick else 100, "max_tied": 5},
-        "dtype": "bf16",
+        "dtype": "auto",  # bf16 where the CPU has bf16 instructions, else fp32 (several times faster there)
         "batch_size": 16,
         "storage": storage,
     }
@@ -183,6 +184,8 @@ def demo(
     start = time.perf_counter()
     quiet_optuna()
     search = open_search(spec)
+    fast, why = fast_dtype(spec.device)
+    console.print(f"  dtype {search.spec.dtype}" + (f" (auto: {why})" if spec.dtype == "auto" and search.spec.dtype == fast else ""))
     try:
         summary = run_search(search, n_trials=None, wall_time_s=None, quiet=False)
         print_summary(summary)

@@ -41,6 +41,7 @@ from nas.errors import NasError
 from nas.export.engine import prefill_round_robin, require_llama_cpp
 from nas.export.gguf import gguf_problem, write_gguf
 from nas.model.directory import LoadedSupernet, load_supernet
+from nas.model.precision import resolve_dtype
 from nas.model.quant import parse_quant
 from nas.model.space import SearchSpace
 from nas.model.subnet import SubnetConfig
@@ -198,7 +199,7 @@ def table_inputs(supernet_dir: str | Path, *, spec_path: str | Path | None = Non
             raise NasError(f"study spec {spec_path} searches the supernet at {spec.supernet}, not {supernet_dir}; "
                            "give the spec's supernet directory")
         space = SearchSpace.resolve(spec.space, loaded.config, loaded.model.layer_rank, loaded.space)
-        formats = formats or list(spec.quant_choices) or [parse_quant(spec.dtype).name]
+        formats = formats or list(spec.quant_choices) or [parse_quant(resolve_dtype(spec.dtype, spec.device)).name]
     return loaded, space, formats or ["bf16", "q8_0", "q4_0"]
 
 

@@ -269,7 +269,9 @@ class StudySpec(_Model):
     confirmation: ConfirmationSpec | None = ConfirmationSpec()
     fault_tolerance: FaultToleranceSpec = FaultToleranceSpec()
     storage: str | None = None
-    dtype: Literal["bf16", "fp32"] = "bf16"
+    #: ``auto``: bf16 where the device computes it natively, else fp32 (nas.model.dtypes.fast_dtype);
+    #: resolved once when the study is created and stored as the concrete dtype
+    dtype: Literal["auto", "bf16", "fp32"] = "auto"
     batch_size: int = Field(default=16, ge=1)
     device: str = "cpu"
     context_len: int = Field(default=512, ge=1)

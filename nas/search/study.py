@@ -25,6 +25,8 @@ from evaluators.scorer import TaskScorer, build_scorers, check_task_names
 from evaluators.tasks import check_task_metrics
 from nas.errors import NasError
 from nas.model.directory import LoadedSupernet, load_supernet
+from nas.model.dtypes import dtype_name
+from nas.model.precision import fast_dtype
 from nas.model.space import SearchSpace
 from nas.search.costs import StudyCosts, check_feasible_extremes
 from nas.search.driver import Search, SearchSetup
@@ -56,6 +58,7 @@ def open_search(
         check_task_names([t.name for t in spec.tasks])
         check_task_metrics(spec.tasks, [o.metric for o in spec.objectives])
     db = open_database(spec.storage)
+    spec = resolve_study_dtype(spec, db, loaded)
     if loaded is None:
         loaded = load_supernet(spec.supernet, dtype=spec.dtype, device=spec.device)
     config = loaded.config
@@ -107,6 +110,27 @@ def open_search(
         spec=spec, db=db, study=study, study_id=study_id, supernet_id=supernet_id, supernet_hash=loaded.content_hash,
         config=config, space=space, scorers=tuple(scorers), costs=costs, n_trials=n_trials, loaded=loaded,
     ))
+
+
+def resolve_study_dtype(spec: StudySpec, db: Any, loaded: LoadedSupernet | None = None) -> StudySpec:
+    """``dtype: auto`` made concrete: the stored study's dtype when it exists (a resumed study
+    and its workers keep scoring in one dtype on any machine), else the given model's, else the
+    device's fast dtype. Warns when bf16 is asked for on a CPU that emulates it."""
+    if spec.dtype == "auto":
+        existing = get_study(db, spec.name)
+        stored = existing.spec.get("dtype") if existing is not None else None
+        if stored in ("bf16", "fp32"):
+            dtype, why = stored, f"the dtype study {spec.name} was created with"
+        elif loaded is not None:
+            dtype, why = dtype_name(loaded.model.lm_head_weight.dtype), "the loaded supernet's dtype"
+        else:
+            dtype, why = fast_dtype(spec.device)
+        log.info("dtype auto -> %s (%s)", dtype, why)
+        return spec.model_copy(update={"dtype": dtype})
+    if spec.dtype == "bf16" and str(spec.device).startswith("cpu") and fast_dtype(spec.device)[0] == "fp32":
+        log.warning("dtype bf16 on %s: %s; `dtype: fp32` (or auto) scores the same study faster",
+                    spec.device, fast_dtype(spec.device)[1])
+    return spec
 
 
 def _keep_legacy_confirmation(spec: StudySpec, db: Any) -> StudySpec:

@@ -43,6 +43,7 @@ import torch
 
 from nas.errors import NasError
 from nas.model.directory import LoadedSupernet, load_supernet, update_provenance
+from nas.model.precision import fast_dtype
 from nas.model.space import LayerChoices, SearchSpace
 from nas.model.subnet import SubnetConfig
 from nas.training.checkpoints import list_checkpoints
@@ -163,14 +164,16 @@ def heal_settings(device: str = "auto", **overrides: Any) -> HealSettings:
     the smallest, the first 4 M characters of the Gutenberg corpus (a 2-core CPU heals
     SmolLM2-135M at ~270 tokens/s). GPU (an hour): 1 h of steps of 32 x 1024 tokens, two
     random arms, the whole corpus.
+    The dtype is the device's fast one (:func:`nas.model.dtypes.fast_dtype`:
+    bf16 autocast where bf16 is native, else fp32).
     """
     device = _device(device)
     if device == "cuda":
         base = HealSettings(device=device, budget=HealBudget(seconds=3600.0), batch_size=32, seq_len=1024, lr=1e-4,
-                            n_random=2, eval_tokens=65_536)
+                            n_random=2, eval_tokens=65_536, dtype=fast_dtype(device)[0])
     else:
         base = HealSettings(device=device, budget=HealBudget(seconds=600.0), batch_size=4, seq_len=256, lr=1e-4,
-                            n_random=1, max_chars=4_000_000)
+                            n_random=1, max_chars=4_000_000, dtype=fast_dtype(device)[0])
     changes = {k: v for k, v in overrides.items() if v is not None}
     unknown = sorted(set(changes) - {f.name for f in dataclasses.fields(HealSettings)})
     if unknown:
