@@ -269,8 +269,7 @@ class StudySpec(_Model):
     confirmation: ConfirmationSpec | None = ConfirmationSpec()
     fault_tolerance: FaultToleranceSpec = FaultToleranceSpec()
     storage: str | None = None
-    #: ``auto``: bf16 where the device computes it natively, else fp32 (nas.model.dtypes.fast_dtype);
-    #: resolved once when the study is created and stored as the concrete dtype
+    #: ``auto``: bf16 where native, else fp32 (nas.model.precision); stored resolved at creation
     dtype: Literal["auto", "bf16", "fp32"] = "auto"
     batch_size: int = Field(default=16, ge=1)
     device: str = "cpu"
