@@ -74,3 +74,17 @@ def test_a_study_stores_the_dtype_auto_resolved_to_and_a_resume_keeps_it(tmp_pat
                         scorers=[heldout_scorer(tiny)])
     assert fresh.setup.spec.dtype == "bf16"
     fresh.db.close()
+
+
+def test_a_training_config_resolves_auto_on_parsing_and_keeps_an_explicit_dtype(monkeypatch: pytest.MonkeyPatch) -> None:
+    import yaml
+
+    from nas.training.config import TrainConfig
+
+    data = yaml.safe_load((Path(__file__).resolve().parent.parent / "examples" / "train_tiny.yaml").read_text())
+    data.pop("dtype", None)
+    for native in ("bf16", "fp32"):
+        monkeypatch.setattr("nas.training.config.fast_dtype", lambda device="cpu", n=native: (n, "test"))
+        assert TrainConfig.model_validate({**data, "device": "cpu"}).dtype == native  # the default is auto
+        assert TrainConfig.model_validate({**data, "device": "cpu", "dtype": "auto"}).dtype == native
+        assert TrainConfig.model_validate({**data, "dtype": "fp32"}).dtype == "fp32"

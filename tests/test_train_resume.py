@@ -34,6 +34,8 @@ def test_killed_and_resumed_run_equals_uninterrupted_run(tmp_path: Path, corpus:
     full = train(tiny_config(tmp_path / "a", corpus, **base))
     killed = train(tiny_config(tmp_path / "b", corpus, **base), stop_after=3)  # dies after step 3; last checkpoint: 2
     assert killed.stopped_early and [p.name for p in list_checkpoints(tmp_path / "b" / "out")] == ["step_00000002.pt"]
+    with pytest.raises(NasError, match="trained in dtype bf16, this run would use fp32.*set dtype: bf16"):
+        train(tiny_config(tmp_path / "b", corpus, **{**base, "dtype": "fp32"}), resume="latest")  # nothing written
     resumed = train(tiny_config(tmp_path / "b", corpus, **base), resume="latest")
     assert resumed.resumed_from and resumed.resumed_from.endswith("step_00000002.pt")
     assert resumed.content_hash == full.content_hash  # bitwise-identical weights

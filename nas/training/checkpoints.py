@@ -81,6 +81,7 @@ def save_checkpoint(out: str | Path, state: TrainingState, *, config: TrainConfi
         "seed": config.seed,
         "batch_size": config.batch_size,
         "seq_len": config.seq_len,
+        "dtype": config.dtype,
         "model": state.model.state_dict(),
         "optimizer": state.optimizer.state_dict(),
         "scheduler": state.scheduler.state_dict(),
@@ -133,6 +134,11 @@ def check_compatible(
         raise NasError(f"checkpoint {path} was written on another corpus (or tokenisation); resume with the same data")
     if state["seed"] != config.seed or state["batch_size"] != config.batch_size or state["seq_len"] != config.seq_len:
         raise NasError(f"checkpoint {path} used another seed, batch_size or seq_len; an exact resume needs the same values")
+    if state.get("dtype", config.dtype) != config.dtype:  # checkpoints written before the key: not checked
+        raise NasError(
+            f"checkpoint {path} was trained in dtype {state['dtype']}, this run would use {config.dtype} "
+            f"(dtype: auto picks the machine's fast dtype); an exact resume needs the same: set dtype: {state['dtype']}"
+        )
 
 
 __all__ = [

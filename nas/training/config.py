@@ -10,10 +10,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
+import torch
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from nas.errors import NasError
+from nas.model.precision import fast_dtype
 from nas.training.data import CorpusSpec
 
 
@@ -162,7 +164,8 @@ class TrainConfig(_Section):
     batch_size: int = Field(8, gt=0)
     micro_batch_size: int | None = Field(None, gt=0)
     seq_len: int = Field(256, gt=1)
-    dtype: Literal["bf16", "fp32"] = "bf16"
+    #: ``auto``: bf16 autocast where the device runs bf16 natively, else fp32 (resolved on parsing)
+    dtype: Literal["auto", "bf16", "fp32"] = "auto"
     device: Literal["auto", "cpu", "cuda"] = "auto"
     checkpoint_every: int = Field(0, ge=0)
     keep_checkpoints: int = Field(2, gt=0)
@@ -170,6 +173,15 @@ class TrainConfig(_Section):
     eval_tokens: int = Field(32_768, gt=0)
     log_every: int = Field(10, gt=0)
     memory_limit_gb: float | None = Field(None, gt=0)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _resolve_dtype(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("dtype", "auto") == "auto":
+            device = data.get("device", "auto")
+            kind = "cuda" if device == "cuda" or (device == "auto" and torch.cuda.is_available()) else "cpu"
+            data = {**data, "dtype": fast_dtype(kind)[0]}
+        return data
 
     @model_validator(mode="after")
     def _check(self) -> TrainConfig:
