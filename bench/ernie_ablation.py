@@ -44,13 +44,12 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
 
 from nas.model.directory import load_supernet  # noqa: E402
 from nas.model.subnet import SubnetConfig  # noqa: E402
 from nas.model.tokenizer import eos_id, load_tokenizer  # noqa: E402
 from nas.paths import work_dir  # noqa: E402
-from nas.training import TrainConfig, parse_train_config, train  # noqa: E402
+from nas.training import TrainConfig, parse_train_config, train, window_losses  # noqa: E402
 from nas.training.checkpoints import list_checkpoints  # noqa: E402
 from nas.training.data import eval_windows, load_tokens, split_tokens  # noqa: E402
 
@@ -105,21 +104,6 @@ def _train_once(name: str, cfg: TrainConfig, size: dict[str, Any], *, fresh: boo
             "seconds": round(result.wall_time_s, 1)}
     done.write_text(json.dumps({"size": size, "info": info}))
     return info
-
-
-@torch.no_grad()
-def _per_window_loss(model: torch.nn.Module, windows: torch.Tensor, sub: SubnetConfig | None, batch_size: int = 16) -> torch.Tensor:
-    """Mean next-token loss of each held-out window (as :func:`nas.training.evaluate_loss` computes it over
-    all of them: every window has the same number of targets, so their mean is the token mean)."""
-    model.eval()
-    out = []
-    for start in range(0, windows.shape[0], batch_size):
-        batch = windows[start:start + batch_size]
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            logits = model(batch[:, :-1], sub)
-        loss = F.cross_entropy(logits.float().transpose(1, 2), batch[:, 1:], reduction="none")
-        out.append(loss.mean(dim=1).double())
-    return torch.cat(out)
 
 
 def _fixed_space(model: dict[str, int]) -> dict[str, Any]:
@@ -196,7 +180,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             e, k = change.get("n_expert", E), change.get("top_k", K)
             sub = SubnetConfig(layers=kept, n_head=(full["n_head"],) * n, d_ff=(full["d_ff"],) * n, d_model=full["d_model"],
                                n_expert=(e,) * n, top_k=(min(k, e),) * n)
-        return _per_window_loss(loaded.model, windows, sub)
+        return window_losses(loaded.model, windows, sub, batch_size=16, dtype="bf16")
 
     base = score("baseline")
     el_full, sw_full = score("elastic"), score("sandwich")

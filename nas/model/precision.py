@@ -41,8 +41,10 @@ def cpu_flags(cpuinfo: str | Path = "/proc/cpuinfo") -> frozenset[str]:
 def fast_dtype(device: str = "cpu") -> tuple[str, str]:
     """The dtype ``auto`` means on ``device``, and why: ``("bf16", reason)`` where bf16 is
     native (a CUDA device that supports it; a CPU with one of :data:`BF16_CPU_FLAGS`),
-    ``("fp32", reason)`` elsewhere."""
+    ``("fp32", reason)`` elsewhere. ``device="auto"``: cuda where torch sees a GPU, else cpu."""
     kind = str(device).split(":")[0].lower()
+    if kind == "auto":
+        kind = device = "cuda" if torch.cuda.is_available() else "cpu"
     if kind == "cuda":
         if torch.cuda.is_available() and torch.cuda.is_bf16_supported():
             return "bf16", f"{device} supports bf16"

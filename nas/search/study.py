@@ -127,9 +127,9 @@ def resolve_study_dtype(spec: StudySpec, db: Any, loaded: LoadedSupernet | None 
             dtype, why = fast_dtype(spec.device)
         log.info("dtype auto -> %s (%s)", dtype, why)
         return spec.model_copy(update={"dtype": dtype})
-    if spec.dtype == "bf16" and str(spec.device).startswith("cpu") and fast_dtype(spec.device)[0] == "fp32":
-        log.warning("dtype bf16 on %s: %s; `dtype: fp32` (or auto) scores the same study faster",
-                    spec.device, fast_dtype(spec.device)[1])
+    fast, why = fast_dtype(spec.device)
+    if spec.dtype == "bf16" and str(spec.device).startswith("cpu") and fast == "fp32":
+        log.warning("dtype bf16 on %s: %s; `dtype: fp32` (or auto) scores the same study faster", spec.device, why)
     return spec
 
 

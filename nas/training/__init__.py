@@ -42,7 +42,7 @@ from nas.training.config import (
 from nas.training.memory import MemoryEstimate, available_memory, check_memory, estimate_memory
 from nas.training.sampling import ArmSampler, ErnieSampler, ernie_sampler, restrict
 from nas.training.sandwich import Arm, ArmStats, DistillTarget, SandwichLoss, distill_loss, sandwich_step
-from nas.training.trainer import EvalReport, StepReport, TrainResult, evaluate_loss, train, train_flops_per_token
+from nas.training.trainer import EvalReport, StepReport, TrainResult, evaluate_loss, train, train_flops_per_token, window_losses
 
 __all__ = [
     "Arm",
@@ -76,4 +76,5 @@ __all__ = [
     "sandwich_step",
     "train",
     "train_flops_per_token",
+    "window_losses",
 ]

@@ -10,7 +10,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-import torch
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -178,9 +177,7 @@ class TrainConfig(_Section):
     @classmethod
     def _resolve_dtype(cls, data: Any) -> Any:
         if isinstance(data, dict) and data.get("dtype", "auto") == "auto":
-            device = data.get("device", "auto")
-            kind = "cuda" if device == "cuda" or (device == "auto" and torch.cuda.is_available()) else "cpu"
-            data = {**data, "dtype": fast_dtype(kind)[0]}
+            data = {**data, "dtype": fast_dtype(str(data.get("device", "auto")))[0]}
         return data
 
     @model_validator(mode="after")

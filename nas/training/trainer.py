@@ -104,23 +104,31 @@ class TrainResult:
 
 # ============================================================ evaluation
 @torch.no_grad()
-def evaluate_loss(
+def window_losses(
     model: Supernet, windows: Tensor, subnet: SubnetConfig | None = None, *, batch_size: int = 8, dtype: str = "bf16"
-) -> float:
-    """Mean next-token cross-entropy of ``subnet`` over ``windows`` (N, T + 1)."""
+) -> Tensor:
+    """Mean next-token cross-entropy of ``subnet`` on each of ``windows`` (N, T + 1): (N,) in
+    float64, for paired comparisons of two models on the same windows."""
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
-    total, count = 0.0, 0
+    out = []
     for start in range(0, windows.shape[0], batch_size):
         batch = windows[start:start + batch_size].to(device)
         with autocast(device, dtype):
             logits = model(batch[:, :-1], subnet)
-        loss = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), batch[:, 1:].reshape(-1), reduction="sum")
-        total += float(loss)
-        count += batch[:, 1:].numel()
+        loss = F.cross_entropy(logits.float().transpose(1, 2), batch[:, 1:], reduction="none")  # (B, T)
+        out.append(loss.mean(dim=1).double().cpu())
     model.train(was_training)
-    return total / count
+    return torch.cat(out)
+
+
+def evaluate_loss(
+    model: Supernet, windows: Tensor, subnet: SubnetConfig | None = None, *, batch_size: int = 8, dtype: str = "bf16"
+) -> float:
+    """Mean next-token cross-entropy of ``subnet`` over ``windows`` (N, T + 1): every window has
+    T targets, so the token mean is the mean of :func:`window_losses`."""
+    return float(window_losses(model, windows, subnet, batch_size=batch_size, dtype=dtype).mean())
 
 
 def train_flops_per_token(config: SupernetConfig, subnet: SubnetConfig, seq_len: int) -> float:
