@@ -27,8 +27,13 @@ The default run prints one JSON object with three parts (``--parts``):
   A sub-network drawn twice is scored once (a study's cache answers the second).
 - ``parity``: the largest sub-network on 200 seeded examples per task: ours fp32 vs HFLM
   fp32 (``fp32_acc_identical``: acc and acc_norm equal on every task) and our bf16 vs our
-  fp32 (``bf16_vs_fp32_acc_max_diff``; ``bf16_hflm_vs_fp32_acc_max_diff`` the same bf16
-  model scored with HFLM's bf16 log-softmax instead of the fp32 logsumexp).
+  fp32: ``bf16_vs_fp32_acc_max_diff`` as scored by default (close calls re-scored in fp32,
+  :mod:`evaluators.recheck`; ``rechecked_fraction`` of the documents, under
+  ``recheck_nats``), ``bf16_plain_vs_fp32_acc_max_diff`` without the re-check,
+  ``bf16_hflm_vs_fp32_acc_max_diff`` plain bf16 with HFLM's bf16 log-softmax instead of the
+  fp32 logsumexp; ``bf16_ll_err_p50`` / ``_p99`` / ``_max``: plain bf16's error per request
+  in nats, which the re-check's bound must cover. The ``throughput`` part scores with the
+  default re-check too (``rechecked_fraction``).
 
     python bench/eval_throughput.py [--threads 2] [--parts throughput,study,parity] [--population 15]
     python bench/eval_throughput.py --parity [--dtype fp32] [--limit 200]
@@ -160,7 +165,7 @@ def throughput(args: argparse.Namespace, peak: float) -> dict[str, Any]:
     rows = []
     hflm_tokens = hflm_token_count(evaluator, samples)
     for subnet in homogeneous_candidates(loaded.space, args.candidates):
-        metrics = evaluator.evaluate(subnet, fidelity)
+        metrics = evaluator.evaluate(subnet, fidelity)  # bf16 close calls re-scored in fp32 (the default)
         stats = dict(evaluator.last_stats)
         reference, hflm_s = hflm_scores(loaded.model, subnet, tokenizer, dict(evaluator.tasks.tasks), samples, args.batch_size)
         diffs = {
@@ -173,6 +178,7 @@ def throughput(args: argparse.Namespace, peak: float) -> dict[str, Any]:
             "ours_s": round(metrics.wall_s, 3),
             "hflm_s": round(hflm_s, 3),
             "tokens": stats["n_tokens"],
+            "rechecked": stats["rechecked_docs"] / max(1, stats["scored_docs"]),
             "model_flops": stats["n_tokens"] * flops_per_token(loaded.model, subnet),
             "hflm_model_flops": hflm_tokens * flops_per_token(loaded.model, subnet),
             "acc": {f"{t}/{m}": round(metrics.get(t, m).value, 4) for t in args.tasks for m in METRICS},
@@ -192,6 +198,7 @@ def throughput(args: argparse.Namespace, peak: float) -> dict[str, Any]:
         "speedup_vs_simple_evaluate": round((hflm_s + task_setup_s) / ours_s, 2),
         "acc_max_abs_diff": max(r["acc_abs_diff"] for r in rows),
         "tokens_per_s": round(sum(r["tokens"] for r in rows) / total_time, 1),
+        "rechecked_fraction": round(statistics.mean(r["rechecked"] for r in rows), 4),
         "mfu": round(sum(r["model_flops"] for r in rows) / total_time / peak, 4),
         "tokens": rows[0]["tokens"],
         "hflm_tokens": hflm_tokens,
@@ -339,19 +346,36 @@ def parity(args: argparse.Namespace) -> dict[str, Any]:
     equal = all(v[f"ours_{m}"] == v[f"hflm_{m}"] for v in per_task.values() for m in METRICS)
     bf16: dict[str, Any] = {}
     if args.dtype == "fp32":  # our bf16 against our fp32 on the same documents
+        fp32_lls = request_lls(evaluator, samples)
         del evaluator, lm
         gc.collect()
         low = Evaluator.from_loaded(load_supernet(args.supernet, dtype="bf16"), args.tasks,
-                                    options=ScoringOptions(dtype="bf16", batch_size=args.batch_size))
-        low_metrics = low.evaluate(largest, fidelity)
-        diffs = [abs(low_metrics.get(t, m).value - per_task[t][f"ours_{m}"]) for t in args.tasks for m in METRICS]
-        # the same bf16 model with HFLM's arithmetic (log-softmax in bf16): what the fp32 logsumexp removes
+                                    options=ScoringOptions(dtype="bf16", batch_size=args.batch_size, prefix_cache_bytes=0))
+        low_metrics = low.evaluate(largest, fidelity)  # the default: close calls re-scored in fp32
+        checked = dict(low.last_stats)
+        # plain bf16 (no re-check), and the same model with HFLM's arithmetic (log-softmax in bf16)
+        plain = Evaluator(low.model, low.tokenizer, args.tasks, options=ScoringOptions(
+            dtype="bf16", batch_size=args.batch_size, prefix_cache_bytes=0), space=low.space, recheck_nats=0)
+        plain_metrics = plain.evaluate(largest, fidelity)
+        errors = sorted(abs(a - b) for a, b in zip(request_lls(plain, samples), fp32_lls, strict=True))
         hflm_style = Evaluator(low.model, low.tokenizer, args.tasks, options=ScoringOptions(
-            dtype="bf16", batch_size=args.batch_size, logprobs="hflm", prefix_cache_bytes=0), space=low.space).evaluate(largest, fidelity)
-        hflm_diffs = [abs(hflm_style.get(t, m).value - per_task[t][f"ours_{m}"]) for t in args.tasks for m in METRICS]
-        bf16 = {"bf16_vs_fp32_acc_max_diff": round(max(diffs), 4), "bf16_s": round(low_metrics.wall_s, 2),
-                "bf16_hflm_vs_fp32_acc_max_diff": round(max(hflm_diffs), 4),
+            dtype="bf16", batch_size=args.batch_size, logprobs="hflm", prefix_cache_bytes=0), space=low.space,
+            recheck_nats=0).evaluate(largest, fidelity)
+
+        def max_diff(got: Any) -> float:
+            return round(max(abs(got.get(t, m).value - per_task[t][f"ours_{m}"]) for t in args.tasks for m in METRICS), 4)
+
+        bf16 = {"bf16_vs_fp32_acc_max_diff": max_diff(low_metrics), "bf16_s": round(low_metrics.wall_s, 2),
+                "recheck_nats": low.recheck_nats,
+                "rechecked_fraction": round(checked["rechecked_docs"] / checked["scored_docs"], 4),
+                "bf16_plain_vs_fp32_acc_max_diff": max_diff(plain_metrics), "bf16_plain_s": round(plain_metrics.wall_s, 2),
+                "bf16_hflm_vs_fp32_acc_max_diff": max_diff(hflm_style),
+                # |bf16 - fp32| log-likelihood per request (plain bf16): what the re-check bound must cover
+                "bf16_ll_err_p50": round(errors[len(errors) // 2], 4),
+                "bf16_ll_err_p99": round(errors[min(len(errors) - 1, int(0.99 * len(errors)))], 4),
+                "bf16_ll_err_max": round(errors[-1], 4), "n_requests": len(errors),
                 "bf16_acc": {f"{t}/{m}": low_metrics.get(t, m).value for t in args.tasks for m in METRICS},
+                "bf16_plain_acc": {f"{t}/{m}": plain_metrics.get(t, m).value for t in args.tasks for m in METRICS},
                 "bf16_hflm_acc": {f"{t}/{m}": hflm_style.get(t, m).value for t in args.tasks for m in METRICS}}
     return {
         "parity": equal,
@@ -368,6 +392,12 @@ def parity(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def request_lls(evaluator: Evaluator, samples: dict[str, list[int]]) -> list[float]:
+    """The log-likelihood of every request of ``samples``' documents in ``evaluator``'s last
+    evaluation, in document and request order."""
+    return [inst.resps[0][0] for task, ids in samples.items() for d in ids for inst in evaluator.instances(task, d)]
+
+
 def calibrate(args: argparse.Namespace) -> dict[str, Any]:
     """How far bf16 scores move with the batch composition alone: HFLM at two batch sizes
     vs our adapter, on the largest sub-network (acc / acc_norm and per-request loglikelihoods)."""
@@ -375,7 +405,8 @@ def calibrate(args: argparse.Namespace) -> dict[str, Any]:
 
     loaded = load_supernet(args.supernet, dtype=args.dtype)
     tokenizer = loaded.load_tokenizer()
-    evaluator = Evaluator.from_loaded(loaded, args.tasks, options=ScoringOptions(dtype=args.dtype, batch_size=args.batch_size))
+    evaluator = Evaluator.from_loaded(loaded, args.tasks, options=ScoringOptions(dtype=args.dtype, batch_size=args.batch_size),
+                                      recheck_nats=0)  # plain bf16: the noise the fp32 re-check of close calls removes
     fidelity = Fidelity(limit=args.limit, seed=args.seed)
     largest = loaded.space.largest()
     samples = {task: evaluator.subset(task, fidelity) for task in args.tasks}

@@ -32,16 +32,18 @@ from pathlib import Path
 from typing import Any
 
 import lm_eval
+import torch
 from lm_eval.api import metrics as lm_metrics
 
 from evaluators.errors import EvaluatorError
 from evaluators.harness import ScoringOptions, SubnetLM, parse_eval_dtype, resolve_subnet
 from evaluators.plan import LoglikelihoodPlan, plan_requests
 from evaluators.prefix import PrefixCache, reuse_order, shared_cache
+from evaluators.recheck import DEFAULT_RECHECK_NATS, close_call, fp32_reference, rechecks
 from evaluators.tasks import LoadedTasks, TaskPack
 from evaluators.types import Fidelity, Metrics, TaskScore, scoring_settings
 from nas.errors import NasError
-from nas.model.directory import LoadedSupernet
+from nas.model.directory import LoadedSupernet, loaded_from, mark_loaded, weights_state
 from nas.model.dtypes import dtype_name
 from nas.model.space import SearchSpace
 from nas.model.subnet import SubnetConfig
@@ -104,7 +106,11 @@ class Evaluator:
     ``prefix_cache_bytes`` gives this evaluator a prefix cache of its own (default: the
     process's shared one, see :mod:`evaluators.prefix`); ``score_greedy`` is decided from
     the tasks (see :func:`reads_is_greedy`). ``bootstrap_iters`` sets the resamples for
-    the stderr of non-mean metrics (perplexities).
+    the stderr of non-mean metrics (perplexities). ``recheck_nats`` (bf16 models only; default
+    :data:`~evaluators.recheck.DEFAULT_RECHECK_NATS`, 0 off) is the bf16 error assumed per
+    request: multiple-choice documents whose answer errors that large could change are scored
+    again in fp32 (:mod:`evaluators.recheck`); ``last_stats`` counts them (``rechecked_docs``
+    of ``scored_docs``).
     """
     def __init__(
         self,
@@ -116,6 +122,7 @@ class Evaluator:
         space: SearchSpace | None = None,
         data_dir: str | Path | None = None,
         bootstrap_iters: int = 500,
+        recheck_nats: float | None = None,
         **settings: Any,
     ) -> None:
         opts = replace(options if options is not None else DEFAULT_OPTIONS, **settings)  # unknown names: TypeError
@@ -124,8 +131,16 @@ class Evaluator:
             tasks = [tasks]
         target = parse_eval_dtype(opts.dtype)
         if target is not None and model.lm_head_weight.dtype != target:
+            source = loaded_from(model)
             model.to(target)
+            if source is not None:  # still the directory's weights, rounded: close calls re-read them in fp32
+                mark_loaded(model, source)
         model.eval()
+        bf16 = model.lm_head_weight.dtype == torch.bfloat16
+        nats = DEFAULT_RECHECK_NATS if recheck_nats is None else recheck_nats
+        if not isinstance(nats, (int, float)) or not math.isfinite(nats) or nats < 0:
+            raise EvaluatorError(f"recheck_nats={recheck_nats!r} must be a number of nats >= 0 (0 turns the fp32 re-check of close calls off)")
+        self.recheck_nats = float(nats) if bf16 else 0.0  # an fp32 model has nothing to re-check
         self.model = model
         self.tokenizer = tokenizer
         self.space = space or SearchSpace.default(model.config, model.layer_rank)
@@ -141,6 +156,8 @@ class Evaluator:
         self._instances: dict[str, dict[int, list[Any]]] = {name: {} for name in self.tasks.tasks}
         self._encode_cache: dict[tuple[str, bool | None], list[int]] = {}
         self.score_greedy = any(reads_is_greedy(task) for task in self.tasks.tasks.values())
+        self._rechecks = {name: bool(self.recheck_nats) and rechecks(task) for name, task in self.tasks.tasks.items()}
+        self._reference: tuple[tuple[tuple[int, int], ...], Supernet] | None = None  # (weights it copies, fp32 model)
         # the adapters share the already cast model: no dtype of their own
         self._lm_options = replace(opts, dtype=None, score_greedy=self.score_greedy)
         self.harness_version = lm_eval.__version__
@@ -168,7 +185,8 @@ class Evaluator:
 
     def _settings(self) -> dict[str, str]:
         """task (and group) -> the settings that change its scores (the cache key's part):
-        the model's dtype, the context window, the log-softmax dtype, the few-shot count."""
+        the model's dtype, the context window, the log-softmax dtype, the few-shot count, and
+        the assumed bf16 error under which close calls were re-scored in fp32."""
         dtype = dtype_name(self.model.lm_head_weight.dtype)
         if self.options.logprobs == "exact":
             softmax = "lse-fp32"  # target logit minus an fp32 logsumexp, whatever the logits' dtype
@@ -177,11 +195,14 @@ class Evaluator:
         max_length = int(self.options.max_length or self.model.config.max_seq_len)
         out = {
             name: scoring_settings(dtype=dtype, max_length=max_length, softmax=softmax,
-                                   num_fewshot=int(obj.config.num_fewshot or 0))
+                                   num_fewshot=int(obj.config.num_fewshot or 0),
+                                   recheck_fp32=self.recheck_nats if self._rechecks[name] else None)
             for name, obj in self.tasks.tasks.items()
         }
-        for group in self.tasks.groups:
-            out[group] = scoring_settings(dtype=dtype, max_length=max_length, softmax=softmax)
+        for group, obj in self.tasks.groups.items():
+            checked = any(self._rechecks.get(t.task_name, False) for t in obj.get_all_tasks())
+            out[group] = scoring_settings(dtype=dtype, max_length=max_length, softmax=softmax,
+                                          recheck_fp32=self.recheck_nats if checked else None)
         return out
 
     # --------------------------------------------------------------- pieces
@@ -230,6 +251,7 @@ class Evaluator:
         passes, skipped = self.prefix_cache.layer_passes, self.prefix_cache.layer_passes_skipped
         known = self._known_scores(prior, fidelity)
         chosen: dict[str, list[int]] = {}
+        rechecked = 0
         for task in self.tasks.tasks:
             chosen[task] = self.subset(task, fidelity)
             done = known.get(task, {})
@@ -250,6 +272,9 @@ class Evaluator:
                     responses = getattr(lm, request_type)(requests, disable_tqdm=True)
                 for response, inst in zip(responses, requests, strict=True):
                     inst.resps.append(response)
+            if self._rechecks[task]:
+                fresh = [d for d in chosen[task] if d not in done]
+                rechecked += self._recheck(lm.subnet, task, fresh)
 
         scores: list[TaskScore] = []
         summary: dict[str, dict[str, Any]] = {}
@@ -263,6 +288,8 @@ class Evaluator:
             "n_forward": lm.n_forward,
             "layer_passes": self.prefix_cache.layer_passes - passes,
             "layer_passes_skipped": self.prefix_cache.layer_passes_skipped - skipped,
+            "rechecked_docs": rechecked,
+            "scored_docs": sum(len([d for d in ids if d not in known.get(t, {})]) for t, ids in chosen.items()),
         }
         return Metrics(
             scores=tuple(scores),
@@ -272,6 +299,29 @@ class Evaluator:
             wall_s=time.perf_counter() - start,
             n_model_calls=lm.n_forward,
         )
+
+    def _recheck(self, subnet: SubnetConfig, task: str, ids: list[int]) -> int:
+        """Score again in fp32 the documents of ``ids`` whose bf16 answers are close calls
+        (:func:`evaluators.recheck.close_call` under ``recheck_nats``); their responses are
+        replaced. Returns how many there were."""
+        obj = self.tasks.tasks[task]
+        close = []
+        for doc_id in ids:
+            insts = self._instances[task][doc_id]
+            if close_call([inst.resps[0][0] for inst in insts], obj.doc_to_choice(insts[0].doc), self.recheck_nats):
+                close.append(doc_id)
+        if not close:
+            return 0
+        requests = [inst for doc_id in close for inst in self._instances[task][doc_id]]
+        state = weights_state(self.model)
+        if self._reference is None or self._reference[0] != state:  # built once, again only if the weights change
+            self._reference = (state, fp32_reference(self.model))
+        reference = self._reference[1]
+        lm = SubnetLM(reference, subnet, tokenizer=self.tokenizer, options=self._lm_options, encode_cache=self._encode_cache)
+        plan = lm.plan([(None, ctx, cont) for ctx, cont in plan_requests(lm, requests)])
+        for inst, response in zip(requests, lm.run_plan(plan), strict=True):
+            inst.resps = [response]
+        return len(close)
 
     def _plan(self, lm: SubnetLM, task: str, ids: tuple[int, ...], requests: list[Any]) -> LoglikelihoodPlan:
         """The scoring plan of ``task``'s loglikelihood requests on documents ``ids`` (built on
@@ -400,8 +450,9 @@ class Evaluator:
         return scores
 
     def close(self) -> None:
-        """Remove the generated task files and this model's stored residual streams."""
+        """Remove the generated task files, this model's stored residual streams and its fp32 copy."""
         self.prefix_cache.drop(self.model)
+        self._reference = None
         self.pack.close()
 
 

@@ -37,6 +37,7 @@ from torch import Tensor
 
 from evaluators.errors import EvaluatorError
 from evaluators.plan import ContinuationChunk, LoglikelihoodPlan, Round
+from nas.model.directory import weights_state
 from nas.model.subnet import SubnetConfig
 from nas.model.supernet import Supernet
 
@@ -107,8 +108,7 @@ def model_key(model: Supernet) -> str:
     if token is None:
         token = uuid.uuid4().hex
         model.__dict__["_prefix_token"] = token
-    state = tuple((p.data_ptr(), p._version) for p in model.parameters())
-    return f"{token}:{hash(state):x}"
+    return f"{token}:{hash(weights_state(model)):x}"
 
 
 class PrefixCache:

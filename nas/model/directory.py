@@ -266,6 +266,7 @@ def load_supernet(
     if target is not None:
         model = model.to(target)
     model.eval()
+    mark_loaded(model, root)
     space_file = Path(space_path) if space_path else root / "space.yaml"
     if space_file.is_file():
         space = SearchSpace.from_yaml(space_file, config, model.layer_rank)
@@ -275,6 +276,26 @@ def load_supernet(
     if verify and digest:
         check_weights(root, digest, lambda: _state_hash(config, model.layer_rank, state))
     return LoadedSupernet(model=model, space=space, path=root, content_hash=digest, provenance=meta.get("provenance", {}))
+
+
+def weights_state(model: torch.nn.Module) -> tuple[tuple[int, int], ...]:
+    """Every parameter's storage address and in-place version counter: changes with a cast, a
+    copy, a training step or any in-place write to the weights."""
+    return tuple((p.data_ptr(), p._version) for p in model.parameters())
+
+
+def mark_loaded(model: torch.nn.Module, root: str | Path) -> None:
+    """Record that ``model``'s weights are, as of now, those of the directory ``root``."""
+    model.__dict__["_loaded_from"] = (str(root), weights_state(model))
+
+
+def loaded_from(model: torch.nn.Module) -> Path | None:
+    """The directory ``model`` was loaded from while its weights are still as loaded (no
+    copy, cast or write since :func:`mark_loaded`), else None."""
+    mark = model.__dict__.get("_loaded_from")
+    if mark is None or mark[1] != weights_state(model):
+        return None
+    return Path(mark[0])
 
 
 def _load_weights(weights: Path, device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
@@ -288,5 +309,5 @@ def _load_weights(weights: Path, device: str | torch.device = "cpu") -> dict[str
 
 __all__ = [
     "CHECK_FILE", "FORMAT_VERSION", "WEIGHTS_FILE", "LoadedSupernet", "check_weights", "content_hash", "load_supernet",
-    "parse_dtype", "rehash_supernet", "save_supernet", "update_provenance",
+    "loaded_from", "mark_loaded", "parse_dtype", "rehash_supernet", "save_supernet", "update_provenance", "weights_state",
 ]
