@@ -39,7 +39,7 @@ from evaluators.errors import EvaluatorError
 from evaluators.harness import ScoringOptions, SubnetLM, parse_eval_dtype, resolve_subnet
 from evaluators.plan import LoglikelihoodPlan, plan_requests
 from evaluators.prefix import PrefixCache, reuse_order, shared_cache
-from evaluators.recheck import DEFAULT_RECHECK_NATS, close_call, fp32_reference, rechecks
+from evaluators.recheck import close_call, fp32_reference, rechecks
 from evaluators.tasks import LoadedTasks, TaskPack
 from evaluators.types import Fidelity, Metrics, TaskScore, scoring_settings
 from nas.errors import NasError
@@ -106,8 +106,8 @@ class Evaluator:
     ``prefix_cache_bytes`` gives this evaluator a prefix cache of its own (default: the
     process's shared one, see :mod:`evaluators.prefix`); ``score_greedy`` is decided from
     the tasks (see :func:`reads_is_greedy`). ``bootstrap_iters`` sets the resamples for
-    the stderr of non-mean metrics (perplexities). ``recheck_nats`` (bf16 models only; default
-    :data:`~evaluators.recheck.DEFAULT_RECHECK_NATS`, 0 off) is the bf16 error assumed per
+    the stderr of non-mean metrics (perplexities). ``recheck_nats`` (bf16 models only; default 0, off;
+    :data:`~evaluators.recheck.DEFAULT_RECHECK_NATS` is the value measured to pay) is the bf16 error assumed per
     request: multiple-choice documents whose answer errors that large could change are scored
     again in fp32 (:mod:`evaluators.recheck`); ``last_stats`` counts them (``rechecked_docs``
     of ``scored_docs``).
@@ -122,7 +122,7 @@ class Evaluator:
         space: SearchSpace | None = None,
         data_dir: str | Path | None = None,
         bootstrap_iters: int = 500,
-        recheck_nats: float | None = None,
+        recheck_nats: float = 0.0,
         **settings: Any,
     ) -> None:
         opts = replace(options if options is not None else DEFAULT_OPTIONS, **settings)  # unknown names: TypeError
@@ -137,7 +137,7 @@ class Evaluator:
                 mark_loaded(model, source)
         model.eval()
         bf16 = model.lm_head_weight.dtype == torch.bfloat16
-        nats = DEFAULT_RECHECK_NATS if recheck_nats is None else recheck_nats
+        nats = recheck_nats
         if not isinstance(nats, (int, float)) or not math.isfinite(nats) or nats < 0:
             raise EvaluatorError(f"recheck_nats={recheck_nats!r} must be a number of nats >= 0 (0 turns the fp32 re-check of close calls off)")
         self.recheck_nats = float(nats) if bf16 else 0.0  # an fp32 model has nothing to re-check

@@ -55,7 +55,8 @@ class ScoredTask(Protocol):
 
 
 class ScoringSettings(Protocol):
-    """How a study scores: its tasks, seed, batch size and dtype."""
+    """How a study scores: its tasks, seed, batch size and dtype (and, if it has one,
+    ``recheck_nats``: the bf16 error under which close calls are re-scored in fp32; 0 off)."""
 
     tasks: Sequence[ScoredTask]
     seed: int
@@ -110,7 +111,8 @@ def build_scorers(settings: ScoringSettings, loaded: Any, space: SearchSpace | N
     bench = [t.name for t in settings.tasks if t.name != HELDOUT_TASK]
     if bench:
         options = ScoringOptions(dtype=settings.dtype, batch_size=settings.batch_size)
-        evaluator = Evaluator.from_loaded(loaded, bench, options=options, space=space or loaded.space)
+        evaluator = Evaluator.from_loaded(loaded, bench, options=options, space=space or loaded.space,
+                                          recheck_nats=float(getattr(settings, "recheck_nats", 0.0)))
         scorers.append(LmEvalScorer(evaluator, bench))
     return scorers
 

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from evaluators import Evaluator, EvaluatorError, Fidelity
-from evaluators.recheck import close_call, fp32_reference
+from evaluators.recheck import DEFAULT_RECHECK_NATS, close_call, fp32_reference
 from nas.model.directory import load_supernet, loaded_from, save_supernet
 
 from _tiny import tiny_llama, tiny_supernet, tiny_tokenizer
@@ -104,9 +104,13 @@ def test_rechecking_every_document_gives_the_fp32_decisions(directory) -> None:
     # the bound is part of the cache key: re-checked, plain bf16 and fp32 scores are never merged
     keys = {e.settings["piqa"] for e in (fp32, everything, plain)}
     assert len(keys) == 3 and '"recheck_fp32":1000000.0' in everything.settings["piqa"]
-    # the default bound re-checks some documents or none, and never moves a decision away from fp32
+    # off by default: plain bf16
     default = Evaluator.from_loaded(load_supernet(directory, dtype="bf16"), TASKS, dtype="bf16", prefix_cache_bytes=0)
-    got = _decisions(default)
+    assert default.recheck_nats == 0.0 and _decisions(default) == plain_decisions
+    # the measured bound re-checks some documents or none, and never moves a decision away from fp32
+    measured = Evaluator.from_loaded(load_supernet(directory, dtype="bf16"), TASKS, dtype="bf16", prefix_cache_bytes=0,
+                                     recheck_nats=DEFAULT_RECHECK_NATS)
+    got = _decisions(measured)
     for key, values in got.items():
         for ours, plain_v, true_v in zip(values, plain_decisions[key], truth[key], strict=True):
             assert ours == true_v or ours == plain_v
@@ -116,3 +120,14 @@ def test_rechecking_every_document_gives_the_fp32_decisions(directory) -> None:
 def test_a_bad_bound_is_refused_naming_it(directory, bad) -> None:
     with pytest.raises(EvaluatorError, match="recheck_nats"):
         Evaluator.from_loaded(load_supernet(directory, dtype="bf16"), TASKS, dtype="bf16", recheck_nats=bad)
+
+
+def test_a_spec_turns_the_recheck_on_for_its_scorers(directory) -> None:
+    from evaluators.scorer import build_scorers
+    from nas.search.spec import parse_spec
+
+    spec = parse_spec({"name": "s", "supernet": str(directory), "tasks": TASKS, "budget": 1, "dtype": "bf16",
+                       "recheck_nats": 0.5}, source="study.yaml")
+    assert parse_spec({"name": "s", "supernet": "x", "tasks": TASKS, "budget": 1}, source="s.yaml").recheck_nats == 0.0
+    (scorer,) = build_scorers(spec, load_supernet(directory, dtype="bf16"))
+    assert scorer.evaluator.recheck_nats == 0.5 and '"recheck_fp32":0.5' in scorer.settings["arc_easy"]

@@ -214,6 +214,13 @@ def test_refuses_to_mix_supernets_or_change_the_spec(tiny: LoadedSupernet, sqlit
     changed = make_spec(tiny.path, sqlite_url, objectives=["heldout_loss", "params"])
     with pytest.raises(NasError, match="already exists with different objectives"):
         open_search(changed, scorers=[heldout_scorer(tiny)], loaded=tiny)
+    with pytest.raises(NasError, match="already exists with different recheck_nats"):  # scores that would not compare
+        open_search(make_spec(tiny.path, sqlite_url, recheck_nats=0.5), scorers=[heldout_scorer(tiny)], loaded=tiny)
+    # a study stored before recheck_nats existed (no such key) resumes with it off
+    db = storage.open_database(sqlite_url)
+    older = {k: v for k, v in storage.get_study(db, "s").spec.items() if k != "recheck_nats"}
+    storage.update_study_spec(db, "s", older)
+    assert "recheck_nats" not in storage.get_study(db, "s").spec
     # a bigger budget is a resume, not a change
     more = make_spec(tiny.path, sqlite_url, budget={"n_trials": 4})
     assert open_search(more, scorers=[heldout_scorer(tiny)], loaded=tiny).optimize().complete == 4

@@ -71,6 +71,8 @@ def test_heldout_loss_is_minimised() -> None:
         ({"budget": {"wall_time_s": "soon"}}, "'soon' is not a duration"),
         ({"budget": {"n_trials": 0}}, "budget.n_trials: Input should be greater than or equal to 1"),
         ({"dtype": "fp16"}, "dtype: Input should be 'auto', 'bf16' or 'fp32' (got 'fp16')"),
+        ({"recheck_nats": -0.5}, "recheck_nats: Input should be greater than or equal to 0"),
+        ({"recheck_nats": "nan"}, "recheck_nats: Input should be a finite number"),
         ({"name": "my study"}, "name: study name 'my study' must be letters"),
         ({"samplr": "tpe"}, "samplr: unknown field; remove it or check its spelling"),
         ({"supernet": None}, "supernet: Input should be a valid string"),

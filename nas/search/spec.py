@@ -272,10 +272,10 @@ class StudySpec(_Model):
     #: ``auto``: bf16 where native, else fp32 (nas.model.precision); stored resolved at creation
     dtype: Literal["auto", "bf16", "fp32"] = "auto"
     batch_size: int = Field(default=16, ge=1)
+    recheck_nats: float = Field(default=0.0, ge=0, allow_inf_nan=False)  #: bf16 close calls re-scored in fp32 (evaluators.recheck)
     device: str = "cpu"
     context_len: int = Field(default=512, ge=1)
-    #: weight formats a candidate may be deployed in (nas.search.quant): a search axis when set
-    quant_choices: tuple[str, ...] = ()
+    quant_choices: tuple[str, ...] = ()  #: weight formats a candidate may be deployed in (nas.search.quant): a search axis
 
     # ------------------------------------------------------------ coercions
     @model_validator(mode="before")
@@ -469,7 +469,7 @@ class StudySpec(_Model):
         """The fields a resumed study must share with the one in the database."""
         data = self.to_dict()
         keep = ("supernet", "space", "tasks", "aggregation", "objectives", "constraints", "fidelities", "dtype", "context_len",
-                "confirmation", "quant_choices")
+                "confirmation", "quant_choices", "recheck_nats")
         return {k: data[k] for k in keep}
 
 

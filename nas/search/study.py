@@ -174,7 +174,7 @@ def _check_resumable(spec: StudySpec, db: Any, loaded: LoadedSupernet) -> None:
             f"{spec.supernet} has content hash {loaded.content_hash}; refusing to mix sub-networks of two "
             "supernets in one study: give this spec a new name"
         )
-    stored = dict(existing.spec)
+    stored = {"recheck_nats": 0.0, **dict(existing.spec)}  # a study created before recheck_nats existed: off
     mine = spec.identity()
     diff = sorted(k for k in mine if k != "supernet" and _canon(stored.get(k)) != _canon(mine[k]))
     if diff:
