@@ -357,8 +357,7 @@ def parity(args: argparse.Namespace) -> dict[str, Any]:
         checked = dict(low.last_stats)
         errors = sorted(abs(a - b) for a, b in zip(request_lls(plain, samples), fp32_lls, strict=True))
         hflm_style = Evaluator(plain.model, plain.tokenizer, args.tasks, options=ScoringOptions(
-            dtype="bf16", batch_size=args.batch_size, logprobs="hflm", prefix_cache_bytes=0), space=plain.space,
-            ).evaluate(largest, fidelity)
+            dtype="bf16", batch_size=args.batch_size, logprobs="hflm", prefix_cache_bytes=0), space=plain.space).evaluate(largest, fidelity)
 
         def max_diff(got: Any) -> float:
             return round(max(abs(got.get(t, m).value - per_task[t][f"ours_{m}"]) for t in args.tasks for m in METRICS), 4)
@@ -368,7 +367,7 @@ def parity(args: argparse.Namespace) -> dict[str, Any]:
                 "recheck_nats": low.recheck_nats,
                 "rechecked_fraction": round(checked["rechecked_docs"] / checked["scored_docs"], 4),
                 "bf16_hflm_vs_fp32_acc_max_diff": max_diff(hflm_style),
-                # |bf16 - fp32| log-likelihood per request (plain bf16): what the re-check bound must cover
+                # |bf16 - fp32| log-likelihood per request (plain bf16): what the re-check's assumed error is set against
                 "bf16_ll_err_p50": round(errors[len(errors) // 2], 4),
                 "bf16_ll_err_p99": round(errors[min(len(errors) - 1, int(0.99 * len(errors)))], 4),
                 "bf16_ll_err_max": round(errors[-1], 4), "n_requests": len(errors),
