@@ -431,9 +431,11 @@ def calibrate(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def breakdown(args: argparse.Namespace, peak: float) -> dict[str, Any]:
-    """Where our time goes on the largest sub-network: the context pass, the continuation
-    pass (model calls, with the FLOP rate of each over the matmul FLOPs it does), the KV
-    gather, and the rest (log-softmax scoring over the vocabulary, lm-eval's aggregation)."""
+    """Where our time goes on the largest sub-network: the packed model passes (every kept
+    layer over a round's contexts and continuation tokens at once, with the FLOP rate over
+    the matmul FLOPs they do), the attention inside them, the LM head at the positions whose
+    logits are needed, the log-probabilities over the vocabulary, and the rest (lm-eval's
+    aggregation)."""
     import evaluators.prefix as prefix
     from nas.model.supernet import Supernet
 
@@ -444,17 +446,8 @@ def breakdown(args: argparse.Namespace, peak: float) -> dict[str, Any]:
     fidelity = Fidelity(limit=args.limit, seed=args.seed)
     evaluator.prepare(fidelity)
     evaluator.evaluate(largest, Fidelity(limit=10, seed=args.seed + 1))  # warm-up
-    parts = {name: {"s": 0.0, "calls": 0, "tokens": 0} for name in ("context", "continuation", "head", "logprobs")}
-    run_layers, head, exact = Supernet.run_layers, Supernet.head, prefix.exact_logprobs
-
-    def timed_layers(self: Any, x: torch.Tensor, subnet: Any, ctx: Any, **kw: Any) -> Any:
-        part = parts["continuation" if isinstance(ctx.cache, prefix._ChunkCache) else "context"]
-        start = time.perf_counter()
-        out = run_layers(self, x, subnet, ctx, **kw)
-        part["s"] += time.perf_counter() - start
-        part["calls"] += 1
-        part["tokens"] += x.shape[0] * x.shape[1]  # padded tokens: what the matmuls ran
-        return out
+    parts = {name: {"s": 0.0, "calls": 0, "tokens": 0} for name in ("layers", "attention", "head", "logprobs")}
+    run_layers, head, exact, attend = Supernet.run_layers, Supernet.head, prefix.exact_logprobs, prefix._PackedRound.attend
 
     def timed(name: str, fn: Any) -> Any:
         def wrapper(*a: Any, **kw: Any) -> Any:
@@ -462,26 +455,28 @@ def breakdown(args: argparse.Namespace, peak: float) -> dict[str, Any]:
             out = fn(*a, **kw)
             parts[name]["s"] += time.perf_counter() - start
             parts[name]["calls"] += 1
+            if name == "layers":
+                parts[name]["tokens"] += a[1].shape[1]  # the round's real tokens: what the matmuls ran
             return out
         return wrapper
 
-    Supernet.run_layers, Supernet.head = timed_layers, timed("head", head)  # type: ignore[method-assign]
-    prefix.exact_logprobs = timed("logprobs", exact)
+    Supernet.run_layers, Supernet.head = timed("layers", run_layers), timed("head", head)  # type: ignore[method-assign]
+    prefix.exact_logprobs, prefix._PackedRound.attend = timed("logprobs", exact), timed("attention", attend)  # type: ignore[method-assign]
     try:
         metrics = evaluator.evaluate(largest, fidelity)
     finally:
         Supernet.run_layers, Supernet.head, prefix.exact_logprobs = run_layers, head, exact  # type: ignore[method-assign]
+        prefix._PackedRound.attend = attend  # type: ignore[method-assign]
     body = 2.0 * loaded.model.num_params(largest, embedding=False)
-    flops = {"context": body, "continuation": body}
     out: dict[str, Any] = {"subnet": largest.summary(), "total_s": round(metrics.wall_s, 2), "dtype": args.dtype,
                            "limit": args.limit, "threads": torch.get_num_threads()}
     for name, part in parts.items():
         row: dict[str, Any] = {"s": round(part["s"], 2), "calls": part["calls"], "share": round(part["s"] / metrics.wall_s, 3)}
-        if name in flops:
-            rate = part["tokens"] * flops[name] / part["s"]
-            row |= {"padded_tokens": part["tokens"], "gflop_per_s": round(rate / 1e9, 1), "of_peak": round(rate / peak, 3)}
+        if name == "layers":  # the attention inside them is its own row too
+            rate = part["tokens"] * body / (part["s"] - parts["attention"]["s"])
+            row |= {"tokens": part["tokens"], "gflop_per_s_outside_attention": round(rate / 1e9, 1), "of_peak": round(rate / peak, 3)}
         out[name] = row
-    rest = metrics.wall_s - sum(p["s"] for p in parts.values())
+    rest = metrics.wall_s - sum(p["s"] for n, p in parts.items() if n != "attention")
     out["scoring_and_rest"] = {"s": round(rest, 2), "share": round(rest / metrics.wall_s, 3)}
     return out
 

@@ -45,6 +45,7 @@ from evaluators.types import Fidelity, Metrics, TaskScore, scoring_settings
 from nas.errors import NasError
 from nas.model.directory import LoadedSupernet, loaded_from, mark_loaded, weights_state
 from nas.model.dtypes import dtype_name
+from nas.model.heap import retain_freed_memory
 from nas.model.space import SearchSpace
 from nas.model.subnet import SubnetConfig
 from nas.model.supernet import Supernet
@@ -136,6 +137,8 @@ class Evaluator:
             if source is not None:  # still the directory's weights, rounded: close calls re-read them in fp32
                 mark_loaded(model, source)
         model.eval()
+        if model.lm_head_weight.device.type == "cpu":
+            retain_freed_memory()  # the packed forward's large temporaries: reused, not page-faulted in anew
         bf16 = model.lm_head_weight.dtype == torch.bfloat16
         nats = recheck_nats
         if not isinstance(nats, (int, float)) or not math.isfinite(nats) or nats < 0:

@@ -133,8 +133,10 @@ class ScoringOptions:
     loaded in (default bf16); an in-memory model keeps its dtype unless it is given, in
     which case it is cast in place. ``batch_size`` (an integer, or lm-eval's ``"auto"``:
     the default) bounds the rows of one model call, capped by ``max_batch_size``;
-    ``max_batch_tokens`` bounds its padded tokens (and so the logits) and
-    ``max_cache_tokens`` the context tokens whose KV caches are held at once.
+    ``max_batch_tokens`` bounds the padded tokens attended together and the positions whose
+    logits are held at once, and
+    ``pack_tokens`` the real tokens (contexts and the continuation tokens fed after them)
+    packed into one model pass (see :mod:`evaluators.plan`).
     ``max_length`` (default: the model's ``max_seq_len``) is where requests are truncated,
     ``max_gen_toks`` the default generation length. ``add_bos_token`` and
     ``prefix_token_id`` follow lm-eval's HFLM. ``logprobs``: ``exact`` (target logit minus a
@@ -152,7 +154,7 @@ class ScoringOptions:
     batch_size: int | str = DEFAULT_BATCH_SIZE
     max_batch_size: int | None = None
     max_batch_tokens: int = 4096
-    max_cache_tokens: int = 32768
+    pack_tokens: int = 8192
     max_length: int | None = None
     max_gen_toks: int = 256
     add_bos_token: bool | None = None
@@ -234,7 +236,7 @@ class SubnetLM(TemplateLM):
             batch_size = int(batch_size) if batch_size.isdigit() else DEFAULT_BATCH_SIZE  # "auto" -> default
         self._batch_size = max(1, min(int(batch_size), int(opts.max_batch_size or batch_size)))
         self.max_batch_tokens = int(opts.max_batch_tokens)  # bounds the (rows x tokens x vocab) logits of one call
-        self.max_cache_tokens = int(opts.max_cache_tokens)  # context tokens whose KV caches are held at once
+        self.pack_tokens = int(opts.pack_tokens)  # real tokens packed into one model pass
         self._encode_cache = encode_cache
         # is_greedy costs a pass over the vocabulary per continuation token; a caller whose
         # tasks never read it (multiple-choice acc/acc_norm) may switch it off: it is then False
@@ -322,8 +324,8 @@ class SubnetLM(TemplateLM):
         """The scoring plan of tokenised requests (key, context ids, continuation ids) under
         this adapter's batching settings (see :mod:`evaluators.plan`)."""
         plan = build_plan(
-            [(ctx, cont) for _, ctx, cont in requests], max_length=self.max_length, pad_id=self.eot_token_id,
-            batch_size=self.batch_size, max_batch_tokens=self.max_batch_tokens, max_cache_tokens=self.max_cache_tokens,
+            [(ctx, cont) for _, ctx, cont in requests], max_length=self.max_length,
+            batch_size=self.batch_size, max_batch_tokens=self.max_batch_tokens, pack_tokens=self.pack_tokens,
         )
         if plan.n_truncated:
             log.warning("%d request(s) exceed the maximum length %d; contexts truncated from the left as lm-eval's HFLM does",
@@ -335,7 +337,7 @@ class SubnetLM(TemplateLM):
         resuming from ``cache``'s deepest stored boundary (see :mod:`evaluators.prefix`)."""
         results, counts = run_plan(
             self.model, self.subnet, plan, cache=cache, logprobs=self.logprobs,
-            softmax_dtype=self.softmax_dtype, score_greedy=self.score_greedy,
+            softmax_dtype=self.softmax_dtype, score_greedy=self.score_greedy, logits_rows=self.max_batch_tokens,
         )
         self.n_forward += counts["n_forward"]
         self.n_tokens += counts["n_tokens"]

@@ -2,19 +2,32 @@
 the sub-network, built once per study and document set and reused for every candidate.
 
 :func:`build_plan` takes tokenised requests ``(context ids, continuation ids)`` and fixes,
-exactly as the adapter's one-candidate path did: HFLM's left truncation of ``context +
+exactly as lm-eval's HFLM would score them: the left truncation of ``context +
 continuation`` to ``max_length + 1`` tokens, the grouping of requests that share a
-(truncated) context, the rounds of contexts whose KV caches are held at once
-(``max_cache_tokens``), the length-sorted, right-padded context batches and continuation
-chunks (``batch_size`` rows, ``max_batch_tokens`` padded tokens), their token tensors and
-attention masks, the rows of the round's KV cache each continuation reads and the positions
-whose logits are needed. A candidate then only runs the model (:mod:`evaluators.prefix`).
+(truncated) context (each distinct context runs once), and how the tokens are run:
 
-Because every candidate of a study runs the same batches, two sub-networks whose first
-``k`` kept layers are identical compute bit-identical residual streams up to layer ``k``
-for every batch: that is what prefix reuse stores (see :mod:`evaluators.prefix`).
+* **Rounds.** Contexts (longest first) and the continuation tokens fed after them are packed
+  end to end into one row of at most ``pack_tokens`` real tokens (one context at least): a
+  *round*, one model pass. Every position-wise part of a block (norms, projections, FFN,
+  experts) runs on the whole round at once — large matrix products, no padding — and only
+  attention sees the sequences (:class:`nas.model.cache.PackedAttention`).
+* **Attention groups.** A *row* is one context followed by the tokens fed after it for each
+  of its continuations; every continuation attends to its context and to itself, never to
+  a sibling (a tree mask by position). Rows of similar length are attended together
+  (``batch_size`` rows, ``max_batch_tokens`` padded tokens), right-padded.
+* **Logits.** Only where a log-probability is needed — each context's last token (the first
+  continuation token) and each fed continuation token — in blocks of ``max_batch_tokens``
+  rows: no padding reaches the LM head.
 
-Shapes in comments: B rows of a batch, T context tokens, K continuation tokens fed, V vocab.
+Every index is a position in the round's packed tokens; padding entries point at position 0
+(any real row: what they read is masked, what they produce is dropped).
+
+Because every candidate of a study runs the same rounds, two sub-networks whose first ``k``
+kept layers are identical compute bit-identical residual streams up to layer ``k``: that is
+what prefix reuse stores (see :mod:`evaluators.prefix`).
+
+Shapes in comments: N tokens of a round, B rows of an attention group, L its longest row,
+P positions whose logits are needed, V vocab.
 """
 
 from __future__ import annotations
@@ -56,68 +69,45 @@ def batches(items: Sequence[T_], width: Callable[[T_], int], *, rows: int, token
 
 
 @dataclass(frozen=True)
-class ContextBatch:
-    """Distinct contexts run together: right-padded ``tokens`` (B, T), ``mask`` (B, T) over
-    the padding (None when every row is full), ``ends`` (B, 1) the last real position (whose
-    logits predict the first continuation token); rows ``offset`` .. ``offset + B`` of the
-    round's KV cache."""
+class AttentionGroup:
+    """Rows attended together, right-padded to the longest: ``index`` (B, L) the packed
+    position of each row's tokens (padding: 0), ``branch`` (B, L) 0 for a context token, c + 1
+    for a token fed after the row's continuation c, -1 for padding. A token attends to the
+    tokens of its row at earlier (or equal) positions on branch 0 or its own."""
 
-    tokens: Tensor
-    mask: Tensor | None
-    ends: Tensor
-    offset: int
+    index: Tensor
+    branch: Tensor
 
     @property
     def n_tokens(self) -> int:
-        return int(self.tokens.numel() if self.mask is None else self.mask.sum())
-
-
-@dataclass(frozen=True)
-class ContinuationChunk:
-    """Continuations of similar length scored together. ``requests`` (N) are request indices,
-    ``lengths`` their continuation lengths, ``target`` (N, K + 1) the continuation ids (0
-    past a row's end), ``first`` (N,) the round row of each one's context (its first-token
-    logits and its KV cache). When K > 0: ``feed`` (N, K) the tokens fed after the context
-    (EOT padding), ``mask`` (N, T + K) over the context's padding and the continuation's,
-    ``span`` = T, the context positions of the round's KV cache read."""
-
-    requests: tuple[int, ...]
-    lengths: tuple[int, ...]
-    target: Tensor
-    first: Tensor
-    feed: Tensor | None
-    mask: Tensor | None
-    span: int
-
-    @property
-    def fed(self) -> int:
-        return 0 if self.feed is None else int(self.feed.shape[1])
-
-    @property
-    def n_tokens(self) -> int:
-        return sum(n - 1 for n in self.lengths)
+        return int((self.branch >= 0).sum())
 
 
 @dataclass(frozen=True)
 class Round:
-    """Contexts whose KV caches are held at once (``n_rows`` rows, the longest ``width``
-    tokens), then every continuation of theirs; ``reserve`` is the longest continuation fed
-    (the round's cache keeps room for it after ``width``)."""
+    """One model pass: ``tokens`` (N,) packed ids and ``positions`` (N,) each token's
+    position in its own sequence (a fed continuation token's counts from its context's
+    length); the attention ``groups``; and the log-probabilities wanted: ``predict`` (P,) the
+    packed positions whose logits predict ``target`` (P,), for request ``owner`` (P,)."""
 
-    batches: tuple[ContextBatch, ...]
-    chunks: tuple[ContinuationChunk, ...]
-    n_rows: int
-    width: int
-    reserve: int
+    tokens: Tensor
+    positions: Tensor
+    groups: tuple[AttentionGroup, ...]
+    predict: Tensor
+    target: Tensor
+    owner: Tensor
+
+    @property
+    def n_tokens(self) -> int:
+        return int(self.tokens.numel())
 
 
 @dataclass(frozen=True)
 class LoglikelihoodPlan:
-    """The batches of one set of loglikelihood requests (see the module docstring).
+    """The rounds of one set of loglikelihood requests (see the module docstring).
 
     ``key`` identifies the requests' token ids and the batching settings (prefix reuse keys
-    its stored residual streams on it); ``n_units`` counts the model passes (context
-    batches, then continuation chunks that feed tokens) in the order a candidate runs them.
+    its stored residual streams on it).
     """
 
     rounds: tuple[Round, ...]
@@ -127,37 +117,33 @@ class LoglikelihoodPlan:
 
     @property
     def n_units(self) -> int:
-        return sum(len(r.batches) + sum(1 for c in r.chunks if c.fed) for r in self.rounds)
+        """Model passes one candidate runs (one per round)."""
+        return len(self.rounds)
 
     @property
     def n_tokens(self) -> int:
-        """Real (not padding) tokens one candidate runs through the model."""
-        return sum(b.n_tokens for r in self.rounds for b in r.batches) + sum(
-            c.n_tokens for r in self.rounds for c in r.chunks
-        )
+        """Real tokens one candidate runs through the model (no padding is run)."""
+        return sum(r.n_tokens for r in self.rounds)
 
     @property
     def unit_tokens(self) -> int:
-        """Padded token positions over every unit (what one stored residual stream holds)."""
-        return sum(b.tokens.numel() for r in self.rounds for b in r.batches) + sum(
-            c.feed.numel() for r in self.rounds for c in r.chunks if c.feed is not None
-        )
+        """Token positions over every pass (what one stored residual stream holds)."""
+        return self.n_tokens
 
 
 def build_plan(
     requests: Sequence[tuple[Sequence[int], Sequence[int]]],
     *,
     max_length: int,
-    pad_id: int,
     batch_size: int,
     max_batch_tokens: int,
-    max_cache_tokens: int,
+    pack_tokens: int,
 ) -> LoglikelihoodPlan:
     """The plan of ``requests`` = (context ids, continuation ids) (see the module docstring)."""
     groups: dict[tuple[int, ...], list[int]] = {}
     conts: list[list[int]] = []
     truncated = 0
-    digest = hashlib.sha256(repr((max_length, pad_id, batch_size, max_batch_tokens, max_cache_tokens)).encode())
+    digest = hashlib.sha256(repr(("rows-1", max_length, batch_size, max_batch_tokens, pack_tokens)).encode())
     for i, (ctx, cont) in enumerate(requests):
         if not ctx or not cont:
             raise EvaluatorError("a loglikelihood request has an empty context or continuation after tokenisation")
@@ -173,56 +159,60 @@ def build_plan(
         conts.append(list(cont))
         digest.update(repr((tuple(ctx), tuple(cont))).encode())
 
-    contexts = sorted(groups, key=lambda c: (-len(c), c))  # longest first
-    rounds = [
-        _round(members, groups, conts, pad_id=pad_id, rows=batch_size, tokens=max_batch_tokens)
-        for members in batches(contexts, len, rows=len(contexts), tokens=max_cache_tokens, slack=None)
-    ]
+    # a row: a context, then the tokens fed after it for each continuation (longest rows first)
+    size = {c: len(c) + sum(len(conts[i]) - 1 for i in groups[c]) for c in groups}
+    contexts = sorted(groups, key=lambda c: (-size[c], c))
+    members: list[list[tuple[int, ...]]] = []
+    total = 0
+    for c in contexts:
+        if members and total + size[c] <= pack_tokens:
+            members[-1].append(c)
+            total += size[c]
+        else:
+            members.append([c])
+            total = size[c]
+    rounds = [_round(m, groups, conts, size, rows=batch_size, tokens=max_batch_tokens) for m in members]
     return LoglikelihoodPlan(rounds=tuple(rounds), n_requests=len(requests), key=digest.hexdigest()[:32], n_truncated=truncated)
 
 
-def _round(contexts: list[tuple[int, ...]], groups: dict[tuple[int, ...], list[int]], conts: list[list[int]], *,
-           pad_id: int, rows: int, tokens: int) -> Round:
-    """One round: context batches filling the round's cache rows, then continuation chunks."""
-    where: dict[tuple[int, ...], int] = {}  # context -> round row
-    out_batches: list[ContextBatch] = []
-    offset = 0
-    for batch in batches(contexts, len, rows=rows, tokens=tokens):
-        lens = [len(c) for c in batch]
-        T = lens[0]
-        ids = torch.full((len(batch), T), pad_id, dtype=torch.long)
-        mask = torch.zeros((len(batch), T), dtype=torch.long)
+def _round(contexts: list[tuple[int, ...]], groups: dict[tuple[int, ...], list[int]], conts: list[list[int]],
+           size: dict[tuple[int, ...], int], *, rows: int, tokens: int) -> Round:
+    """One round: each row's tokens packed (its context, then each continuation's fed tokens),
+    the rows' attention groups and the positions whose logits are needed."""
+    ids: list[int] = []
+    positions: list[int] = []
+    branches: list[int] = []
+    start: dict[tuple[int, ...], int] = {}  # row (context) -> packed position of its first token
+    predict: list[int] = []
+    target: list[int] = []
+    owner: list[int] = []
+    for ctx in contexts:
+        start[ctx] = len(ids)
+        ids.extend(ctx)
+        positions.extend(range(len(ctx)))
+        branches.extend([0] * len(ctx))
+        for c, i in enumerate(groups[ctx]):
+            cont = conts[i]
+            fed = len(cont) - 1
+            predict.append(start[ctx] + len(ctx) - 1)  # the context's last token predicts the first
+            predict.extend(range(len(ids), len(ids) + fed))  # each fed token predicts the next
+            target.extend(cont)
+            owner.extend([i] * len(cont))
+            ids.extend(cont[:fed])
+            positions.extend(range(len(ctx), len(ctx) + fed))
+            branches.extend([c + 1] * fed)
+    all_branches = torch.tensor(branches)
+    out: list[AttentionGroup] = []
+    for batch in batches(contexts, lambda c: size[c], rows=rows, tokens=tokens):
+        index = torch.zeros((len(batch), size[batch[0]]), dtype=torch.long)
+        branch = torch.full(index.shape, -1, dtype=torch.long)
         for b, ctx in enumerate(batch):
-            ids[b, : len(ctx)] = torch.tensor(ctx)
-            mask[b, : len(ctx)] = 1
-            where[ctx] = offset + b
-        ends = (torch.tensor(lens) - 1)[:, None]  # only the last real position's logits
-        out_batches.append(ContextBatch(tokens=ids, mask=mask if lens[-1] != T else None, ends=ends, offset=offset))
-        offset += len(batch)
-
-    order = sorted(((ctx, i) for ctx in contexts for i in groups[ctx]), key=lambda r: (-len(conts[r[1]]), -len(r[0]), r[1]))
-    chunks: list[ContinuationChunk] = []
-    for chunk in batches(order, lambda r: len(conts[r[1]]), rows=rows, tokens=tokens):
-        lengths = tuple(len(conts[i]) for _, i in chunk)
-        K = lengths[0] - 1  # continuation tokens fed after the context (longest first)
-        target = torch.zeros((len(chunk), K + 1), dtype=torch.long)
-        for r, (_, i) in enumerate(chunk):
-            target[r, : lengths[r]] = torch.tensor(conts[i])
-        feed = mask = None
-        T = max(len(ctx) for ctx, _ in chunk)
-        if K > 0:
-            mask = torch.zeros((len(chunk), T + K), dtype=torch.long)
-            for r, (ctx, _) in enumerate(chunk):
-                mask[r, : len(ctx)] = 1
-                mask[r, T : T + lengths[r] - 1] = 1
-            feed = target[:, :K].clone()
-            feed[mask[:, T:] == 0] = pad_id
-        chunks.append(ContinuationChunk(
-            requests=tuple(i for _, i in chunk), lengths=lengths, target=target,
-            first=torch.tensor([where[ctx] for ctx, _ in chunk]), feed=feed, mask=mask, span=T,
-        ))
-    return Round(batches=tuple(out_batches), chunks=tuple(chunks), n_rows=offset, width=len(contexts[0]),
-                 reserve=max((c.fed for c in chunks), default=0))
+            where = torch.arange(start[ctx], start[ctx] + size[ctx])
+            index[b, : size[ctx]] = where
+            branch[b, : size[ctx]] = all_branches[where]
+        out.append(AttentionGroup(index=index, branch=branch))
+    return Round(tokens=torch.tensor(ids), positions=torch.tensor(positions), groups=tuple(out),
+                 predict=torch.tensor(predict), target=torch.tensor(target), owner=torch.tensor(owner))
 
 
 def plan_requests(lm: Any, requests: Sequence[Any]) -> list[tuple[list[int], list[int]]]:
@@ -240,4 +230,4 @@ def plan_requests(lm: Any, requests: Sequence[Any]) -> list[tuple[list[int], lis
     return out
 
 
-__all__ = ["ContextBatch", "ContinuationChunk", "LoglikelihoodPlan", "Round", "batches", "build_plan", "plan_requests"]
+__all__ = ["AttentionGroup", "LoglikelihoodPlan", "Round", "batches", "build_plan", "plan_requests"]

@@ -28,7 +28,7 @@ import os
 import threading
 import uuid
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -36,7 +36,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from evaluators.errors import EvaluatorError
-from evaluators.plan import ContinuationChunk, LoglikelihoodPlan, Round
+from evaluators.plan import AttentionGroup, LoglikelihoodPlan, Round
+from nas.model.cache import AttentionCore
 from nas.model.directory import weights_state
 from nas.model.subnet import SubnetConfig
 from nas.model.supernet import Supernet
@@ -206,47 +207,47 @@ def boundaries_to_store(start: int, n_layer: int, per_boundary: int, budget: int
     return sorted({depths[min(len(depths) - 1, int((i + 1) * step) - 1)] for i in range(int(room))})
 
 
-class _RoundSink:
-    """Stands in for a KV cache in the context pass: each layer's keys and values go into the
-    round's cache at the batch's rows (context tokens attend only to themselves)."""
+class _PackedRound:
+    """Attention within each row of a round (a :class:`nas.model.cache.PackedAttention`): per
+    attention group, every token attends to the earlier tokens of its row on the context or
+    its own continuation (see :func:`group_mask`). Masks are built once per round and window
+    size; a group of contexts alone in a global layer is plain causal attention."""
 
-    def __init__(self, keys: list[Tensor | None], values: list[Tensor | None], offset: int) -> None:
-        self.keys, self.values, self.offset = keys, values, offset
+    def __init__(self, round_: Round, windows: set[int], device: torch.device) -> None:
+        self.index = [g.index.to(device) for g in round_.groups]
+        self.real = [(g.branch >= 0).reshape(-1).to(device) for g in round_.groups]  # (B*L,): not padding
+        self.masks = {w: [group_mask(g, round_.positions, w).to(device) if w or g.branch.max() > 0 else None
+                          for g in round_.groups] for w in windows | {0}}
 
-    def update(self, position: int, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
-        B, _, T, _ = k.shape
-        store_k, store_v = self.keys[position], self.values[position]
-        assert store_k is not None and store_v is not None
-        store_k[self.offset : self.offset + B, :, :T] = k
-        store_v[self.offset : self.offset + B, :, :T] = v
-        return k, v
+    def attend(self, q: Tensor, k: Tensor, v: Tensor, *, window: int, core: AttentionCore) -> Tensor:
+        _, H, N, hd = q.shape
+        Kh = k.shape[1]
+        q0, k0, v0 = q[0].transpose(0, 1), k[0].transpose(0, 1), v[0].transpose(0, 1)  # (N, H|K, hd)
+        out = q0.new_empty((N, H * hd))
+        for index, real, mask in zip(self.index, self.real, self.masks[window]):
+            B, L = index.shape
+            flat = index.reshape(-1)
+            qg = q0.index_select(0, flat).view(B, L, H, hd).transpose(1, 2)  # (B, H, L, hd)
+            kg = k0.index_select(0, flat).view(B, L, Kh, hd).transpose(1, 2)  # (B, K, L, hd)
+            vg = v0.index_select(0, flat).view(B, L, Kh, hd).transpose(1, 2)
+            y = core(qg, kg, vg, mask).transpose(1, 2).reshape(B * L, H * hd)  # (B*L, H*hd)
+            out.index_copy_(0, flat[real], y[real])
+        return out[None]  # (1, N, H*hd)
 
 
-class _ChunkCache:
-    """The KV cache of one continuation chunk: the rows of its contexts gathered from the
-    round's cache once per layer into a buffer with room for the continuation, which
-    ``update`` writes in place (no concatenation)."""
-
-    def __init__(self, keys: list[Tensor | None], values: list[Tensor | None], chunk: ContinuationChunk, start: int,
-                 device: torch.device) -> None:
-        T, K = chunk.span, chunk.fed
-        index = chunk.first.to(device)
-        self.T = T
-        self.keys: list[Tensor | None] = [None] * len(keys)
-        self.values: list[Tensor | None] = [None] * len(keys)
-        for pos in range(start, len(keys)):
-            for src, dst in ((keys, self.keys), (values, self.values)):
-                held = src[pos]
-                assert held is not None
-                dst[pos] = held[:, :, : T + K].index_select(0, index)  # (N, K, T + K, hd)
-
-    def update(self, position: int, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
-        K = k.shape[2]
-        keys, values = self.keys[position], self.values[position]
-        assert keys is not None and values is not None
-        keys[:, :, self.T : self.T + K] = k
-        values[:, :, self.T : self.T + K] = v
-        return keys, values
+def group_mask(group: AttentionGroup, positions: Tensor, window: int) -> Tensor:
+    """(B, 1, L, L) keys each token of ``group`` may attend to: the real tokens of its row at
+    positions up to its own (``positions``: the round's), on the context (branch 0) or its own
+    branch, and for a sliding-window layer within the last ``window`` positions."""
+    real = group.branch >= 0  # (B, L)
+    pos = positions[group.index]  # (B, L)
+    qb, kb = group.branch[:, :, None], group.branch[:, None, :]  # (B, L, 1), (B, 1, L)
+    qp, kp = pos[:, :, None], pos[:, None, :]
+    allowed = real[:, None, :] & (kp <= qp) & ((kb == 0) | (kb == qb))  # (B, L, L)
+    if window:
+        allowed &= kp > qp - window
+    allowed |= ~allowed.any(-1, keepdim=True)  # a padding query (its output is dropped) must not give NaN
+    return allowed[:, None]
 
 
 def run_plan(
@@ -258,10 +259,12 @@ def run_plan(
     logprobs: str = "exact",
     softmax_dtype: torch.dtype | None = None,
     score_greedy: bool = True,
+    logits_rows: int = 2048,
 ) -> tuple[list[tuple[float, bool]], dict[str, int]]:
     """(log p(continuation | context), is_greedy) per request of ``plan`` for ``subnet``, and
     counters (``n_forward`` model passes, ``n_tokens`` real tokens, ``start`` the kept layer
-    the run resumed at, ``stored`` boundaries stored)."""
+    the run resumed at, ``stored`` boundaries stored). ``logits_rows`` bounds the positions
+    whose logits are held at once."""
     if logprobs not in LOGPROB_MODES:
         raise ValueError(f"logprobs must be one of {LOGPROB_MODES}, got {logprobs!r}")
     path = prefix_path(subnet)
@@ -276,10 +279,11 @@ def run_plan(
     stored: dict[int, list[Tensor]] = {d: [] for d in keep}
     results: list[tuple[float, bool] | None] = [None] * plan.n_requests
     counts = {"n_forward": 0, "n_tokens": 0, "start": start, "stored": 0}
-    units = iter(found.hidden) if found is not None else None
+    resumed = iter(found.hidden) if found is not None else None
+    windows = {model.config.window(i) for i in range(model.config.n_layer)}
     with torch.inference_mode():
         for round_ in plan.rounds:
-            _run_round(model, subnet, round_, start, units, stored, results, counts,
+            _run_round(model, subnet, round_, start, resumed, stored, results, counts, windows=windows, block=max(1, logits_rows),
                        logprobs=logprobs, softmax_dtype=softmax_dtype, score_greedy=score_greedy)
     n_units = plan.n_units
     if cache is not None:
@@ -293,59 +297,46 @@ def run_plan(
     return results, counts  # type: ignore[return-value]
 
 
-def _run_round(model: Supernet, subnet: SubnetConfig, round_: Round, start: int, units: object,
+def _run_round(model: Supernet, subnet: SubnetConfig, round_: Round, start: int, resumed: Iterator[Tensor] | None,
                stored: dict[int, list[Tensor]], results: list[tuple[float, bool] | None], counts: dict[str, int], *,
-               logprobs: str, softmax_dtype: torch.dtype | None, score_greedy: bool) -> None:
+               windows: set[int], block: int, logprobs: str, softmax_dtype: torch.dtype | None, score_greedy: bool) -> None:
+    """One round: every kept layer over its packed tokens, then the log-probability of each
+    continuation token from the logits of the position before it (``block`` rows at a time)."""
     device = model.lm_head_weight.device
     dtype = model.lm_head_weight.dtype
-    kv_heads = [d.n_kv_head for d in (subnet.layer_dims(p, model.config.q_per_kv) for p in range(subnet.n_layer))]
-    hd = model.config.head_dim
-    R, W = round_.n_rows, round_.width + round_.reserve
-    keys: list[Tensor | None] = [None] * subnet.n_layer
-    values: list[Tensor | None] = [None] * subnet.n_layer
-    for pos in range(start, subnet.n_layer):
-        keys[pos] = torch.zeros((R, kv_heads[pos], W, hd), dtype=dtype, device=device)
-        values[pos] = torch.zeros((R, kv_heads[pos], W, hd), dtype=dtype, device=device)
-
-    def layers(tokens: Tensor, mask: Tensor | None, past: int, sink: object) -> Tensor:
-        """The residual stream leaving the last kept layer for one model pass."""
-        B, T = tokens.shape
-        mask = None if mask is None else mask.to(device)
-        ctx = model.context(B, T, past=past, attention_mask=mask, cache=sink, dtype=dtype, device=device)  # type: ignore[arg-type]
-        if start:
-            x = next(units)  # type: ignore[call-overload]
-        else:
-            x = model.embed_tokens(tokens.to(device), subnet)
-        hidden: list[Tensor] | None = [] if stored else None
-        x = model.run_layers(x, subnet, ctx, start=start, hidden=hidden)
-        if hidden is not None:
-            hidden.append(x)
-            for depth, kept in stored.items():
-                kept.append(hidden[depth - start])
-        counts["n_forward"] += 1
-        return x
-
-    last = torch.empty((R, model.config.vocab_size), dtype=dtype, device=device)  # first-token logits per context row
-    for batch in round_.batches:
-        x = layers(batch.tokens, batch.mask, 0, _RoundSink(keys, values, batch.offset))
-        last[batch.offset : batch.offset + len(batch.tokens)] = model.head(x, batch.ends.to(device))[:, 0]
-        counts["n_tokens"] += batch.n_tokens
-    for chunk in round_.chunks:
-        first = last.index_select(0, chunk.first.to(device))[:, None]  # (N, 1, V)
-        if chunk.fed:
-            sink = _ChunkCache(keys, values, chunk, start, device)
-            x = layers(chunk.feed, chunk.mask, chunk.span, sink)  # type: ignore[arg-type]
-            scored = torch.cat((first, model.head(x)), dim=1)  # (N, K + 1, V)
-            counts["n_tokens"] += chunk.n_tokens
-        else:
-            scored = first
-        target = chunk.target.to(device)
+    ctx = model.packed_context(round_.positions.to(device), _PackedRound(round_, windows, device), dtype=dtype)
+    x = next(resumed) if resumed is not None else model.embed_tokens(round_.tokens.to(device)[None], subnet)  # (1, N, D)
+    hidden: list[Tensor] | None = [] if stored else None
+    x = model.run_layers(x, subnet, ctx, start=start, hidden=hidden)
+    if hidden is not None:
+        hidden.append(x)
+        for depth, kept in stored.items():
+            kept.append(hidden[depth - start])
+    counts["n_forward"] += 1
+    counts["n_tokens"] += round_.n_tokens
+    flat = x[0]  # (N, D)
+    P = round_.predict.numel()
+    token_lp = torch.empty(P, dtype=torch.float32, device=device)
+    greedy = torch.empty(P, dtype=torch.bool, device=device)
+    for i in range(0, P, block):
+        rows = round_.predict[i : i + block].to(device)
+        logits = model.head(flat.index_select(0, rows)[:, None])  # (p, 1, V)
+        target = round_.target[i : i + block].to(device)[:, None]  # (p, 1)
         if logprobs == "exact":
-            token_lp, greedy = exact_logprobs(scored, target, score_greedy=score_greedy)
+            lp, hit = exact_logprobs(logits, target, score_greedy=score_greedy)
         else:
-            token_lp, greedy = hflm_logprobs(scored, target, softmax_dtype=softmax_dtype, score_greedy=score_greedy)
-        for r, (i, n) in enumerate(zip(chunk.requests, chunk.lengths)):
-            results[i] = (float(token_lp[r : r + 1, :n].contiguous().sum()), bool(greedy[r, :n].all()))
+            lp, hit = hflm_logprobs(logits, target, softmax_dtype=softmax_dtype, score_greedy=score_greedy)
+        token_lp[i : i + block], greedy[i : i + block] = lp[:, 0].float(), hit[:, 0]
+    # per request, its tokens in order: their sum and whether every one is the greedy choice
+    owner = round_.owner.tolist()
+    lps, hits = token_lp.cpu().tolist(), greedy.cpu().tolist()
+    sums: dict[int, float] = {}
+    alls: dict[int, bool] = {}
+    for o, lp_, hit_ in zip(owner, lps, hits):
+        sums[o] = sums.get(o, 0.0) + lp_
+        alls[o] = alls.get(o, True) and hit_
+    for o, total in sums.items():
+        results[o] = (total, alls[o])
 
 
 def exact_logprobs(logits: Tensor, target: Tensor, *, score_greedy: bool = True) -> tuple[Tensor, Tensor]:

@@ -19,7 +19,6 @@ from evaluators.evaluate import reuse_order
 from evaluators.plan import build_plan, plan_requests
 from evaluators.prefix import PrefixCache, boundaries_to_store, exact_logprobs, hflm_logprobs, prefix_path
 from nas.model.config import SupernetConfig
-from nas.model.precision import fast_dtype
 from nas.model.space import SearchSpace
 from nas.model.subnet import SubnetConfig
 from nas.model.supernet import Supernet
@@ -159,17 +158,25 @@ def test_fp32_accumulated_bf16_is_closer_to_fp32_than_hflm_style_bf16(tok) -> No
     reference = SubnetLM(tiny_supernet(hf), "full", tokenizer=tok, dtype="fp32", max_length=MAX_LEN)
     requests = plan_requests(reference, [type("R", (), {"args": t})() for t in texts])
     truth = [ll for ll, _ in reference.run_plan(reference.plan([(None, c, x) for c, x in requests]))]
-    errors, got = {}, {}
+    got = {}
     for mode in ("exact", "hflm"):
         lm = SubnetLM(tiny_supernet(hf), "full", tokenizer=tok, dtype="bf16", max_length=MAX_LEN, logprobs=mode)
         got[mode] = [ll for ll, _ in lm.run_plan(lm.plan([(None, c, x) for c, x in requests]))]
-        errors[mode] = sum(abs(a - b) for a, b in zip(got[mode], truth, strict=True)) / len(truth)
     assert max(abs(a - b) for a, b in zip(got["exact"], got["hflm"], strict=True)) > 1e-3  # the mode is applied
-    if fast_dtype("cpu")[0] == "bf16":
-        assert errors["exact"] < errors["hflm"]  # what remains is the bf16 forward's own error
-    # else: on a CPU that emulates bf16 (no avx512_bf16/amx_bf16) the forward's own rounding
-    # dominates (a mean error of 0.49 nats a request for both modes on an AVX2 EPYC), hiding the
-    # difference end to end; the same-logits check below holds on any CPU
+    for mode in got:  # both near fp32: within 1 % of each request's log-likelihood
+        assert all(abs(a - b) < 0.01 * abs(b) for a, b in zip(got[mode], truth, strict=True)), mode
+    # end to end, both differ from fp32 by the bf16 forward's own error (a few tenths of a nat on
+    # these ~-200-nat requests), whose sign is random: which mode lands closer to fp32 is noise
+    # (each wins on some seeds), so the log-softmax's own error is asserted on the model's logits
+    bf16 = tiny_supernet(hf).to(torch.bfloat16)
+    ctx, cont = requests[0]
+    with torch.inference_mode():
+        model_logits = bf16(torch.tensor([ctx + cont]))[:, len(ctx) - 1 : -1]  # (1, K, V) in bf16
+    model_target = torch.tensor([cont])
+    truth64 = torch.log_softmax(model_logits.double(), dim=-1).gather(2, model_target[..., None]).squeeze(-1)
+    ours, _ = exact_logprobs(model_logits, model_target)
+    theirs, _ = hflm_logprobs(model_logits, model_target)
+    assert (ours.double() - truth64).abs().sum() < (theirs.double() - truth64).abs().sum()
     # on the same bf16 logits, the fp32 logsumexp is the float64 answer; HFLM-style bf16 log-softmax is not
     logits = (torch.randn(3, 5, 400, generator=torch.Generator().manual_seed(0)) * 6).to(torch.bfloat16)
     target = torch.randint(0, 400, (3, 5), generator=torch.Generator().manual_seed(1))
@@ -223,12 +230,12 @@ def test_prefix_cache_finds_the_deepest_boundary_and_evicts_least_recently_used(
 def test_plan_refuses_empty_requests_and_keys_on_tokens_and_settings() -> None:
     from evaluators.errors import EvaluatorError
 
-    settings = dict(max_length=16, pad_id=0, batch_size=4, max_batch_tokens=256, max_cache_tokens=1024)
+    settings = dict(max_length=16, batch_size=4, max_batch_tokens=256, pack_tokens=1024)
     a = build_plan([([1, 2, 3], [4, 5]), ([1, 2, 3], [6])], **settings)
     assert a.key == build_plan([([1, 2, 3], [4, 5]), ([1, 2, 3], [6])], **settings).key
     assert a.key != build_plan([([1, 2, 3], [4, 5]), ([1, 2, 3], [7])], **settings).key
     assert a.key != build_plan([([1, 2, 3], [4, 5]), ([1, 2, 3], [6])], **{**settings, "batch_size": 2}).key
-    assert sum(len(r.batches) for r in a.rounds) == 1  # the shared context runs once
+    assert [int(r.tokens.numel()) for r in a.rounds] == [4]  # the shared context runs once: 3 tokens, then 4 fed
     with pytest.raises(EvaluatorError, match="empty context or continuation"):
         build_plan([([1], [])], **settings)
 

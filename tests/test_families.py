@@ -27,6 +27,8 @@ from torch.testing import assert_close
 
 from evaluators.cost import cost_breakdown
 from evaluators.latency_table import LatencyTable, TableOptions, space_variants
+from evaluators.plan import build_plan
+from evaluators.prefix import run_plan
 from nas.errors import NasError
 from nas.export.format import exportable_as_hf, hf_config_dict, hf_tensors
 from nas.export.loading import load_exported
@@ -280,6 +282,34 @@ def test_a_qwen3_moe_sub_network_exports_through_the_writer_and_loads_back(tmp_p
 
 
 # ------------------------------------------------------------------- details
+@pytest.mark.parametrize("name", list(SPECS))
+def test_packed_scoring_plan_matches_one_forward_per_request(name: str, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """The evaluators' packed rounds (several sequences in one row, attention per sequence,
+    sliding windows and soft-caps included) give each request's log-likelihood and greedy
+    flag as running it alone would, for the full model and a smaller sub-network."""
+    _hf, model = imported(name, tmp_path_factory)
+    gen = torch.Generator().manual_seed(7)
+    requests = []
+    for i in range(14):
+        ctx = torch.randint(3, V, (int(torch.randint(2, 20, (1,), generator=gen)),), generator=gen).tolist()
+        for j in range(1 + i % 3):  # contexts shared by up to three continuations
+            cont = torch.randint(3, V, (1 + (i + j) % 6,), generator=gen).tolist()
+            requests.append((ctx, cont))
+    # small rounds and batches: several rounds, padded context batches, chunks of several lengths
+    plan = build_plan(requests, max_length=128, batch_size=3, max_batch_tokens=40, pack_tokens=60)
+    assert len(plan.rounds) > 2 and plan.n_tokens == sum(r.n_tokens for r in plan.rounds)
+    for subnet in (model.full_subnet(), smaller(model, uniform=False)):
+        got, counts = run_plan(model, subnet, plan, logprobs="hflm", softmax_dtype=torch.float32)
+        assert counts["n_forward"] == len(plan.rounds)
+        with torch.no_grad():
+            for (ctx, cont), (ll, greedy) in zip(requests, got, strict=True):
+                logits = model(torch.tensor([ctx + cont]), subnet)[0, len(ctx) - 1 : -1].float()
+                logp = logits.log_softmax(-1)
+                target = torch.tensor(cont)
+                assert ll == pytest.approx(float(logp.gather(1, target[:, None]).sum()), abs=TOL)
+                assert greedy == bool((logits.argmax(-1) == target).all())
+
+
 def test_left_padding_with_sliding_windows_matches_unpadded(tmp_path_factory: pytest.TempPathFactory) -> None:
     _hf, model = imported("gemma3", tmp_path_factory)
     x = ids(1, 20)

@@ -6,8 +6,9 @@ Shapes in comments: B batch, T new tokens, S keys (past + new), hd head dim.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import torch
 from torch import Tensor
@@ -60,13 +61,33 @@ class KVCache:
                 self.keys[i], self.values[i] = k[:, :, :length], v[:, :, :length]
 
 
+#: ``core(q, k, v, mask)``: one layer's attention of queries (B, H, T, hd) over keys and values
+#: (B, K, S, hd) under ``mask`` (B, 1, T, S) or (T, S) of allowed keys, or None for causal
+#: attention with the queries at the end of the keys; returns (B, H, T, hd)
+AttentionCore = Callable[[Tensor, Tensor, Tensor, "Tensor | None"], Tensor]
+
+
+class PackedAttention(Protocol):
+    """Attention for a forward call whose batch is one row of several sequences packed end to
+    end (B = 1, T = N tokens): every position-wise part of a block (norms, projections, FFN,
+    experts) then runs on all N tokens at once, and only attention needs to know where each
+    sequence starts. The caller that packed them (the evaluators' scoring plan) implements it."""
+
+    def attend(self, q: Tensor, k: Tensor, v: Tensor, *, window: int, core: AttentionCore) -> Tensor:
+        """Per-head outputs (1, N, H*hd) of queries q (1, H, N, hd) over keys and values k, v
+        (1, K, N, hd) (RoPE applied), each sequence attending within itself, for a layer with
+        sliding window ``window`` (0: global); ``core`` runs the layer's attention on batches."""
+        ...
+
+
 @dataclass(frozen=True)
 class ForwardContext:
     """What every block of one forward call shares: the rotary tables (1|B, 1, T, hd),
     the attention mask (B, 1, T, S) or (T, S) of allowed keys, or None for plain causal
     attention, the KV cache and the list the MoE layers append their load-balancing losses
     to (None: not wanted). Sliding-window layers read ``window_masks[window]`` and, when
-    the model has a separate local RoPE base, ``local_rope``."""
+    the model has a separate local RoPE base, ``local_rope``. ``packed``: the tokens are
+    several sequences packed into one row, and it does the attention (mask and cache unused)."""
 
     cos: Tensor
     sin: Tensor
@@ -75,6 +96,7 @@ class ForwardContext:
     aux: list[Tensor] | None = None
     local_rope: tuple[Tensor, Tensor] | None = None
     window_masks: Mapping[int, Tensor | None] = field(default_factory=dict)
+    packed: PackedAttention | None = None
 
     def rope_for(self, window: int) -> tuple[Tensor, Tensor]:
         """(cos, sin) for a layer with sliding window ``window`` (0: a global layer)."""
@@ -135,4 +157,4 @@ def attention_masks(
     return positions, mask, window_masks
 
 
-__all__ = ["ForwardContext", "KVCache", "attention_masks"]
+__all__ = ["AttentionCore", "ForwardContext", "KVCache", "PackedAttention", "attention_masks"]

@@ -175,19 +175,24 @@ class Attention(nn.Module):
             k = rms_norm(k, self.k_norm, self.eps, self.norm_offset)
         cos, sin = ctx.rope_for(self.window)
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        if ctx.packed is not None:  # several sequences in one row: the packer attends within each
+            return ctx.packed.attend(q, k, v, window=self.window, core=self.core)  # (1, N, H*hd)
         if ctx.cache is not None:
             k, v = ctx.cache.update(position, k, v)  # (B, K, S, hd)
-        mask = ctx.mask_for(self.window)
-        if self.softcap:
-            y = softcapped_attention(q, k, v, mask=mask, scale=self.scale or hd**-0.5, cap=self.softcap)
-        else:
-            # grouped-query attention without materialising repeated keys/values (query head h reads kv head h // repeat)
-            gqa = n_kv_head != n_head
-            if mask is None:
-                y = F.scaled_dot_product_attention(q, k, v, is_causal=T > 1, enable_gqa=gqa, scale=self.scale)
-            else:
-                y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=gqa, scale=self.scale)
+        y = self.core(q, k, v, ctx.mask_for(self.window))
         return y.transpose(1, 2).reshape(B, T, q_out)  # (B, T, H*hd)
+
+    def core(self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None) -> Tensor:
+        """This layer's attention of q (B, H, T, hd) over k, v (B, K, S, hd) under ``mask``
+        (B, 1, T, S) or (T, S) of allowed keys, or None: causal with the T queries at the end
+        of the S keys (only used where T == S or T == 1). Returns (B, H, T, hd)."""
+        if self.softcap:
+            return softcapped_attention(q, k, v, mask=mask, scale=self.scale or self.head_dim**-0.5, cap=self.softcap)
+        # grouped-query attention without materialising repeated keys/values (query head h reads kv head h // repeat)
+        gqa = k.shape[1] != q.shape[1]
+        if mask is None:
+            return F.scaled_dot_product_attention(q, k, v, is_causal=q.shape[2] > 1, enable_gqa=gqa, scale=self.scale)
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=gqa, scale=self.scale)
 
     def forward(self, x: Tensor, *, n_head: int, n_kv_head: int, ctx: ForwardContext, position: int) -> Tensor:
         """o_proj(attend(x, ...)): the attention sub-layer's contribution to the residual."""

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from nas.errors import NasError
-from nas.model.cache import ForwardContext, KVCache, attention_masks
+from nas.model.cache import ForwardContext, KVCache, PackedAttention, attention_masks
 from nas.model.config import SupernetConfig
 from nas.model.layers import (
     Attention,
@@ -143,6 +143,16 @@ class Supernet(nn.Module):
         if self.config.rope_local_theta and any(windows):
             local = self.rope(positions, dtype, inv_freq=rope_inv_freq(self.config, local=True).to(device))
         return ForwardContext(cos=cos, sin=sin, mask=mask, cache=cache, aux=aux, local_rope=local, window_masks=window_masks)
+
+    def packed_context(self, positions: Tensor, packed: PackedAttention, *, dtype: torch.dtype) -> ForwardContext:
+        """The :class:`ForwardContext` of one row of N tokens that packs several sequences end
+        to end: rotary tables for each token's own ``positions`` (N,) in its sequence, and
+        ``packed`` doing the attention within each sequence (see :class:`PackedAttention`)."""
+        cos, sin = self.rope(positions, dtype)  # (1, 1, N, hd)
+        local = None
+        if self.config.rope_local_theta and any(self.config.window(i) for i in range(self.config.n_layer)):
+            local = self.rope(positions, dtype, inv_freq=rope_inv_freq(self.config, local=True).to(positions.device))
+        return ForwardContext(cos=cos, sin=sin, local_rope=local, packed=packed)
 
     # -------------------------------------------------------------- forward
     def forward(

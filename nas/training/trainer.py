@@ -52,6 +52,7 @@ from evaluators.cost import cost_breakdown
 from nas.errors import NasError
 from nas.model.config import SupernetConfig
 from nas.model.directory import load_supernet, save_supernet
+from nas.model.heap import retain_freed_memory
 from nas.model.space import SearchSpace
 from nas.model.subnet import SubnetConfig
 from nas.model.supernet import Supernet
@@ -239,6 +240,8 @@ def train(
     checkpoints written so far stay).
     """
     dist_info = setup_dist(config.device)
+    if dist_info.device.type == "cpu":
+        retain_freed_memory()  # activations and gradients of every step: reused, not page-faulted in anew
     try:
         return _Trainer(config, dist_info).run(resume=resume, fresh=fresh, on_step=on_step, on_eval=on_eval, stop_after=stop_after)
     finally:
