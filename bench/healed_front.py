@@ -145,9 +145,11 @@ def heldout_loss(entry: dict[str, Any]) -> float:
 def run_heal_cached(args: argparse.Namespace, parent: LoadedSupernet, space: SearchSpace, root: Path) -> dict[str, Any]:
     """The healed supernet (healed now, resumed, or found from an earlier run) and its record."""
     budget = HealBudget(tokens=args.tokens) if args.tokens else HealBudget.parse(args.time, what="--time")
-    settings = heal_settings(args.device, checkpoints=6, keep_checkpoints=6, evals=4, eval_tokens=4096,
+    settings = heal_settings(args.device, checkpoints=6, keep_checkpoints=6, evals=4, eval_tokens=4096, lr=args.lr,
                              **({"max_chars": 400_000} if args.quick else {}))
     label = f"{parent.content_hash}-{budget.tokens or int(budget.seconds or 0)}{'tok' if budget.tokens else 's'}"
+    if args.lr is not None:  # the default's runs keep their old folder
+        label += f"-lr{args.lr:g}"
     out = root / "healed" / label
     if (out / "supernet.json").is_file() and "heal" in load_supernet(out, verify=False).provenance:
         log.info("healed supernet found at %s", out)
@@ -226,6 +228,7 @@ def main() -> None:
     p.add_argument("--subnets", type=int, default=12)
     p.add_argument("--heldout", type=int, default=64, help="wikitext-2 test windows of 256 tokens")
     p.add_argument("--device", default="auto")
+    p.add_argument("--lr", type=float, default=None, help="peak learning rate of the heal (default: nas heal's, 1e-4)")
     p.add_argument("--curve", action="store_true", help="also score the heal's checkpoints (gain vs tokens)")
     p.add_argument("--only-unhealed", action="store_true", help="score the unhealed supernet (cached) and stop")
     p.add_argument("--quick", action="store_true", help="smoke check: 2 heal steps, 3 sub-networks, 10 documents")

@@ -11,15 +11,17 @@ Scoring follows lm-eval's ``HFLM`` exactly where results depend on it:
   an empty context becomes the prefix token), the same left truncation of
   ``context + continuation`` to ``max_length + 1`` tokens. Unlike HFLM, requests that
   share a (truncated) context — the choices of a multiple-choice question — run that
-  context once: distinct contexts go through the model in length-sorted, right-padded
-  batches of similar lengths that fill a round's KV cache; then the continuations, sorted
-  by length across all questions, run in chunks whose KV cache rows are gathered from it
-  (a context repeated for each of its continuations), with an attention mask over the
-  padding. Batches are bounded in rows (``batch_size``) and padded tokens
-  (``max_batch_tokens``, which bounds the logits). Those batches are a *scoring plan*
-  (:mod:`evaluators.plan`) that depends only on the requests and settings, so a study
-  builds it once and every candidate runs it (:mod:`evaluators.prefix`, which can also
-  resume from the residual streams a candidate with the same first layers left).
+  context once: each context and the tokens fed after it for every one of its
+  continuations are packed, with many others, end to end into rounds of up to
+  ``pack_tokens`` real tokens, so every position-wise part of a layer runs on a whole
+  round at once without padding; attention runs per row (a context and its
+  continuations, each continuation seeing its context and itself: a tree mask by
+  position), rows of similar length batched (``batch_size`` rows, ``max_batch_tokens``
+  padded tokens), and the LM head only where a log-probability is needed. Those rounds
+  are a *scoring plan* (:mod:`evaluators.plan`) that depends only on the requests and
+  settings, so a study builds it once and every candidate runs it
+  (:mod:`evaluators.prefix`, which can also resume from the residual streams a candidate
+  with the same first layers left).
   Log-likelihoods are the target logit minus an fp32 logsumexp (``logprobs="exact"``,
   the default), or HFLM's log-softmax in the logits' dtype (``logprobs="hflm"``, with
   ``softmax_dtype``) and its greedy check, for parity runs.

@@ -78,10 +78,6 @@ class AttentionGroup:
     index: Tensor
     branch: Tensor
 
-    @property
-    def n_tokens(self) -> int:
-        return int((self.branch >= 0).sum())
-
 
 @dataclass(frozen=True)
 class Round:

@@ -1,18 +1,21 @@
 """Run a scoring plan for one sub-network, resuming from residual streams that an earlier
 candidate with the same first layers left behind.
 
+A plan's rounds (:mod:`evaluators.plan`) each run as one model pass over one row of packed
+tokens: :class:`_PackedRound` does the attention within each sequence (the model's own
+attention, batched over the plan's groups under a tree mask by position), and the LM head
+runs only at the positions whose log-probabilities are needed.
+
 Two sub-networks whose first ``k`` kept layers are identical (same supernet layers, heads,
 FFN width, experts and top-k, same ``d_model``) compute identical residual streams for
-every batch of a plan (:mod:`evaluators.plan`) up to layer ``k``, and identical context KV
-caches there. :class:`PrefixCache` keeps, per plan, the residual stream of every model pass
-at layer boundaries, keyed by the path of per-layer configs that produced it (a trie: a
-boundary's key is a prefix of the keys below it), bounded in bytes and evicted least
-recently used first (a candidate's deep boundaries before its shallow ones, which more later
-candidates share). :func:`run_plan` looks up the deepest stored boundary of the
-candidate's path, runs only the layers below it — both for the contexts and for the
-continuations, whose cache rows at those layers it computes afresh — and stores the new
+every round of a plan up to layer ``k``. :class:`PrefixCache` keeps, per plan, the residual
+stream of every round at layer boundaries, keyed by the path of per-layer configs that
+produced it (a trie: a boundary's key is a prefix of the keys below it), bounded in bytes
+and evicted least recently used first (a candidate's deep boundaries before its shallow
+ones, which more later candidates share). :func:`run_plan` looks up the deepest stored
+boundary of the candidate's path, runs only the layers below it and stores the new
 boundaries. Scores are bit-identical with and without reuse: the same operations run on the
-same tensors in the same batches.
+same tensors in the same rounds.
 
 Log-likelihoods are, by default (``logprobs="exact"``), each target token's logit minus a
 logsumexp over the vocabulary accumulated in fp32 (a few rows at a time in one reused
@@ -211,12 +214,14 @@ class _PackedRound:
     """Attention within each row of a round (a :class:`nas.model.cache.PackedAttention`): per
     attention group, every token attends to the earlier tokens of its row on the context or
     its own continuation (see :func:`group_mask`). Masks are built once per round and window
-    size; a group of contexts alone in a global layer is plain causal attention."""
+    size; in a global layer, a group whose rows hold one continuation at most needs none (plain
+    causal attention)."""
 
     def __init__(self, round_: Round, windows: set[int], device: torch.device) -> None:
         self.index = [g.index.to(device) for g in round_.groups]
         self.real = [(g.branch >= 0).reshape(-1).to(device) for g in round_.groups]  # (B*L,): not padding
-        self.masks = {w: [group_mask(g, round_.positions, w).to(device) if w or g.branch.max() > 0 else None
+        # a row of a context and at most one continuation is one sequence: causal attention by column
+        self.masks = {w: [group_mask(g, round_.positions, w).to(device) if w or g.branch.max() > 1 else None
                           for g in round_.groups] for w in windows | {0}}
 
     def attend(self, q: Tensor, k: Tensor, v: Tensor, *, window: int, core: AttentionCore) -> Tensor:
