@@ -32,7 +32,9 @@ The default run prints one JSON object with three parts (``--parts``):
   (:mod:`evaluators.recheck`, opt-in: ``recheck_nats`` in a spec; ``rechecked_fraction`` of
   the documents under ``--recheck-nats``), ``bf16_hflm_vs_fp32_acc_max_diff`` plain bf16 with
   HFLM's bf16 log-softmax instead of the fp32 logsumexp; ``bf16_ll_err_p50`` / ``_p99`` /
-  ``_max``: plain bf16's error per request in nats, which the re-check assumes bounded.
+  ``_max``: plain bf16's error per request in nats, which the re-check assumes bounded;
+  ``bf16_weights_fp32_compute_acc_max_diff`` and ``_ll_err``: the weights rounded to bf16
+  with every operation in fp32, the part of the error no bf16 arithmetic can remove.
 
     python bench/eval_throughput.py [--threads 2] [--parts throughput,study,parity] [--population 15]
     python bench/eval_throughput.py --parity [--dtype fp32] [--limit 200]
@@ -362,6 +364,24 @@ def parity(args: argparse.Namespace) -> dict[str, Any]:
         def max_diff(got: Any) -> float:
             return round(max(abs(got.get(t, m).value - per_task[t][f"ours_{m}"]) for t in args.tasks for m in METRICS), 4)
 
+        def quantiles(errs: list[float]) -> dict[str, float]:
+            errs = sorted(errs)
+            return {"p50": round(errs[len(errs) // 2], 4), "p99": round(errs[min(len(errs) - 1, int(0.99 * len(errs)))], 4),
+                    "max": round(errs[-1], 4)}
+
+        # the error budget: how much of bf16's difference the weights' rounding alone makes
+        # (weights rounded to bf16, every operation in fp32)
+        rounded = load_supernet(args.supernet, dtype="fp32")
+        with torch.no_grad():
+            for param in rounded.model.parameters():
+                param.copy_(param.to(torch.bfloat16).float())
+        rounded_ev = Evaluator.from_loaded(rounded, args.tasks, options=ScoringOptions(
+            dtype="fp32", batch_size=args.batch_size, prefix_cache_bytes=0))
+        rounded_metrics = rounded_ev.evaluate(largest, fidelity)
+        rounded_errs = [abs(a - b) for a, b in zip(request_lls(rounded_ev, samples), fp32_lls, strict=True)]
+        del rounded_ev, rounded
+        gc.collect()
+
         bf16 = {"bf16_vs_fp32_acc_max_diff": max_diff(plain_metrics), "bf16_s": round(plain_metrics.wall_s, 2),
                 "bf16_recheck_vs_fp32_acc_max_diff": max_diff(low_metrics), "bf16_recheck_s": round(low_metrics.wall_s, 2),
                 "recheck_nats": low.recheck_nats,
@@ -371,6 +391,8 @@ def parity(args: argparse.Namespace) -> dict[str, Any]:
                 "bf16_ll_err_p50": round(errors[len(errors) // 2], 4),
                 "bf16_ll_err_p99": round(errors[min(len(errors) - 1, int(0.99 * len(errors)))], 4),
                 "bf16_ll_err_max": round(errors[-1], 4), "n_requests": len(errors),
+                "bf16_weights_fp32_compute_acc_max_diff": max_diff(rounded_metrics),
+                "bf16_weights_fp32_compute_ll_err": quantiles(rounded_errs),
                 "bf16_acc": {f"{t}/{m}": plain_metrics.get(t, m).value for t in args.tasks for m in METRICS},
                 "bf16_recheck_acc": {f"{t}/{m}": low_metrics.get(t, m).value for t in args.tasks for m in METRICS},
                 "bf16_hflm_acc": {f"{t}/{m}": hflm_style.get(t, m).value for t in args.tasks for m in METRICS}}
