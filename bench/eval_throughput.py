@@ -388,9 +388,7 @@ def parity(args: argparse.Namespace) -> dict[str, Any]:
                 "rechecked_fraction": round(checked["rechecked_docs"] / checked["scored_docs"], 4),
                 "bf16_hflm_vs_fp32_acc_max_diff": max_diff(hflm_style),
                 # |bf16 - fp32| log-likelihood per request (plain bf16): what the re-check's assumed error is set against
-                "bf16_ll_err_p50": round(errors[len(errors) // 2], 4),
-                "bf16_ll_err_p99": round(errors[min(len(errors) - 1, int(0.99 * len(errors)))], 4),
-                "bf16_ll_err_max": round(errors[-1], 4), "n_requests": len(errors),
+                **{f"bf16_ll_err_{k}": v for k, v in quantiles(errors).items()}, "n_requests": len(errors),
                 "bf16_weights_fp32_compute_acc_max_diff": max_diff(rounded_metrics),
                 "bf16_weights_fp32_compute_ll_err": quantiles(rounded_errs),
                 "bf16_acc": {f"{t}/{m}": plain_metrics.get(t, m).value for t in args.tasks for m in METRICS},
