@@ -4,7 +4,8 @@ The default run prints one JSON object with three parts (``--parts``):
 
 - ``throughput``: 5 homogeneous sub-networks of the imported SmolLM2 (same sizes in every
   kept layer, so that a transformers LlamaForCausalLM can hold them) on hellaswag, arc_easy
-  and piqa (100 seeded examples each, bf16 on both sides). Ours: one
+  and piqa (100 seeded examples each, in ``--dtype`` on both sides: ``auto`` by default, bf16
+  where the CPU computes it natively, else fp32, as a study would). Ours: one
   :class:`evaluators.Evaluator` per study, its scoring plan built once (``ours_plan_s``,
   apart, as ``ours_setup_s``), then ``evaluate(subnet, Fidelity(100, seed))`` per candidate
   *without* prefix reuse (one candidate's speed). HFLM: what a user pays per candidate:
@@ -13,8 +14,8 @@ The default run prints one JSON object with three parts (``--parts``):
   it). Keys: ``ours_s``, ``hflm_s`` (means), ``speedup`` (of the means; ``speedup_median``),
   ``hflm_task_setup_s`` / ``speedup_vs_simple_evaluate`` (what ``lm_eval.simple_evaluate``
   adds per call), ``acc_max_abs_diff``, ``tokens_per_s``, ``mfu`` (model FLOPs/s over the
-  bf16 matmul peak this run measures, ``peak_bf16_gflop_per_s`` at the start and
-  ``..._end`` at the end; FLOPs per token = 2 x (non-embedding + LM-head parameters)),
+  matmul peak this run measures in its dtype, ``peak_bf16_gflop_per_s`` (or ``peak_fp32_...``)
+  at the start and ``..._end`` at the end; FLOPs per token = 2 x (non-embedding + LM-head parameters)),
   ``tokens`` / ``hflm_tokens`` / ``token_ratio``, ``hflm_mfu``, and ``hflm_fit`` (HFLM
   seconds per candidate as a line in model FLOPs per token).
 - ``study``: a population drawn as the demo's NSGA-II draws it — 2 generations of
@@ -68,18 +69,19 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from evaluators import Evaluator, Fidelity, ScoringOptions  # noqa: E402
 from evaluators.recheck import DEFAULT_RECHECK_NATS  # noqa: E402
 from nas.importing.hf import to_hf_model  # noqa: E402
-from nas.model.directory import load_supernet  # noqa: E402
+from nas.model.directory import load_supernet, parse_dtype  # noqa: E402
+from nas.model.precision import resolve_dtype  # noqa: E402
 from nas.model.space import SearchSpace  # noqa: E402
 from nas.model.subnet import SubnetConfig  # noqa: E402
 
 METRICS = ("acc", "acc_norm")
 
 
-def measure_peak_bf16(size: int = 2048, repeats: int = 5) -> float:
-    """This machine's bf16 matmul FLOP/s now (best of ``repeats`` ``size``-square products at
-    the current thread count): the peak ``mfu`` is measured against."""
-    a = torch.randn(size, size, dtype=torch.bfloat16)
-    b = torch.randn(size, size, dtype=torch.bfloat16)
+def measure_peak(dtype: str = "bf16", size: int = 2048, repeats: int = 5) -> float:
+    """This machine's ``dtype`` matmul FLOP/s now (best of ``repeats`` ``size``-square products
+    at the current thread count): the peak ``mfu`` is measured against."""
+    a = torch.randn(size, size, dtype=parse_dtype(dtype))
+    b = torch.randn(size, size, dtype=parse_dtype(dtype))
     a @ b  # warm-up
     best = math.inf
     for _ in range(repeats):
@@ -505,7 +507,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--supernet", default=str(Path(os.environ.get("NAS_WORK_DIR", "work")) / "smollm2"))
     parser.add_argument("--tasks", default="hellaswag,arc_easy,piqa")
-    parser.add_argument("--dtype", default=None, help="bf16 (default) or fp32 (default for --parity)")
+    parser.add_argument("--dtype", default=None, help="auto (default: bf16 where the CPU computes it natively, else "
+                                                     "fp32), bf16 or fp32 (default for --parity)")
     parser.add_argument("--limit", type=int, default=None, help="examples per task (100; 200 with --parity)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--batch-size", type=int, default=32)
@@ -531,16 +534,17 @@ def main() -> None:
     for name in ("lm_eval", "datasets"):
         logging.getLogger(name).setLevel(logging.ERROR)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    peak = measure_peak_bf16()
     if args.parity or args.calibrate or args.breakdown:
-        args.dtype = args.dtype or ("fp32" if args.parity else "bf16")
+        args.dtype = resolve_dtype(args.dtype or ("fp32" if args.parity else "auto"))
+        peak = measure_peak(args.dtype) if args.breakdown else math.nan
         args.limit = args.limit or (args.parity_limit if args.parity else 100)
         result = parity(args) if args.parity else calibrate(args) if args.calibrate else breakdown(args, peak)
     else:
         parts = set(args.parts.split(","))
-        args.dtype = args.dtype or "bf16"
+        args.dtype = resolve_dtype(args.dtype or "auto")  # bf16 where the CPU computes it natively, else fp32
         args.limit = args.limit or 100
-        result = {"peak_bf16_gflop_per_s": round(peak / 1e9, 1)}
+        peak = measure_peak(args.dtype)
+        result = {f"peak_{args.dtype}_gflop_per_s": round(peak / 1e9, 1)}
         if "throughput" in parts or "study" in parts:
             result |= throughput(args, peak)
         if "study" in parts:
@@ -550,7 +554,7 @@ def main() -> None:
             result |= {"fp32_acc_identical": checked["fp32_acc_identical"],
                        "bf16_vs_fp32_acc_max_diff": checked["bf16_vs_fp32_acc_max_diff"],
                        "bf16_hflm_vs_fp32_acc_max_diff": checked["bf16_hflm_vs_fp32_acc_max_diff"], "parity_detail": checked}
-        result["peak_bf16_gflop_per_s_end"] = round(measure_peak_bf16() / 1e9, 1)  # the machine drifts: both ends
+        result[f"peak_{args.dtype}_gflop_per_s_end"] = round(measure_peak(args.dtype) / 1e9, 1)  # the machine drifts: both ends
     print(json.dumps(result))
 
 

@@ -55,7 +55,8 @@ log = logging.getLogger(__name__)
 
 _FEWSHOT_SEED = 1234  # lm-eval's default
 MAX_PLANS = 256  # scoring plans kept (one per task and document set)
-DEFAULT_OPTIONS = ScoringOptions(dtype="bf16")  # an Evaluator casts the supernet to bf16 unless told otherwise
+# an Evaluator casts the supernet to the device's fast dtype (bf16 where native, else fp32) unless told otherwise
+DEFAULT_OPTIONS = ScoringOptions(dtype="auto")
 
 
 def subset_ids(task: str, n_docs: int, fidelity: Fidelity) -> list[int]:
@@ -97,7 +98,7 @@ class Evaluator:
     """Scores sub-networks of one supernet on a fixed list of lm-eval tasks.
 
     Build it once per study (tasks load and instances are kept); call :meth:`evaluate`
-    per candidate. ``options`` (default :data:`DEFAULT_OPTIONS`, bf16) say how every
+    per candidate. ``options`` (default :data:`DEFAULT_OPTIONS`: ``auto``, bf16 where native) say how every
     candidate is scored (see :class:`~evaluators.harness.ScoringOptions`); keyword
     ``settings`` are fields of it that override those of ``options`` (``dtype="fp32",
     batch_size=8``; an unknown name is a ``TypeError``). ``options.dtype`` is applied to
@@ -130,7 +131,7 @@ class Evaluator:
         start = time.perf_counter()
         if isinstance(tasks, str):
             tasks = [tasks]
-        target = parse_eval_dtype(opts.dtype)
+        target = parse_eval_dtype(opts.dtype, model.lm_head_weight.device)
         if target is not None and model.lm_head_weight.dtype != target:
             source = loaded_from(model)
             model.to(target)

@@ -62,6 +62,7 @@ from evaluators.plan import LoglikelihoodPlan, batches, build_plan
 from evaluators.prefix import LOGPROB_MODES, PrefixCache, run_plan
 from nas.errors import NasError
 from nas.model.directory import LoadedSupernet, load_supernet, parse_dtype
+from nas.model.precision import resolve_dtype
 from nas.model.space import SearchSpace
 from nas.model.subnet import SubnetConfig
 from nas.model.supernet import Supernet
@@ -73,10 +74,12 @@ DEFAULT_BATCH_SIZE = 32
 _Request = tuple[Any, list[int], list[int]]
 
 
-def parse_eval_dtype(name: str | torch.dtype | None) -> torch.dtype | None:
-    """``bf16``/``fp32`` (or a torch dtype) to a torch dtype; fp16 is refused (unusably slow on CPUs)."""
+def parse_eval_dtype(name: str | torch.dtype | None, device: str | torch.device = "cpu") -> torch.dtype | None:
+    """``bf16``/``fp32`` (or a torch dtype) to a torch dtype; ``auto``: bf16 where ``device``
+    computes it natively, else fp32 (:func:`nas.model.precision.fast_dtype`); fp16 is refused
+    (unusably slow on CPUs)."""
     try:
-        return parse_dtype(name)
+        return parse_dtype(None if name is None else resolve_dtype(name, torch.device(device).type))
     except NasError as exc:
         raise EvaluatorError(str(exc)) from None
 
@@ -131,8 +134,9 @@ class ScoringOptions:
     """How a :class:`SubnetLM` scores (numbers and dtype names only; the model, tokenizer and
     token cache are arguments of the adapter itself).
 
-    ``dtype`` (``bf16`` or ``fp32``; fp16 is refused): the dtype a supernet directory is
-    loaded in (default bf16); an in-memory model keeps its dtype unless it is given, in
+    ``dtype`` (``bf16``, ``fp32`` or ``auto``; fp16 is refused): the dtype a supernet directory
+    is loaded in (default ``auto``: bf16 where the device computes it natively, else fp32); an
+    in-memory model keeps its dtype unless it is given, in
     which case it is cast in place. ``batch_size`` (an integer, or lm-eval's ``"auto"``:
     the default) bounds the rows of one model call, capped by ``max_batch_size``;
     ``max_batch_tokens`` bounds the padded tokens attended together and the positions whose
@@ -193,11 +197,12 @@ class SubnetLM(TemplateLM):
     ) -> None:
         opts = replace(options if options is not None else ScoringOptions(), **settings)  # unknown names: TypeError
         super().__init__()
-        target = parse_eval_dtype(opts.dtype)
+        target = parse_eval_dtype(opts.dtype, _available_device(opts.device))
         space: SearchSpace | None = None
         if isinstance(supernet, (str, Path)):
             try:
-                supernet = load_supernet(supernet, dtype=target or torch.bfloat16, device=_available_device(opts.device))
+                device = _available_device(opts.device)
+                supernet = load_supernet(supernet, dtype=target or parse_eval_dtype("auto", device), device=device)
             except NasError as exc:
                 raise EvaluatorError(str(exc)) from None
         if isinstance(supernet, LoadedSupernet):

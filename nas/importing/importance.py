@@ -31,7 +31,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from nas.errors import NasError
+from nas.model.directory import parse_dtype
 from nas.model.layers import activation
+from nas.model.precision import resolve_dtype
 from nas.model.subnet import SubnetConfig
 from nas.model.supernet import MixtureOfExperts, Supernet
 from nas.paths import data_dir
@@ -139,19 +141,27 @@ def tokenize_for_calibration(tokenizer, text: str, *, n_tokens: int = 32_768, se
 
 
 # ------------------------------------------------------------------ measure
+def work_dtype(model: Supernet, dtype: torch.dtype | str) -> torch.dtype:
+    """The torch dtype an importance pass runs in: ``auto`` is bf16 where ``model``'s device
+    computes bf16 natively (:func:`nas.model.precision.fast_dtype`) and fp32 elsewhere; on a
+    CPU without bf16 instructions an emulated bf16 pass is many times slower than fp32."""
+    return parse_dtype(resolve_dtype(dtype, model.lm_head_weight.device.type))
+
+
 @torch.no_grad()
 def measure(
     model: Supernet,
     tokens: Tensor,
     *,
     batch_size: int = 8,
-    dtype: torch.dtype = torch.bfloat16,
+    dtype: torch.dtype | str = "auto",
     progress: Callable[[float], None] | None = None,
 ) -> Importance:
     """Score every unit of ``model`` (full sub-network) on calibration ``tokens`` (N, T).
 
-    Runs a ``dtype`` copy of the model (bf16 is fast on CPUs; scores are accumulated
-    in fp32)."""
+    Runs a ``dtype`` copy of the model (``auto``: bf16 where the device computes it natively,
+    else fp32, see :func:`work_dtype`; scores are accumulated in fp32)."""
+    dtype = work_dtype(model, dtype)
     work = copy.deepcopy(model).to(dtype) if dtype != model.lm_head_weight.dtype else model
     cfg = model.config
     n = cfg.n_layer
@@ -311,9 +321,10 @@ def loss(model: Supernet, tokens: Tensor, subnet: SubnetConfig | None = None, *,
     return total / count
 
 
-def half_ffn_loss(model: Supernet, tokens: Tensor, *, dtype: torch.dtype = torch.bfloat16) -> dict[str, float]:
-    """Held-out loss of the full model and of the sub-network with every d_ff halved."""
-    work = copy.deepcopy(model).to(dtype)
+def half_ffn_loss(model: Supernet, tokens: Tensor, *, dtype: torch.dtype | str = "auto") -> dict[str, float]:
+    """Held-out loss of the full model and of the sub-network with every d_ff halved (on a
+    ``dtype`` copy, ``auto`` as in :func:`measure`)."""
+    work = copy.deepcopy(model).to(work_dtype(model, dtype))
     full = work.full_subnet()
     half = SubnetConfig(
         layers=full.layers,

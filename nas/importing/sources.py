@@ -35,6 +35,7 @@ from nas.errors import NasError
 from nas.importing import importance
 from nas.importing.families import check_architecture
 from nas.importing.hf import from_hf_model
+from nas.model.dtypes import dtype_name
 from nas.model.supernet import Supernet
 from nas.paths import cache_dir
 
@@ -223,6 +224,7 @@ def import_source(
         provenance["importance"] = {
             "calibration": str(calibration) if calibration else "default corpus",
             "calibration_tokens": int(tokens.numel()),
+            "dtype": dtype_name(importance.work_dtype(model, "auto")),  # bf16 where native, else fp32
             "layer_influence": [round(float(v), 6) for v in scores.layer_influence],
         }
         provenance["ordering_check"] = {

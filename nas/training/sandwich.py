@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from nas.errors import NasError
+from nas.model.precision import resolve_dtype
 from nas.model.subnet import SubnetConfig
 from nas.model.supernet import Supernet
 from nas.training.distributed import DataParallel
@@ -102,8 +103,9 @@ def distill_loss(student_logits: Tensor, teacher_logits: Tensor, temperature: fl
 
 
 def autocast(device: torch.device, dtype: str) -> contextlib.AbstractContextManager:
-    """bf16 autocast on ``device`` for ``dtype="bf16"``; no context for ``"fp32"``."""
-    if dtype == "bf16":
+    """bf16 autocast on ``device`` for ``dtype="bf16"``; no context for ``"fp32"``; ``"auto"``:
+    the device's fast one (:func:`nas.model.precision.fast_dtype`)."""
+    if resolve_dtype(dtype, device.type) == "bf16":
         return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
 

@@ -106,10 +106,11 @@ class TrainResult:
 # ============================================================ evaluation
 @torch.no_grad()
 def window_losses(
-    model: Supernet, windows: Tensor, subnet: SubnetConfig | None = None, *, batch_size: int = 8, dtype: str = "bf16"
+    model: Supernet, windows: Tensor, subnet: SubnetConfig | None = None, *, batch_size: int = 8, dtype: str = "auto"
 ) -> Tensor:
     """Mean next-token cross-entropy of ``subnet`` on each of ``windows`` (N, T + 1): (N,) in
-    float64, for paired comparisons of two models on the same windows."""
+    float64, for paired comparisons of two models on the same windows; under bf16 autocast for
+    ``dtype="bf16"`` (``"auto"``: where the device computes bf16 natively)."""
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
@@ -125,7 +126,7 @@ def window_losses(
 
 
 def evaluate_loss(
-    model: Supernet, windows: Tensor, subnet: SubnetConfig | None = None, *, batch_size: int = 8, dtype: str = "bf16"
+    model: Supernet, windows: Tensor, subnet: SubnetConfig | None = None, *, batch_size: int = 8, dtype: str = "auto"
 ) -> float:
     """Mean next-token cross-entropy of ``subnet`` over ``windows`` (N, T + 1): every window has
     T targets, so the token mean is the mean of :func:`window_losses`."""
