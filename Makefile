@@ -2,6 +2,7 @@
 PYTHON ?= python3
 VENV ?= .venv
 TORCH ?= torch==2.13.0
+DEMO_ARGS ?=
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.installed
@@ -19,7 +20,7 @@ $(STAMP): pyproject.toml Makefile
 venv: $(STAMP)
 
 demo: $(STAMP)
-	$(VENV)/bin/nas demo
+	$(VENV)/bin/nas demo $(DEMO_ARGS)
 
 demo-quick: $(STAMP)
 	$(VENV)/bin/nas demo --quick

@@ -49,3 +49,16 @@ def test_quick_demo_end_to_end_and_resume(tmp_path):
     assert again["complete"] == 4
     assert again["evaluations"] == 0
     assert "already there" in second.stdout
+
+    # a capped run stops the search at its time cap, says so, and still confirms and reports
+    capped = subprocess.run(env_cmd + ["--trials", "40", "--search-time", "1s"], capture_output=True, text=True, timeout=600)
+    assert capped.returncode == 0, capped.stderr[-2000:]
+    result = json.loads(capped.stdout.strip().splitlines()[-1])
+    assert result["search_capped"] is True and result["n_trials"] == 40
+    assert 4 <= result["complete"] < 40  # the earlier trials stay; 36 more never fit in a second
+    text = " ".join(capped.stdout.split())  # the console wraps long lines
+    assert "stopped at its" in text and "run the demo again to continue the study" in text
+
+    bad = subprocess.run(env_cmd + ["--search-time", "soon"], capture_output=True, text=True, timeout=120)
+    message = " ".join(bad.stderr.replace("│", " ").split())
+    assert bad.returncode == 2 and "--search-time 'soon' is not a duration" in message and "0 for no cap" in message

@@ -35,6 +35,7 @@ from rich.table import Table
 from scipy.stats import kendalltau
 
 from nas.cli.search import print_summary, quiet_optuna, run_confirm, run_search
+from nas.errors import NasError
 from nas.front import confirmed_column
 from nas.metrics import ACCURACY
 from nas.model.precision import fast_dtype
@@ -52,6 +53,9 @@ DEMO_SPACE: dict[str, Any] = {
     "n_head_choices": [6, 9],
     "d_ff_choices": [768, 1152, 1536],
 }
+# The search's time cap per demo run: the 30 trials take about 3 minutes on a 2-core CPU with AMX
+# (bf16) and about 19 on an AVX2-only one (fp32); the cap keeps the whole demo near 15 minutes there.
+DEMO_SEARCH_TIME = "6m"
 # `--model`: a named source -> its supernet directory in the work dir, study name, space and parameter budget.
 # Gemma-3-270M has one KV head (heads are not elastic) and a 168 M-parameter embedding.
 DEMO_MODELS: dict[str, dict[str, Any]] = {
@@ -136,11 +140,14 @@ def demo(
     high: int | None = None,
     model: str = "smollm2-135m",
     heal: str | None = None,
+    search_time_s: float | None = None,
 ) -> dict[str, Any]:
     """Run the demo on ``model`` (a key of :data:`DEMO_MODELS`); return what it printed as data
     (timings, front, picks, paths). ``heal``: a budget (``10m``, ``2M``; ``""`` for the
     default) to heal the supernet over the demo's space before the search, which then runs
-    as its own study (``<study>-healed``) on the healed supernet."""
+    as its own study (``<study>-healed``) on the healed supernet. ``search_time_s`` caps this
+    run's search (the trials finished by then are the study; running the demo again
+    continues it)."""
     if model not in DEMO_MODELS:
         raise typer.BadParameter(f"unknown demo model {model!r}; choose one of {sorted(DEMO_MODELS)}")
     # deferred: the search loads torch and optuna, the report pandas and plotly
@@ -187,8 +194,12 @@ def demo(
     fast, why = fast_dtype(spec.device)
     console.print(f"  dtype {search.spec.dtype}" + (f" (auto: {why})" if spec.dtype == "auto" and search.spec.dtype == fast else ""))
     try:
-        summary = run_search(search, n_trials=None, wall_time_s=None, quiet=False)
+        summary = run_search(search, n_trials=None, wall_time_s=search_time_s, quiet=False)
         print_summary(summary)
+        if summary.stopped == "wall time":
+            console.print(f"  [yellow]the search stopped at its {search_time_s / 60:g}-minute cap with {summary.complete} of "
+                          f"{n_trials} trials complete[/]: the front below is from those; run the demo again to continue "
+                          "the study, or give --search-time 0 for no cap")
         timings["search_s"] = round(time.perf_counter() - start, 1)
         start = time.perf_counter()
         console.print(f"[bold]3. confirm[/] the front and the candidates tied with it on {spec.holdout} held-out "
@@ -223,7 +234,8 @@ def demo(
                       "     # healed vs unhealed fronts, and the same sub-networks side by side")
     return {"timings": timings, "front": front, "picks": picks, "report": str(report), "study": spec.name,
             "kendall_tau_search_vs_confirm": tau,
-            "storage": storage, "summary": {"complete": summary.complete, "cache_hits": summary.cache_hits,
+            "storage": storage, "summary": {"complete": summary.complete, "n_trials": n_trials,
+                                            "search_capped": summary.stopped == "wall time", "cache_hits": summary.cache_hits,
                                             "evaluations": summary.evaluations,
                                             "full_evaluations_saved": summary.full_evaluations_saved}}
 
@@ -327,6 +339,18 @@ def _print_picks(view: Any, db: Any) -> dict[str, list[dict[str, Any]]]:
     return out
 
 
+def _search_cap(text: str) -> float | None:
+    """Seconds of ``--search-time`` (``8m``, ``90s``, ``1h``), None for ``0``/``none``/``off``."""
+    from nas.training.heal import parse_duration  # deferred: loads torch
+
+    if text.strip().lower() in ("0", "none", "off"):
+        return None
+    try:
+        return parse_duration(text, what="--search-time")
+    except NasError as exc:
+        raise typer.BadParameter(f"{exc} (or 0 for no cap)") from None
+
+
 def register(app: typer.Typer) -> None:
     @app.command("demo")
     def demo_cmd(
@@ -340,13 +364,17 @@ def register(app: typer.Typer) -> None:
                                                           "(off by default: it adds the heal's time)")] = False,
         heal_budget: Annotated[Optional[str], typer.Option(help="The heal's budget: time (10m) or tokens (2M); default "
                                                                "10m on a CPU, 1h on a GPU, 16k tokens with --quick")] = None,
+        search_time: Annotated[str, typer.Option("--search-time", help="Cap on this run's search time (e.g. 8m, 90s, 1h; "
+                                                                      "0: none): keeps the demo near 15 minutes on a "
+                                                                      "CPU that computes bf16 slowly")] = DEMO_SEARCH_TIME,
     ) -> None:
         """Import SmolLM2-135M, search its sub-networks on real benchmarks, write the Pareto report."""
         if heal_budget is not None and not heal:
             raise typer.BadParameter("--heal-budget needs --heal")
+        cap = _search_cap(search_time)
         total = time.perf_counter()
         result = demo(quick=quick, work=work or work_dir(), trials=trials, low=low, high=high, model=model,
-                      heal=(heal_budget or "") if heal else None)
+                      heal=(heal_budget or "") if heal else None, search_time_s=cap)
         timings = {**result["timings"], "total_s": round(time.perf_counter() - total, 1)}
         typer.echo(json.dumps({"wall_time": timings, "study": result["study"], "report": result["report"],
                                "front_size": sum(r["on_search_front"] for r in result["front"]),
