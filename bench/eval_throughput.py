@@ -69,8 +69,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from evaluators import Evaluator, Fidelity, ScoringOptions  # noqa: E402
 from evaluators.recheck import DEFAULT_RECHECK_NATS  # noqa: E402
 from nas.importing.hf import to_hf_model  # noqa: E402
-from nas.model.directory import load_supernet, parse_dtype  # noqa: E402
-from nas.model.precision import resolve_dtype  # noqa: E402
+from nas.model.directory import load_supernet  # noqa: E402
+from nas.model.precision import resolve_dtype, torch_dtype  # noqa: E402
 from nas.model.space import SearchSpace  # noqa: E402
 from nas.model.subnet import SubnetConfig  # noqa: E402
 
@@ -80,8 +80,7 @@ METRICS = ("acc", "acc_norm")
 def measure_peak(dtype: str = "bf16", size: int = 2048, repeats: int = 5) -> float:
     """This machine's ``dtype`` matmul FLOP/s now (best of ``repeats`` ``size``-square products
     at the current thread count): the peak ``mfu`` is measured against."""
-    a = torch.randn(size, size, dtype=parse_dtype(dtype))
-    b = torch.randn(size, size, dtype=parse_dtype(dtype))
+    a, b = (torch.randn(size, size, dtype=torch_dtype(dtype)) for _ in range(2))
     a @ b  # warm-up
     best = math.inf
     for _ in range(repeats):
@@ -508,7 +507,7 @@ def main() -> None:
     parser.add_argument("--supernet", default=str(Path(os.environ.get("NAS_WORK_DIR", "work")) / "smollm2"))
     parser.add_argument("--tasks", default="hellaswag,arc_easy,piqa")
     parser.add_argument("--dtype", default=None, help="auto (default: bf16 where the CPU computes it natively, else "
-                                                     "fp32), bf16 or fp32 (default for --parity)")
+                                                     "fp32), bf16 (default for --calibrate) or fp32 (default for --parity)")
     parser.add_argument("--limit", type=int, default=None, help="examples per task (100; 200 with --parity)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--batch-size", type=int, default=32)
@@ -535,7 +534,8 @@ def main() -> None:
         logging.getLogger(name).setLevel(logging.ERROR)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     if args.parity or args.calibrate or args.breakdown:
-        args.dtype = resolve_dtype(args.dtype or ("fp32" if args.parity else "auto"))
+        # --calibrate measures bf16's noise: bf16 unless told otherwise
+        args.dtype = resolve_dtype(args.dtype or ("fp32" if args.parity else "bf16" if args.calibrate else "auto"))
         peak = measure_peak(args.dtype) if args.breakdown else math.nan
         args.limit = args.limit or (args.parity_limit if args.parity else 100)
         result = parity(args) if args.parity else calibrate(args) if args.calibrate else breakdown(args, peak)

@@ -61,8 +61,8 @@ from evaluators.errors import EvaluatorError
 from evaluators.plan import LoglikelihoodPlan, batches, build_plan
 from evaluators.prefix import LOGPROB_MODES, PrefixCache, run_plan
 from nas.errors import NasError
-from nas.model.directory import LoadedSupernet, load_supernet, parse_dtype
-from nas.model.precision import resolve_dtype
+from nas.model.directory import LoadedSupernet, load_supernet
+from nas.model.precision import torch_dtype
 from nas.model.space import SearchSpace
 from nas.model.subnet import SubnetConfig
 from nas.model.supernet import Supernet
@@ -79,7 +79,7 @@ def parse_eval_dtype(name: str | torch.dtype | None, device: str | torch.device 
     computes it natively, else fp32 (:func:`nas.model.precision.fast_dtype`); fp16 is refused
     (unusably slow on CPUs)."""
     try:
-        return parse_dtype(None if name is None else resolve_dtype(name, torch.device(device).type))
+        return None if name is None else torch_dtype(name, device)
     except NasError as exc:
         raise EvaluatorError(str(exc)) from None
 
@@ -197,11 +197,11 @@ class SubnetLM(TemplateLM):
     ) -> None:
         opts = replace(options if options is not None else ScoringOptions(), **settings)  # unknown names: TypeError
         super().__init__()
-        target = parse_eval_dtype(opts.dtype, _available_device(opts.device))
+        device = _available_device(opts.device)
+        target = parse_eval_dtype(opts.dtype, device)
         space: SearchSpace | None = None
         if isinstance(supernet, (str, Path)):
             try:
-                device = _available_device(opts.device)
                 supernet = load_supernet(supernet, dtype=target or parse_eval_dtype("auto", device), device=device)
             except NasError as exc:
                 raise EvaluatorError(str(exc)) from None

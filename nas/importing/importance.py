@@ -31,9 +31,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from nas.errors import NasError
-from nas.model.directory import parse_dtype
 from nas.model.layers import activation
-from nas.model.precision import resolve_dtype
+from nas.model.precision import torch_dtype
 from nas.model.subnet import SubnetConfig
 from nas.model.supernet import MixtureOfExperts, Supernet
 from nas.paths import data_dir
@@ -145,7 +144,7 @@ def work_dtype(model: Supernet, dtype: torch.dtype | str) -> torch.dtype:
     """The torch dtype an importance pass runs in: ``auto`` is bf16 where ``model``'s device
     computes bf16 natively (:func:`nas.model.precision.fast_dtype`) and fp32 elsewhere; on a
     CPU without bf16 instructions an emulated bf16 pass is many times slower than fp32."""
-    return parse_dtype(resolve_dtype(dtype, model.lm_head_weight.device.type))
+    return torch_dtype(dtype, model.lm_head_weight.device)
 
 
 @torch.no_grad()

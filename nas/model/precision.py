@@ -64,4 +64,10 @@ def resolve_dtype(dtype: Any, device: str = "cpu") -> str:
     return dtype_name(dtype)
 
 
-__all__ = ["BF16_CPU_FLAGS", "cpu_flags", "fast_dtype", "resolve_dtype"]
+def torch_dtype(dtype: Any, device: str | torch.device = "cpu") -> torch.dtype:
+    """The torch dtype of ``dtype`` (a name, ``auto`` or a torch dtype) on ``device``."""
+    from nas.model.directory import parse_dtype  # deferred: the directory module loads the model code
+
+    return parse_dtype(resolve_dtype(dtype, torch.device(device).type))
+
+__all__ = ["BF16_CPU_FLAGS", "cpu_flags", "fast_dtype", "resolve_dtype", "torch_dtype"]
