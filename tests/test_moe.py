@@ -144,6 +144,22 @@ def test_moe_layer_matches_a_token_by_token_reference() -> None:
             assert_close(got.double(), reference_moe(moe, x[0], E, k, Fd), rtol=1e-5, atol=1e-5)
 
 
+def test_experts_that_no_token_chose_are_skipped_and_get_zero_gradient() -> None:
+    """Dispatch groups a batch's assignments by expert: a batch of one token leaves all but
+    top-k experts empty, and the output and gradients must still be the definition's."""
+    moe = make().layers[0].ffn
+    x = torch.randn(1, 1, 32, generator=torch.Generator().manual_seed(3), requires_grad=True)
+    got = moe(x, 6, 2, 16)
+    assert_close(got[0].detach().double(), reference_moe(moe, x[0].detach(), 6, 2, 16), rtol=1e-5, atol=1e-5)
+    got.sum().backward()
+    _, _, index = moe.route(x[0].detach(), 6, 2)
+    chosen = set(index.reshape(-1).tolist())
+    for e in range(6):
+        used = torch.count_nonzero(moe.gate.grad[e]) > 0
+        assert bool(used) == (e in chosen), e
+    assert torch.isfinite(moe.down.grad).all() and x.grad is not None and torch.isfinite(x.grad).all()
+
+
 def test_largest_view_equals_the_full_moe_forward() -> None:
     for config in (MOE, ALL_MOE):
         model = make(config)

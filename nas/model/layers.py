@@ -278,22 +278,28 @@ class MixtureOfExperts(nn.Module):
         B, T, D = x.shape
         flat = x.reshape(B * T, D)
         probs, weights, index = self.route(flat, n_expert, top_k)
-        out = torch.zeros_like(flat)
-        for e in range(n_expert):
-            rows, slot = (index == e).nonzero(as_tuple=True)
-            if rows.numel() == 0:
-                continue
-            y = self.expert(flat[rows], e, d_ff)  # (n, D)
-            # under bf16 autocast y is bf16 while the residual stream (and out) stays fp32
-            out.index_add_(0, rows, (y * weights[rows, slot].unsqueeze(-1).to(y.dtype)).to(out.dtype))
+        # the (token, slot) assignments grouped by expert (tokens in order within each): one
+        # gather, each expert's rows a contiguous block, one scatter-add back. Each token's
+        # contributions are still added in expert order, as a loop over experts would.
+        assigned = index.reshape(-1)  # (N*k,)
+        order = assigned.argsort(stable=True)
+        per_expert = torch.bincount(assigned, minlength=n_expert)  # (E,)
+        rows = order // top_k  # the token of each sorted assignment
+        xs = flat.index_select(0, rows)  # (N*k, D)
+        # one slice of each weight for all experts: its backward is one gradient of that slice,
+        # not one full-size zero gradient per expert
+        gate, up, down = (w[:n_expert].unbind(0) for w in (self.gate[:, :d_ff, :D], self.up[:, :d_ff, :D], self.down[:, :D, :d_ff]))
+        ys = [gated_ffn(part, gate[e], up[e], down[e], self.act)
+              for e, part in enumerate(xs.split(per_expert.tolist())) if part.shape[0]]
+        y = torch.cat(ys) if len(ys) > 1 else ys[0]  # (N*k, D)
+        w = weights.reshape(-1).index_select(0, order).unsqueeze(-1)  # (N*k, 1)
+        # under bf16 autocast y is bf16 while the residual stream (and out) stays fp32
+        out = torch.zeros_like(flat).index_add_(0, rows, (y * w.to(y.dtype)).to(flat.dtype))
         if self.shared is not None:
             out = out + self.shared_output(flat, d_ff)
         if aux is not None:
             # Switch-Transformer load balancing: E * sum_e (fraction routed to e) * (mean prob of e)
-            counts = torch.zeros(n_expert, device=x.device).index_add_(
-                0, index.reshape(-1), torch.ones(index.numel(), device=x.device)
-            )
-            aux.append(n_expert * (counts / index.numel() * probs.mean(dim=0)).sum())
+            aux.append(n_expert * (per_expert.float() / index.numel() * probs.mean(dim=0)).sum())
         return out.view(B, T, D)
 
 
