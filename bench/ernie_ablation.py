@@ -45,12 +45,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
+from nas.model.config import SupernetConfig  # noqa: E402
 from nas.model.directory import load_supernet  # noqa: E402
+from nas.model.precision import resolve_dtype  # noqa: E402
 from nas.model.subnet import SubnetConfig  # noqa: E402
+from nas.model.supernet import Supernet  # noqa: E402
 from nas.model.tokenizer import eos_id, load_tokenizer  # noqa: E402
 from nas.paths import work_dir  # noqa: E402
 from nas.training import TrainConfig, parse_train_config, train, window_losses  # noqa: E402
-from nas.training.checkpoints import list_checkpoints  # noqa: E402
+from nas.training.checkpoints import list_checkpoints, load_checkpoint  # noqa: E402
 from nas.training.data import eval_windows, load_tokens, split_tokens  # noqa: E402
 
 #: ERNIE 5's ablation (arXiv 2602.04705 §6.4.2; 64 experts, top-8, 16 layers, 250B tokens): validation loss
@@ -74,7 +77,10 @@ def _rel(value: float, reference: float) -> float:
 
 
 def _config(size: dict[str, Any], out: Path, *, model: dict[str, int], space: dict[str, Any],
-            schedule: str = "sandwich", sandwich: dict[str, Any] | None = None) -> TrainConfig:
+            schedule: str = "sandwich", sandwich: dict[str, Any] | None = None, keep_every: int = 0) -> TrainConfig:
+    """One run's training config; ``keep_every``: keep a checkpoint every that many steps (a curve)."""
+    checkpoints = {"checkpoint_every": keep_every, "keep_checkpoints": size["steps"] // keep_every + 1} if keep_every else {
+        "checkpoint_every": 100}
     return parse_train_config({
         "out": str(out), "seed": 0,
         "data": {"corpus": "corpus/gutenberg", "val_fraction": 0.02, "max_chars": size["max_chars"]},
@@ -85,7 +91,7 @@ def _config(size: dict[str, Any], out: Path, *, model: dict[str, int], space: di
         "sandwich": {"n_random": 0, "aux_loss_weight": 0.01, "distill_weight": 0.0, "ce_weight": 1.0, **(sandwich or {})},
         "optim": {"lr": 3e-3, "warmup_fraction": 0.05},
         "steps": size["steps"], "batch_size": size["batch_size"], "seq_len": size["seq_len"],
-        "dtype": "bf16", "eval_tokens": size["eval_tokens"], "log_every": 50, "checkpoint_every": 100,
+        "dtype": size["dtype"], "eval_tokens": size["eval_tokens"], "log_every": 50, **checkpoints,
     }, source="bench/ernie_ablation.py")
 
 
@@ -112,6 +118,96 @@ def _fixed_space(model: dict[str, int]) -> dict[str, Any]:
             "n_expert_choices": [model["n_expert"]], "top_k_choices": [model["top_k"]]}
 
 
+def _model(size: dict[str, Any]) -> dict[str, int]:
+    return {k: size[k] for k in ("d_model", "n_layer", "n_head", "n_kv_head", "d_ff", "n_expert", "top_k")}
+
+
+def _elastic_space(size: dict[str, Any]) -> dict[str, Any]:
+    """ERNIE's three axes: 3/4 depth, half the experts, top-k/2 and top-1."""
+    L, E, K = size["n_layer"], size["n_expert"], size["top_k"]
+    top_ks = sorted({max(1, K // 2), 1, K})
+    return {"n_layer_choices": [(3 * L) // 4, L], "n_head_choices": [size["n_head"]], "d_ff_choices": [size["d_ff"]],
+            "n_expert_choices": [E // 2, E], "top_k_choices": top_ks}
+
+
+def _held_out(cfg: TrainConfig, size: dict[str, Any]) -> torch.Tensor:
+    """The held-out windows every run is scored on (same corpus, tokenizer and split for all)."""
+    tokenizer = load_tokenizer(Path(cfg.out) / "tokenizer")
+    stream, _ = load_tokens(cfg.data.spec(), tokenizer, cache_dir=work_dir() / "cache", eos=eos_id(tokenizer))
+    _, val = split_tokens(stream, val_fraction=cfg.data.val_fraction, seq_len=cfg.seq_len)
+    return eval_windows(val, cfg.seq_len, size["eval_tokens"])
+
+
+def _paired(a: torch.Tensor, b: torch.Tensor) -> tuple[float, list[float]]:
+    """(mean a - mean b) / mean b and its 95% interval, paired over the same windows."""
+    diff, ref = a - b, float(b.mean())
+    half = 1.96 * float(diff.std(unbiased=True)) / len(diff) ** 0.5
+    return (round(float(diff.mean()) / ref, 4),
+            [round((float(diff.mean()) - half) / ref, 4), round((float(diff.mean()) + half) / ref, 4)])
+
+
+def curve(args: argparse.Namespace, size: dict[str, Any], root: Path) -> dict[str, Any]:
+    """Train the elastic run (and the baseline) for ``--curve`` steps keeping checkpoints, then
+    score each checkpoint's full model and its top-1 sub-model on the held-out windows:
+    ``spread`` (top-1 vs full) and ``full_size_penalty`` (elastic vs baseline at the same
+    step) against tokens. A checkpoint is mid-run (its learning rate not yet decayed), so a
+    point is what training that long as part of the longer run gives, not a finished run
+    of that length."""
+    start = time.perf_counter()
+    size = size | {"steps": args.curve}
+    every = max(1, args.curve // max(1, args.curve_points))
+    full = _model(size)
+    names = [n.strip() for n in args.curve_runs.split(",") if n.strip()]
+    if not names or set(names) - {"elastic", "baseline"}:
+        raise SystemExit(f"--curve-runs {args.curve_runs!r}: give elastic, baseline or elastic,baseline")
+    runs: dict[str, TrainConfig] = {}
+    if "elastic" in names:
+        runs["elastic"] = _config(size, root / "elastic", model={}, space=_elastic_space(size), schedule="ernie", keep_every=every)
+    if "baseline" in names:
+        runs["baseline"] = _config(size, root / "baseline", model={}, space=_fixed_space(full), keep_every=every)
+    info = {name: _train_once(name, cfg, size, fresh=args.fresh) for name, cfg in runs.items()}
+    if "elastic" not in runs:  # training only (e.g. the baseline in a second process); a later run scores both
+        print(json.dumps({"runs": info, "steps": args.curve, "dtype": size["dtype"]}, indent=1))
+        return {"runs": info}
+    windows = _held_out(runs["elastic"], size)
+    L = full["n_layer"]
+    dense = dict(layers=tuple(range(L)), n_head=(full["n_head"],) * L, d_ff=(full["d_ff"],) * L, d_model=full["d_model"],
+                 n_expert=(full["n_expert"],) * L)
+    widest, top1 = SubnetConfig(**dense, top_k=(full["top_k"],) * L), SubnetConfig(**dense, top_k=(1,) * L)
+
+    def losses(path: Path, subnet: SubnetConfig) -> tuple[int, int, torch.Tensor]:
+        state = load_checkpoint(path)
+        model = Supernet(SupernetConfig.from_dict(state["supernet_config"]), layer_rank=state["layer_rank"])
+        model.load_state_dict(state["model"])
+        return int(state["step"]), int(state["tokens"]), window_losses(model, windows, subnet, batch_size=16, dtype=size["dtype"])
+
+    base = {}
+    if "baseline" in runs:
+        for path in list_checkpoints(runs["baseline"].out):
+            step, _, value = losses(path, widest)
+            base[step] = value
+    points = []
+    for path in list_checkpoints(runs["elastic"].out):
+        step, tokens, el_full = losses(path, widest)
+        _, _, el_top1 = losses(path, top1)
+        spread, spread_ci = _paired(el_top1, el_full)
+        point = {"step": step, "tokens": tokens, "elastic_full": round(float(el_full.mean()), 4),
+                 "elastic_top1": round(float(el_top1.mean()), 4), "spread": spread, "spread_ci95": spread_ci}
+        if step in base:
+            penalty, penalty_ci = _paired(el_full, base[step])
+            point |= {"baseline": round(float(base[step].mean()), 4), "full_size_penalty": penalty,
+                      "full_size_penalty_ci95": penalty_ci}
+        points.append(point)
+        print(json.dumps(point), file=sys.stderr)
+    first = next((p for p in points if p["spread"] >= 0.03), None)
+    report = {"curve": points, "steps": args.curve, "model": full, "space": _elastic_space(size), "dtype": size["dtype"],
+              "tokens_per_step": size["batch_size"] * size["seq_len"], "eval_windows": int(windows.shape[0]),
+              "first_tokens_with_spread>=0.03": first["tokens"] if first else None, "runs": info, "threads": args.threads,
+              "seconds": round(time.perf_counter() - start, 1)}
+    print(json.dumps(report, indent=1))
+    return report
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="a tiny smoke check (under 2 minutes), not evidence")
@@ -119,21 +215,31 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default: %(default)s)")
     parser.add_argument("--fresh", action="store_true", help="retrain every run (default: reuse finished runs, resume interrupted ones)")
     parser.add_argument("--out", type=Path, default=None, help="folder of the runs (default: WORK/bench/ernie_ablation)")
+    parser.add_argument("--dtype", default="auto", choices=("auto", "bf16", "fp32"),
+                        help="training and scoring dtype (default: %(default)s: bf16 where the CPU computes it natively, else fp32)")
+    parser.add_argument("--curve", type=int, default=0, metavar="STEPS",
+                        help="instead of the table: train the elastic run for STEPS steps, keep a checkpoint every "
+                             "STEPS/--curve-points, and print the spread (and, with --curve-runs elastic,baseline, the "
+                             "full-size penalty) at each: how many tokens the model needs before sub-models differ")
+    parser.add_argument("--curve-runs", default="elastic", help="runs of the curve: elastic, or elastic,baseline; baseline alone only trains it, so that "
+                             "two processes can train the two runs side by side (default: %(default)s)")
+    parser.add_argument("--curve-points", type=int, default=10, help="checkpoints along the curve (default: %(default)s)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     torch.set_num_threads(args.threads)
     start = time.perf_counter()
     size = dict(SIZES["quick" if args.quick else "full"])
+    size["dtype"] = resolve_dtype(args.dtype, "cpu")  # part of the size: a finished run is reused only in its own dtype
     if args.steps:
         size["steps"] = args.steps
     root = args.out or work_dir() / "bench" / ("ernie_ablation_quick" if args.quick else "ernie_ablation")
+    if args.curve:
+        return curve(args, size, root / f"curve_{args.curve}")
 
-    full = {k: size[k] for k in ("d_model", "n_layer", "n_head", "n_kv_head", "d_ff", "n_expert", "top_k")}
+    full, elastic_space = _model(size), _elastic_space(size)
     L, E, K = full["n_layer"], full["n_expert"], full["top_k"]
     depth, experts = (3 * L) // 4, E // 2
     top_ks = sorted({max(1, K // 2), 1} - {K}, reverse=True)
-    elastic_space = {"n_layer_choices": [depth, L], "n_head_choices": [full["n_head"]], "d_ff_choices": [full["d_ff"]],
-                     "n_expert_choices": [experts, E], "top_k_choices": sorted({*top_ks, K})}
     twins = {"depth": {"n_layer": depth}, "experts": {"n_expert": experts}} | {f"top_k={k}": {"top_k": k} for k in top_ks}
 
     runs: dict[str, TrainConfig] = {
@@ -149,11 +255,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         info[name] = _train_once(name, cfg, size, fresh=args.fresh)
 
     # held-out windows of the shared split (every run has the same corpus, tokenizer and split)
-    cfg0 = runs["baseline"]
-    tokenizer = load_tokenizer(Path(cfg0.out) / "tokenizer")
-    stream, _ = load_tokens(cfg0.data.spec(), tokenizer, cache_dir=work_dir() / "cache", eos=eos_id(tokenizer))
-    _, val = split_tokens(stream, val_fraction=cfg0.data.val_fraction, seq_len=cfg0.seq_len)
-    windows = eval_windows(val, cfg0.seq_len, size["eval_tokens"])
+    windows = _held_out(runs["baseline"], size)
 
     losses: dict[tuple[str, tuple], torch.Tensor] = {}
 
@@ -167,9 +269,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     def rel_ci(a: tuple[str, dict], b: tuple[str, dict]) -> list[float]:
         """95% interval of (loss a - loss b) / loss b, paired over the same held-out windows."""
         la, lb = (losses[(run, tuple(sorted(ch.items())))] for run, ch in (a, b))
-        diff, ref = la - lb, float(lb.mean())
-        half = 1.96 * float(diff.std(unbiased=True)) / len(diff) ** 0.5
-        return [round((float(diff.mean()) - half) / ref, 4), round((float(diff.mean()) + half) / ref, 4)]
+        return _paired(la, lb)[1]
 
     def _window_losses(run: str, change: dict[str, int]) -> torch.Tensor:
         loaded = load_supernet(runs[run].out, dtype="fp32")
@@ -180,7 +280,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             e, k = change.get("n_expert", E), change.get("top_k", K)
             sub = SubnetConfig(layers=kept, n_head=(full["n_head"],) * n, d_ff=(full["d_ff"],) * n, d_model=full["d_model"],
                                n_expert=(e,) * n, top_k=(min(k, e),) * n)
-        return window_losses(loaded.model, windows, sub, batch_size=16, dtype="bf16")
+        return window_losses(loaded.model, windows, sub, batch_size=16, dtype=size["dtype"])
 
     base = score("baseline")
     el_full, sw_full = score("elastic"), score("sandwich")

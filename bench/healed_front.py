@@ -8,7 +8,7 @@
    model, Gutenberg text); 6 checkpoints are kept for the curve;
 2. pick ``--subnets`` (12) homogeneous members of the demo space whose parameter counts
    are spread evenly from its smallest to its largest sub-network;
-3. score each on both supernets (bf16, fp32 log-likelihoods, the study scorer) on the same
+3. score each on both supernets (``--dtype``, auto by default; fp32 log-likelihoods, the study scorer) on the same
    ``--docs`` (300) seeded documents per task of hellaswag, arc_easy and piqa (``acc_norm``,
    averaged over the tasks as the demo does) and on held-out text (``--heldout`` wikitext-2
    test windows of 256 tokens, never trained on);
@@ -47,6 +47,7 @@ from evaluators.types import Fidelity  # noqa: E402
 from nas.cli.demo import DEMO_SPACE, DEMO_TASKS  # noqa: E402
 from nas.model.directory import LoadedSupernet, load_supernet  # noqa: E402
 from nas.model.params import count_params  # noqa: E402
+from nas.model.precision import resolve_dtype, torch_dtype  # noqa: E402
 from nas.model.space import SearchSpace  # noqa: E402
 from nas.model.subnet import SubnetConfig  # noqa: E402
 from nas.pareto import hypervolume  # noqa: E402
@@ -91,7 +92,7 @@ class Scores:
         self.loaded = loaded
         self.args = args
         self.docs = docs
-        key = f"{loaded.content_hash}-d{docs}-h{args.heldout}-{'+'.join(args.tasks)}"
+        key = f"{loaded.content_hash}-{args.dtype}-d{docs}-h{args.heldout}-{'+'.join(args.tasks)}"
         self.path = root / "scores" / f"{key}.json"
         self.data: dict[str, Any] = json.loads(self.path.read_text()) if self.path.is_file() else {}
         self._evaluator: Evaluator | None = None
@@ -101,7 +102,7 @@ class Scores:
         if subnet.hash not in self.data:
             t0 = time.perf_counter()
             if self._evaluator is None:
-                self._evaluator = Evaluator.from_loaded(self.loaded, self.args.tasks, dtype="bf16", batch_size=16)
+                self._evaluator = Evaluator.from_loaded(self.loaded, self.args.tasks, dtype=self.args.dtype, batch_size=16)
                 self._heldout = HeldOutLoss(self.loaded.model, n_examples=self.args.heldout, seq_len=256, source="wikitext",
                                             tokenizer=self.loaded.load_tokenizer(), batch_size=8)
             assert self._heldout is not None
@@ -179,7 +180,7 @@ def curve(args: argparse.Namespace, parent: LoadedSupernet, healed_dir: Path, su
     """Held-out loss of the smallest, middle and largest and accuracy of the smallest at each
     kept checkpoint of the heal (cached per checkpoint)."""
     docs = args.docs_healed or args.docs
-    path = root / "curve" / f"{healed_dir.name}-d{docs}-h{args.heldout}.json"
+    path = root / "curve" / f"{healed_dir.name}-{args.dtype}-d{docs}-h{args.heldout}.json"
     cache: dict[str, Any] = json.loads(path.read_text()) if path.is_file() else {}
     picks = {"smallest": subnets[0], "middle": subnets[len(subnets) // 2], "largest": subnets[-1]}
     points = []
@@ -188,9 +189,9 @@ def curve(args: argparse.Namespace, parent: LoadedSupernet, healed_dir: Path, su
             state = load_checkpoint(ckpt)
             model = load_supernet(parent.path, dtype="fp32").model
             model.load_state_dict(state["model"])
-            view = LoadedSupernet(model=model.to(torch.bfloat16), space=parent.space, path=parent.path,
+            view = LoadedSupernet(model=model.to(torch_dtype(args.dtype)), space=parent.space, path=parent.path,
                                   content_hash=f"{parent.content_hash}@{ckpt.stem}", provenance={})
-            scorer = Evaluator.from_loaded(view, args.tasks, dtype="bf16", batch_size=16)
+            scorer = Evaluator.from_loaded(view, args.tasks, dtype=args.dtype, batch_size=16)
             held = HeldOutLoss(view.model, n_examples=args.heldout, seq_len=256, source="wikitext",
                                tokenizer=parent.load_tokenizer(), batch_size=8)
             entry: dict[str, Any] = {"tokens": int(state["tokens"]), "step": int(state["step"])}
@@ -234,7 +235,10 @@ def main() -> None:
     p.add_argument("--quick", action="store_true", help="smoke check: 2 heal steps, 3 sub-networks, 10 documents")
     p.add_argument("--work", default=str(work_dir() / "bench" / "healed_front"))
     p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--dtype", default="auto", choices=("auto", "bf16", "fp32"),
+                   help="scoring dtype (default: %(default)s: bf16 where the CPU computes it natively, else fp32)")
     args = p.parse_args()
+    args.dtype = resolve_dtype(args.dtype, "cpu")  # a name in the score caches' keys: scores of one dtype only
     args.tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
     if args.quick:
         args.tokens, args.docs, args.subnets, args.heldout = 2 * 1024, 10, 3, 8
@@ -259,7 +263,7 @@ def main() -> None:
 
     # the unhealed scores first (the heal then runs alone), then the heal, then the healed scores
     t0 = time.perf_counter()
-    unhealed_loaded = load_supernet(source, dtype="bf16")
+    unhealed_loaded = load_supernet(source, dtype=args.dtype)
     unhealed = Scores(unhealed_loaded, args, root, args.docs)
     for s in subnets:
         unhealed.get(s)
@@ -270,7 +274,7 @@ def main() -> None:
         return
 
     healed_info = run_heal_cached(args, parent, space, root)
-    healed_loaded = load_supernet(healed_info["out"], dtype="bf16")
+    healed_loaded = load_supernet(healed_info["out"], dtype=args.dtype)
     record = healed_loaded.provenance["heal"]
     t0 = time.perf_counter()
     healed = Scores(healed_loaded, args, root, args.docs_healed or args.docs)

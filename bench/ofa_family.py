@@ -75,7 +75,7 @@ def _base(args: argparse.Namespace, out: Path, **changes: Any) -> TrainConfig:
         "tokens": args.tokens,
         "batch_size": args.batch_size,
         "seq_len": args.seq_len,
-        "dtype": "bf16",
+        "dtype": args.dtype,
         "log_every": 25,
     }
     data.update(changes)
@@ -162,7 +162,7 @@ def run_scratch(args: argparse.Namespace) -> dict[str, Any]:
                     tokenizer={"path": str(Path(first.out) / "tokenizer")})
         res = train(cfg, fresh=True)
         twin = load_supernet(cfg.out, dtype="fp32").model
-        standalone_loss[name] = evaluate_loss(twin, val, None, dtype="bf16")
+        standalone_loss[name] = evaluate_loss(twin, val, None, dtype=args.dtype)
         standalone_flops[name], standalone_wall[name] = res.train_flops, res.wall_time_s
         info[name] = {"subnet": sub.summary(), "params": params(sub), "standalone_params": twin.num_params()}
         log.info("%s standalone: %.4f", name, standalone_loss[name])
@@ -172,7 +172,7 @@ def run_scratch(args: argparse.Namespace) -> dict[str, Any]:
     for variant, run in runs.items():
         res = run["result"]
         model = load_supernet(run["config"].out, dtype="fp32").model
-        loss = {k: evaluate_loss(model, val, sub, dtype="bf16") for k, sub in sizes.items()}
+        loss = {k: evaluate_loss(model, val, sub, dtype=args.dtype) for k, sub in sizes.items()}
         gap = {k: (loss[k] - standalone_loss[k]) / standalone_loss[k] for k in sizes}
         k10_flops = sum(train_flops_per_token(model.config, s, first.seq_len) for s in k10) * res.tokens
         figures[variant] = {
@@ -232,7 +232,7 @@ def run_heal(args: argparse.Namespace) -> dict[str, Any]:
         "steps": args.heal_steps,
         "batch_size": args.heal_batch,
         "seq_len": args.seq_len,
-        "dtype": "bf16",
+        "dtype": args.dtype,
         "log_every": 5,
     }, source="bench --heal")
     before = load_supernet(source, dtype="fp32")
@@ -240,13 +240,13 @@ def run_heal(args: argparse.Namespace) -> dict[str, Any]:
     space = SearchSpace.from_dict({"tied": True}, before.config, before.model.layer_rank)
     sizes = {"small": space.smallest(), "medium": _pick(space, 0.5), "large": _pick(space, 0.75)}
     val = _val_windows(cfg, tokenizer, args.heal_eval_tokens)
-    full_loss = evaluate_loss(before.model, val, None, dtype="bf16")
-    loss_before = {k: evaluate_loss(before.model, val, s, dtype="bf16") for k, s in sizes.items()}
+    full_loss = evaluate_loss(before.model, val, None, dtype=args.dtype)
+    loss_before = {k: evaluate_loss(before.model, val, s, dtype=args.dtype) for k, s in sizes.items()}
     del before
     result = train(cfg, fresh=True)
     healed = load_supernet(cfg.out, dtype="fp32").model
-    loss_after = {k: evaluate_loss(healed, val, s, dtype="bf16") for k, s in sizes.items()}
-    full_after = evaluate_loss(healed, val, None, dtype="bf16")
+    loss_after = {k: evaluate_loss(healed, val, s, dtype=args.dtype) for k, s in sizes.items()}
+    full_after = evaluate_loss(healed, val, None, dtype=args.dtype)
     gain = {k: round(loss_before[k] - loss_after[k], 4) for k in sizes}
     return {
         "mode": "heal",
@@ -279,6 +279,8 @@ def main() -> None:
     p.add_argument("--corpus", default="corpus/gutenberg")
     p.add_argument("--work", default=str(work_dir() / "bench" / "ofa_family"))
     p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--dtype", default="auto", choices=("auto", "bf16", "fp32"),
+                   help="training and scoring dtype (default: %(default)s: bf16 where the CPU computes it natively, else fp32)")
     p.add_argument("--heal", action="store_true", help="heal 3 sub-networks of an imported SmolLM2 instead")
     p.add_argument("--supernet", default=str(work_dir() / "smollm2"))
     p.add_argument("--heal-steps", type=int, default=40)
