@@ -25,7 +25,11 @@ The default run prints one JSON object with three parts (``--parts``):
   ``reuse_fraction`` (layer passes skipped / all; ``reuse_bound`` what an unbounded cache
   could skip in the same order); ``study_speedup_depth`` and
   ``reuse_fraction_depth`` on the same space tied (depth and one width for every layer).
-  A sub-network drawn twice is scored once (a study's cache answers the second).
+  A sub-network drawn twice is scored once (a study's cache answers the second). The
+  evaluator knows the study's space and stores only the boundaries where another of its
+  sub-networks can branch off (:meth:`nas.model.space.SearchSpace.branch_depths`);
+  ``--compare-reuse`` also runs the tied space storing every depth (the policy before), keys
+  ``*_depth_all_depths``, in the same run.
 - ``parity``: the largest sub-network on 200 seeded examples per task: ours fp32 vs HFLM
   fp32 (``fp32_acc_identical``: acc and acc_norm equal on every task) and our bf16 vs our
   fp32: ``bf16_vs_fp32_acc_max_diff`` as scored by default (plain bf16),
@@ -293,10 +297,14 @@ def study_throughput(args: argparse.Namespace, hflm_fit: list[float]) -> dict[st
     loaded = load_supernet(args.supernet, dtype=args.dtype)
     fidelity = Fidelity(limit=args.limit, seed=args.seed)
     out: dict[str, Any] = {}
-    for name, tied in (("", False), ("_depth", True)):
+    runs = [("", False, True), ("_depth", True, True)]
+    if args.compare_reuse:  # the tied space again, every depth's residual stream a candidate to store (as before)
+        runs.append(("_depth_all_depths", True, False))
+    for name, tied, branch in runs:
         space = SearchSpace.from_dict({**DEMO_SPACE, "tied": tied}, loaded.model.config, loaded.model.layer_rank)
-        evaluator = Evaluator.from_loaded(loaded, args.tasks, options=ScoringOptions(
+        evaluator = Evaluator.from_loaded(loaded, args.tasks, space=space, options=ScoringOptions(
             dtype=args.dtype, batch_size=args.batch_size, prefix_cache_bytes=args.prefix_cache_bytes))
+        evaluator.reuse_branch_depths = branch
         plan_s = evaluator.prepare(fidelity)
         run = nsga_population(evaluator, space, fidelity, population=args.population, generations=2, seed=args.seed,
                               reuse=True)
@@ -310,6 +318,7 @@ def study_throughput(args: argparse.Namespace, hflm_fit: list[float]) -> dict[st
             f"reuse_bound{name}": round(run["reuse_bound"], 3),  # what an unbounded cache could skip
             f"prefix_cache_mb{name}": round(evaluator.prefix_cache.max_bytes / 2**20),
         }
+        evaluator.prefix_cache.clear()  # the next space starts from an empty cache (one budget per process)
         del evaluator
         gc.collect()
     return out
@@ -518,6 +527,9 @@ def main() -> None:
                              "parity (fp32 vs HFLM fp32 and our bf16 vs our fp32 at --parity-limit documents)")
     parser.add_argument("--population", type=int, default=15, help="NSGA-II population of the study part")
     parser.add_argument("--prefix-cache-bytes", type=int, default=None, help="prefix reuse budget (default: from free memory)")
+    parser.add_argument("--compare-reuse", action="store_true",
+                        help="study part: also score the tied space storing every depth's boundary (the policy before "
+                             "branch depths), keys *_depth_all_depths, side by side in the same run")
     parser.add_argument("--parity-limit", type=int, default=200)
     parser.add_argument("--recheck-nats", type=float, default=DEFAULT_RECHECK_NATS,
                         help="parity: the bf16 error assumed per request when close calls are re-scored in fp32")

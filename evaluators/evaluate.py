@@ -173,6 +173,9 @@ class Evaluator:
         # the process's shared cache unless this evaluator is given a budget of its own
         budget = opts.prefix_cache_bytes
         self.prefix_cache = shared_cache(model.lm_head_weight.device) if budget is None else PrefixCache(budget)
+        # store only the boundaries another sub-network of ``space`` can resume from (False: any
+        # depth, as before; scores are the same either way, only what the cache holds changes)
+        self.reuse_branch_depths = True
         self.setup_s = time.perf_counter() - start
         log.info("evaluator ready: %d tasks in %.1f s", len(self.tasks.tasks), self.setup_s)
 
@@ -254,6 +257,8 @@ class Evaluator:
         lm = self.lm(subnet)
         passes, skipped = self.prefix_cache.layer_passes, self.prefix_cache.layer_passes_skipped
         known = self._known_scores(prior, fidelity)
+        # store only the residual streams another sub-network of the space can resume from
+        branches = self.space.branch_depths(lm.subnet) if self.reuse_branch_depths else None
         chosen: dict[str, list[int]] = {}
         rechecked = 0
         for task in self.tasks.tasks:
@@ -271,7 +276,7 @@ class Evaluator:
             for request_type, requests in by_type.items():
                 if request_type == "loglikelihood":
                     ids = tuple(d for d in chosen[task] if d not in done)
-                    responses = lm.run_plan(self._plan(lm, task, ids, requests), self.prefix_cache)
+                    responses = lm.run_plan(self._plan(lm, task, ids, requests), self.prefix_cache, branches)
                 else:
                     responses = getattr(lm, request_type)(requests, disable_tqdm=True)
                 for response, inst in zip(responses, requests, strict=True):

@@ -46,7 +46,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -339,12 +339,15 @@ class SubnetLM(TemplateLM):
                         plan.n_truncated, self.max_length)
         return plan
 
-    def run_plan(self, plan: LoglikelihoodPlan, cache: PrefixCache | None = None) -> list[tuple[float, bool]]:
+    def run_plan(self, plan: LoglikelihoodPlan, cache: PrefixCache | None = None,
+                 branch_depths: Collection[int] | None = None) -> list[tuple[float, bool]]:
         """(log p(continuation | context), is_greedy) per request of ``plan`` for this sub-network,
-        resuming from ``cache``'s deepest stored boundary (see :mod:`evaluators.prefix`)."""
+        resuming from ``cache``'s deepest stored boundary and storing those at ``branch_depths``
+        (None: any; see :mod:`evaluators.prefix`)."""
         results, counts = run_plan(
             self.model, self.subnet, plan, cache=cache, logprobs=self.logprobs,
             softmax_dtype=self.softmax_dtype, score_greedy=self.score_greedy, logits_rows=self.max_batch_tokens,
+            branch_depths=branch_depths,
         )
         self.n_forward += counts["n_forward"]
         self.n_tokens += counts["n_tokens"]

@@ -31,7 +31,7 @@ import os
 import threading
 import uuid
 from collections import OrderedDict
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -196,11 +196,13 @@ def shared_cache(device: torch.device | str = "cpu") -> PrefixCache:
         return _shared[kind]
 
 
-def boundaries_to_store(start: int, n_layer: int, per_boundary: int, budget: int) -> list[int]:
-    """Depths ``start + 1 .. n_layer`` whose residual streams this run keeps: all of them when
-    they fit ``budget`` together, else evenly spaced ones (a later candidate then redoes at
-    most the gap)."""
-    depths = list(range(start + 1, n_layer + 1))
+def boundaries_to_store(start: int, n_layer: int, per_boundary: int, budget: int,
+                        useful: Collection[int] | None = None) -> list[int]:
+    """Depths ``start + 1 .. n_layer`` whose residual streams this run keeps (only those in
+    ``useful`` when given: where another candidate of the space can branch off, see
+    :meth:`nas.model.space.SearchSpace.branch_depths`): all of them when they fit ``budget``
+    together, else evenly spaced ones (a later candidate then redoes at most the gap)."""
+    depths = [d for d in range(start + 1, n_layer + 1) if useful is None or d in useful]
     if not depths or per_boundary <= 0 or budget < per_boundary:
         return []
     room = budget // per_boundary
@@ -265,11 +267,13 @@ def run_plan(
     softmax_dtype: torch.dtype | None = None,
     score_greedy: bool = True,
     logits_rows: int = 2048,
+    branch_depths: Collection[int] | None = None,
 ) -> tuple[list[tuple[float, bool]], dict[str, int]]:
     """(log p(continuation | context), is_greedy) per request of ``plan`` for ``subnet``, and
     counters (``n_forward`` model passes, ``n_tokens`` real tokens, ``start`` the kept layer
     the run resumed at, ``stored`` boundaries stored). ``logits_rows`` bounds the positions
-    whose logits are held at once."""
+    whose logits are held at once. ``branch_depths``: the only depths worth storing (where
+    another sub-network of the study's space can branch off); None: any depth."""
     if logprobs not in LOGPROB_MODES:
         raise ValueError(f"logprobs must be one of {LOGPROB_MODES}, got {logprobs!r}")
     path = prefix_path(subnet)
@@ -280,7 +284,7 @@ def run_plan(
     keep: list[int] = []
     if cache is not None and cache.max_bytes:
         per = plan.unit_tokens * subnet.d_model * model.lm_head_weight.element_size()
-        keep = boundaries_to_store(start, L, per, cache.max_bytes)
+        keep = boundaries_to_store(start, L, per, cache.max_bytes, branch_depths)
     stored: dict[int, list[Tensor]] = {d: [] for d in keep}
     results: list[tuple[float, bool] | None] = [None] * plan.n_requests
     counts = {"n_forward": 0, "n_tokens": 0, "start": start, "stored": 0}

@@ -273,3 +273,61 @@ def test_changed_weights_never_resume_from_boundaries_of_the_old_ones(tok) -> No
         assert len(evaluator.prefix_cache) == 0  # close() drops the model's boundaries
     finally:
         evaluator.close()
+
+
+def _shared_layers(a: SubnetConfig, b: SubnetConfig) -> int:
+    """How many first kept layers ``a`` and ``b`` run identically (0 for another d_model)."""
+    pa, pb = prefix_path(a), prefix_path(b)
+    if pa[0] != pb[0]:
+        return 0
+    return next((i for i, (x, y) in enumerate(zip(pa[1:], pb[1:])) if x != y), min(a.n_layer, b.n_layer))
+
+
+@pytest.mark.parametrize("tied", [True, False], ids=["tied", "per-layer"])
+@pytest.mark.parametrize("rank", [(0, 1, 2, 5, 3, 4), (3, 0, 5, 1, 4, 2)], ids=["late-last", "mixed"])
+def test_branch_depths_are_exactly_where_two_subnetworks_of_the_space_part(tied, rank) -> None:
+    config = SupernetConfig(vocab_size=50, d_model=32, n_layer=6, n_head=4, n_kv_head=2, d_ff=48)
+    space = SearchSpace.from_dict({"n_layer_choices": [3, 4, 6], "n_head_choices": [4], "d_ff_choices": [24, 48],
+                                   "tied": tied}, config, rank)
+    members = list(space.enumerate())
+    assert len(members) == space.size() >= 6
+    for s in members:
+        parts = {_shared_layers(s, q) for q in members if q != s} - {0}
+        assert space.branch_depths(s) == parts, s.summary()
+    # outside the space: no claim, every depth may be shared
+    assert space.branch_depths(SubnetConfig(layers=(0, 1), n_head=(4, 4), d_ff=(48, 48), d_model=32)) is None
+
+
+def test_storing_only_branch_depths_resumes_as_deep_with_identical_scores(tok) -> None:
+    """A depth-only space: each candidate keeps only the boundaries where a depth choice parts
+    from it, so a budget that holds a few boundaries serves every later candidate."""
+    rank = (0, 1, 3, 2)  # kept layers: 2 -> (0, 1), 3 -> (0, 1, 3), 4 -> (0, 1, 2, 3): they part after 2
+    model = dense(tok)
+    space = SearchSpace.from_dict({"n_layer_choices": [2, 3, 4], "n_head_choices": [4], "d_ff_choices": [64, 128],
+                                   "tied": True}, model.config, rank)
+    subnets = [space.from_params({"n_layer": n, "d_ff": f}) for f in (128, 64) for n in (4, 3, 2)]
+    assert {space.branch_depths(s) for s in subnets} == {frozenset({2})}
+    plain = Evaluator(dense(tok), tok, TASKS, space=space, dtype="bf16", batch_size=4, max_length=MAX_LEN,
+                      prefix_cache_bytes=0)
+    expected = [scores_of(plain, [s])[0] for s in subnets]  # one at a time, in this order
+    plain.close()
+    probe = Evaluator(dense(tok), tok, TASKS, space=space, dtype="bf16", batch_size=4, max_length=MAX_LEN,
+                      prefix_cache_bytes=1 << 30)
+    scores_of(probe, subnets[:1])
+    largest_boundary = max(b.nbytes for b in probe.prefix_cache._entries.values())
+    probe.close()
+    skipped = {}
+    for branch in (True, False):
+        ev = Evaluator(dense(tok), tok, TASKS, space=space, dtype="bf16", batch_size=4, max_length=MAX_LEN,
+                       prefix_cache_bytes=2 * largest_boundary + 1)  # room for two boundaries: one per task
+        ev.reuse_branch_depths = branch
+        try:
+            assert [scores_of(ev, [s])[0] for s in subnets] == expected
+            skipped[branch] = ev.prefix_cache.layer_passes_skipped
+            if branch:
+                assert {len(key[2]) - 1 for key in ev.prefix_cache._entries} == {2}  # only depth-2 boundaries stored
+        finally:
+            ev.close()
+    # with branch depths the depth-3 and depth-2 candidates of each width resume at layer 2; keeping
+    # every depth, a two-boundary budget holds the last candidate's deepest ones, which others cannot use
+    assert skipped[True] > skipped[False]

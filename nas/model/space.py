@@ -337,6 +337,38 @@ class SearchSpace:
         if self.tied and not (len(set(subnet.n_head)) == 1 and len(set(subnet.d_ff)) == 1):
             raise NasError("sub-network config: this space is tied; every layer must have the same sizes")
 
+    def branch_depths(self, subnet: SubnetConfig) -> frozenset[int] | None:
+        """The depths ``k`` (1 .. ``subnet.n_layer``) at which another sub-network of this space
+        can run exactly the same first ``k`` kept layers as ``subnet`` (same supernet layers,
+        sizes and ``d_model``) and then differ or end: the only residual streams of ``subnet``
+        that a later candidate could resume from (:mod:`evaluators.prefix`). In a tied space
+        these are where the kept layers of two depth choices part, a handful per sub-network;
+        with per-layer choices, every kept layer that has a choice adds its depth. None when
+        ``subnet`` is not in this space (any depth may then be shared)."""
+        if not self.contains(subnet):
+            return None
+        n = subnet.n_layer
+        dims = [
+            (subnet.n_head[p], subnet.d_ff[p], subnet.n_expert[p] if subnet.n_expert else 0, subnet.top_k[p] if subnet.top_k else 0)
+            for p in range(n)
+        ]
+        # how far another sub-network can copy these sizes: all the way with per-layer choices,
+        # in a tied space as long as they equal the first layer's (its one choice for every layer)
+        same = n if not self.tied else next((p for p in range(n) if dims[p] != dims[0]), n)
+        depths: set[int] = set()
+        for other in self.n_layer_choices:
+            if other == n:
+                continue
+            theirs = self.kept_layers(other)
+            k = next((p for p in range(min(n, other)) if theirs[p] != subnet.layers[p]), min(n, other))
+            depths.add(min(k, same))
+        if not self.tied:
+            depths.update(p for p, layer in enumerate(subnet.layers) if len(self._layer_options(layer)) > 1)
+        elif same < n:
+            depths.add(same)
+        depths.discard(0)  # the embedding output is not a boundary
+        return frozenset(depths)
+
     # ----------------------------------------------------------- enumeration
     def _layer_options(self, layer: int) -> list[tuple[int, int, int, int]]:
         c = self.layers[layer]
