@@ -251,7 +251,10 @@ def test_launch_form_creates_a_running_study(page, site: dict) -> None:  # noqa:
             time.sleep(0.3)
         page.click("#launched-link")
         page.wait_for_selector('#pareto[data-ready="1"]', timeout=30_000)
-        assert page.inner_text("#status") == "running" and page.locator("#live").is_visible()
+        # the study exists before its first trial runs: the page may open on "created" and its
+        # live poll (every 3 s) then shows "running"
+        page.wait_for_function("document.getElementById('status').textContent === 'running'", timeout=30_000)
+        assert page.locator("#live").is_visible()
         assert page.errors == []
     finally:
         from reports.web.jobs import NAS_COMMAND
