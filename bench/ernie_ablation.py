@@ -23,6 +23,15 @@ paired over the same held-out windows, so the noise of the text cancels), ``goal
 
     .venv/bin/python bench/ernie_ablation.py            # the full ablation (see README, "Does one run give many models?")
     .venv/bin/python bench/ernie_ablation.py --quick    # a smoke check on a tiny model (seconds; not evidence)
+    .venv/bin/python bench/ernie_ablation.py --curve 3000 --curve-runs baseline &   # two processes, one run each,
+    .venv/bin/python bench/ernie_ablation.py --curve 3000                           # then the elastic one scores both
+    .venv/bin/python bench/ernie_ablation.py --curve 3000 --curve-runs elastic,baseline   # (reuses both): the curve
+
+``--curve STEPS`` asks how long the model must train before its sub-models differ: the
+elastic run (and the baseline) trained for STEPS steps, a checkpoint kept every STEPS/10,
+and at each the spread (top-1 vs full) and the full-size penalty (vs the baseline at the
+same step), with their paired intervals. Training runs in ``--dtype`` (auto: bf16 where the
+CPU computes it natively, else fp32), which is part of a finished run's key.
 
 The full sizes (8 layers, d_model 128, 16 experts of width 64, top-4; 600 steps of 16 x 128
 tokens, 1.2M tokens per run) are estimated, not yet measured, at 45-50 minutes with one
