@@ -158,6 +158,7 @@ def test_experts_that_no_token_chose_are_skipped_and_get_zero_gradient() -> None
         used = torch.count_nonzero(moe.gate.grad[e]) > 0
         assert bool(used) == (e in chosen), e
     assert torch.isfinite(moe.down.grad).all() and x.grad is not None and torch.isfinite(x.grad).all()
+    assert moe(torch.zeros(2, 0, 32), 6, 2, 16).shape == (2, 0, 32)  # no token at all: no expert runs
 
 
 def test_largest_view_equals_the_full_moe_forward() -> None:

@@ -291,7 +291,7 @@ class MixtureOfExperts(nn.Module):
         gate, up, down = (w[:n_expert].unbind(0) for w in (self.gate[:, :d_ff, :D], self.up[:, :d_ff, :D], self.down[:, :D, :d_ff]))
         ys = [gated_ffn(part, gate[e], up[e], down[e], self.act)
               for e, part in enumerate(xs.split(per_expert.tolist())) if part.shape[0]]
-        y = torch.cat(ys) if len(ys) > 1 else ys[0]  # (N*k, D)
+        y = ys[0] if len(ys) == 1 else torch.cat(ys) if ys else xs  # (N*k, D); xs: (0, D) when there is no token
         w = weights.reshape(-1).index_select(0, order).unsqueeze(-1)  # (N*k, 1)
         # under bf16 autocast y is bf16 while the residual stream (and out) stays fp32
         out = torch.zeros_like(flat).index_add_(0, rows, (y * w.to(y.dtype)).to(flat.dtype))
