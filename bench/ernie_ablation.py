@@ -184,21 +184,22 @@ def curve(args: argparse.Namespace, size: dict[str, Any], root: Path) -> dict[st
                  n_expert=(full["n_expert"],) * L)
     widest, top1 = SubnetConfig(**dense, top_k=(full["top_k"],) * L), SubnetConfig(**dense, top_k=(1,) * L)
 
-    def losses(path: Path, subnet: SubnetConfig) -> tuple[int, int, torch.Tensor]:
+    def losses(path: Path, *subnets: SubnetConfig) -> tuple[int, int, list[torch.Tensor]]:
+        """A checkpoint's step, tokens and per-window losses of each of ``subnets`` (loaded once)."""
         state = load_checkpoint(path)
         model = Supernet(SupernetConfig.from_dict(state["supernet_config"]), layer_rank=state["layer_rank"])
         model.load_state_dict(state["model"])
-        return int(state["step"]), int(state["tokens"]), window_losses(model, windows, subnet, batch_size=16, dtype=size["dtype"])
+        return int(state["step"]), int(state["tokens"]), [
+            window_losses(model, windows, subnet, batch_size=16, dtype=size["dtype"]) for subnet in subnets]
 
     base = {}
     if "baseline" in runs:
         for path in list_checkpoints(runs["baseline"].out):
-            step, _, value = losses(path, widest)
+            step, _, (value,) = losses(path, widest)
             base[step] = value
     points = []
     for path in list_checkpoints(runs["elastic"].out):
-        step, tokens, el_full = losses(path, widest)
-        _, _, el_top1 = losses(path, top1)
+        step, tokens, (el_full, el_top1) = losses(path, widest, top1)
         spread, spread_ci = _paired(el_top1, el_full)
         point = {"step": step, "tokens": tokens, "elastic_full": round(float(el_full.mean()), 4),
                  "elastic_top1": round(float(el_top1.mean()), 4), "spread": spread, "spread_ci95": spread_ci}
@@ -246,9 +247,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         return curve(args, size, root / f"curve_{args.curve}")
 
     full, elastic_space = _model(size), _elastic_space(size)
-    L, E, K = full["n_layer"], full["n_expert"], full["top_k"]
-    depth, experts = (3 * L) // 4, E // 2
-    top_ks = sorted({max(1, K // 2), 1} - {K}, reverse=True)
+    E, K = full["n_expert"], full["top_k"]
+    # the reduced values of each axis (the twins' architectures) are the space's other choices
+    depth, experts = elastic_space["n_layer_choices"][0], elastic_space["n_expert_choices"][0]
+    top_ks = sorted(set(elastic_space["top_k_choices"]) - {K}, reverse=True)
     twins = {"depth": {"n_layer": depth}, "experts": {"n_expert": experts}} | {f"top_k={k}": {"top_k": k} for k in top_ks}
 
     runs: dict[str, TrainConfig] = {

@@ -70,4 +70,5 @@ def torch_dtype(dtype: Any, device: str | torch.device = "cpu") -> torch.dtype:
 
     return parse_dtype(resolve_dtype(dtype, torch.device(device).type))
 
+
 __all__ = ["BF16_CPU_FLAGS", "cpu_flags", "fast_dtype", "resolve_dtype", "torch_dtype"]
