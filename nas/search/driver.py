@@ -33,6 +33,14 @@ Design points:
   before it samples anything (the race between workers), so the study ends with exactly
   ``n_trials`` complete trials. Heartbeats plus ``RetryHeartbeatStaleTrialCallback`` re-queue
   the trial of a killed worker; results it had stored are cache hits for the retry.
+* **Batches in reuse order.** A worker asks ``batch`` trials at once (``sampler.batch``; by
+  default an NSGA-II generation), scores them in the order that shares the most first
+  layers between neighbours (:func:`evaluators.prefix.reuse_order`, so the evaluator's
+  prefix cache starts each from the deepest stored boundary), and tells each as it
+  finishes, so racing sees the front grow within the batch. Every asked trial sends
+  heartbeats until it is told. A batch cut short (wall time, stop) tells its unstarted
+  trials FAIL (user attr ``unstarted``) and queues their parameters again, so the next run
+  or another worker scores them first.
 * **Reproducibility.** Samplers are seeded with ``seed`` (+ the number of trials already in
   the study when resuming), parameters are asked in a fixed order and every scorer is
   deterministic, so one worker with the same spec and seed runs the same trials.
@@ -59,6 +67,7 @@ import optuna
 from optuna.storages import fail_stale_trials
 from optuna.trial import TrialState
 
+from evaluators.prefix import reuse_order
 from evaluators.scorer import TaskScorer
 from evaluators.types import CostValue, Fidelity, TaskScore
 from nas.errors import NasError
@@ -75,7 +84,7 @@ from nas.search.quant import suggest_quant
 from nas.search.racing import Contender, dominating_member, examples_of
 from nas.search.scoring import Scores, ScoringCounts, StudyScoring
 from nas.search.spec import StudySpec
-from nas.search.trials import LIVE_STATES, TOP_FIDELITY_CONSTRAINT, TrialAttrs
+from nas.search.trials import LIVE_STATES, RETRY_ATTR, TOP_FIDELITY_CONSTRAINT, TrialAttrs
 from storage import (
     Database,
     find_costs,
@@ -157,6 +166,56 @@ class SearchSetup:
     costs: StudyCosts
     n_trials: int | None  # the budget of COMPLETE trials (a grid is capped at the space's size)
     loaded: LoadedSupernet | None = None  # the supernet the scorers run (reused by confirmation)
+    batch: int = 1  # trials asked from the sampler at once (nas.search.study.ask_batch)
+
+
+class _Heartbeats:
+    """Heartbeats for every asked trial of a batch until it is told. Optuna's own heartbeat
+    thread covers the one trial inside ``study.optimize``; without beats, a batch's trials
+    waiting for their turn would read as stale (:class:`~nas.search.optuna_storage.HeartbeatStorage`
+    fails a RUNNING trial that never beat) and be retried by another worker."""
+
+    def __init__(self, storage: object) -> None:
+        self._storage = storage
+        beats = getattr(storage, "get_heartbeat_interval", None)  # RDB storages (Optuna's BaseHeartbeat is private)
+        self._interval = beats() if callable(beats) else None
+        self._ids: set[int] = set()
+        self._lock = threading.Lock()
+        self._done = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def add(self, trial_id: int) -> None:
+        if self._interval is None:
+            return
+        with self._lock:
+            self._ids.add(trial_id)
+        self._storage.record_heartbeat(trial_id)  # type: ignore[attr-defined]
+
+    def discard(self, trial_id: int) -> None:
+        with self._lock:
+            self._ids.discard(trial_id)
+
+    def __enter__(self) -> _Heartbeats:
+        if self._interval is not None:
+            self._thread = threading.Thread(target=self._beat, name="nas-batch-heartbeat", daemon=True)
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._done.set()
+        if self._thread is not None:
+            self._thread.join()
+
+    def _beat(self) -> None:
+        assert self._interval is not None
+        while not self._done.wait(self._interval):
+            with self._lock:
+                ids = sorted(self._ids)
+            for trial_id in ids:
+                try:
+                    self._storage.record_heartbeat(trial_id)  # type: ignore[attr-defined]
+                except Exception as exc:  # noqa: BLE001 - a missed beat is retried next interval
+                    log.warning("heartbeat of trial id %d failed: %s", trial_id, exc)
 
 
 # ============================================================================== search
@@ -173,6 +232,7 @@ class Search:
         self.scorers = list(setup.scorers)
         self.costs = setup.costs
         self.n_trials = setup.n_trials
+        self.batch = setup.batch
         self.directions = [o.direction or "maximize" for o in self.spec.objectives]
         self._stop = threading.Event()
         self._summary = RunSummary(study=self.spec.name)
@@ -247,10 +307,12 @@ class Search:
                         warnings.simplefilter("ignore")
                         fail_stale_trials(self.study)
                     continue
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore", category=optuna.exceptions.ExperimentalWarning)
-                    self.study.optimize(self._objective, n_trials=1, callbacks=[self._after_trial], gc_after_trial=False)
-                summary.trials_run += 1
+                n = self.batch
+                if self.n_trials is not None:  # the queued trials, and the budget's free places
+                    n = min(n, max(1, counts["WAITING"] + self.n_trials - live))
+                if max_trials is not None:
+                    n = min(n, max_trials - summary.trials_run)
+                summary.trials_run += self._run_batch(n, deadline)
         finally:
             summary.seconds = time.monotonic() - start
             counts = self.scoring.counts
@@ -259,7 +321,7 @@ class Search:
             counts = self.state_counts()
             summary.complete = counts["COMPLETE"]
             done = self.n_trials is not None and counts["COMPLETE"] >= self.n_trials
-            running = counts["RUNNING"] + counts["WAITING"] > 0
+            running = counts["RUNNING"] > 0  # another worker's trial (queued WAITING ones wait for a run)
             set_study_status(self.db, self.name, "finished" if done else ("running" if running else "stopped"))
         return summary
 
@@ -270,8 +332,75 @@ class Search:
             counts[t.state.name] = counts.get(t.state.name, 0) + 1
         return counts
 
+    # ----------------------------------------------------------------- a batch
+    def _run_batch(self, n: int, deadline: float) -> int:
+        """Ask ``n`` trials, score them in prefix-reuse order and tell each as it finishes.
+        Returns how many were told (scored, infeasible or pruned over budget)."""
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            fail_stale_trials(self.study)  # as study.optimize does before each trial
+        pending: dict[int, tuple[optuna.Trial, SubnetConfig]] = {}
+        told = 0
+        with _Heartbeats(self.study._storage) as beats:
+            try:
+                for _ in range(n):
+                    with warnings.catch_warnings():
+                        warnings.simplefilter("ignore")  # "heartbeat ... used with Study.optimize": _Heartbeats beats
+                        trial = self.study.ask()
+                    beats.add(trial._trial_id)  # Optuna's id of the trial (no public accessor)
+                    try:
+                        pending[trial.number] = (trial, self._propose(trial))
+                    except optuna.TrialPruned:  # over budget: so would the rest of the batch be
+                        beats.discard(trial._trial_id)
+                        self._tell(trial, state=TrialState.PRUNED)
+                        told += 1
+                        break
+                    except BaseException:
+                        beats.discard(trial._trial_id)
+                        self._tell(trial, state=TrialState.FAIL)
+                        raise
+                numbers = list(pending)
+                order = [numbers[i] for i in reuse_order([subnet for _, subnet in pending.values()])]
+                for number in order:
+                    if self._stop.is_set() or time.monotonic() >= deadline:
+                        break
+                    trial, subnet = pending.pop(number)
+                    try:
+                        values = self._score(trial, subnet, batch=set(numbers))
+                    except BaseException:
+                        beats.discard(trial._trial_id)
+                        self._tell(trial, state=TrialState.FAIL)
+                        raise
+                    beats.discard(trial._trial_id)
+                    self._tell(trial, values=values)
+                    told += 1
+            finally:
+                for trial, _ in pending.values():  # cut short: score them next (this run, a worker, a resume)
+                    beats.discard(trial._trial_id)
+                    self._requeue_unstarted(trial)
+        return told
+
+    def _tell(self, trial: optuna.Trial, *, values: list[float] | None = None, state: TrialState | None = None) -> None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            frozen = self.study.tell(trial, values, state=state)
+        self._after_trial(self.study, frozen)
+
+    def _requeue_unstarted(self, trial: optuna.Trial) -> None:
+        """A batch's trial that was never scored: FAIL, and its parameters queued again."""
+        trial.set_user_attr("unstarted", True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            self.study.tell(trial, state=TrialState.FAIL)
+            self.study.enqueue_trial(dict(trial.params), user_attrs={RETRY_ATTR: trial.number})
+        subnet_id = self._subnet_ids.pop(trial.number, None)
+        if subnet_id is not None:
+            record_trial(self.db, study_id=self.setup.study_id, trial_number=trial.number, subnet_id=subnet_id,
+                         fidelity=None, feasible=True, state="FAIL")
+
     # --------------------------------------------------------------- one trial
-    def _objective(self, trial: optuna.Trial) -> list[float]:
+    def _propose(self, trial: optuna.Trial) -> SubnetConfig:
+        """The trial's sub-network (and weight format), recorded as a RUNNING trial."""
         self._budget_guard(trial)
         trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
         subnet = suggest_quant(trial, self.spec.quant_choices, suggest_subnet(self.space, trial))  # + its weight format
@@ -284,7 +413,12 @@ class Search:
         trial.set_user_attr("subnet", subnet.summary())
         record_trial(self.db, study_id=self.setup.study_id, trial_number=trial.number, subnet_id=subnet_id,
                      fidelity=None, feasible=True, state="RUNNING")
+        return subnet
 
+    def _score(self, trial: optuna.Trial, subnet: SubnetConfig, *, batch: set[int]) -> list[float]:
+        """Costs, constraints and (for a feasible candidate) the racing or ladder climb:
+        the values to tell Optuna. ``batch``: the trial numbers asked with this one."""
+        subnet_id = self._subnet_ids[trial.number]
         cost_values = self._analytic_costs(subnet, subnet_id)
         violations = self._violations(cost_values)
         feasible = all(v <= 0 for v in violations.values())
@@ -302,7 +436,7 @@ class Search:
         elif not self.spec.needs_scores:
             values = [self.costs.value(o.metric, cost_values) for o in self.spec.objectives]
         else:
-            self._await_twin(trial, subnet.hash)
+            self._await_twin(trial, subnet.hash, batch)
             ladder = self._ladder(subnet, subnet_id, cost_values)
             values = [e.value for e in ladder.estimates]
             if not ladder.reached_top:
@@ -328,13 +462,15 @@ class Search:
                 trial.set_constraint(TOP_FIDELITY_CONSTRAINT, min(gap, 1e6))
         return values
 
-    def _await_twin(self, trial: optuna.Trial, config_hash: str, poll_s: float = 0.5) -> None:
-        """Wait while an earlier RUNNING trial scores the same sub-network (workers asking at
-        one moment get one proposal from a GP sampler): its scores then come from the cache
-        instead of a second evaluation. A twin whose worker died goes stale, ending the wait."""
+    def _await_twin(self, trial: optuna.Trial, config_hash: str, batch: set[int] = frozenset(), poll_s: float = 0.5) -> None:
+        """Wait while an earlier RUNNING trial of another worker scores the same sub-network
+        (workers asking at one moment get one proposal from a GP sampler): its scores then
+        come from the cache instead of a second evaluation. A twin in this worker's own
+        ``batch`` is not waited for (it runs before or after this one here, and the later
+        one is a cache hit). A twin whose worker died goes stale, ending the wait."""
         while not self._stop.is_set():
             twins = [t.number for t in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-                     if t.number < trial.number and t.user_attrs.get("config_hash") == config_hash]
+                     if t.number < trial.number and t.number not in batch and t.user_attrs.get("config_hash") == config_hash]
             if not twins:
                 return
             log.info("trial %d: waiting for trial %d, which scores the same sub-network", trial.number, twins[0])

@@ -109,6 +109,7 @@ def open_search(
     return Search(SearchSetup(
         spec=spec, db=db, study=study, study_id=study_id, supernet_id=supernet_id, supernet_hash=loaded.content_hash,
         config=config, space=space, scorers=tuple(scorers), costs=costs, n_trials=n_trials, loaded=loaded,
+        batch=ask_batch(spec, n_trials),
     ))
 
 
@@ -215,12 +216,27 @@ def _canon(value: Any) -> str:
     return json.dumps(value, sort_keys=True, default=str)
 
 
+def population_size(spec: StudySpec, n_trials: int | None) -> int:
+    """NSGA-II/III's generation size: the spec's, else a fifth of the budget within [10, 50]."""
+    return spec.sampler.population_size or (min(50, max(10, n_trials // 5)) if n_trials else 50)
+
+
+def ask_batch(spec: StudySpec, n_trials: int | None) -> int:
+    """How many trials a worker asks at once (``sampler.batch``; see :class:`~nas.search.spec.SamplerSpec`)."""
+    s = spec.sampler
+    if s.batch is not None:
+        return s.batch
+    if s.name in ("nsga2", "nsga3"):
+        return population_size(spec, n_trials)
+    return 8 if s.name in ("random", "qmc", "grid") else 1
+
+
 def make_sampler(spec: StudySpec, seed: int, n_trials: int | None) -> optuna.samplers.BaseSampler:
     s = spec.sampler
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         if s.name in ("nsga2", "nsga3"):
-            pop = s.population_size or (min(50, max(10, n_trials // 5)) if n_trials else 50)
+            pop = population_size(spec, n_trials)
             cls = optuna.samplers.NSGAIISampler if s.name == "nsga2" else optuna.samplers.NSGAIIISampler
             return cls(population_size=pop, seed=seed)
         if s.name == "tpe":
@@ -269,4 +285,4 @@ def _requeue_interrupted(study: optuna.Study) -> None:
             study.enqueue_trial(dict(t.params), user_attrs={RETRY_ATTR: t.number})
 
 
-__all__ = ["check_documents", "effective_n_trials", "enqueue_plan", "make_sampler", "open_search", "stored_spec"]
+__all__ = ["ask_batch", "check_documents", "effective_n_trials", "enqueue_plan", "make_sampler", "open_search", "stored_spec"]

@@ -1,0 +1,142 @@
+"""Batches of trials: asked from the sampler at once, scored in prefix-reuse order, kept
+alive by heartbeats while they wait, and queued again when a run stops in the middle."""
+
+from __future__ import annotations
+
+import time
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+
+import optuna
+import pytest
+import torch
+from optuna.storages import fail_stale_trials
+
+import storage
+from evaluators.prefix import prefix_path
+from evaluators.types import Fidelity, Metrics
+from nas.model.directory import LoadedSupernet
+from nas.model.subnet import SubnetConfig
+from nas.search.driver import TrialOutcome
+from nas.search.spec import parse_spec
+from nas.search.study import ask_batch, open_search
+
+from _search import CountingScorer, heldout_scorer, make_spec, save_tiny_supernet
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread() -> Iterator[None]:
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> LoadedSupernet:
+    return save_tiny_supernet(tmp_path_factory.mktemp("tiny") / "supernet")
+
+
+def _trials(url: str, name: str = "s") -> list[optuna.trial.FrozenTrial]:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return optuna.load_study(study_name=name, storage=url).get_trials(deepcopy=False)
+
+
+def _paths(subnets: list[SubnetConfig]) -> list[tuple]:
+    return [prefix_path(s) for s in subnets]
+
+
+def test_batch_size_follows_the_sampler_unless_set(tiny: LoadedSupernet) -> None:
+    def spec(**sampler: object):
+        return make_spec(tiny.path, "sqlite://", sampler=sampler, budget={"n_trials": 100})
+
+    assert ask_batch(spec(name="nsga2", population_size=12), 100) == 12  # one generation
+    assert ask_batch(spec(name="nsga2"), 100) == 20  # the default population: a fifth of the budget
+    assert ask_batch(spec(name="random"), 100) == ask_batch(spec(name="grid"), 100) == 8
+    assert ask_batch(spec(name="tpe"), 100) == ask_batch(spec(name="gp"), 100) == 1
+    assert ask_batch(spec(name="tpe", batch=4), 100) == 4
+    with pytest.raises(Exception, match="batch"):
+        parse_spec({**spec(name="tpe").to_dict(), "sampler": {"name": "tpe", "batch": 0}})
+
+
+def test_a_batch_is_scored_in_prefix_reuse_order_with_the_same_trials(tiny: LoadedSupernet, tmp_path: Path) -> None:
+    runs = {}
+    for batch in (1, 6):
+        url = f"sqlite:///{tmp_path / f'b{batch}.db'}"
+        scorer = heldout_scorer(tiny)
+        spec = make_spec(tiny.path, url, sampler={"name": "random", "batch": batch}, budget={"n_trials": 12}, seed=4)
+        summary = open_search(spec, scorers=[scorer], loaded=tiny).optimize()
+        assert summary.complete == 12 == summary.trials_run
+        runs[batch] = (scorer.subnets, {t.number: (t.params, t.values) for t in _trials(url)})
+    (one, trials_one), (six, trials_six) = runs[1], runs[6]
+    assert trials_one == trials_six, "the sampler proposes the same trials; only the scoring order changes"
+    # each batch of six is scored as a walk of its prefix trie; one at a time it is not
+    first = _paths(six)[:6]
+    assert first == sorted(first) and set(first) == set(_paths(one)[:6])
+    assert _paths(one)[:6] != sorted(_paths(one)[:6]), "this seed must draw a batch out of trie order"
+
+
+def test_a_run_stopped_mid_batch_queues_its_unstarted_trials(tiny: LoadedSupernet, sqlite_url: str) -> None:
+    spec = make_spec(tiny.path, sqlite_url, sampler={"name": "random", "batch": 6}, budget={"n_trials": 6}, seed=2)
+    scorer = heldout_scorer(tiny)
+    search = open_search(spec, scorers=[scorer], loaded=tiny)
+
+    def stop_after_two(outcome: TrialOutcome) -> None:
+        if outcome.complete == 2:
+            search.request_stop()
+
+    summary = search.optimize(on_trial=stop_after_two)
+    assert summary.trials_run == 2 and summary.stopped == "stop requested"
+    trials = _trials(sqlite_url)
+    states = [t.state.name for t in trials]
+    assert states.count("COMPLETE") == 2 and "RUNNING" not in states
+    unstarted = [t for t in trials if t.user_attrs.get("unstarted")]
+    assert len(unstarted) == 4 and all(t.state.name == "FAIL" for t in unstarted)
+    queued = {t.user_attrs["retry_of"]: t for t in trials if t.state.name == "WAITING"}
+    assert sorted(queued) == sorted(t.number for t in unstarted)
+    assert all(queued[t.number].system_attrs["fixed_params"] == t.params for t in unstarted)  # the same choices
+    rows = {r.trial_number: r.state for r in storage.list_trials(search.db, "s")}
+    assert all(rows[t.number] == "FAIL" for t in unstarted)
+    assert storage.get_study(search.db, "s").status == "stopped"
+
+    again = heldout_scorer(tiny)
+    summary = open_search(spec, scorers=[again], loaded=tiny).optimize()  # resume: the queued four, nothing new
+    trials = _trials(sqlite_url)
+    assert summary.complete == 6 and summary.trials_run == 4
+    assert {t.user_attrs.get("retry_of") for t in trials if t.state.name == "COMPLETE"} - {None} == set(queued)
+    assert not {h for h, _ in scorer.calls} & {h for h, _ in again.calls}, "nothing scored twice"
+    assert storage.get_study(search.db, "s").status == "finished"
+
+
+class SlowScorer(CountingScorer):
+    """Takes ``delay`` seconds per evaluation and, like another worker would, fails the
+    study's stale trials while it works."""
+
+    def __init__(self, inner: object, delay: float) -> None:
+        super().__init__(inner)
+        self.delay = delay
+        self.study: optuna.Study | None = None
+
+    def evaluate(self, subnet: SubnetConfig, fidelity: Fidelity, prior: Metrics | None = None) -> Metrics:
+        time.sleep(self.delay)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            fail_stale_trials(self.study)
+        return super().evaluate(subnet, fidelity, prior)
+
+
+def test_waiting_trials_of_a_batch_keep_their_heartbeat(tiny: LoadedSupernet, sqlite_url: str) -> None:
+    """The last of four trials waits ~4.5 s for its turn, beyond the 2 s grace period: without
+    its own heartbeat it would be failed as stale and retried by the other worker."""
+    spec = make_spec(tiny.path, sqlite_url, sampler={"name": "grid", "batch": 4}, budget={"n_trials": 4}, seed=1)
+    slow = SlowScorer(heldout_scorer(tiny).inner, delay=1.5)
+    search = open_search(spec, scorers=[slow], loaded=tiny)
+    slow.study = search.study
+    summary = search.optimize()
+    trials = _trials(sqlite_url)
+    assert [t.state.name for t in trials] == ["COMPLETE"] * 4 and summary.complete == 4
+    assert len(slow.calls) == 4
