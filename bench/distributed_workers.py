@@ -6,8 +6,9 @@ shallow sub-network drops are still suggested) and the cheap but real objective
 search` would), then ``--workers`` ``nas worker STUDY --storage URL`` processes share it:
 3 on PostgreSQL by default, 2 on SQLite (``--backend sqlite``, one WAL file). Once the
 victim has completed a trial and is running another, it gets SIGKILL. The others must
-finish the study: its stale trial is failed after the heartbeat grace period and
-re-queued (``RetryHeartbeatStaleTrialCallback``), and one of them runs the retry.
+finish the study: its stale trials (the one it was scoring and the rest of its batch,
+``sampler.batch``) are failed after the heartbeat grace period and re-queued
+(``RetryHeartbeatStaleTrialCallback``), and the others run the retries.
 ``--sampler`` picks the study's sampler (nsga2, nsga3, tpe, gp, random, qmc).
 
 JSON: ``trials_requested``, ``trials_complete``, ``duplicate_evaluations`` (a sub-network
@@ -16,7 +17,7 @@ trials' own records of model calls), ``duplicate_rows`` (evaluation rows sharing
 key: the unique keys make this 0 by construction), ``lost`` (requested trials that did not
 complete, plus killed trials whose retry did not complete), ``crashed_workers`` (workers
 other than the victim that exited non-zero), ``unexplained_failures`` (FAIL trials other
-than the killed one), ``seconds`` (workers started to study finished), and details.
+than the killed ones: those the victim held RUNNING when it died), ``seconds`` (workers started to study finished), and details.
 
     python bench/distributed_workers.py --sampler nsga2                    # PostgreSQL, 3 workers
     python bench/distributed_workers.py --sampler tpe --backend sqlite     # SQLite, 2 workers
@@ -122,16 +123,20 @@ def main() -> None:
              for _ in range(workers)]
     victim = procs[0]
     victim_id = f"{socket.gethostname()}:{victim.pid}"
-    killed_trial = None
+    killed_trials: list[int] = []
     killed_at = None
     try:
-        while killed_trial is None and time.monotonic() - start < 600:
+        while not killed_trials and time.monotonic() - start < 600:
             trials = _trials(url, study)
             mine = [t for t in trials if t.user_attrs.get("worker") == victim_id]
             running = [t for t in mine if t.state.name == "RUNNING"]
             if running and any(t.state.name == "COMPLETE" for t in mine):
                 victim.send_signal(signal.SIGKILL)
-                killed_trial, killed_at = running[0].number, round(time.monotonic() - start, 1)
+                victim.wait()
+                killed_at = round(time.monotonic() - start, 1)
+                # what it held when it died (read again: it may have asked more of its batch meanwhile)
+                killed_trials = [t.number for t in _trials(url, study)
+                                 if t.user_attrs.get("worker") == victim_id and t.state.name == "RUNNING"]
             elif all(p.poll() is not None for p in procs[1:]):
                 break
             time.sleep(0.05)
@@ -159,7 +164,7 @@ def main() -> None:
     retried_ok = {t.system_attrs.get("failed_trial") for t in complete if t.system_attrs.get("failed_trial") is not None}
     lost = max(0, args.trials - len(complete)) + sum(1 for t in failed if t.number not in retried_ok
                                                       and t.system_attrs.get("failed_trial") not in retried_ok)
-    unexplained = [t.number for t in failed if t.number != killed_trial]
+    unexplained = [t.number for t in failed if t.number not in killed_trials]
 
     db = storage.open_database(url)
     with db.engine.connect() as conn:
@@ -186,9 +191,9 @@ def main() -> None:
         "crashed_workers": sum(1 for code, _ in outputs if code != 0),
         "unexplained_failures": len(unexplained),
         "seconds": round(seconds, 1),
-        "killed_trial": killed_trial,
+        "killed_trials": killed_trials,
         "killed_at_s": killed_at,
-        "retry_of_killed_completed": killed_trial in retried_ok,
+        "retry_of_killed_completed": bool(killed_trials) and set(killed_trials) <= retried_ok,
         "trial_states": dict(states),
         "evaluation_rows": int(n_rows),
         "trial_records_complete": our_complete,

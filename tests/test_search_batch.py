@@ -21,6 +21,7 @@ from nas.model.subnet import SubnetConfig
 from nas.search.driver import TrialOutcome
 from nas.search.spec import parse_spec
 from nas.search.study import ask_batch, open_search
+from nas.search.trials import UNSTARTED_ATTR
 
 from _search import CountingScorer, heldout_scorer, make_spec, save_tiny_supernet
 
@@ -94,7 +95,7 @@ def test_a_run_stopped_mid_batch_queues_its_unstarted_trials(tiny: LoadedSuperne
     trials = _trials(sqlite_url)
     states = [t.state.name for t in trials]
     assert states.count("COMPLETE") == 2 and "RUNNING" not in states
-    unstarted = [t for t in trials if t.user_attrs.get("unstarted")]
+    unstarted = [t for t in trials if t.user_attrs.get(UNSTARTED_ATTR)]
     assert len(unstarted) == 4 and all(t.state.name == "FAIL" for t in unstarted)
     queued = {t.user_attrs["retry_of"]: t for t in trials if t.state.name == "WAITING"}
     assert sorted(queued) == sorted(t.number for t in unstarted)

@@ -19,7 +19,7 @@ from nas.model.directory import LoadedSupernet
 from nas.search.params import param_distributions
 from nas.search.status import study_status
 from nas.search.study import open_search
-from nas.search.trials import TOP_FIDELITY_CONSTRAINT
+from nas.search.trials import TOP_FIDELITY_CONSTRAINT, UNSTARTED_ATTR
 from storage import StorageError
 
 from _search import CountingScorer, SyntheticLoss, heldout_scorer, make_spec, save_tiny_supernet
@@ -145,7 +145,7 @@ def test_resume_after_an_interrupted_run_finishes_the_budget(tiny: LoadedSuperne
     states = [t.state.name for t in trials]
     assert states.count("COMPLETE") == 3 and "RUNNING" not in states
     # the batch's trial being scored failed; the three not yet started were queued again
-    interrupted = [t for t in trials if t.state.name == "FAIL" and not t.user_attrs.get("unstarted")]
+    interrupted = [t for t in trials if t.state.name == "FAIL" and not t.user_attrs.get(UNSTARTED_ATTR)]
     assert len(interrupted) == 1 and states.count("WAITING") == 3 == len(trials) - 4 - 3
     again = heldout_scorer(tiny)
     search = open_search(spec, scorers=[again], loaded=tiny)  # as `nas search SPEC` run again

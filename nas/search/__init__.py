@@ -6,6 +6,8 @@
 * :mod:`nas.search.promotion` — estimates and multi-fidelity promotion;
 * :mod:`nas.search.trials` — what each Optuna trial stores, read back typed;
 * :mod:`nas.search.driver` — :class:`~nas.search.driver.Search`, one worker's trial loop;
+* :mod:`nas.search.batches` — heartbeats and re-queues for a worker's batch of trials;
+* :mod:`nas.search.outcomes` — what a run reports (trial outcomes, run summary);
 * :mod:`nas.search.study` — :func:`~nas.search.study.open_search`: create, resume or join a study;
 * :mod:`nas.search.optuna_storage` — Optuna's storage on our database;
 * :mod:`nas.search.results` — a study's annotated results, shared by every view;

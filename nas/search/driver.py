@@ -61,7 +61,7 @@ import threading
 import time
 import warnings
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import optuna
 from optuna.storages import fail_stale_trials
@@ -77,14 +77,16 @@ from nas.model.params import count_params
 from nas.model.space import SearchSpace
 from nas.model.subnet import SubnetConfig
 from nas.pareto import as_minimization, non_dominated_mask
+from nas.search.batches import Heartbeats, requeue_unstarted
 from nas.search.costs import StudyCosts, constraint_violation
+from nas.search.outcomes import LadderResult, RunSummary, TrialOutcome
 from nas.search.params import suggest_subnet
 from nas.search.promotion import Estimate, Promotion, aggregate_estimate, promotion_decision, score_estimate
 from nas.search.quant import suggest_quant
 from nas.search.racing import Contender, dominating_member, examples_of
 from nas.search.scoring import Scores, ScoringCounts, StudyScoring
 from nas.search.spec import StudySpec
-from nas.search.trials import LIVE_STATES, RETRY_ATTR, TOP_FIDELITY_CONSTRAINT, TrialAttrs
+from nas.search.trials import LIVE_STATES, TOP_FIDELITY_CONSTRAINT, TrialAttrs
 from storage import (
     Database,
     find_costs,
@@ -96,58 +98,6 @@ from storage import (
 )
 
 log = logging.getLogger(__name__)
-
-
-# ============================================================================= results
-@dataclass(frozen=True)
-class TrialOutcome:
-    """What one trial did (for progress displays and tests)."""
-
-    number: int
-    state: str
-    config_hash: str | None = None
-    summary: str = ""
-    feasible: bool = True
-    fidelity: str | None = None
-    values: tuple[float, ...] | None = None
-    model_calls: int = 0
-    cache_hits: int = 0
-    promotion: str = ""
-    complete: int = 0
-    n_trials: int | None = None
-
-
-@dataclass
-class RunSummary:
-    """What one :meth:`Search.optimize` call did, and where the study stands."""
-
-    study: str
-    trials_run: int = 0
-    complete: int = 0
-    n_trials: int | None = None
-    infeasible: int = 0
-    evaluations: int = 0  # scorer.evaluate calls (one sub-network at one fidelity)
-    model_calls: int = 0  # forward passes reported by the scorers
-    cache_hits: int = 0  # evaluations answered from storage
-    low_fidelity_only: int = 0  # feasible trials that stopped below the top rung
-    full_evaluations_saved: int = 0  # top-rung evaluations promotion avoided
-    pruned_over_budget: int = 0
-    seconds: float = 0.0
-    stopped: str = ""
-    outcomes: list[TrialOutcome] = field(default_factory=list)
-
-
-@dataclass(frozen=True)
-class LadderResult:
-    """Where a candidate's climb of the fidelity ladder ended."""
-
-    estimates: tuple[Estimate, ...]  # one per objective, at the rung reached
-    fidelity: str  # label of the rung reached
-    reached_top: bool
-    margin: float  # how far a rejected candidate's optimistic bound is from escaping the front
-    model_calls: int
-    cache_hits: int
-    promotion: Promotion
 
 
 @dataclass(frozen=True)
@@ -167,55 +117,6 @@ class SearchSetup:
     n_trials: int | None  # the budget of COMPLETE trials (a grid is capped at the space's size)
     loaded: LoadedSupernet | None = None  # the supernet the scorers run (reused by confirmation)
     batch: int = 1  # trials asked from the sampler at once (nas.search.study.ask_batch)
-
-
-class _Heartbeats:
-    """Heartbeats for every asked trial of a batch until it is told. Optuna's own heartbeat
-    thread covers the one trial inside ``study.optimize``; without beats, a batch's trials
-    waiting for their turn would read as stale (:class:`~nas.search.optuna_storage.HeartbeatStorage`
-    fails a RUNNING trial that never beat) and be retried by another worker."""
-
-    def __init__(self, storage: object) -> None:
-        self._storage = storage
-        beats = getattr(storage, "get_heartbeat_interval", None)  # RDB storages (Optuna's BaseHeartbeat is private)
-        self._interval = beats() if callable(beats) else None
-        self._ids: set[int] = set()
-        self._lock = threading.Lock()
-        self._done = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    def add(self, trial_id: int) -> None:
-        if self._interval is None:
-            return
-        with self._lock:
-            self._ids.add(trial_id)
-        self._storage.record_heartbeat(trial_id)  # type: ignore[attr-defined]
-
-    def discard(self, trial_id: int) -> None:
-        with self._lock:
-            self._ids.discard(trial_id)
-
-    def __enter__(self) -> _Heartbeats:
-        if self._interval is not None:
-            self._thread = threading.Thread(target=self._beat, name="nas-batch-heartbeat", daemon=True)
-            self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._done.set()
-        if self._thread is not None:
-            self._thread.join()
-
-    def _beat(self) -> None:
-        assert self._interval is not None
-        while not self._done.wait(self._interval):
-            with self._lock:
-                ids = sorted(self._ids)
-            for trial_id in ids:
-                try:
-                    self._storage.record_heartbeat(trial_id)  # type: ignore[attr-defined]
-                except Exception as exc:  # noqa: BLE001 - a missed beat is retried next interval
-                    log.warning("heartbeat of trial id %d failed: %s", trial_id, exc)
 
 
 # ============================================================================== search
@@ -341,7 +242,7 @@ class Search:
             fail_stale_trials(self.study)  # as study.optimize does before each trial
         pending: dict[int, tuple[optuna.Trial, SubnetConfig]] = {}
         told = 0
-        with _Heartbeats(self.study._storage) as beats:
+        with Heartbeats(self.study._storage) as beats:
             try:
                 for _ in range(n):
                     with warnings.catch_warnings():
@@ -387,12 +288,7 @@ class Search:
         self._after_trial(self.study, frozen)
 
     def _requeue_unstarted(self, trial: optuna.Trial) -> None:
-        """A batch's trial that was never scored: FAIL, and its parameters queued again."""
-        trial.set_user_attr("unstarted", True)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            self.study.tell(trial, state=TrialState.FAIL)
-            self.study.enqueue_trial(dict(trial.params), user_attrs={RETRY_ATTR: trial.number})
+        requeue_unstarted(self.study, trial)
         subnet_id = self._subnet_ids.pop(trial.number, None)
         if subnet_id is not None:
             record_trial(self.db, study_id=self.setup.study_id, trial_number=trial.number, subnet_id=subnet_id,

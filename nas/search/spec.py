@@ -151,18 +151,12 @@ class ConstraintSpec(_Model):
 
 
 class SamplerSpec(_Model):
-    """The Optuna sampler and its few knobs.
-
-    ``batch``: trials a worker asks from the sampler at once and scores in the order that
-    shares the most layers between neighbours (prefix reuse). None (default): a whole
-    generation for ``nsga2``/``nsga3`` (``population_size``), 8 for ``random``, ``qmc`` and
-    ``grid`` (their proposals do not depend on results), 1 for ``tpe`` and ``gp`` (each
-    result improves the next proposal)."""
+    """The Optuna sampler and its few knobs."""
 
     name: str = "tpe"
     population_size: int | None = Field(default=None, ge=2)
     n_startup_trials: int | None = Field(default=None, ge=0)
-    batch: int | None = Field(default=None, ge=1)
+    batch: int | None = Field(default=None, ge=1)  #: trials asked at once, scored in prefix-reuse order (study.ask_batch)
 
     @field_validator("name")
     @classmethod
@@ -587,21 +581,7 @@ def spec_from_json(text: str | dict[str, Any]) -> StudySpec:
 
 
 __all__ = [
-    "AGGREGATE",
-    "BOOKKEEPING",
-    "SAMPLERS",
-    "BudgetSpec",
-    "ConfirmationSpec",
-    "ConstraintSpec",
-    "FaultToleranceSpec",
-    "FidelitySpec",
-    "ObjectiveSpec",
-    "PromotionSpec",
-    "SamplerSpec",
-    "StudySpec",
-    "TaskSpec",
-    "load_spec",
-    "parse_spec",
-    "resolve_paths",
-    "spec_from_json",
+    "AGGREGATE", "BOOKKEEPING", "SAMPLERS", "BudgetSpec", "ConfirmationSpec", "ConstraintSpec", "FaultToleranceSpec",
+    "FidelitySpec", "ObjectiveSpec", "PromotionSpec", "SamplerSpec", "StudySpec", "TaskSpec", "load_spec", "parse_spec",
+    "resolve_paths", "spec_from_json",
 ]

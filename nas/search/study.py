@@ -222,7 +222,10 @@ def population_size(spec: StudySpec, n_trials: int | None) -> int:
 
 
 def ask_batch(spec: StudySpec, n_trials: int | None) -> int:
-    """How many trials a worker asks at once (``sampler.batch``; see :class:`~nas.search.spec.SamplerSpec`)."""
+    """How many trials a worker asks at once and scores in prefix-reuse order: ``sampler.batch``,
+    else a whole generation for ``nsga2``/``nsga3``, 8 for ``random``, ``qmc`` and ``grid``
+    (their proposals do not depend on results), 1 for ``tpe`` and ``gp`` (each result
+    improves the next proposal)."""
     s = spec.sampler
     if s.batch is not None:
         return s.batch

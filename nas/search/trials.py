@@ -18,6 +18,8 @@ TOP_FIDELITY_CONSTRAINT = "top_fidelity"
 PLAN_ATTR = "plan_index"
 #: user_attr of a re-queued interrupted trial: the trial it retries.
 RETRY_ATTR = "retry_of"
+#: user_attr of a batch's trial that a stopped run never scored (FAIL, queued again).
+UNSTARTED_ATTR = "unstarted"
 #: Trial states that count against the budget.
 LIVE_STATES = ("COMPLETE", "RUNNING", "WAITING")
 
@@ -77,4 +79,4 @@ def _int_or_none(value: Any) -> int | None:
     return None if value is None else int(value)
 
 
-__all__ = ["LIVE_STATES", "PLAN_ATTR", "RETRY_ATTR", "TOP_FIDELITY_CONSTRAINT", "TrialAttrs"]
+__all__ = ["LIVE_STATES", "PLAN_ATTR", "RETRY_ATTR", "TOP_FIDELITY_CONSTRAINT", "TrialAttrs", "UNSTARTED_ATTR"]
