@@ -3,6 +3,7 @@ alive by heartbeats while they wait, and queued again when a run stops in the mi
 
 from __future__ import annotations
 
+import threading
 import time
 import warnings
 from collections.abc import Iterator
@@ -20,8 +21,9 @@ from nas.model.directory import LoadedSupernet
 from nas.model.subnet import SubnetConfig
 from nas.search.driver import TrialOutcome
 from nas.search.spec import parse_spec
+from nas.search.status import study_status
 from nas.search.study import ask_batch, open_search
-from nas.search.trials import UNSTARTED_ATTR
+from nas.search.trials import QUEUED_ATTR, UNSTARTED_ATTR
 
 from _search import CountingScorer, heldout_scorer, make_spec, save_tiny_supernet
 
@@ -103,6 +105,8 @@ def test_a_run_stopped_mid_batch_queues_its_unstarted_trials(tiny: LoadedSuperne
     rows = {r.trial_number: r.state for r in storage.list_trials(search.db, "s")}
     assert all(rows[t.number] == "FAIL" for t in unstarted)
     assert storage.get_study(search.db, "s").status == "stopped"
+    status = study_status("s", sqlite_url)
+    assert (status.unstarted, status.failed, status.waiting) == (4, 0, 4)  # not failures: queued again
 
     again = heldout_scorer(tiny)
     summary = open_search(spec, scorers=[again], loaded=tiny).optimize()  # resume: the queued four, nothing new
@@ -141,3 +145,33 @@ def test_waiting_trials_of_a_batch_keep_their_heartbeat(tiny: LoadedSupernet, sq
     trials = _trials(sqlite_url)
     assert [t.state.name for t in trials] == ["COMPLETE"] * 4 and summary.complete == 4
     assert len(slow.calls) == 4
+
+
+def test_a_twin_is_awaited_while_scored_not_while_queued(tiny: LoadedSupernet, sqlite_url: str) -> None:
+    """Another worker's earlier trial of the same sub-network: waited for while it is being
+    scored (its result is then a cache hit), not while it waits its turn in that worker's
+    batch (which may be far off)."""
+    spec = make_spec(tiny.path, sqlite_url, sampler={"name": "random", "batch": 2}, budget={"n_trials": 4})
+    search = open_search(spec, scorers=[heldout_scorer(tiny)], loaded=tiny)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        other = search.study.ask()  # the other worker's trial, RUNNING, queued in its batch
+        mine = search.study.ask()
+    search.study._storage.record_heartbeat(other._trial_id)
+    other.set_user_attr("config_hash", "h")
+    other.set_user_attr(QUEUED_ATTR, True)
+
+    def waits(batch: tuple[int, ...] = ()) -> bool:
+        thread = threading.Thread(target=search._await_twin, args=(mine, "h", batch), kwargs={"poll_s": 0.05})
+        thread.start()
+        thread.join(1.0)
+        waiting = thread.is_alive()
+        search.request_stop()  # ends a wait
+        thread.join()
+        search._stop.clear()
+        return waiting
+
+    assert not waits()
+    other.set_user_attr(QUEUED_ATTR, False)  # its turn: being scored
+    assert waits()
+    assert not waits(batch=(other.number, mine.number))  # a twin in this worker's own batch: no wait

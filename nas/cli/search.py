@@ -108,7 +108,9 @@ def _print_status(status: StudyStatus, *, as_json: bool) -> None:
     console.print(f"study [bold]{status.name}[/] on supernet {status.supernet_hash} ({status.storage})")
     console.print(
         f"trials: {status.complete}/{total} complete, {status.running} running, {status.waiting} waiting, "
-        f"{status.failed} failed, {status.pruned} pruned; sampler {status.sampler}"
+        f"{status.failed} failed, {status.pruned} pruned"
+        + (f", {status.unstarted} left unscored by a stopped run (queued again)" if status.unstarted else "")
+        + f"; sampler {status.sampler}"
     )
     console.print(
         f"  {status.infeasible} infeasible (never scored), {status.top_fidelity} scored at the top fidelity, "

@@ -60,7 +60,7 @@ import socket
 import threading
 import time
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 
 import optuna
@@ -86,7 +86,7 @@ from nas.search.quant import suggest_quant
 from nas.search.racing import Contender, dominating_member, examples_of
 from nas.search.scoring import Scores, ScoringCounts, StudyScoring
 from nas.search.spec import StudySpec
-from nas.search.trials import LIVE_STATES, TOP_FIDELITY_CONSTRAINT, TrialAttrs
+from nas.search.trials import LIVE_STATES, QUEUED_ATTR, TOP_FIDELITY_CONSTRAINT, TrialAttrs
 from storage import (
     Database,
     find_costs,
@@ -246,11 +246,13 @@ class Search:
             try:
                 for _ in range(n):
                     with warnings.catch_warnings():
-                        warnings.simplefilter("ignore")  # "heartbeat ... used with Study.optimize": _Heartbeats beats
+                        warnings.simplefilter("ignore")  # "heartbeat ... used with Study.optimize": Heartbeats beats
                         trial = self.study.ask()
                     beats.add(trial._trial_id)  # Optuna's id of the trial (no public accessor)
                     try:
                         pending[trial.number] = (trial, self._propose(trial))
+                        if n > 1:
+                            trial.set_user_attr(QUEUED_ATTR, True)  # until its turn (see _await_twin)
                     except optuna.TrialPruned:  # over budget: so would the rest of the batch be
                         beats.discard(trial._trial_id)
                         self._tell(trial, state=TrialState.PRUNED)
@@ -311,10 +313,12 @@ class Search:
                      fidelity=None, feasible=True, state="RUNNING")
         return subnet
 
-    def _score(self, trial: optuna.Trial, subnet: SubnetConfig, *, batch: set[int]) -> list[float]:
+    def _score(self, trial: optuna.Trial, subnet: SubnetConfig, *, batch: Collection[int]) -> list[float]:
         """Costs, constraints and (for a feasible candidate) the racing or ladder climb:
         the values to tell Optuna. ``batch``: the trial numbers asked with this one."""
         subnet_id = self._subnet_ids[trial.number]
+        if len(batch) > 1:
+            trial.set_user_attr(QUEUED_ATTR, False)  # its turn
         cost_values = self._analytic_costs(subnet, subnet_id)
         violations = self._violations(cost_values)
         feasible = all(v <= 0 for v in violations.values())
@@ -358,15 +362,18 @@ class Search:
                 trial.set_constraint(TOP_FIDELITY_CONSTRAINT, min(gap, 1e6))
         return values
 
-    def _await_twin(self, trial: optuna.Trial, config_hash: str, batch: set[int] = frozenset(), poll_s: float = 0.5) -> None:
+    def _await_twin(self, trial: optuna.Trial, config_hash: str, batch: Collection[int] = (), poll_s: float = 0.5) -> None:
         """Wait while an earlier RUNNING trial of another worker scores the same sub-network
         (workers asking at one moment get one proposal from a GP sampler): its scores then
-        come from the cache instead of a second evaluation. A twin in this worker's own
-        ``batch`` is not waited for (it runs before or after this one here, and the later
-        one is a cache hit). A twin whose worker died goes stale, ending the wait."""
+        come from the cache instead of a second evaluation. A twin still queued in its
+        worker's batch (``QUEUED_ATTR``) is not waited for: it may be many trials from its
+        turn, and this worker would sit idle that long. A twin in this worker's own
+        ``batch`` runs before or after this one here, and the later one is a cache hit. A
+        twin whose worker died goes stale, ending the wait."""
         while not self._stop.is_set():
             twins = [t.number for t in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-                     if t.number < trial.number and t.number not in batch and t.user_attrs.get("config_hash") == config_hash]
+                     if t.number < trial.number and t.number not in batch and not t.user_attrs.get(QUEUED_ATTR)
+                     and t.user_attrs.get("config_hash") == config_hash]
             if not twins:
                 return
             log.info("trial %d: waiting for trial %d, which scores the same sub-network", trial.number, twins[0])

@@ -23,7 +23,7 @@ from nas.model.space import SearchSpace
 from nas.search.promotion import Promotion
 from nas.search.results import load_results
 from nas.search.study import effective_n_trials, stored_spec
-from nas.search.trials import TrialAttrs
+from nas.search.trials import UNSTARTED_ATTR, TrialAttrs
 from storage import get_supernet, open_database
 
 
@@ -52,6 +52,7 @@ class StudyStatus:
     hypervolume: float
     reference: tuple[float, ...]
     confirmation: str = ""  # how the study's front is (or can be) confirmed on held-out documents
+    unstarted: int = 0  # batch trials a stopped run never scored (FAIL, queued again; not in ``failed``)
     confirmed: int = 0  # trials scored on the confirmation documents
 
     @property
@@ -79,6 +80,7 @@ def study_status(name: str, storage_url: str | None = None) -> StudyStatus:
         counts: dict[str, int] = {}
         for t in trials:
             counts[t.state.name] = counts.get(t.state.name, 0) + 1
+        unstarted = sum(1 for t in trials if t.state.name == "FAIL" and t.user_attrs.get(UNSTARTED_ATTR))
         complete = [TrialAttrs.of(t) for t in trials if t.state.name == "COMPLETE"]
         names = [o.metric for o in spec.objectives]
         columns = [o.column for o in results.objectives]
@@ -99,7 +101,8 @@ def study_status(name: str, storage_url: str | None = None) -> StudyStatus:
             complete=counts.get("COMPLETE", 0),
             running=counts.get("RUNNING", 0),
             waiting=counts.get("WAITING", 0),
-            failed=counts.get("FAIL", 0),
+            failed=counts.get("FAIL", 0) - unstarted,
+            unstarted=unstarted,
             pruned=counts.get("PRUNED", 0),
             infeasible=sum(1 for a in complete if not a.feasible),
             top_fidelity=sum(1 for a in complete if a.top),

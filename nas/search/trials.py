@@ -20,6 +20,8 @@ PLAN_ATTR = "plan_index"
 RETRY_ATTR = "retry_of"
 #: user_attr of a batch's trial that a stopped run never scored (FAIL, queued again).
 UNSTARTED_ATTR = "unstarted"
+#: user_attr of a batch's trial: True while it waits for its turn, False once it is scored.
+QUEUED_ATTR = "queued"
 #: Trial states that count against the budget.
 LIVE_STATES = ("COMPLETE", "RUNNING", "WAITING")
 
@@ -79,4 +81,4 @@ def _int_or_none(value: Any) -> int | None:
     return None if value is None else int(value)
 
 
-__all__ = ["LIVE_STATES", "PLAN_ATTR", "RETRY_ATTR", "TOP_FIDELITY_CONSTRAINT", "TrialAttrs", "UNSTARTED_ATTR"]
+__all__ = ["LIVE_STATES", "PLAN_ATTR", "QUEUED_ATTR", "RETRY_ATTR", "TOP_FIDELITY_CONSTRAINT", "TrialAttrs", "UNSTARTED_ATTR"]
