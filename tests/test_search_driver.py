@@ -19,7 +19,7 @@ from nas.model.directory import LoadedSupernet
 from nas.search.params import param_distributions
 from nas.search.status import study_status
 from nas.search.study import open_search
-from nas.search.trials import TOP_FIDELITY_CONSTRAINT, UNSTARTED_ATTR
+from nas.search.trials import QUEUED_ATTR, TOP_FIDELITY_CONSTRAINT, UNSTARTED_ATTR
 from storage import StorageError
 
 from _search import CountingScorer, SyntheticLoss, heldout_scorer, make_spec, save_tiny_supernet
@@ -272,9 +272,13 @@ def test_cli_search_status_and_bad_input(tiny: LoadedSupernet, tmp_path: Path, m
         "objectives: [heldout_loss, non_embedding_params]\nsampler: random\nbudget: {n_trials: 3}\n"
         f"dtype: fp32\nstorage: {url}\nconfirmation: null\n"
     )
-    code, out, err = _cli(monkeypatch, capsys, "search", str(path), "--quiet")
+    code, out, err = _cli(monkeypatch, capsys, "search", str(path), "--quiet", "--batch", "1")
     assert code == 0, err
     assert "3/3 trials complete" in out and "Pareto front:" in out
+    # --batch 1 overrides random's batch of 8: no trial waited its turn in a batch
+    assert not any(QUEUED_ATTR in t.user_attrs for t in _trials(url, "cli"))
+    code, _, err = _cli(monkeypatch, capsys, "search", str(path), "--batch", "0")
+    assert code == 2 and "--batch" in err
     code, out, _ = _cli(monkeypatch, capsys, "status", "cli", "--storage", url)
     assert code == 0 and "trials: 3/3 complete" in out and "hypervolume" in out
     code, _, err = _cli(monkeypatch, capsys, "status", "nope", "--storage", url)

@@ -139,6 +139,7 @@ def search_cmd(
     wall_time: Annotated[Optional[float], typer.Option("--wall-time", help="Stop starting trials after this many seconds")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar")] = False,
     init: Annotated[bool, typer.Option("--init", help="Add the NAS tables to an existing SQLite file holding other tables")] = False,
+    batch: Annotated[Optional[int], typer.Option("--batch", min=1, help="Trials asked at once and scored in prefix-reuse order (default: the spec's sampler.batch, else a generation for nsga2/nsga3, 8 for random/qmc/grid, 1 for tpe/gp)")] = None,
 ) -> None:
     """Create the study of SPEC.yaml, or resume it, and run trials until its budget is met."""
     # deferred: the search loads torch and optuna
@@ -151,6 +152,7 @@ def search_cmd(
     spec = load_spec(spec_path)
     if storage:
         spec = spec.model_copy(update={"storage": storage})
+    spec = _with_batch(spec, batch)
     if init:
         open_database(spec.storage, init=True).close()
     with console.status("loading the supernet and opening the study"):
@@ -160,6 +162,11 @@ def search_cmd(
     if summary.stopped == "budget met" and spec.confirmation is not None and spec.needs_scores:
         run_confirm(spec.name, search.db.url, loaded=search.setup.loaded, scorers=search.scorers, quiet=quiet)
     _print_status(study_status(spec.name, search.db.url), as_json=False)
+
+
+def _with_batch(spec: Any, batch: int | None) -> Any:
+    """``spec`` with ``sampler.batch`` set from ``--batch`` (unchanged without it)."""
+    return spec if batch is None else spec.model_copy(update={"sampler": spec.sampler.model_copy(update={"batch": batch})})
 
 
 def run_confirm(study: str, storage: str | None, *, examples: int | None = None, max_tied: int | None = None,
@@ -210,6 +217,7 @@ def worker_cmd(
     n_trials: Annotated[Optional[int], typer.Option("--max-trials", help="Run at most this many trials")] = None,
     wall_time: Annotated[Optional[float], typer.Option("--wall-time", help="Stop starting trials after this many seconds")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar")] = False,
+    batch: Annotated[Optional[int], typer.Option("--batch", min=1, help="Trials asked at once and scored in prefix-reuse order (default: the spec's sampler.batch, else a generation for nsga2/nsga3, 8 for random/qmc/grid, 1 for tpe/gp)")] = None,
 ) -> None:
     """Join a running study and evaluate candidates until its budget is met."""
     # deferred: the search loads torch and optuna
@@ -221,7 +229,7 @@ def worker_cmd(
     spec = stored_spec(study, storage)
     if supernet is not None:
         spec = spec.model_copy(update={"supernet": str(supernet.expanduser().resolve())})
-    search = open_search(spec, worker=True)
+    search = open_search(_with_batch(spec, batch), worker=True)
     summary = run_search(search, n_trials=n_trials, wall_time_s=wall_time, quiet=quiet)
     print_summary(summary)
 
