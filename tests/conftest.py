@@ -82,3 +82,25 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'nas.db'}"
     return request.getfixturevalue("pg_url_factory")()
+
+
+# ------------------------------------------------------------------------------ search
+@pytest.fixture(scope="module")
+def one_thread() -> Iterator[None]:
+    """One torch thread for a module of tiny models (threads only add contention); use with
+    ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201 - LoadedSupernet, imported lazily
+    """The search tests' tiny saved supernet (``_search.TINY``), loaded in fp32, one per module.
+    A module defining its own ``tiny`` overrides it."""
+    from _search import save_tiny_supernet
+
+    return save_tiny_supernet(tmp_path_factory.mktemp("tiny") / "supernet")

@@ -6,12 +6,10 @@ from __future__ import annotations
 import threading
 import time
 import warnings
-from collections.abc import Iterator
 from pathlib import Path
 
 import optuna
 import pytest
-import torch
 from optuna.storages import fail_stale_trials
 
 import storage
@@ -25,22 +23,12 @@ from nas.search.status import study_status
 from nas.search.study import ask_batch, open_search
 from nas.search.trials import QUEUED_ATTR, UNSTARTED_ATTR
 
-from _search import CountingScorer, heldout_scorer, make_spec, save_tiny_supernet
+from _search import CountingScorer, heldout_scorer, make_spec
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory: pytest.TempPathFactory) -> LoadedSupernet:
-    return save_tiny_supernet(tmp_path_factory.mktemp("tiny") / "supernet")
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny matmuls
 
 
 def _trials(url: str, name: str = "s") -> list[optuna.trial.FrozenTrial]:

@@ -6,12 +6,10 @@ from __future__ import annotations
 import sys
 import time
 import warnings
-from collections.abc import Iterator
 from pathlib import Path
 
 import optuna
 import pytest
-import torch
 
 import storage
 from nas.errors import NasError
@@ -27,17 +25,7 @@ from _search import CountingScorer, SyntheticLoss, heldout_scorer, make_spec, sa
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny matmuls: threads only add contention
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory: pytest.TempPathFactory) -> LoadedSupernet:
-    return save_tiny_supernet(tmp_path_factory.mktemp("tiny") / "supernet")
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny matmuls
 
 
 def _trials(url: str, name: str) -> list[optuna.trial.FrozenTrial]:

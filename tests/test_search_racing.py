@@ -5,12 +5,10 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterator
 from pathlib import Path
 
 import optuna
 import pytest
-import torch
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
@@ -44,17 +42,7 @@ from _search import (
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory: pytest.TempPathFactory) -> LoadedSupernet:
-    return save_tiny_supernet(tmp_path_factory.mktemp("tiny") / "supernet")
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny matmuls
 
 
 def _stored_examples(url: str, study: str) -> dict[bool, set[tuple[str, int]]]:
