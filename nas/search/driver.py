@@ -251,8 +251,6 @@ class Search:
                     beats.add(trial._trial_id)  # Optuna's id of the trial (no public accessor)
                     try:
                         pending[trial.number] = (trial, self._propose(trial))
-                        if n > 1:
-                            trial.set_user_attr(QUEUED_ATTR, True)  # until its turn (see _await_twin)
                     except optuna.TrialPruned:  # over budget: so would the rest of the batch be
                         beats.discard(trial._trial_id)
                         self._tell(trial, state=TrialState.PRUNED)
@@ -262,6 +260,10 @@ class Search:
                         beats.discard(trial._trial_id)
                         self._tell(trial, state=TrialState.FAIL)
                         raise
+                batch = frozenset(pending)
+                if len(batch) > 1:
+                    for trial, _ in pending.values():
+                        trial.set_user_attr(QUEUED_ATTR, True)  # until its turn (see _await_twin)
                 numbers = list(pending)
                 order = [numbers[i] for i in reuse_order([subnet for _, subnet in pending.values()])]
                 for number in order:
@@ -269,7 +271,7 @@ class Search:
                         break
                     trial, subnet = pending.pop(number)
                     try:
-                        values = self._score(trial, subnet, batch=set(numbers))
+                        values = self._score(trial, subnet, batch=batch)
                     except BaseException:
                         beats.discard(trial._trial_id)
                         self._tell(trial, state=TrialState.FAIL)
@@ -315,7 +317,8 @@ class Search:
 
     def _score(self, trial: optuna.Trial, subnet: SubnetConfig, *, batch: Collection[int]) -> list[float]:
         """Costs, constraints and (for a feasible candidate) the racing or ladder climb:
-        the values to tell Optuna. ``batch``: the trial numbers asked with this one."""
+        the values to tell Optuna. ``batch``: the trial numbers asked with this one (marked
+        queued when there are several)."""
         subnet_id = self._subnet_ids[trial.number]
         if len(batch) > 1:
             trial.set_user_attr(QUEUED_ATTR, False)  # its turn
