@@ -18,6 +18,7 @@ from evaluators.types import Fidelity, Metrics
 from nas.model.directory import LoadedSupernet
 from nas.model.subnet import SubnetConfig
 from nas.search.driver import TrialOutcome
+from nas.search.optuna_storage import fail_stale
 from nas.search.spec import parse_spec
 from nas.search.status import study_status
 from nas.search.study import ask_batch, open_search
@@ -163,3 +164,43 @@ def test_a_twin_is_awaited_while_scored_not_while_queued(tiny: LoadedSupernet, s
     other.set_user_attr(QUEUED_ATTR, False)  # its turn: being scored
     assert waits()
     assert not waits(batch=(other.number, mine.number))  # a twin in this worker's own batch: no wait
+
+
+def test_an_ask_never_falls_between_a_stale_trial_and_its_retry(tiny: LoadedSupernet, db_url: str) -> None:
+    """Optuna fails a stale trial, then queues its retry. A worker asking in between used to
+    get a new trial numbered before the retry, and the budget guard then pruned the retry
+    (``bench/distributed_workers.py`` lost one killed trial per run). Held open here: the
+    ask waits, then takes the retry."""
+    spec = make_spec(tiny.path, db_url, sampler={"name": "random", "batch": 2}, budget={"n_trials": 2})
+    search = open_search(spec, scorers=[heldout_scorer(tiny)], loaded=tiny)
+    dead = search._ask()
+    search._propose(dead)
+    search.study._storage.record_heartbeat(dead._trial_id)  # its last heartbeat, then silence
+    time.sleep(spec.fault_tolerance.grace_period_s + 0.5)
+
+    backend = search.study._storage._backend
+    retry_callback = backend.heartbeat_stale_trial_callback
+    in_gap, go = threading.Event(), threading.Event()
+
+    def held_open(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        in_gap.set()  # the stale trial is FAIL, its retry not queued yet
+        go.wait(30)
+        retry_callback(study, trial)
+
+    backend.heartbeat_stale_trial_callback = held_open
+    failer = threading.Thread(target=fail_stale, args=(search.study,))
+    failer.start()
+    assert in_gap.wait(30)
+    asked: list[optuna.Trial] = []
+    asker = threading.Thread(target=lambda: asked.append(search._ask()))
+    asker.start()
+    asker.join(1.0)
+    blocked = asker.is_alive()
+    go.set()
+    failer.join()
+    asker.join()
+    assert blocked, "an ask went through in the gap"
+    trials = _trials(db_url)
+    assert [t.state.name for t in trials] == ["FAIL", "RUNNING"]  # no new trial: the ask took the retry
+    assert asked[0].number == trials[1].number and trials[1].system_attrs["failed_trial"] == dead.number
+    assert trials[1].params == trials[0].params

@@ -64,7 +64,6 @@ from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 
 import optuna
-from optuna.storages import fail_stale_trials
 from optuna.trial import TrialState
 
 from evaluators.prefix import reuse_order
@@ -79,6 +78,7 @@ from nas.model.subnet import SubnetConfig
 from nas.pareto import as_minimization, non_dominated_mask
 from nas.search.batches import Heartbeats, requeue_unstarted
 from nas.search.costs import StudyCosts, constraint_violation
+from nas.search.optuna_storage import fail_stale, trial_lock
 from nas.search.outcomes import LadderResult, RunSummary, TrialOutcome
 from nas.search.params import suggest_subnet
 from nas.search.promotion import Estimate, Promotion, aggregate_estimate, promotion_decision, score_estimate
@@ -204,9 +204,7 @@ class Search:
                     # The rest of the budget is running on other workers: wait for them, and
                     # fail (and re-queue) any whose worker stopped sending heartbeats.
                     time.sleep(poll_s)
-                    with warnings.catch_warnings():
-                        warnings.simplefilter("ignore")
-                        fail_stale_trials(self.study)
+                    fail_stale(self.study)
                     continue
                 n = self.batch
                 if self.n_trials is not None:  # the queued trials, and the budget's free places
@@ -237,17 +235,13 @@ class Search:
     def _run_batch(self, n: int, deadline: float) -> int:
         """Ask ``n`` trials, score them in prefix-reuse order and tell each as it finishes.
         Returns how many were told (scored, infeasible or pruned over budget)."""
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            fail_stale_trials(self.study)  # as study.optimize does before each trial
+        fail_stale(self.study)  # as study.optimize does before each trial
         pending: dict[int, tuple[optuna.Trial, SubnetConfig]] = {}
         told = 0
         with Heartbeats(self.study._storage) as beats:
             try:
                 for _ in range(n):
-                    with warnings.catch_warnings():
-                        warnings.simplefilter("ignore")  # "heartbeat ... used with Study.optimize": Heartbeats beats
-                        trial = self.study.ask()
+                    trial = self._ask()
                     beats.add(trial._trial_id)  # Optuna's id of the trial (no public accessor)
                     try:
                         pending[trial.number] = (trial, self._propose(trial))
@@ -284,6 +278,13 @@ class Search:
                     beats.discard(trial._trial_id)
                     self._requeue_unstarted(trial)
         return told
+
+    def _ask(self) -> optuna.Trial:
+        """A new trial, or the first queued one; never in the gap between another worker
+        failing a stale trial and queueing its retry (:func:`trial_lock`)."""
+        with trial_lock(self.study), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "heartbeat ... used with Study.optimize": Heartbeats beats
+            return self.study.ask()
 
     def _tell(self, trial: optuna.Trial, *, values: list[float] | None = None, state: TrialState | None = None) -> None:
         with warnings.catch_warnings():
@@ -381,9 +382,7 @@ class Search:
                 return
             log.info("trial %d: waiting for trial %d, which scores the same sub-network", trial.number, twins[0])
             time.sleep(poll_s)
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                fail_stale_trials(self.study)
+            fail_stale(self.study)
 
     def _budget_guard(self, trial: optuna.Trial) -> None:
         """Prune a trial that another worker's trials already pushed past the budget."""

@@ -4,7 +4,9 @@ Optuna's tables live in the same database as our ``nas_*`` tables (SQLite or
 PostgreSQL), so ``optuna-dashboard URL`` shows every study. Creating Optuna's tables is
 safe when several processes open a fresh database at once, and a trial whose worker died
 before its first heartbeat is failed and retried like any stale trial
-(:class:`HeartbeatStorage`). On SQLite, Optuna's
+(:class:`HeartbeatStorage`). The workers of one study ask trials and fail stale ones under
+one lock (:func:`trial_lock`), so a retry is never numbered after a trial asked while its
+place in the budget looked free. On SQLite, Optuna's
 connections switch to WAL with ``synchronous=NORMAL`` like ours, through storage's own
 retrying helper.
 """
@@ -12,17 +14,23 @@ retrying helper.
 from __future__ import annotations
 
 import datetime as dt
+import fcntl
+import hashlib
 import random
+import tempfile
+import threading
 import time
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
-from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
+import optuna
+from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback, fail_stale_trials
 from optuna.storages._rdb import models  # the trial tables (HeartbeatStorage queries them)
 from optuna.trial import TrialState
-from sqlalchemy import create_engine, event
+from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.pool import NullPool
@@ -98,10 +106,61 @@ class HeartbeatStorage(RDBStorage):
             session.close()
         return stale + [trial_id for trial_id in silent if trial_id not in stale]
 
+    @contextmanager
+    def study_lock(self, study_id: int) -> Iterator[None]:
+        """Held by one worker of the study at a time, across processes: a transaction-level
+        advisory lock on PostgreSQL (released at commit, or when a killed worker's connection
+        drops), an ``flock`` on a file in the temporary directory named after the database on
+        SQLite (whose own locks must not be touched: closing any descriptor of the database
+        file drops them), a thread lock for an in-memory database."""
+        url = make_url(self.url)
+        if url.get_backend_name() == "postgresql":
+            with self.engine.connect() as conn, conn.begin():
+                conn.execute(text("SELECT pg_advisory_xact_lock(:key, :study)"), {"key": _PG_STUDY_KEY, "study": study_id})
+                yield
+            return
+        if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
+            name = hashlib.sha1(str(Path(url.database).resolve()).encode()).hexdigest()[:16]
+            with open(Path(tempfile.gettempdir()) / f"nas-study-{name}-{study_id}.lock", "a") as handle:
+                fcntl.flock(handle, fcntl.LOCK_EX)  # released when the file closes, or the process dies
+                yield
+            return
+        with _MEMORY_LOCK:  # an in-memory database lives in one process
+            yield
+
+
+@contextmanager
+def trial_lock(study: optuna.Study) -> Iterator[None]:
+    """Serialise, across the workers of ``study``, asking a trial with failing stale trials.
+
+    Optuna fails a stale trial and only then queues its retry. A worker that counted the
+    budget in that gap saw a free place and asked a new trial, numbered before the retry;
+    the budget guard then pruned the retry, and the killed worker's sub-network was never
+    scored (``bench/distributed_workers.py``: one trial lost per run). Under this lock an
+    ask comes before the stale trial is failed (it still holds its place) or after its
+    retry is queued (which ``ask`` takes first)."""
+    backend = getattr(study._storage, "_backend", study._storage)  # Optuna's cache wraps the RDB storage
+    if not isinstance(backend, HeartbeatStorage):
+        yield
+        return
+    with backend.study_lock(study._study_id):
+        yield
+
+
+def fail_stale(study: optuna.Study) -> None:
+    """Fail (and, by the storage's callback, re-queue) the study's stale trials, under
+    :func:`trial_lock`."""
+    with trial_lock(study), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # heartbeat is experimental
+        fail_stale_trials(study)
+
 
 _ATTEMPTS = 6
 #: PostgreSQL advisory lock key serialising the creation of Optuna's tables ("nas_optuna").
 _PG_LOCK_KEY = 0x6E61735F6F70
+_MEMORY_LOCK = threading.Lock()
+#: The first key of the two-key PostgreSQL advisory lock of one study's trials ("nasT").
+_PG_STUDY_KEY = 0x6E617354
 
 
 def _lost_creation_race(exc: BaseException) -> bool:
@@ -154,4 +213,4 @@ def _safe(url: str) -> str:
         return "<database>"
 
 
-__all__ = ["HeartbeatStorage", "optuna_storage"]
+__all__ = ["HeartbeatStorage", "fail_stale", "optuna_storage", "trial_lock"]
