@@ -218,6 +218,22 @@ def curve(args: argparse.Namespace, size: dict[str, Any], root: Path) -> dict[st
     return report
 
 
+def _overrides(pairs: list[str], size: dict[str, Any]) -> dict[str, int]:
+    """``--set KEY=N`` pairs as sizes; a bad one exits naming it and the keys there are."""
+    keys = [k for k in size if k not in ("max_chars", "dtype")]
+    changed: dict[str, int] = {}
+    for pair in pairs:
+        key, _, value = pair.partition("=")
+        if key not in keys or not value.strip().isdigit() or int(value) < 1:
+            raise SystemExit(f"--set {pair!r}: give KEY=N with N a positive integer and KEY one of {', '.join(keys)}")
+        changed[key] = int(value)
+    model = {**size, **changed}
+    if model["top_k"] > model["n_expert"] // 2:
+        raise SystemExit(f"--set: top_k {model['top_k']} is above half the experts ({model['n_expert']} // 2), "
+                         "the reduced expert choice it must fit in")
+    return changed
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="a tiny smoke check (under 2 minutes), not evidence")
@@ -234,6 +250,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--curve-runs", default="elastic", help="runs of the curve: elastic, or elastic,baseline; baseline alone only trains it, so that "
                              "two processes can train the two runs side by side (default: %(default)s)")
     parser.add_argument("--curve-points", type=int, default=10, help="checkpoints along the curve (default: %(default)s)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=N", dest="overrides",
+                        help="change one size of the model or the runs, e.g. --set d_ff=128 (repeatable; keys: "
+                             + ", ".join(k for k in SIZES["full"] if k not in ("max_chars",)) + "); its runs get their own folder")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     torch.set_num_threads(args.threads)
@@ -242,7 +261,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     size["dtype"] = resolve_dtype(args.dtype, "cpu")  # part of the size: a finished run is reused only in its own dtype
     if args.steps:
         size["steps"] = args.steps
+    changed = _overrides(args.overrides, size)
+    size |= changed
     root = args.out or work_dir() / "bench" / ("ernie_ablation_quick" if args.quick else "ernie_ablation")
+    if changed:  # a run of other sizes never resumes or reuses this one's checkpoints
+        root = root / "_".join(f"{k}{v}" for k, v in sorted(changed.items()))
     if args.curve:
         return curve(args, size, root / f"curve_{args.curve}")
 
