@@ -160,7 +160,7 @@ def run_heal_cached(args: argparse.Namespace, parent: LoadedSupernet, space: Sea
     plan = plan_heal(parent.path, out, budget=None if resume else budget, space=space, settings=settings,
                      resume=resume, fresh=not resume, loaded=parent)
     log.info("heal: %d steps of %d tokens (%s), measured %.2f s a step", plan.steps, plan.config.tokens_per_step,
-             budget.describe(), plan.record.get("measured_step_s") or float("nan"))
+             budget.describe(), (plan.record.get("timing") or {}).get("step_s", float("nan")))
 
     def on_step(r: Any) -> None:
         if r.step % 25 == 0 or r.step == r.total_steps:
@@ -317,7 +317,7 @@ def main() -> None:
         "docs_per_task": min(args.docs, args.docs_healed or args.docs), "heldout_windows": args.heldout, "heldout_source": "wikitext-2 test, 256 tokens",
         "subnets": rows,
         "tokens": record["tokens"], "steps": record["steps"], "heal_s": record.get("wall_time_s"),
-        "heal_budget": record["budget"], "measured_step_s": record.get("measured_step_s"),
+        "heal_budget": record["budget"], "heal_timing": record.get("timing"),
         "heal_settings": record["settings"], "heal_val_loss": record.get("val_loss"),
         "heal_cached": healed_info["cached"], "heal_resumed": healed_info["resumed"],
         "heal_wall_s": healed_info.get("heal_wall_s"),  # with the timing steps, evaluations and checkpoints

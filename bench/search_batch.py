@@ -11,12 +11,16 @@ object: per arm ``seconds``, ``reuse_fraction`` (layer passes skipped / all, fro
 evaluator's prefix cache), ``layer_passes``, ``evaluations`` and ``complete``; ``speedup``
 (one at a time / batched, seconds of the search alone, after a one-trial warm-up that
 tokenises every document),
-``same_trials`` (trials whose parameters agree) and the settings. ``--tied``: the demo's
+``same_trials`` (trials whose parameters agree) and the settings. ``--rounds N`` runs each
+arm N times, alternating which goes first (batched first in even rounds): an arm's
+``seconds`` is then its median, ``seconds_all`` lists every run with ``first`` marking the
+runs that went first, and ``order_effect`` is the median over arms of (seconds when first) /
+(seconds when second), 1.0 when the order does not matter. ``--tied``: the demo's
 space with tied widths (depth and one width for every layer), where sub-networks share
 long prefixes of kept layers; the demo's own space chooses heads and width per layer, so
 few candidates share more than a layer or two.
 
-    python bench/search_batch.py [--trials 20] [--population 10] [--threads 2] [--tied] [--prefix-cache-mb N]
+    python bench/search_batch.py [--trials 20] [--population 10] [--threads 2] [--tied] [--prefix-cache-mb N] [--rounds 2]
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ import argparse
 import json
 import logging
 import os
+import statistics
 import sys
 import tempfile
 import time
@@ -89,6 +94,12 @@ def run_arm(args: argparse.Namespace, loaded: Any, dtype: str, batch: int, direc
     }
 
 
+def _summary(arm: list[dict[str, Any]]) -> dict[str, Any]:
+    """An arm's first run, its seconds replaced by the median over its runs (all listed)."""
+    return arm[0] | {"seconds": round(statistics.median(r["seconds"] for r in arm), 1),
+                     "seconds_all": [{"round": r["round"], "first": r["first"], "seconds": r["seconds"]} for r in arm]}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--supernet", default=str(Path(os.environ.get("NAS_WORK_DIR", "work")) / "smollm2"))
@@ -101,7 +112,11 @@ def main() -> None:
     parser.add_argument("--tied", action="store_true", help="the demo's space with tied widths (depth-only sharing)")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--prefix-cache-mb", type=int, default=None, help="prefix cache budget (default: from free memory)")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="runs of each arm, alternating which goes first (default: %(default)s; 2 gives ABBA)")
     args = parser.parse_args()
+    if args.rounds < 1:
+        parser.error(f"--rounds {args.rounds}: give 1 or more")
     if args.threads:
         torch.set_num_threads(args.threads)
     logging.basicConfig(level=logging.WARNING)
@@ -111,24 +126,32 @@ def main() -> None:
         sys.exit(f"no supernet in {args.supernet}; import one with: nas supernet import smollm2-135m --out {args.supernet}")
     dtype = resolve_dtype(args.dtype, "cpu")
     loaded = load_supernet(args.supernet, dtype=dtype)
-    arms = {}
+    runs: dict[int, list[dict[str, Any]]] = {args.population: [], 1: []}
     with tempfile.TemporaryDirectory() as tmp:
         # warm-up, not reported: one trial to the top fidelity tokenises every document (memoised for
         # the process), so the first timed arm does not pay for it
         warmup = run_arm(args, loaded, dtype, 1, Path(tmp), trials=1, name="warmup")
-        for batch in (args.population, 1):
-            arms[batch] = run_arm(args, loaded, dtype, batch, Path(tmp))
-            print(json.dumps({k: v for k, v in arms[batch].items() if k != "params"}), file=sys.stderr, flush=True)
-    batched, single = arms[args.population], arms[1]
+        for r in range(args.rounds):
+            pair = (args.population, 1) if r % 2 == 0 else (1, args.population)
+            for batch in pair:
+                arm = run_arm(args, loaded, dtype, batch, Path(tmp), name=f"batch-{batch}-round-{r}")
+                arm |= {"round": r, "first": batch == pair[0]}
+                runs[batch].append(arm)
+                print(json.dumps({k: v for k, v in arm.items() if k != "params"}), file=sys.stderr, flush=True)
+    batched, single = (_summary(runs[b]) for b in (args.population, 1))
     same = sum(a == b for a, b in zip(batched.pop("params"), single.pop("params")))
+    ratios = [statistics.median(r["seconds"] for r in arm if r["first"]) / statistics.median(r["seconds"] for r in arm if not r["first"])
+              for arm in runs.values() if {r["first"] for r in arm} == {True, False}]
     print(json.dumps({
         "warmup_s": warmup["seconds"],
         "speedup": round(single["seconds"] / batched["seconds"], 3),
         "reuse_fraction_batched": batched["reuse_fraction"],
         "reuse_fraction_one_at_a_time": single["reuse_fraction"],
         "same_trials": same,
+        "order_effect": round(statistics.median(ratios), 3) if ratios else None,
         "batched": batched,
         "one_at_a_time": single,
+        "rounds": args.rounds,
         "trials": args.trials, "population": args.population, "chunk": args.chunk, "top": args.top, "tied": args.tied, "dtype": dtype,
         "threads": torch.get_num_threads(),
     }))

@@ -13,7 +13,18 @@ from nas.model.tokenizer import eos_id
 from nas.paths import work_dir
 from nas.training import evaluate_loss, list_checkpoints, train
 from nas.training.data import eval_windows, load_tokens, split_tokens
-from nas.training.heal import HealBudget, heal, heal_settings, parse_duration, parse_tokens, plan_heal, run_heal, subnet_space
+from nas.training.heal import (
+    HealBudget,
+    HealTiming,
+    heal,
+    heal_settings,
+    measure_heal_timing,
+    parse_duration,
+    parse_tokens,
+    plan_heal,
+    run_heal,
+    subnet_space,
+)
 
 from _train_fixtures import tiny_config, write_corpus
 
@@ -139,13 +150,32 @@ def test_interrupted_heal_resumes_bit_exactly(tmp_path: Path, corpus: Path, impo
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
-def test_time_budget_is_turned_into_steps(tmp_path: Path, corpus: Path, imported: Path) -> None:
-    plan = plan_heal(imported, tmp_path / "t", budget=HealBudget(seconds=30.0), settings=_settings(corpus),
-                     measure=lambda cfg: 2.5)
-    assert plan.steps == 12 and plan.record["measured_step_s"] == 2.5 and plan.record["budget"]["seconds"] == 30.0
-    with pytest.raises(NasError, match=r"--time 1e-06 s is shorter than one heal step .* give at least --time 1s"):
+def test_a_heal_run_costs_its_steps_evaluations_checkpoints_and_start(corpus: Path) -> None:
+    timing = HealTiming(step_s=2.5, eval_s=4.0, checkpoint_s=1.0, startup_s=3.0)
+    settings = _settings(corpus, evals=10, checkpoints=10)
+    # 12 steps: an evaluation and a checkpoint after every step (the last evaluation is the final one)
+    assert timing.run_s(12, settings) == 3 + 12 * 2.5 + 12 * 4.0 + 12 * 1.0
+    # 20 steps: every second step, so 10 of each; more steps, fewer evaluations
+    assert timing.run_s(20, settings) == 3 + 20 * 2.5 + 10 * 4.0 + 10 * 1.0
+    # not monotone: 19 steps evaluate after every step (145.5 s), so 110 s buys 20 steps, not 19
+    assert timing.run_s(19, settings) == 145.5 and timing.steps_within(110.0, settings) == 20
+    assert timing.steps_within(100.0, settings) == 12  # 13 steps need 100.5 s, 20 need 103
+    assert timing.steps_within(9.0, settings) == 0  # 3 + 2.5 + 4 + 1 = 10.5 s for one step
+
+
+def test_time_budget_is_turned_into_steps_that_fit_it(tmp_path: Path, corpus: Path, imported: Path) -> None:
+    """The whole heal fits the time: its timing run, steps, evaluations and checkpoints."""
+    timing = HealTiming(step_s=2.5, eval_s=4.0, checkpoint_s=1.0, startup_s=3.0)
+    settings = _settings(corpus, evals=10)
+    plan = plan_heal(imported, tmp_path / "t", budget=HealBudget(seconds=110.0), settings=settings, measure=lambda cfg: timing)
+    assert plan.steps == 20 and plan.record["timing"]["step_s"] == 2.5 and plan.record["budget"]["seconds"] == 110.0
+    assert plan.config.eval_every == 2 and plan.config.checkpoint_every == 2  # as run_s counted them
+    # the real timing run: positive parts, nothing left behind, and a budget under one step refused
+    measured = measure_heal_timing(plan.config.with_overrides(out=str(tmp_path / "probe")))
+    assert min(measured.step_s, measured.eval_s) > 0 and measured.checkpoint_s >= 0 and measured.startup_s >= 0
+    with pytest.raises(NasError, match=r"--time 1e-06 s is shorter than one heal step .* give at least --time \d+s"):
         plan_heal(imported, tmp_path / "t", budget=HealBudget(seconds=1e-6), settings=_settings(corpus))
-    assert not list((tmp_path).glob(".heal-calibrate-*"))  # the timing run leaves nothing behind
+    assert not list((tmp_path).glob(".heal-calibrate-*"))  # the timing runs leave nothing behind
 
 
 def test_bad_inputs(tmp_path: Path, corpus: Path, imported: Path, scratch: Path) -> None:

@@ -9,6 +9,7 @@ is shared with ``nas demo --heal`` and ``nas export --heal``.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Optional
@@ -56,9 +57,17 @@ def heal_with_bar(plan: HealPlan, *, fresh: bool = False, quiet: bool = False, l
     with Progress(*columns, console=console, disable=quiet, transient=False) as bar:
         task = bar.add_task(label, total=total, tokens=f"0/{total:,} tokens", arms="", speed="", left="?")
 
+        first: list[float] = []  # wall clock and training seconds at the first step seen
+
         def on_step(r: StepReport) -> None:
+            # the steps' own ETA, scaled by the share of wall time the evaluations and checkpoints add
+            now = time.monotonic()
+            if not first:
+                first.extend((now, r.elapsed_s))
+            trained = r.elapsed_s - first[1]
+            overhead = max(1.0, (now - first[0]) / trained) if trained > 0 else 1.0
             bar.update(task, completed=r.tokens, tokens=f"{r.tokens:,}/{total:,} tokens", arms=_arm_text(r.arms),
-                       speed=f"{r.tokens_per_s:,.0f} tok/s", left=_clock(r.eta_s))
+                       speed=f"{r.tokens_per_s:,.0f} tok/s", left=_clock(r.eta_s * overhead))
 
         def on_eval(r: EvalReport) -> None:
             losses = "  ".join(f"{k} {v:.3f}" for k, v in r.val_loss.items())
@@ -85,8 +94,8 @@ def heal_cmd(
     supernet: Annotated[Path, typer.Argument(help="Supernet directory to heal (e.g. work/smollm2 from `nas supernet import`)")],
     out: Annotated[Path, typer.Option("--out", help="Directory for the healed supernet (and its checkpoints)")],
     tokens: Annotated[Optional[str], typer.Option("--tokens", help="Budget in training tokens: 500k, 2M, 2e6")] = None,
-    time: Annotated[Optional[str], typer.Option("--time", help="Budget in time of training steps: 90s, 30m, 1h "
-                                                               "(default 10m on a CPU, 1h on a GPU)")] = None,
+    time: Annotated[Optional[str], typer.Option("--time", help="Budget in wall time (steps, held-out evaluations, checkpoints, "
+                                                               "the timing run): 90s, 30m, 1h (default 10m on a CPU, 1h on a GPU)")] = None,
     space: Annotated[Optional[Path], typer.Option("--space", help="Search space YAML to heal over (default: the supernet's own)")] = None,
     teacher: Annotated[str, typer.Option("--teacher", help="parent: the frozen full model of an imported supernet; "
                                                            "self: a supernet trained from scratch distils from its own")] = "parent",
@@ -120,14 +129,15 @@ def heal_cmd(
     if budget is None and not resume:
         budget = settings.budget
     if budget is not None and budget.seconds is not None and not resume:
-        console.print(f"timing {3} heal steps to turn --time {budget.describe()} into steps ...")
+        console.print(f"timing 3 heal steps, an evaluation and a checkpoint to fit the heal in --time {budget.describe()} ...")
     plan = plan_heal(supernet, out, budget=budget, space=space, settings=settings, teacher=teacher, resume=resume,
                      fresh=fresh)
     rec = plan.record
     console.print(
         f"healing [bold]{supernet}[/] ({rec['parent_hash']}) into {out}: {plan.steps} steps of "
         f"{plan.config.batch_size} x {plan.config.seq_len} tokens = {plan.tokens:,} tokens"
-        + (f" (~{rec['measured_step_s']:.2f} s a step)" if rec.get("measured_step_s") else "")
+        + (f" (~{rec['timing']['step_s']:.2f} s a step, {rec['timing']['eval_s']:.1f} s an evaluation)"
+           if rec.get("timing") else "")
         + f" on {settings.device}, teacher: the frozen full model of {'its parent' if teacher == 'parent' else 'itself'}"
     )
     result = heal_with_bar(plan, fresh=fresh, quiet=quiet)

@@ -9,8 +9,9 @@ Puzzle distil from the parent; Nemotron Elastic trains the nested family jointly
 This module is a thin, well-defaulted layer over :func:`nas.training.train`:
 
 - :func:`plan_heal` builds the :class:`~nas.training.TrainConfig` from the supernet, the
-  space and a budget (:class:`HealBudget`: tokens, or time turned into steps by timing
-  three real steps), with defaults per device (:func:`heal_settings`: minutes on a CPU,
+  space and a budget (:class:`HealBudget`: tokens, or a wall time turned into steps by
+  timing three real steps, an evaluation and a checkpoint, :class:`HealTiming`; the timing
+  run and the run's evaluations and checkpoints count against it), with defaults per device (:func:`heal_settings`: minutes on a CPU,
   an hour on a GPU), and refuses what cannot work: a supernet trained from scratch (it has
   no parent; ``teacher="self"`` distils from its own full model, explicitly), a space
   outside the supernet, a time too short for one step, and a resume with other settings;
@@ -34,6 +35,7 @@ import math
 import re
 import shutil
 import tempfile
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -86,8 +88,9 @@ def parse_tokens(text: str, *, what: str = "--tokens") -> int:
 
 @dataclass(frozen=True)
 class HealBudget:
-    """How long a heal trains: ``tokens``, or ``seconds`` of training steps (turned into a
-    number of steps by timing the first steps; evaluations and checkpoints come on top)."""
+    """How long a heal trains: ``tokens``, or ``seconds`` of wall time (turned into a number
+    of steps by timing a step, an evaluation and a checkpoint; the timing run, the start,
+    the evaluations and the checkpoints count against it: :class:`HealTiming`)."""
     tokens: int | None = None
     seconds: float | None = None
 
@@ -160,9 +163,9 @@ def heal_settings(device: str = "auto", **overrides: Any) -> HealSettings:
     """Defaults for ``device`` (``auto``: cuda when torch sees a GPU), with ``overrides``
     (fields of :class:`HealSettings`; None values are ignored).
 
-    CPU (minutes): 10 min of steps of 4 x 256 tokens, one random arm besides the largest and
+    CPU (minutes): 10 min of 4 x 256-token steps, one random arm besides the largest and
     the smallest, the first 4 M characters of the Gutenberg corpus (a 2-core CPU heals
-    SmolLM2-135M at ~270 tokens/s). GPU (an hour): 1 h of steps of 32 x 1024 tokens, two
+    SmolLM2-135M at ~270 tokens/s). GPU (an hour): 1 h of 32 x 1024-token steps, two
     random arms, the whole corpus.
     The dtype is the device's fast one (:func:`nas.model.dtypes.fast_dtype`:
     bf16 autocast where bf16 is native, else fp32).
@@ -275,10 +278,19 @@ def teacher_kind(loaded: LoadedSupernet, teacher: str) -> str:
     return teacher
 
 
+def _eval_every(steps: int, s: HealSettings) -> int:
+    """Steps between held-out evaluations during the run (0: only the final one)."""
+    every = max(1, steps // s.evals) if s.evals else 0
+    return every if every < steps else 0
+
+
+def _checkpoint_every(steps: int, s: HealSettings) -> int:
+    return max(1, steps // s.checkpoints) if s.checkpoints else 0
+
+
 def _train_config(supernet: Path, out: Path, space: SearchSpace, settings: HealSettings, steps: int, *,
                   keep: int) -> TrainConfig:
     s = settings
-    evals = max(1, steps // s.evals) if s.evals else 0
     return parse_train_config({
         "out": str(out),
         "seed": s.seed,
@@ -292,29 +304,67 @@ def _train_config(supernet: Path, out: Path, space: SearchSpace, settings: HealS
         "seq_len": s.seq_len,
         "dtype": s.dtype,
         "device": s.device,
-        "checkpoint_every": max(1, steps // s.checkpoints) if s.checkpoints else 0,
+        "checkpoint_every": _checkpoint_every(steps, s),
         "keep_checkpoints": keep,
-        "eval_every": evals if evals < steps else 0,
+        "eval_every": _eval_every(steps, s),
         "eval_tokens": s.eval_tokens,
         "log_every": max(1, min(10, steps // 20)),
     }, source="nas heal")
 
 
-def measure_step_s(config: TrainConfig, *, steps: int = CALIBRATION_STEPS) -> float:
-    """Seconds per training step of ``config``, timed on ``steps`` real steps in a scratch
-    directory (the first step, which warms up, is left out when there are more)."""
+@dataclass(frozen=True)
+class HealTiming:
+    """What a heal's parts take on this device (:func:`measure_heal_timing`): a step, one
+    held-out evaluation (largest and smallest), one checkpoint, and the start of a run
+    (loading the models and the data)."""
+    step_s: float
+    eval_s: float = 0.0
+    checkpoint_s: float = 0.0
+    startup_s: float = 0.0
+
+    def run_s(self, steps: int, settings: HealSettings) -> float:
+        """Wall seconds of a heal of ``steps`` steps: the steps, the evaluations during the run
+        and the final one, the checkpoints (every ``checkpoint_every`` steps and the last)."""
+        eval_every, checkpoint_every = _eval_every(steps, settings), _checkpoint_every(steps, settings)
+        evals = ((steps - 1) // eval_every if eval_every else 0) + 1
+        checkpoints = -(-steps // checkpoint_every) if checkpoint_every else 0
+        return self.startup_s + steps * self.step_s + evals * self.eval_s + checkpoints * self.checkpoint_s
+
+    def steps_within(self, seconds: float, settings: HealSettings) -> int:
+        """The most steps whose whole run fits in ``seconds`` (0 if not even one). Not
+        monotone in steps (fewer steps evaluate more often), so the count is searched down."""
+        steps = int(seconds // self.step_s)
+        while steps >= 1 and self.run_s(steps, settings) > seconds:
+            steps -= 1
+        return max(steps, 0)
+
+    def to_dict(self) -> dict[str, float]:
+        return {k: round(v, 4) for k, v in dataclasses.asdict(self).items()}
+
+
+def measure_heal_timing(config: TrainConfig) -> HealTiming:
+    """Time ``config``'s parts on real work in a scratch directory: three steps (the first,
+    which warms up, left out), with one held-out evaluation and one checkpoint after the
+    second. The start of a run is what the probe took besides them."""
     parent = Path(config.out).absolute().parent
     parent.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(prefix=".heal-calibrate-", dir=parent))
-    elapsed: list[float] = []
+    steps: list[tuple[float, float]] = []  # (wall clock, training seconds so far) after each step
+    evals: list[float] = []  # wall clock after each evaluation
+    began = time.perf_counter()
     try:
-        probe = config.with_overrides(out=str(scratch / "out"), steps=max(steps, 2), checkpoint_every=0, eval_every=0)
-        train(probe, stop_after=steps, on_step=lambda r: elapsed.append(r.elapsed_s))
+        probe = config.with_overrides(out=str(scratch / "out"), steps=CALIBRATION_STEPS + 1, checkpoint_every=2,
+                                      eval_every=2, keep_checkpoints=1)
+        train(probe, stop_after=CALIBRATION_STEPS, on_step=lambda r: steps.append((time.perf_counter(), r.elapsed_s)),
+              on_eval=lambda r: evals.append(time.perf_counter()))
+        ended = time.perf_counter()
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-    if len(elapsed) >= 2:
-        return (elapsed[-1] - elapsed[0]) / (len(elapsed) - 1)
-    return elapsed[-1]
+    (_, e1), (w2, e2), (w3, e3) = steps
+    eval_s = evals[0] - w2
+    checkpoint_s = max(0.0, (w3 - evals[0]) - (e3 - e2))  # between the evaluation and step 3, less the step
+    return HealTiming(step_s=(e3 - e1) / 2, eval_s=eval_s, checkpoint_s=checkpoint_s,
+                      startup_s=max(0.0, (ended - began) - e3 - eval_s - checkpoint_s))
 
 
 def _differences(old: Mapping[str, Any], new: Mapping[str, Any], prefix: str = "") -> list[str]:
@@ -339,7 +389,7 @@ def plan_heal(
     resume: bool = False,
     fresh: bool = False,
     loaded: LoadedSupernet | None = None,
-    measure: Callable[[TrainConfig], float] = measure_step_s,
+    measure: Callable[[TrainConfig], HealTiming] = measure_heal_timing,
 ) -> HealPlan:
     """Resolve a heal of ``supernet`` into ``out`` (see the module docstring). With
     ``resume``, the settings recorded by the heal being continued are used, and any given
@@ -380,27 +430,32 @@ def plan_heal(
                 f"a budget of {budget.tokens:,} tokens is less than one heal step ({settings.batch_size} x "
                 f"{settings.seq_len} = {settings.batch_size * settings.seq_len:,} tokens); raise it or lower the batch"
             )
-        step_s = None
+        timing = None
     elif previous is not None:
-        steps, step_s = int(previous["steps"]), previous.get("measured_step_s")
+        steps, timing = int(previous["steps"]), previous.get("timing")
     else:
         assert budget.seconds is not None
         probe = _train_config(source, out, the_space, settings, CALIBRATION_STEPS, keep=keep)
-        step_s = measure(probe)
-        steps = int(budget.seconds // step_s)
+        began = time.perf_counter()
+        measured = measure(probe)
+        left = budget.seconds - (time.perf_counter() - began)  # the timing run is part of the budget
+        steps = measured.steps_within(left, settings)
         if steps < 1:
+            least = (time.perf_counter() - began) + measured.run_s(1, settings)
             raise NasError(
-                f"--time {budget.describe()} is shorter than one heal step ({step_s:.2f} s measured for "
-                f"{settings.batch_size} x {settings.seq_len} tokens on {settings.device}); give at least "
-                f"--time {math.ceil(step_s)}s, or a --tokens budget"
+                f"--time {budget.describe()} is shorter than one heal step with its timing run, evaluation and "
+                f"checkpoint ({measured.step_s:.2f} s a step of {settings.batch_size} x {settings.seq_len} tokens on "
+                f"{settings.device}, {measured.eval_s:.2f} s an evaluation); give at least --time {math.ceil(least)}s, "
+                "or a --tokens budget"
             )
+        timing = measured.to_dict()
     config = _train_config(source, out, the_space, settings, steps, keep=keep)
     record = {
         **wanted,
         "parent_path": str(source),
         "steps": steps,
         "tokens": steps * config.tokens_per_step,
-        "measured_step_s": None if step_s is None else round(step_s, 4),
+        "timing": timing,  # a time budget's measured parts (HealTiming), None for a token budget
         "data": {"corpus": list(settings.corpus), "max_chars": settings.max_chars, "val_fraction": settings.val_fraction},
     }
     return HealPlan(config=config, record=record, resume=resume)
@@ -451,7 +506,8 @@ __all__ = [
     "HealSettings",
     "heal",
     "heal_settings",
-    "measure_step_s",
+    "HealTiming",
+    "measure_heal_timing",
     "parse_duration",
     "parse_tokens",
     "plan_heal",
