@@ -62,3 +62,22 @@ def test_quick_demo_end_to_end_and_resume(tmp_path):
     bad = subprocess.run(env_cmd + ["--search-time", "soon"], capture_output=True, text=True, timeout=120)
     message = " ".join(bad.stderr.replace("│", " ").split())
     assert bad.returncode == 2 and "--search-time 'soon' is not a duration" in message and "0 for no cap" in message
+
+
+def test_quick_demo_with_heal_searches_the_healed_supernet(tmp_path):
+    """`--heal`: the supernet is healed first and searched as its own study; with no unhealed
+    study yet to compare with, the demo says how to make one before the compare command."""
+    cmd = [sys.executable, "-c", "from nas.cli import main; main()", "demo", "--quick", "--heal", "--trials", "2",
+           "--work", str(tmp_path)]
+    run = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    assert run.returncode == 0, run.stderr[-2000:]
+    result = json.loads(run.stdout.strip().splitlines()[-1])
+    assert result["study"] == "demo-quick-healed" and result["complete"] == 2 and result["wall_time"]["heal_s"] > 0
+    text = " ".join(run.stdout.split())  # the console wraps long lines
+    assert f"unhealed: .venv/bin/nas demo --work {tmp_path} --quick" in text
+    assert "nas report demo-quick-healed --compare demo-quick" in text
+
+    from nas.model.directory import load_supernet
+
+    healed = load_supernet(tmp_path / "demo-quick-supernet-healed", verify=False)
+    assert healed.provenance["heal"]["parent_hash"] == load_supernet(tmp_path / "demo-quick-supernet").content_hash

@@ -155,7 +155,7 @@ def demo(
     from nas.search.study import open_search
     from reports.data import load_study
     from reports.html import write_report
-    from storage import open_database
+    from storage import get_study, open_database
 
     timings: dict[str, float] = {}
     work.mkdir(parents=True, exist_ok=True)
@@ -216,6 +216,7 @@ def demo(
         report = write_report(view, work / "reports" / f"{spec.name}.html")
         front, tau = _print_front(view, db)
         picks = _print_picks(view, db)
+        unhealed_searched = heal is not None and get_study(db, unhealed_study) is not None
     finally:
         db.close()
     console.print(f"[bold]4. report[/] {report}")
@@ -230,6 +231,10 @@ def demo(
             f"--out {work / 'export'} --verify"
         )
     if heal is not None:
+        if not unhealed_searched:  # the comparison needs the unhealed study too
+            again = " --quick" if quick else (f" --model {model}" if model != "smollm2-135m" else "")
+            console.print(f"  unhealed: .venv/bin/nas demo --work {work}{again}     # search the unhealed supernet as "
+                          f"{unhealed_study}, then:")
         console.print(f"  compare: .venv/bin/nas report {spec.name} --compare {unhealed_study} --storage {storage}"
                       "     # healed vs unhealed fronts, and the same sub-networks side by side")
     return {"timings": timings, "front": front, "picks": picks, "report": str(report), "study": spec.name,
