@@ -140,11 +140,12 @@ def heal_cmd(
            if rec.get("timing") else "")
         + f" on {settings.device}, teacher: the frozen full model of {'its parent' if teacher == 'parent' else 'itself'}"
     )
+    start = time.perf_counter()
     result = heal_with_bar(plan, fresh=fresh, quiet=quiet)
     losses = ", ".join(f"{k} {v:.3f}" for k, v in result.val_loss.items())
     console.print(
         f"healed supernet [bold]{result.content_hash}[/] written to {result.out}: {result.tokens:,} tokens in "
-        f"{result.wall_time_s:.0f} s; held-out loss {losses}"
+        f"{time.perf_counter() - start:.0f} s ({result.wall_time_s:.0f} s of steps); held-out loss {losses}"
         + (f" (resumed from {Path(result.resumed_from).name})" if result.resumed_from else "")
     )
     console.print(f"search it: give `supernet: {result.out}` in a study spec; compare: nas report HEALED --compare UNHEALED")
