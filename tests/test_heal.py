@@ -325,6 +325,9 @@ def test_cli_heals_and_refuses_bad_input_with_one_line(tmp_path: Path, corpus: P
     code, out, _ = nas("heal", str(imported), "--out", str(tmp_path / "h"), "--tokens", "512", *common)
     assert code == 0 and "4 steps of 4 x 32 tokens = 512 tokens" in out and "healed supernet" in out
     assert load_supernet(tmp_path / "h").provenance["heal"]["settings"]["lr"] == 3e-3
+    code, out, _ = nas("heal", str(imported), "--out", str(tmp_path / "t"), "--time", "20s", *common)
+    assert code == 0 and "s an evaluation)" in out and "healed supernet" in out and "s of steps)" in out
+    assert load_supernet(tmp_path / "t").provenance["heal"]["timing"]["step_s"] > 0
     for args, message in (
         (["--tokens", "1k", "--time", "5m"], "give --tokens or --time, not both"),
         (["--time", "soon"], "--time 'soon' is not a duration"),

@@ -9,9 +9,9 @@ is shared with ``nas demo --heal`` and ``nas export --heal``.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, replace
 from pathlib import Path
+from time import monotonic, perf_counter  # not `time`: the command's --time option is called so
 from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
@@ -61,7 +61,7 @@ def heal_with_bar(plan: HealPlan, *, fresh: bool = False, quiet: bool = False, l
 
         def on_step(r: StepReport) -> None:
             # the steps' own ETA, scaled by the share of wall time the evaluations and checkpoints add
-            now = time.monotonic()
+            now = monotonic()
             if not first:
                 first.extend((now, r.elapsed_s))
             trained = r.elapsed_s - first[1]
@@ -140,12 +140,12 @@ def heal_cmd(
            if rec.get("timing") else "")
         + f" on {settings.device}, teacher: the frozen full model of {'its parent' if teacher == 'parent' else 'itself'}"
     )
-    start = time.perf_counter()
+    start = perf_counter()
     result = heal_with_bar(plan, fresh=fresh, quiet=quiet)
     losses = ", ".join(f"{k} {v:.3f}" for k, v in result.val_loss.items())
     console.print(
         f"healed supernet [bold]{result.content_hash}[/] written to {result.out}: {result.tokens:,} tokens in "
-        f"{time.perf_counter() - start:.0f} s ({result.wall_time_s:.0f} s of steps); held-out loss {losses}"
+        f"{perf_counter() - start:.0f} s ({result.wall_time_s:.0f} s of steps); held-out loss {losses}"
         + (f" (resumed from {Path(result.resumed_from).name})" if result.resumed_from else "")
     )
     console.print(f"search it: give `supernet: {result.out}` in a study spec; compare: nas report HEALED --compare UNHEALED")
