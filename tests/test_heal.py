@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -153,14 +154,15 @@ def test_interrupted_heal_resumes_bit_exactly(tmp_path: Path, corpus: Path, impo
 def test_a_heal_run_costs_its_steps_evaluations_checkpoints_and_start(corpus: Path) -> None:
     timing = HealTiming(step_s=2.5, eval_s=4.0, checkpoint_s=1.0, startup_s=3.0)
     settings = _settings(corpus, evals=10, checkpoints=10)
-    # 12 steps: an evaluation and a checkpoint after every step (the last evaluation is the final one)
-    assert timing.run_s(12, settings) == 3 + 12 * 2.5 + 12 * 4.0 + 12 * 1.0
+    # 12 steps: an evaluation and a checkpoint after every step (the last evaluation is the final
+    # one), then the healed supernet's files (as long as a checkpoint)
+    assert timing.run_s(12, settings) == 3 + 12 * 2.5 + 12 * 4.0 + 13 * 1.0
     # 20 steps: every second step, so 10 of each; more steps, fewer evaluations
-    assert timing.run_s(20, settings) == 3 + 20 * 2.5 + 10 * 4.0 + 10 * 1.0
-    # not monotone: 19 steps evaluate after every step (145.5 s), so 110 s buys 20 steps, not 19
-    assert timing.run_s(19, settings) == 145.5 and timing.steps_within(110.0, settings) == 20
-    assert timing.steps_within(100.0, settings) == 12  # 13 steps need 100.5 s, 20 need 103
-    assert timing.steps_within(9.0, settings) == 0  # 3 + 2.5 + 4 + 1 = 10.5 s for one step
+    assert timing.run_s(20, settings) == 3 + 20 * 2.5 + 10 * 4.0 + 11 * 1.0
+    # not monotone: 19 steps evaluate after every step (146.5 s), so 110 s buys 20 steps, not 19
+    assert timing.run_s(19, settings) == 146.5 and timing.steps_within(110.0, settings) == 20
+    assert timing.steps_within(100.0, settings) == 12  # 13 steps need 101.5 s, 20 need 104
+    assert timing.steps_within(11.0, settings) == 0  # 3 + 2.5 + 4 + 2 * 1 = 11.5 s for one step
 
 
 def test_time_budget_is_turned_into_steps_that_fit_it(tmp_path: Path, corpus: Path, imported: Path) -> None:
@@ -168,8 +170,11 @@ def test_time_budget_is_turned_into_steps_that_fit_it(tmp_path: Path, corpus: Pa
     timing = HealTiming(step_s=2.5, eval_s=4.0, checkpoint_s=1.0, startup_s=3.0)
     settings = _settings(corpus, evals=10)
     plan = plan_heal(imported, tmp_path / "t", budget=HealBudget(seconds=110.0), settings=settings, measure=lambda cfg: timing)
-    assert plan.steps == 20 and plan.record["timing"]["step_s"] == 2.5 and plan.record["budget"]["seconds"] == 110.0
-    assert plan.config.eval_every == 2 and plan.config.checkpoint_every == 2  # as run_s counted them
+    # evaluations get a tenth of the time: 11 s buys 2 of 4 s (one after step 17, the final one), not 10
+    assert timing.evals_within(110.0, settings) == plan.record["evals"] == 2
+    assert plan.steps == 34 and plan.record["timing"]["step_s"] == 2.5 and plan.record["budget"]["seconds"] == 110.0
+    assert timing.run_s(34, dataclasses.replace(settings, evals=2)) == 3 + 34 * 2.5 + 2 * 4.0 + 13 * 1.0 <= 110.0
+    assert plan.config.eval_every == 17 and plan.config.checkpoint_every == 3  # as run_s counted them
     # the real timing run: positive parts, nothing left behind, and a budget under one step refused
     measured = measure_heal_timing(plan.config.with_overrides(out=str(tmp_path / "probe")))
     assert min(measured.step_s, measured.eval_s) > 0 and measured.checkpoint_s >= 0 and measured.startup_s >= 0

@@ -57,6 +57,7 @@ log = logging.getLogger(__name__)
 HEAL_FILE = "heal.json"  # in OUT/train/
 TEACHERS = ("parent", "self")
 CALIBRATION_STEPS = 3
+EVAL_SHARE = 0.1  # of a time budget, at most, for the held-out evaluations that show progress
 
 _DURATION = re.compile(r"^(?:(?P<h>\d+(?:\.\d+)?)h)?(?:(?P<m>\d+(?:\.\d+)?)m(?:in)?)?(?:(?P<s>\d+(?:\.\d+)?)s)?$")
 _TOKENS = re.compile(r"^(?P<n>\d+(?:\.\d+)?(?:e\d+)?)(?P<unit>[kKMG]?)$")
@@ -324,11 +325,20 @@ class HealTiming:
 
     def run_s(self, steps: int, settings: HealSettings) -> float:
         """Wall seconds of a heal of ``steps`` steps: the steps, the evaluations during the run
-        and the final one, the checkpoints (every ``checkpoint_every`` steps and the last)."""
+        and the final one, the checkpoints (every ``checkpoint_every`` steps and the last) and
+        the healed supernet's files (timed as a checkpoint)."""
         eval_every, checkpoint_every = _eval_every(steps, settings), _checkpoint_every(steps, settings)
         evals = ((steps - 1) // eval_every if eval_every else 0) + 1
-        checkpoints = -(-steps // checkpoint_every) if checkpoint_every else 0
+        checkpoints = (-(-steps // checkpoint_every) if checkpoint_every else 0) + 1  # and the supernet written at the end
         return self.startup_s + steps * self.step_s + evals * self.eval_s + checkpoints * self.checkpoint_s
+
+    def evals_within(self, seconds: float, settings: HealSettings) -> int:
+        """How many held-out evaluations (``settings.evals`` at most, the final one included)
+        a run of ``seconds`` makes: they only show progress, so they take at most a tenth
+        of the time (on a slow CPU, ten of them could take half of a 10-minute heal)."""
+        if not settings.evals or self.eval_s <= 0:
+            return settings.evals
+        return min(settings.evals, int(EVAL_SHARE * seconds / self.eval_s))
 
     def steps_within(self, seconds: float, settings: HealSettings) -> int:
         """The most steps whose whole run fits in ``seconds`` (0 if not even one). Not
@@ -423,6 +433,7 @@ def plan_heal(
                 "or start over with --fresh"
             )
     keep = max(settings.keep_checkpoints, 1)
+    evals = settings.evals  # a time budget may make fewer (HealTiming.evals_within); a resume makes as many
     if budget.tokens is not None:
         steps = budget.tokens // (settings.batch_size * settings.seq_len)
         if steps < 1:
@@ -433,13 +444,15 @@ def plan_heal(
         timing = None
     elif previous is not None:
         steps, timing = int(previous["steps"]), previous.get("timing")
+        evals = int(previous.get("evals", evals))
     else:
         assert budget.seconds is not None
         probe = _train_config(source, out, the_space, settings, CALIBRATION_STEPS, keep=keep)
         began = time.perf_counter()
         measured = measure(probe)
         left = budget.seconds - (time.perf_counter() - began)  # the timing run is part of the budget
-        steps = measured.steps_within(left, settings)
+        evals = measured.evals_within(left, settings)
+        steps = measured.steps_within(left, dataclasses.replace(settings, evals=evals))
         if steps < 1:
             least = (time.perf_counter() - began) + measured.run_s(1, settings)
             raise NasError(
@@ -449,13 +462,14 @@ def plan_heal(
                 "or a --tokens budget"
             )
         timing = measured.to_dict()
-    config = _train_config(source, out, the_space, settings, steps, keep=keep)
+    config = _train_config(source, out, the_space, dataclasses.replace(settings, evals=evals), steps, keep=keep)
     record = {
         **wanted,
         "parent_path": str(source),
         "steps": steps,
         "tokens": steps * config.tokens_per_step,
         "timing": timing,  # a time budget's measured parts (HealTiming), None for a token budget
+        "evals": evals,  # held-out evaluations over the run, the final one included
         "data": {"corpus": list(settings.corpus), "max_chars": settings.max_chars, "val_fraction": settings.val_fraction},
     }
     return HealPlan(config=config, record=record, resume=resume)
