@@ -176,9 +176,12 @@ def test_an_ask_never_falls_between_a_stale_trial_and_its_retry(tiny: LoadedSupe
     dead = search._ask()
     search._propose(dead)
     search.study._storage.record_heartbeat(dead._trial_id)  # its last heartbeat, then silence
-    time.sleep(spec.fault_tolerance.grace_period_s + 0.5)
-
     backend = search.study._storage._backend
+    deadline = time.monotonic() + 30  # SQLite's clock counts whole seconds: wait until it calls the trial stale
+    while not backend._get_stale_trial_ids(search.study._study_id) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert backend._get_stale_trial_ids(search.study._study_id) == [dead._trial_id]
+
     retry_callback = backend.heartbeat_stale_trial_callback
     in_gap, go = threading.Event(), threading.Event()
 
