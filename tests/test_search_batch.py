@@ -10,7 +10,6 @@ from pathlib import Path
 
 import optuna
 import pytest
-from optuna.storages import fail_stale_trials
 
 import storage
 from evaluators.prefix import prefix_path
@@ -117,9 +116,7 @@ class SlowScorer(CountingScorer):
 
     def evaluate(self, subnet: SubnetConfig, fidelity: Fidelity, prior: Metrics | None = None) -> Metrics:
         time.sleep(self.delay)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            fail_stale_trials(self.study)
+        fail_stale(self.study)
         return super().evaluate(subnet, fidelity, prior)
 
 
