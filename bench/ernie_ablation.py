@@ -19,9 +19,10 @@ as a change relative to the baseline), ``full_size_penalty`` (elastic full vs ba
 FLOPs of the elastic run / of the baseline plus the twins trained separately), ``spread``
 (the elastic top-1 sub-model vs its full size: evidence that the model is trained enough for
 sub-models to differ), each comparison's 95% interval (``*_ci95``: the relative change's,
-paired over the same held-out windows, so the noise of the text cancels), ``goals`` and ``runs`` (steps, tokens, FLOPs, seconds per run).
+paired over the same held-out windows, so the noise of the text cancels), ``sandwich_rule`` (the
+same four figures for the sandwich run), ``goals`` and ``runs`` (steps, tokens, FLOPs, seconds per run).
 
-    .venv/bin/python bench/ernie_ablation.py            # the full ablation (see README, "Does one run give many models?")
+    .venv/bin/python bench/ernie_ablation.py --jobs 2   # the full ablation (see README, "Does one run give many models?")
     .venv/bin/python bench/ernie_ablation.py --quick    # a smoke check on a tiny model (seconds; not evidence)
     .venv/bin/python bench/ernie_ablation.py --curve 3000 --curve-runs baseline &   # two processes, one run each,
     .venv/bin/python bench/ernie_ablation.py --curve 3000                           # then the elastic one scores both
@@ -30,14 +31,15 @@ paired over the same held-out windows, so the noise of the text cancels), ``goal
 ``--curve STEPS`` asks how long the model must train before its sub-models differ: the
 elastic run (and the baseline) trained for STEPS steps, a checkpoint kept every STEPS/10,
 and at each the spread (top-1 vs full) and the full-size penalty (vs the baseline at the
-same step), with their paired intervals. Training runs in ``--dtype`` (auto: bf16 where the
-CPU computes it natively, else fp32), which is part of a finished run's key.
+same step), with their paired intervals. Training runs in ``--dtype`` (default fp32: at this
+size bf16 trains about 2x slower on a CPU with avx512_bf16; auto: bf16 where the CPU computes
+it natively), which is part of a finished run's key.
 
-The full sizes (8 layers, d_model 128, 16 experts of width 64, top-4; 600 steps of 16 x 128
-tokens, 1.2M tokens per run) are estimated, not yet measured, at 45-50 minutes with one
-thread on this 2-core machine: a full-size step costs about 0.57 s (measured, loaded
-machine), so baseline ~6 min, elastic ~5, sandwich (3 arms) ~14, the four twins ~18, plus
-the tokenizer and tokens (a few minutes, then cached) and scoring (~1 min).
+The full sizes (8 layers, d_model 64, 16 experts of width 64, top-4; 3,000 steps of 16 x 128
+tokens, 6.1M tokens per run): d_model 128 trained for 600 steps left every sub-model within
+1.3% of the full one (and 2.3% after 3,000 steps), no evidence; at d_model 64 the same 3,000
+steps take about 11 minutes a run at one thread and the top-1 sub-model ends 3% behind the
+full one. ``--jobs 2`` trains two runs at a time (see README for the measured wall time).
 """
 
 from __future__ import annotations
@@ -45,8 +47,10 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import multiprocessing
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -74,8 +78,8 @@ ERNIE = {
 
 #: sizes: the full benchmark, and a tiny smoke check
 SIZES = {
-    "full": dict(d_model=128, n_layer=8, n_head=4, n_kv_head=2, d_ff=64, n_expert=16, top_k=4,
-                 steps=600, batch_size=16, seq_len=128, vocab_size=2048, max_chars=8_000_000, eval_tokens=32_768),
+    "full": dict(d_model=64, n_layer=8, n_head=4, n_kv_head=2, d_ff=64, n_expert=16, top_k=4,
+                 steps=3000, batch_size=16, seq_len=128, vocab_size=2048, max_chars=8_000_000, eval_tokens=32_768),
     "quick": dict(d_model=32, n_layer=4, n_head=2, n_kv_head=1, d_ff=16, n_expert=4, top_k=2,
                   steps=30, batch_size=4, seq_len=32, vocab_size=512, max_chars=400_000, eval_tokens=2_048),
 }
@@ -119,6 +123,26 @@ def _train_once(name: str, cfg: TrainConfig, size: dict[str, Any], *, fresh: boo
             "seconds": round(result.wall_time_s, 1)}
     done.write_text(json.dumps({"size": size, "info": info}))
     return info
+
+
+def _init_worker(threads: int) -> None:
+    torch.set_num_threads(threads)
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+
+
+def _train_all(runs: dict[str, TrainConfig], size: dict[str, Any], *, fresh: bool, jobs: int,
+               threads: int) -> dict[str, dict[str, Any]]:
+    """Train (or reuse) every run; ``jobs`` > 1 trains that many at once, each in its own process
+    with ``threads`` threads, the costliest runs (most arms a step, then most FLOPs) first."""
+    if jobs <= 1:
+        return {name: _train_once(name, cfg, size, fresh=fresh) for name, cfg in runs.items()}
+    order = sorted(runs, key=lambda n: (runs[n].sandwich.n_random, runs[n].model.n_layer * runs[n].model.top_k),
+                   reverse=True)
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=context, initializer=_init_worker,
+                             initargs=(threads,)) as pool:
+        futures = {name: pool.submit(_train_once, name, runs[name], size, fresh=fresh) for name in order}
+        return {name: futures[name].result() for name in runs}
 
 
 def _fixed_space(model: dict[str, int]) -> dict[str, Any]:
@@ -238,11 +262,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="a tiny smoke check (under 2 minutes), not evidence")
     parser.add_argument("--steps", type=int, default=None, help="override the steps of every run")
-    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default: %(default)s)")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads, per job (default: %(default)s)")
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="train this many runs of the table at once, one process each (default: %(default)s; "
+                             "2 on a 2-core machine with --threads 1)")
     parser.add_argument("--fresh", action="store_true", help="retrain every run (default: reuse finished runs, resume interrupted ones)")
     parser.add_argument("--out", type=Path, default=None, help="folder of the runs (default: WORK/bench/ernie_ablation)")
-    parser.add_argument("--dtype", default="auto", choices=("auto", "bf16", "fp32"),
-                        help="training and scoring dtype (default: %(default)s: bf16 where the CPU computes it natively, else fp32)")
+    parser.add_argument("--dtype", default="fp32", choices=("auto", "bf16", "fp32"),
+                        help="training and scoring dtype (default: %(default)s: at this model's size bf16 trains about 2x "
+                             "slower on a CPU with avx512_bf16; auto: bf16 where the CPU computes it natively)")
     parser.add_argument("--curve", type=int, default=0, metavar="STEPS",
                         help="instead of the table: train the elastic run for STEPS steps, keep a checkpoint every "
                              "STEPS/--curve-points, and print the spread (and, with --curve-runs elastic,baseline, the "
@@ -284,9 +312,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     for name, change in twins.items():
         runs[f"twin {name}"] = _config(size, root / f"twin_{name}", model=change, space=_fixed_space(full | change))
 
-    info: dict[str, dict[str, Any]] = {}
-    for name, cfg in runs.items():
-        info[name] = _train_once(name, cfg, size, fresh=args.fresh)
+    info = _train_all(runs, size, fresh=args.fresh, jobs=args.jobs, threads=args.threads)
 
     # held-out windows of the shared split (every run has the same corpus, tokenizer and split)
     windows = _held_out(runs["baseline"], size)
@@ -318,7 +344,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     base = score("baseline")
     el_full, sw_full = score("elastic"), score("sandwich")
-    table, gaps = [], []
+    table, gaps, sandwich_gaps = [], [], []
     for axis, reductions in (("depth", {"n_layer": [depth]}), ("experts", {"n_expert": [experts]}), ("top_k", {"top_k": top_ks})):
         (dim, values), = reductions.items()
         reduced = {}
@@ -327,6 +353,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             twin_name = "twin " + (axis if axis != "top_k" else f"top_k={v}")
             el, sw, tw = score("elastic", **{dim: v}), score("sandwich", **{dim: v}), score(twin_name)
             gaps.append(_rel(el, tw))
+            sandwich_gaps.append(_rel(sw, tw))
             reduced[label] = {"elastic": el, "elastic_rel": _rel(el, base), "twin": tw, "gap_to_twin": _rel(el, tw),
                               "gap_to_twin_ci95": rel_ci(("elastic", {dim: v}), (twin_name, {})),
                               "sandwich": sw, "sandwich_rel": _rel(sw, base)}
@@ -347,6 +374,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "family_cost_ratio": round(info["elastic"]["train_flops"] / family, 4),
         "spread": _rel(score("elastic", top_k=1), el_full),
         "spread_ci95": rel_ci(("elastic", {"top_k": 1}), ("elastic", {})),
+        # the same four figures for the sandwich rule's run (same space, same tokens; more arms a step)
+        "sandwich_rule": {"full_size_penalty": _rel(sw_full, base), "max_gap_to_twin": max(sandwich_gaps),
+                          "family_cost_ratio": round(info["sandwich"]["train_flops"] / family, 4),
+                          "spread": _rel(score("sandwich", top_k=1), sw_full)},
         "quick": args.quick,
         "model": full,
         "space": elastic_space,

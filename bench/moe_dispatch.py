@@ -8,8 +8,8 @@ on its own, and sliced its own weights, whose backward each wrote a zero gradien
 whole parameter. This script times both on the same model and batch, alternating them in
 one run (absolute times drift on a shared machine; the ratio is what it reports):
 
-- ``train``: forward + backward of a training step of ``bench/ernie_ablation.py``'s model
-  (8 layers, d_model 128, 16 experts of width 64, top-4; 16 x 128 tokens, fp32), and of its
+- ``train``: forward + backward of a training step of ``bench/ernie_ablation.py``'s first model
+  (8 layers, d_model 128 where the ablation now uses 64, 16 experts of width 64, top-4; 16 x 128 tokens, fp32), and of its
   top-1 sub-network;
 - ``score``: a no-grad forward of the same model over 16 x 512 tokens.
 
