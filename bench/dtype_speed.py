@@ -8,7 +8,14 @@ largest sub-network on ``--limit`` seeded documents per task of hellaswag, arc_e
 in each dtype (``eval_s``) with their ratio. Goal: ``auto`` picks the faster of the two
 (``auto_is_faster`` true).
 
-    python bench/dtype_speed.py [--repeats 5] [--supernet work/smollm2 --limit 50]
+``--train`` also times training steps in each dtype, the two alternated ``--rounds`` times
+(``train_step_s``: seconds a step, steps only, the first of each run left out): the MoE of
+``bench/ernie_ablation.py`` trained from scratch (8 layers, d_model 64, 16 experts of width 64,
+top-4; 16 x 128 tokens a step) and, with ``--supernet``, a heal of it over
+``--heal-space`` with ``nas heal``'s CPU settings (4 x 256 tokens, the frozen full model as
+teacher), timed by the heal's own timing run (``step_s``, ``eval_s``: a held-out evaluation).
+
+    python bench/dtype_speed.py [--repeats 5] [--supernet work/smollm2 --limit 50] [--train]
 """
 
 from __future__ import annotations
@@ -65,11 +72,67 @@ def eval_seconds(supernet: str, limit: int) -> dict[str, float]:
     return out
 
 
+def _tiny_config(out: Path, dtype: str, steps: int):
+    from nas.training import parse_train_config
+
+    return parse_train_config({
+        "out": str(out), "seed": 0,
+        "data": {"corpus": "corpus/gutenberg", "val_fraction": 0.02, "max_chars": 2_000_000},
+        "tokenizer": {"vocab_size": 2048, "train_chars": 1_000_000},
+        "model": dict(d_model=64, n_layer=8, n_head=4, n_kv_head=2, d_ff=64, n_expert=16, top_k=4),
+        "space": {"tied": True, "n_layer_choices": [6, 8], "n_head_choices": [4], "d_ff_choices": [64],
+                  "n_expert_choices": [8, 16], "top_k_choices": [1, 2, 4]},
+        "schedule": "ernie", "optim": {"lr": 3e-3, "warmup_fraction": 0.05},
+        "steps": steps, "batch_size": 16, "seq_len": 128, "dtype": dtype, "eval_tokens": 4096, "log_every": 50,
+    }, source="bench/dtype_speed.py")
+
+
+def train_seconds(supernet: str | None, heal_space: str, rounds: int, steps: int) -> dict[str, object]:
+    """Seconds a training step in each dtype, alternated ``rounds`` times: the tiny MoE from
+    scratch, and (``supernet``) a heal's timing run."""
+    import tempfile
+
+    from nas.training import heal as H
+    from nas.training import train
+
+    tiny: dict[str, list[float]] = {d: [] for d in DTYPES}
+    heal: dict[str, list[dict[str, float]]] = {d: [] for d in DTYPES}
+    loaded = space = None
+    if supernet:
+        from nas.model.directory import load_supernet
+
+        loaded = load_supernet(supernet)
+        space = H._resolve_space(loaded, heal_space)
+    with tempfile.TemporaryDirectory(prefix="dtype-speed-") as tmp:
+        for r in range(rounds):
+            for d in DTYPES:
+                times: list[float] = []
+                train(_tiny_config(Path(tmp) / f"tiny-{d}-{r}", d, steps),
+                      on_step=lambda rep: times.append(rep.elapsed_s))
+                tiny[d].append((times[-1] - times[0]) / (len(times) - 1))
+                if supernet:
+                    settings = H.heal_settings("cpu", dtype=d)
+                    cfg = H._train_config(Path(supernet), Path(tmp) / f"heal-{d}-{r}", space, settings, 50, keep=1)
+                    heal[d].append(H.measure_heal_timing(cfg).to_dict())
+    out: dict[str, object] = {"train_tiny_step_s": {d: [round(t, 4) for t in v] for d, v in tiny.items()},
+                              "train_tiny_steps": steps}
+    faster = {"tiny": min(DTYPES, key=lambda d: statistics.median(tiny[d]))}
+    if supernet:
+        out["heal_timing"] = heal
+        faster["heal"] = min(DTYPES, key=lambda d: statistics.median(t["step_s"] for t in heal[d]))
+    out["train_faster"] = faster
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--supernet", default=None, help="also time one evaluation in each dtype (e.g. work/smollm2)")
     parser.add_argument("--limit", type=int, default=50, help="documents per task for --supernet")
+    parser.add_argument("--train", action="store_true", help="also time training steps in each dtype (see above)")
+    parser.add_argument("--rounds", type=int, default=2, help="--train: runs of each dtype, alternated (default: %(default)s)")
+    parser.add_argument("--train-steps", type=int, default=40, help="--train: steps of the tiny MoE a run (default: %(default)s)")
+    parser.add_argument("--heal-space", default="examples/heal_space_smollm2.yaml", help="--train with --supernet: the heal's space")
     args = parser.parse_args()
     auto, why = fast_dtype("cpu")
     gflops = matmul_gflops(args.repeats)
@@ -88,6 +151,9 @@ def main() -> None:
         result.update(eval_s=secs, eval_limit=args.limit, eval_bf16_over_fp32_time=round(secs["bf16"] / secs["fp32"], 2))
         faster = min(secs, key=secs.__getitem__)
     result.update(faster=faster, auto_is_faster=auto == faster)
+    if args.train:
+        result.update(train_seconds(args.supernet, args.heal_space, args.rounds, args.train_steps))
+        result["auto_is_faster_train"] = {k: auto == v for k, v in result["train_faster"].items()}
     print(json.dumps(result))
 
 
