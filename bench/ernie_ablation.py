@@ -24,9 +24,7 @@ same four figures for the sandwich run), ``goals`` and ``runs`` (steps, tokens, 
 
     .venv/bin/python bench/ernie_ablation.py --jobs 2   # the full ablation (see README, "Does one run give many models?")
     .venv/bin/python bench/ernie_ablation.py --quick    # a smoke check on a tiny model (seconds; not evidence)
-    .venv/bin/python bench/ernie_ablation.py --curve 3000 --curve-runs baseline &   # two processes, one run each,
-    .venv/bin/python bench/ernie_ablation.py --curve 3000                           # then the elastic one scores both
-    .venv/bin/python bench/ernie_ablation.py --curve 3000 --curve-runs elastic,baseline   # (reuses both): the curve
+    .venv/bin/python bench/ernie_ablation.py --curve 3000 --curve-runs elastic,baseline --jobs 2   # both runs at once: the curve
 
 ``--curve STEPS`` asks how long the model must train before its sub-models differ: the
 elastic run (and the baseline) trained for STEPS steps, a checkpoint kept every STEPS/10,
@@ -198,7 +196,7 @@ def curve(args: argparse.Namespace, size: dict[str, Any], root: Path) -> dict[st
         runs["elastic"] = _config(size, root / "elastic", model={}, space=_elastic_space(size), schedule="ernie", keep_every=every)
     if "baseline" in names:
         runs["baseline"] = _config(size, root / "baseline", model={}, space=_fixed_space(full), keep_every=every)
-    info = {name: _train_once(name, cfg, size, fresh=args.fresh) for name, cfg in runs.items()}
+    info = _train_all(runs, size, fresh=args.fresh, jobs=args.jobs, threads=args.threads)
     if "elastic" not in runs:  # training only (e.g. the baseline in a second process); a later run scores both
         print(json.dumps({"runs": info, "steps": args.curve, "dtype": size["dtype"]}, indent=1))
         return {"runs": info}
@@ -264,7 +262,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--steps", type=int, default=None, help="override the steps of every run")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads, per job (default: %(default)s)")
     parser.add_argument("--jobs", type=int, default=1,
-                        help="train this many runs of the table at once, one process each (default: %(default)s; "
+                        help="train this many runs (of the table, or of --curve) at once, one process each (default: %(default)s; "
                              "2 on a 2-core machine with --threads 1)")
     parser.add_argument("--fresh", action="store_true", help="retrain every run (default: reuse finished runs, resume interrupted ones)")
     parser.add_argument("--out", type=Path, default=None, help="folder of the runs (default: WORK/bench/ernie_ablation)")
