@@ -9,11 +9,12 @@ in each dtype (``eval_s``) with their ratio. Goal: ``auto`` picks the faster of 
 (``auto_is_faster`` true).
 
 ``--train`` also times training steps in each dtype, the two alternated ``--rounds`` times
-(``train_step_s``: seconds a step, steps only, the first of each run left out): the MoE of
+(``train_tiny_step_s``: seconds a step, steps only, the first of each run left out): the MoE of
 ``bench/ernie_ablation.py`` trained from scratch (8 layers, d_model 64, 16 experts of width 64,
 top-4; 16 x 128 tokens a step) and, with ``--supernet``, a heal of it over
 ``--heal-space`` with ``nas heal``'s CPU settings (4 x 256 tokens, the frozen full model as
-teacher), timed by the heal's own timing run (``step_s``, ``eval_s``: a held-out evaluation).
+teacher), timed by the heal's own timing run (``heal_timing``: ``step_s``, ``eval_s`` a held-out
+evaluation). ``train_faster`` and ``auto_is_faster_train`` say which dtype won each.
 
     python bench/dtype_speed.py [--repeats 5] [--supernet work/smollm2 --limit 50] [--train]
 """
@@ -73,18 +74,13 @@ def eval_seconds(supernet: str, limit: int) -> dict[str, float]:
 
 
 def _tiny_config(out: Path, dtype: str, steps: int):
-    from nas.training import parse_train_config
+    """The ablation's own training config (``bench/ernie_ablation.py``: its model, space and
+    ERNIE schedule), on the first 2M characters of its corpus."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import ernie_ablation
 
-    return parse_train_config({
-        "out": str(out), "seed": 0,
-        "data": {"corpus": "corpus/gutenberg", "val_fraction": 0.02, "max_chars": 2_000_000},
-        "tokenizer": {"vocab_size": 2048, "train_chars": 1_000_000},
-        "model": dict(d_model=64, n_layer=8, n_head=4, n_kv_head=2, d_ff=64, n_expert=16, top_k=4),
-        "space": {"tied": True, "n_layer_choices": [6, 8], "n_head_choices": [4], "d_ff_choices": [64],
-                  "n_expert_choices": [8, 16], "top_k_choices": [1, 2, 4]},
-        "schedule": "ernie", "optim": {"lr": 3e-3, "warmup_fraction": 0.05},
-        "steps": steps, "batch_size": 16, "seq_len": 128, "dtype": dtype, "eval_tokens": 4096, "log_every": 50,
-    }, source="bench/dtype_speed.py")
+    size = ernie_ablation.SIZES["full"] | {"steps": steps, "dtype": dtype, "max_chars": 2_000_000}
+    return ernie_ablation._config(size, out, model={}, space=ernie_ablation._elastic_space(size), schedule="ernie")
 
 
 def train_seconds(supernet: str | None, heal_space: str, rounds: int, steps: int) -> dict[str, object]:
@@ -97,12 +93,11 @@ def train_seconds(supernet: str | None, heal_space: str, rounds: int, steps: int
 
     tiny: dict[str, list[float]] = {d: [] for d in DTYPES}
     heal: dict[str, list[dict[str, float]]] = {d: [] for d in DTYPES}
-    loaded = space = None
+    space = None
     if supernet:
         from nas.model.directory import load_supernet
 
-        loaded = load_supernet(supernet)
-        space = H._resolve_space(loaded, heal_space)
+        space = H._resolve_space(load_supernet(supernet), heal_space)
     with tempfile.TemporaryDirectory(prefix="dtype-speed-") as tmp:
         for r in range(rounds):
             for d in DTYPES:
