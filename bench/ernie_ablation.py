@@ -22,7 +22,12 @@ sub-models to differ), each comparison's 95% interval (``*_ci95``: the relative 
 paired over the same held-out windows, so the noise of the text cancels), ``sandwich_rule`` (the
 same four figures for the sandwich run), ``goals`` and ``runs`` (steps, tokens, FLOPs, seconds per run).
 
+``--distill W`` (repeatable) adds a run of ERNIE's schedule whose reduced steps also learn the
+full sub-network's distribution (``ernie.distill``: W x KL + (1 - W) x cross-entropy); its four
+figures go to ``ernie_distilled``, its reduced losses to the table's rows.
+
     .venv/bin/python bench/ernie_ablation.py --jobs 2   # the full ablation (see README, "Does one run give many models?")
+    .venv/bin/python bench/ernie_ablation.py --jobs 2 --distill 1 --distill 0.5   # and two distilled ERNIE runs
     .venv/bin/python bench/ernie_ablation.py --quick    # a smoke check on a tiny model (seconds; not evidence)
     .venv/bin/python bench/ernie_ablation.py --curve 3000 --curve-runs elastic,baseline --jobs 2   # both runs at once: the curve
 
@@ -88,7 +93,8 @@ def _rel(value: float, reference: float) -> float:
 
 
 def _config(size: dict[str, Any], out: Path, *, model: dict[str, int], space: dict[str, Any],
-            schedule: str = "sandwich", sandwich: dict[str, Any] | None = None, keep_every: int = 0) -> TrainConfig:
+            schedule: str = "sandwich", sandwich: dict[str, Any] | None = None, ernie: dict[str, Any] | None = None,
+            keep_every: int = 0) -> TrainConfig:
     """One run's training config; ``keep_every``: keep a checkpoint every that many steps (a curve)."""
     checkpoints = {"checkpoint_every": keep_every, "keep_checkpoints": size["steps"] // keep_every + 1} if keep_every else {
         "checkpoint_every": 100}
@@ -98,7 +104,7 @@ def _config(size: dict[str, Any], out: Path, *, model: dict[str, int], space: di
         "tokenizer": {"vocab_size": size["vocab_size"], "train_chars": min(size["max_chars"], 3_000_000)},
         "model": {k: size[k] for k in ("d_model", "n_layer", "n_head", "n_kv_head", "d_ff", "n_expert", "top_k")} | model,
         "space": {"tied": True, **space},
-        "schedule": schedule,
+        "schedule": schedule, "ernie": ernie or {},
         "sandwich": {"n_random": 0, "aux_loss_weight": 0.01, "distill_weight": 0.0, "ce_weight": 1.0, **(sandwich or {})},
         "optim": {"lr": 3e-3, "warmup_fraction": 0.05},
         "steps": size["steps"], "batch_size": size["batch_size"], "seq_len": size["seq_len"],
@@ -269,6 +275,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--dtype", default="fp32", choices=("auto", "bf16", "fp32"),
                         help="training and scoring dtype (default: %(default)s: at this model's size bf16 trains about 2x "
                              "slower on a CPU with avx512_bf16; auto: bf16 where the CPU computes it natively)")
+    parser.add_argument("--distill", type=float, action="append", default=[], metavar="W",
+                        help="also train ERNIE's schedule with distilled reduced steps (ernie.distill): each reduced step "
+                             "learns W x KL to the full model's distribution + (1 - W) x the data's cross-entropy; "
+                             "reported in ernie_distilled (repeatable: one run per W)")
     parser.add_argument("--curve", type=int, default=0, metavar="STEPS",
                         help="instead of the table: train the elastic run for STEPS steps, keep a checkpoint every "
                              "STEPS/--curve-points, and print the spread (and, with --curve-runs elastic,baseline, the "
@@ -280,6 +290,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                         help="change one size of the model or the runs, e.g. --set d_ff=128 (repeatable; keys: "
                              + ", ".join(k for k in SIZES["full"] if k not in ("max_chars",)) + "); its runs get their own folder")
     args = parser.parse_args(argv)
+    for w in args.distill:
+        if not 0.0 <= w <= 1.0:
+            raise SystemExit(f"--distill {w}: give the weight of the KL term, within [0, 1]")
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     torch.set_num_threads(args.threads)
     start = time.perf_counter()
@@ -307,6 +320,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "elastic": _config(size, root / "elastic", model={}, space=elastic_space, schedule="ernie"),
         "sandwich": _config(size, root / "sandwich", model={}, space=elastic_space, sandwich={"n_random": 1}),
     }
+    for w in args.distill:  # ERNIE's schedule whose reduced steps also learn the full model's distribution
+        runs[f"elastic distilled {w:g}"] = _config(
+            size, root / f"elastic_distilled_{w:g}", model={}, space=elastic_space, schedule="ernie",
+            ernie={"distill": True}, sandwich={"distill_weight": w, "ce_weight": round(1.0 - w, 6)})
     for name, change in twins.items():
         runs[f"twin {name}"] = _config(size, root / f"twin_{name}", model=change, space=_fixed_space(full | change))
 
@@ -342,7 +359,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     base = score("baseline")
     el_full, sw_full = score("elastic"), score("sandwich")
-    table, gaps, sandwich_gaps = [], [], []
+    distilled = [f"elastic distilled {w:g}" for w in args.distill]
+    variants = ["sandwich", *distilled]
+    variant_gaps: dict[str, list[float]] = {name: [] for name in variants}
+    table, gaps = [], []
     for axis, reductions in (("depth", {"n_layer": [depth]}), ("experts", {"n_expert": [experts]}), ("top_k", {"top_k": top_ks})):
         (dim, values), = reductions.items()
         reduced = {}
@@ -351,10 +371,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             twin_name = "twin " + (axis if axis != "top_k" else f"top_k={v}")
             el, sw, tw = score("elastic", **{dim: v}), score("sandwich", **{dim: v}), score(twin_name)
             gaps.append(_rel(el, tw))
-            sandwich_gaps.append(_rel(sw, tw))
+            for name in variants:
+                variant_gaps[name].append(_rel(score(name, **{dim: v}), tw))
             reduced[label] = {"elastic": el, "elastic_rel": _rel(el, base), "twin": tw, "gap_to_twin": _rel(el, tw),
                               "gap_to_twin_ci95": rel_ci(("elastic", {dim: v}), (twin_name, {})),
                               "sandwich": sw, "sandwich_rel": _rel(sw, base)}
+            for name in distilled:
+                ed = score(name, **{dim: v})
+                reduced[label][name.replace(" ", "_")] = {"loss": ed, "rel": _rel(ed, base), "gap_to_twin": _rel(ed, tw)}
         ernie = ERNIE[axis]
         table.append({
             "axis": axis, "baseline": base, "elastic_full": el_full, "elastic_full_rel": _rel(el_full, base),
@@ -363,19 +387,27 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                       "reduced_rel": {k: _rel(v, ernie["baseline"]) for k, v in ernie["reduced"].items()}},
         })
     family = info["baseline"]["train_flops"] + sum(v["train_flops"] for k, v in info.items() if k.startswith("twin "))
+
+    def _variant(name: str) -> dict[str, Any]:
+        """A variant run's four figures (same space and tokens as the elastic run), with intervals."""
+        full_loss = score(name)
+        return {"full_size_penalty": _rel(full_loss, base), "full_size_penalty_ci95": rel_ci((name, {}), ("baseline", {})),
+                "max_gap_to_twin": max(variant_gaps[name]),
+                "family_cost_ratio": round(info[name]["train_flops"] / family, 4),
+                "spread": _rel(score(name, top_k=1), full_loss)}
     report = {
         "table": table,
         "full_size_penalty": _rel(el_full, base),
         "full_size_penalty_ci95": rel_ci(("elastic", {}), ("baseline", {})),
-        "sandwich_full_size_penalty_ci95": rel_ci(("sandwich", {}), ("baseline", {})),
         "max_gap_to_twin": max(gaps),
         "family_cost_ratio": round(info["elastic"]["train_flops"] / family, 4),
         "spread": _rel(score("elastic", top_k=1), el_full),
         "spread_ci95": rel_ci(("elastic", {"top_k": 1}), ("elastic", {})),
         # the same four figures for the sandwich rule's run (same space, same tokens; more arms a step)
-        "sandwich_rule": {"full_size_penalty": _rel(sw_full, base), "max_gap_to_twin": max(sandwich_gaps),
-                          "family_cost_ratio": round(info["sandwich"]["train_flops"] / family, 4),
-                          "spread": _rel(score("sandwich", top_k=1), sw_full)},
+        # and, with --distill, for ERNIE's schedule with distilled reduced steps
+        "sandwich_rule": _variant("sandwich"),
+        **({"ernie_distilled": [{"distill_weight": w, **_variant(f"elastic distilled {w:g}")} for w in args.distill]}
+           if args.distill else {}),
         "quick": args.quick,
         "model": full,
         "space": elastic_space,

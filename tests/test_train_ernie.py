@@ -19,6 +19,7 @@ from nas.model.directory import load_supernet
 from nas.model.space import SearchSpace
 from nas.model.supernet import Supernet
 from nas.training import Arm, ErnieConfig, ErnieSampler, SandwichLoss, ernie_sampler, parse_train_config, sandwich_step, train
+from nas.training.trainer import train_flops_per_token
 
 from _train_fixtures import tiny_config, write_corpus
 
@@ -152,3 +153,63 @@ def test_an_ernie_run_trains_one_subnetwork_per_step(tmp_path: Path, monkeypatch
     assert [next(iter(e["arms"])) for e in steps] == [replay.arms(s)[0].name for s in range(6)]
     assert all(e["arms"][name]["aux"] > 0 for e in steps for name in e["arms"])
     assert result.steps == 6 and set(result.val_loss) == {"largest", "smallest"}
+
+
+def test_a_distilled_reduced_step_learns_the_full_subnetworks_distribution_and_a_full_step_the_data() -> None:
+    space = _space()
+    sampler = ernie_sampler(space, ErnieConfig(distill=True), rng=random.Random(0))
+    sub, largest = sampler.subnet({"n_layer": 3, "n_expert": 4, "top_k": 2}), space.largest()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = Supernet(MOE)
+        with torch.no_grad():  # sharper distributions than at init, so that the sub-network's differ clearly
+            for p in model.parameters():
+                p.mul_(4.0)
+    seq = torch.randint(0, 64, (4, 17), generator=torch.Generator().manual_seed(1))
+    x, y = seq[:, :-1], seq[:, 1:]
+    mix = SandwichLoss(distill_weight=0.7, ce_weight=0.3, aux_loss_weight=0.0)
+    stats = sandwich_step(model, x, y, [Arm("reduced", sub)], mix, teacher_subnet=largest)["reduced"]
+    with torch.no_grad():  # the teacher: the full sub-network of the same weights, on the same batch
+        p_full = F.softmax(model(x, largest).reshape(-1, 64), dim=-1)
+        logp_sub = F.log_softmax(model(x, sub).reshape(-1, 64), dim=-1)
+        kl = float((p_full * (p_full.log() - logp_sub)).sum(-1).mean())
+        ce = float(F.nll_loss(logp_sub, y.reshape(-1)))
+    assert kl > 0.05  # the two differ, so the test tells a KL term from none
+    assert stats.kd == pytest.approx(kl, rel=1e-4) and stats.ce == pytest.approx(ce, rel=1e-5)
+    assert stats.loss == pytest.approx(0.7 * kl + 0.3 * ce, rel=1e-4)
+    # the teacher's pass leaves no gradient: the layer the reduced sub-network drops has none
+    dropped = sorted(set(range(4)) - set(sub.layers))
+    assert dropped and all(p.grad is None for i in dropped for p in model.layers[i].parameters())
+    # a full step has no teacher: it learns the data, as without distillation
+    model.zero_grad(set_to_none=True)
+    full = sandwich_step(model, x, y, [Arm("largest", largest)], mix, teacher_subnet=largest)["largest"]
+    assert full.kd is None
+    with torch.no_grad():
+        assert full.ce == pytest.approx(float(F.cross_entropy(model(x, largest).reshape(-1, 64), y.reshape(-1))), rel=1e-5)
+
+
+def test_a_distilled_ernie_run_counts_the_teachers_forward_in_its_flops(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("NAS_WORK_DIR", str(tmp_path / "work"))
+    corpus = write_corpus(tmp_path / "corpus", n_files=1, sentences=200)
+    moe = {"d_model": 32, "n_layer": 2, "n_head": 4, "n_kv_head": 2, "d_ff": 16, "n_expert": 4, "top_k": 2}
+    space = {"n_layer_choices": [1, 2], "n_head_choices": [4], "d_ff_choices": [16],
+             "n_expert_choices": [2, 4], "top_k_choices": [1, 2], "tied": True}
+    settings = dict(model=moe, space=space, steps=6, schedule="ernie", ernie={"n_layer": 0.5, "n_expert": 0.5, "top_k": 0.5})
+    plain = train(tiny_config(tmp_path / "plain", corpus, **settings))
+    distilled_cfg = tiny_config(tmp_path / "distilled", corpus, **{**settings, "ernie": {**settings["ernie"], "distill": True}},
+                                sandwich={"distill_weight": 1.0, "ce_weight": 0.0})
+    distilled = train(distilled_cfg)
+    events = [json.loads(line) for line in (Path(distilled_cfg.out) / "train" / "log.jsonl").read_text().splitlines()]
+    steps = [e for e in events if e["event"] == "step"]
+    reduced = [e["arms"]["reduced"] for e in steps if "reduced" in e["arms"]]
+    assert reduced and all(arm.get("kd", -1.0) >= 0 for arm in reduced)  # reduced steps distil (kd logged)
+    assert all("kd" not in e["arms"]["largest"] for e in steps if "largest" in e["arms"])  # full steps learn the data
+    # same seed, same arms: the distilled run costs the plain one plus one full forward (a third of a
+    # full training step) per reduced step
+    loaded = load_supernet(distilled_cfg.out)
+    replay = ernie_sampler(loaded.space, distilled_cfg.ernie, rng=random.Random(distilled_cfg.seed))
+    n_reduced = sum(replay.arms(s)[0].name == "reduced" for s in range(6))
+    assert n_reduced == len(reduced) > 0
+    full_forward = train_flops_per_token(loaded.model.config, loaded.space.largest(), distilled_cfg.seq_len) / 3.0
+    extra = distilled.train_flops - plain.train_flops
+    assert extra == pytest.approx(n_reduced * distilled_cfg.tokens_per_step * full_forward, rel=1e-9)

@@ -119,6 +119,11 @@ class ErnieConfig(_Section):
     n_layer: float | None = None
     n_expert: float | None = None
     top_k: float | None = None
+    #: reduced steps also learn from the full sub-network's distribution on the same batch
+    #: (its logits without gradient: one more forward a reduced step), weighted like the
+    #: sandwich's students (``sandwich.distill_weight`` x KL + ``sandwich.ce_weight`` x CE);
+    #: off (the default): every step learns the data alone, as in ERNIE 5
+    distill: bool = False
 
     @field_validator("n_layer", "n_expert", "top_k")
     @classmethod

@@ -122,6 +122,7 @@ def sandwich_step(
     scale: float = 1.0,
     replicas: DataParallel | None = None,
     sync: bool = True,
+    teacher_subnet: SubnetConfig | None = None,
 ) -> dict[str, ArmStats]:
     """Forward and backward every arm on one (micro-)batch, accumulating gradients into
     ``model`` (no zeroing, no optimiser step). Losses are multiplied by ``scale`` (the
@@ -131,6 +132,10 @@ def sandwich_step(
     ``no_sync`` except the last one's when ``sync`` (the step's last micro-batch), whose
     backward averages the accumulated gradients over ranks (see
     :mod:`nas.training.distributed`).
+
+    ``teacher_subnet``: a sub-network of ``model`` whose distribution the arms learn from
+    when the first arm is another one (ERNIE's distilled reduced steps): its logits come
+    from one forward without gradient, before the arms.
 
     The teacher's distribution (:class:`DistillTarget`) is computed once, from detached
     logits, and shared by the students; each student costs one log-softmax.
@@ -145,6 +150,9 @@ def sandwich_step(
             raise NasError("sandwich step: frozen_teacher needs a teacher model")
         with torch.no_grad(), autocast(device, dtype):
             target = DistillTarget.from_logits(teacher(inputs), T)
+    elif teacher_subnet is not None and arms and arms[0].subnet != teacher_subnet:
+        with torch.no_grad(), autocast(device, dtype):
+            target = DistillTarget.from_logits(model(inputs, teacher_subnet), T)
     stats: dict[str, ArmStats] = {}
     for index, arm in enumerate(arms):
         local = replicas is not None and not (sync and index == len(arms) - 1)
@@ -154,14 +162,14 @@ def sandwich_step(
                 run = model.run if replicas is None else replicas.run
                 out = run(inputs, arm.subnet, return_aux=moe)
             logits = out.logits.flatten(0, 1)  # (N, V), bf16 under autocast
-            learns_data = index == 0 and not loss.frozen_teacher
+            learns_data = target is None  # the first arm, with no teacher's distribution to learn from
             kd: Tensor | None = None
             if learns_data:
                 logp = F.log_softmax(logits, dim=-1, dtype=torch.float32)  # (N, V)
                 ce = F.nll_loss(logp, flat_targets)
                 objective = ce
             else:
-                assert target is not None, "the first arm must be the largest (the in-place teacher)"
+                assert target is not None
                 logp_t = F.log_softmax(_scaled(logits, T), dim=-1, dtype=torch.float32)  # (N, V) at T
                 kd = target.loss(logp_t)
                 if T == 1.0:

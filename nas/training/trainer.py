@@ -396,6 +396,8 @@ class _Trainer:
             return flops_cache[sub]
 
         teacher_flops = arm_flops(model.full_subnet()) / 3.0 if frozen else 0.0
+        # ERNIE with distillation: a reduced step first runs the full sub-network without gradient
+        teacher_subnet = space.largest() if cfg.schedule == "ernie" and cfg.ernie.distill else None
         jlog = JsonLog(self.run_dir / "log.jsonl" if d.main else None)
         jlog.write(
             "start", step=step, total_steps=total_steps, world_size=d.world, resumed_from=ckpt_path,
@@ -427,7 +429,7 @@ class _Trainer:
                 part = sandwich_step(
                     model, inputs[m0:m0 + micro], targets[m0:m0 + micro], arms, step_loss(step),
                     teacher=teacher, dtype=cfg.dtype, scale=micro / local_batch,
-                    replicas=replicas, sync=m0 + micro >= local_batch,
+                    replicas=replicas, sync=m0 + micro >= local_batch, teacher_subnet=teacher_subnet,
                 )
                 stats = part if not stats else {
                     k: ArmStats(
@@ -448,7 +450,9 @@ class _Trainer:
             step += 1
             samples += cfg.batch_size
             tokens_seen += cfg.tokens_per_step
-            flops += cfg.tokens_per_step * (sum(arm_flops(a.subnet) for a in arms) + teacher_flops)
+            distilled = teacher_subnet is not None and arms[0].subnet != teacher_subnet
+            flops += cfg.tokens_per_step * (sum(arm_flops(a.subnet) for a in arms) + teacher_flops
+                                            + (arm_flops(teacher_subnet) / 3.0 if distilled else 0.0))
             dt = time.perf_counter() - t0
             elapsed += dt
             recent = (recent + [dt])[-20:]
