@@ -116,6 +116,8 @@ def test_schedules_a_space_cannot_run_are_refused_with_one_clear_error(tmp_path:
         with pytest.raises(NasError, match=r"ernie\.n_expert: .*probability of the full value must be within \[0, 1\]"):
             parse_train_config({**tiny_config(tmp_path, tmp_path).model_dump(mode="json"),
                                 "schedule": "ernie", "ernie": {"n_expert": bad}})
+    with pytest.raises(NasError, match=r"ernie\.distill belongs to the ernie schedule.*use schedule: ernie"):
+        parse_train_config({**tiny_config(tmp_path, tmp_path).model_dump(mode="json"), "ernie": {"distill": True}})
     with pytest.raises(NasError, match="not elastic in n_layer"):
         ernie_sampler(_space(n_layer_choices=[4]), ErnieConfig(n_layer=0.75), rng=random.Random(0))
     dense = SupernetConfig(vocab_size=64, d_model=32, n_layer=3, n_head=4, n_kv_head=2, d_ff=64)

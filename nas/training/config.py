@@ -193,6 +193,9 @@ class TrainConfig(_Section):
             raise ValueError("give exactly one budget: 'steps' or 'tokens'")
         if self.teacher == "largest" and not self.sandwich.train_largest:
             raise ValueError("sandwich.train_largest=false needs teacher: frozen (the in-place teacher is the trained largest)")
+        if self.schedule != "ernie" and self.ernie.distill:
+            raise ValueError("ernie.distill belongs to the ernie schedule (the sandwich's students always distil); "
+                             "remove it or use schedule: ernie")
         if self.schedule == "ernie" and self.sandwich.stages:
             raise ValueError("sandwich.stages belong to the sandwich schedule; remove them or use schedule: sandwich")
         return self
