@@ -24,10 +24,12 @@ same four figures for the sandwich run), ``goals`` and ``runs`` (steps, tokens, 
 
 ``--distill W`` (repeatable) adds a run of ERNIE's schedule whose reduced steps also learn the
 full sub-network's distribution (``ernie.distill``: W x KL + (1 - W) x cross-entropy); its four
-figures go to ``ernie_distilled``, its reduced losses to the table's rows.
+figures go to ``ernie_distilled``, its reduced losses to the table's rows. ``--lean-sandwich``
+adds the sandwich rule without its random arm (the largest and the smallest sub-network each
+step), reported as ``sandwich_lean``.
 
     .venv/bin/python bench/ernie_ablation.py --jobs 2   # the full ablation (see README, "Does one run give many models?")
-    .venv/bin/python bench/ernie_ablation.py --jobs 2 --distill 1 --distill 0.5   # and two distilled ERNIE runs
+    .venv/bin/python bench/ernie_ablation.py --jobs 2 --distill 1 --distill 0.5 --lean-sandwich   # and three variants
     .venv/bin/python bench/ernie_ablation.py --quick    # a smoke check on a tiny model (seconds; not evidence)
     .venv/bin/python bench/ernie_ablation.py --curve 3000 --curve-runs elastic,baseline --jobs 2   # both runs at once: the curve
 
@@ -275,6 +277,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--dtype", default="fp32", choices=("auto", "bf16", "fp32"),
                         help="training and scoring dtype (default: %(default)s: at this model's size bf16 trains about 2x "
                              "slower on a CPU with avx512_bf16; auto: bf16 where the CPU computes it natively)")
+    parser.add_argument("--lean-sandwich", action="store_true",
+                        help="also train the sandwich rule without its random arm (the largest and the smallest sub-network "
+                             "a step); reported as sandwich_lean")
     parser.add_argument("--distill", type=float, action="append", default=[], metavar="W",
                         help="also train ERNIE's schedule with distilled reduced steps (ernie.distill): each reduced step "
                              "learns W x KL to the full model's distribution + (1 - W) x the data's cross-entropy; "
@@ -320,6 +325,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "elastic": _config(size, root / "elastic", model={}, space=elastic_space, schedule="ernie"),
         "sandwich": _config(size, root / "sandwich", model={}, space=elastic_space, sandwich={"n_random": 1}),
     }
+    if args.lean_sandwich:  # the sandwich without its random arm: the largest and the smallest sub-network a step
+        runs["sandwich lean"] = _config(size, root / "sandwich_lean", model={}, space=elastic_space, sandwich={"n_random": 0})
     for w in args.distill:  # ERNIE's schedule whose reduced steps also learn the full model's distribution
         runs[f"elastic distilled {w:g}"] = _config(
             size, root / f"elastic_distilled_{w:g}", model={}, space=elastic_space, schedule="ernie",
@@ -360,7 +367,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     base = score("baseline")
     el_full, sw_full = score("elastic"), score("sandwich")
     distilled = [f"elastic distilled {w:g}" for w in args.distill]
-    variants = ["sandwich", *distilled]
+    variants = ["sandwich", *(["sandwich lean"] if args.lean_sandwich else []), *distilled]
     variant_gaps: dict[str, list[float]] = {name: [] for name in variants}
     table, gaps = [], []
     for axis, reductions in (("depth", {"n_layer": [depth]}), ("experts", {"n_expert": [experts]}), ("top_k", {"top_k": top_ks})):
@@ -378,7 +385,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                               "sandwich": sw, "sandwich_rel": _rel(sw, base)}
             for name in distilled:
                 ed = score(name, **{dim: v})
-                reduced[label][name.replace(" ", "_")] = {"loss": ed, "rel": _rel(ed, base), "gap_to_twin": _rel(ed, tw)}
+                reduced[label][name.replace(" ", "_")] = {
+                    "loss": ed, "rel": _rel(ed, base), "gap_to_twin": _rel(ed, tw),
+                    "vs_elastic": _rel(ed, el), "vs_elastic_ci95": rel_ci((name, {dim: v}), ("elastic", {dim: v}))}
         ernie = ERNIE[axis]
         table.append({
             "axis": axis, "baseline": base, "elastic_full": el_full, "elastic_full_rel": _rel(el_full, base),
@@ -406,8 +415,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         # the same four figures for the sandwich rule's run (same space, same tokens; more arms a step)
         # and, with --distill, for ERNIE's schedule with distilled reduced steps
         "sandwich_rule": _variant("sandwich"),
-        **({"ernie_distilled": [{"distill_weight": w, **_variant(f"elastic distilled {w:g}")} for w in args.distill]}
-           if args.distill else {}),
+        **({"sandwich_lean": _variant("sandwich lean")} if args.lean_sandwich else {}),
+        **({"ernie_distilled": [{"distill_weight": w, **_variant(f"elastic distilled {w:g}"),
+                                 "full_vs_elastic": _rel(score(f"elastic distilled {w:g}"), el_full),
+                                 "full_vs_elastic_ci95": rel_ci((f"elastic distilled {w:g}", {}), ("elastic", {}))}
+                                for w in args.distill]} if args.distill else {}),
         "quick": args.quick,
         "model": full,
         "space": elastic_space,
