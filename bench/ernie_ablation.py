@@ -298,6 +298,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     for w in args.distill:
         if not 0.0 <= w <= 1.0:
             raise SystemExit(f"--distill {w}: give the weight of the KL term, within [0, 1]")
+    args.distill = list(dict.fromkeys(args.distill))  # one run per weight
+    if args.curve and (args.distill or args.lean_sandwich):
+        raise SystemExit("--distill and --lean-sandwich add runs to the table; --curve trains the elastic run and the "
+                         "baseline only: run them without --curve")
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     torch.set_num_threads(args.threads)
     start = time.perf_counter()
@@ -383,7 +387,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             reduced[label] = {"elastic": el, "elastic_rel": _rel(el, base), "twin": tw, "gap_to_twin": _rel(el, tw),
                               "gap_to_twin_ci95": rel_ci(("elastic", {dim: v}), (twin_name, {})),
                               "sandwich": sw, "sandwich_rel": _rel(sw, base)}
-            for name in distilled:
+            for name in variants[1:]:  # the lean sandwich and the distilled runs: loss, gap, change against the elastic run
                 ed = score(name, **{dim: v})
                 reduced[label][name.replace(" ", "_")] = {
                     "loss": ed, "rel": _rel(ed, base), "gap_to_twin": _rel(ed, tw),
