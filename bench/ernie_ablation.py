@@ -26,7 +26,8 @@ same four figures for the sandwich run), ``goals`` and ``runs`` (steps, tokens, 
 full sub-network's distribution (``ernie.distill``: W x KL + (1 - W) x cross-entropy); its four
 figures go to ``ernie_distilled``, its reduced losses to the table's rows. ``--lean-sandwich``
 adds the sandwich rule without its random arm (the largest and the smallest sub-network each
-step), reported as ``sandwich_lean``.
+step), reported as ``sandwich_lean``; ``--no-smallest`` the sandwich without its smallest arm
+(the largest and one random sub-network), reported as ``sandwich_no_smallest``.
 
     .venv/bin/python bench/ernie_ablation.py --jobs 2   # the full ablation (see README, "Does one run give many models?")
     .venv/bin/python bench/ernie_ablation.py --jobs 2 --distill 1 --distill 0.5 --lean-sandwich   # and three variants
@@ -280,6 +281,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--lean-sandwich", action="store_true",
                         help="also train the sandwich rule without its random arm (the largest and the smallest sub-network "
                              "a step); reported as sandwich_lean")
+    parser.add_argument("--no-smallest", action="store_true",
+                        help="also train the sandwich rule without its smallest arm (the largest and one random sub-network "
+                             "a step); reported as sandwich_no_smallest")
     parser.add_argument("--distill", type=float, action="append", default=[], metavar="W",
                         help="also train ERNIE's schedule with distilled reduced steps (ernie.distill): each reduced step "
                              "learns W x KL to the full model's distribution + (1 - W) x the data's cross-entropy; "
@@ -299,8 +303,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         if not 0.0 <= w <= 1.0:
             raise SystemExit(f"--distill {w}: give the weight of the KL term, within [0, 1]")
     args.distill = list(dict.fromkeys(args.distill))  # one run per weight
-    if args.curve and (args.distill or args.lean_sandwich):
-        raise SystemExit("--distill and --lean-sandwich add runs to the table; --curve trains the elastic run and the "
+    if args.curve and (args.distill or args.lean_sandwich or args.no_smallest):
+        raise SystemExit("--distill, --lean-sandwich and --no-smallest add runs to the table; --curve trains the elastic run and the "
                          "baseline only: run them without --curve")
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     torch.set_num_threads(args.threads)
@@ -331,6 +335,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     }
     if args.lean_sandwich:  # the sandwich without its random arm: the largest and the smallest sub-network a step
         runs["sandwich lean"] = _config(size, root / "sandwich_lean", model={}, space=elastic_space, sandwich={"n_random": 0})
+    if args.no_smallest:  # the sandwich without its smallest arm: the largest and one random sub-network a step
+        runs["sandwich no smallest"] = _config(size, root / "sandwich_no_smallest", model={}, space=elastic_space,
+                                               sandwich={"n_random": 1, "train_smallest": False})
     for w in args.distill:  # ERNIE's schedule whose reduced steps also learn the full model's distribution
         runs[f"elastic distilled {w:g}"] = _config(
             size, root / f"elastic_distilled_{w:g}", model={}, space=elastic_space, schedule="ernie",
@@ -371,7 +378,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     base = score("baseline")
     el_full, sw_full = score("elastic"), score("sandwich")
     distilled = [f"elastic distilled {w:g}" for w in args.distill]
-    variants = ["sandwich", *(["sandwich lean"] if args.lean_sandwich else []), *distilled]
+    variants = ["sandwich", *(["sandwich lean"] if args.lean_sandwich else []),
+                *(["sandwich no smallest"] if args.no_smallest else []), *distilled]
     variant_gaps: dict[str, list[float]] = {name: [] for name in variants}
     table, gaps = [], []
     for axis, reductions in (("depth", {"n_layer": [depth]}), ("experts", {"n_expert": [experts]}), ("top_k", {"top_k": top_ks})):
@@ -420,6 +428,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         # and, with --distill, for ERNIE's schedule with distilled reduced steps
         "sandwich_rule": _variant("sandwich"),
         **({"sandwich_lean": _variant("sandwich lean")} if args.lean_sandwich else {}),
+        **({"sandwich_no_smallest": _variant("sandwich no smallest")} if args.no_smallest else {}),
         **({"ernie_distilled": [{"distill_weight": w, **_variant(f"elastic distilled {w:g}"),
                                  "full_vs_elastic": _rel(score(f"elastic distilled {w:g}"), el_full),
                                  "full_vs_elastic_ci95": rel_ci((f"elastic distilled {w:g}", {}), ("elastic", {}))}

@@ -12,7 +12,17 @@ from nas.errors import NasError
 from nas.model.config import SupernetConfig
 from nas.model.space import SearchSpace
 from nas.model.supernet import Supernet
-from nas.training import Arm, ArmSampler, SandwichLoss, StageConfig, check_memory, distill_loss, estimate_memory, sandwich_step
+from nas.training import (
+    Arm,
+    ArmSampler,
+    SandwichLoss,
+    StageConfig,
+    check_memory,
+    distill_loss,
+    estimate_memory,
+    parse_train_config,
+    sandwich_step,
+)
 
 CFG = SupernetConfig(vocab_size=64, d_model=32, n_layer=3, n_head=4, n_kv_head=2, d_ff=64)
 
@@ -159,3 +169,17 @@ def test_memory_estimate_refuses_what_does_not_fit() -> None:
     estimate = estimate_memory(huge, micro_batch=8, seq_len=2048, dtype="bf16", frozen_teacher=False)
     with pytest.raises(NasError, match=r"needs about \d+\.\d GiB .*only 20\.0 GiB"):
         check_memory(estimate, available=None, limit_gb=20.0)
+
+
+def test_a_sandwich_without_its_smallest_arm_trains_the_largest_and_random_ones() -> None:
+    space = SearchSpace.default(CFG)
+    with_smallest = ArmSampler(space, n_random=1, rng=random.Random(0))
+    without = ArmSampler(space, n_random=1, rng=random.Random(0), train_smallest=False)
+    for step in range(20):
+        a, b = with_smallest.arms(step), without.arms(step)
+        assert [arm.name for arm in a][:2] == ["largest", "smallest"]
+        assert b[0] == Arm("largest", space.largest()) and all(arm.name != "smallest" for arm in b)
+        assert b[1:] == a[2:]  # the same random draws, the smallest left out
+    with pytest.raises(NasError, match="train_smallest=false with n_random 0 trains the largest alone"):
+        parse_train_config({"out": "x", "data": {"corpus": ["x"]}, "model": {"d_model": 32, "n_layer": 2, "n_head": 4,
+                            "n_kv_head": 2, "d_ff": 64}, "steps": 1, "sandwich": {"n_random": 0, "train_smallest": False}})

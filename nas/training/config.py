@@ -92,6 +92,8 @@ class SandwichConfig(_Section):
     distill_ramp: float = Field(0.0, ge=0, le=1)
     teacher: Literal["largest", "frozen"] | None = None
     train_largest: bool = True
+    #: false: no smallest arm (the largest and ``n_random`` random sub-networks a step)
+    train_smallest: bool = True
     aux_loss_weight: float = Field(0.01, ge=0)
     stages: list[StageConfig] = Field(default_factory=list)
 
@@ -102,6 +104,8 @@ class SandwichConfig(_Section):
             raise ValueError("stages must have strictly increasing 'until' fractions ending at 1.0")
         if self.distill_weight == 0 and self.ce_weight == 0:
             raise ValueError("distill_weight and ce_weight are both 0: the sub-networks would learn nothing")
+        if not self.train_smallest and self.n_random == 0:
+            raise ValueError("train_smallest=false with n_random 0 trains the largest alone: give n_random >= 1")
         return self
 
 

@@ -1,7 +1,7 @@
 """Which sub-networks each training step trains: the sandwich's arms.
 
-Every step trains the largest sub-network, the smallest (if different) and ``n_random``
-random ones, drawn from a checkpointed ``random.Random``. Optional progressive shrinking
+Every step trains the largest sub-network, the smallest (if different; unless
+``train_smallest`` is false) and ``n_random`` random ones, drawn from a checkpointed ``random.Random``. Optional progressive shrinking
 enables the elastic dimensions in stages (``sandwich.stages``), as OFA does: until a
 stage's ``until`` fraction of the steps, only its dims vary and the others stay at their
 largest choice. MoE supernets also sample ``n_expert``/``top_k``.
@@ -52,6 +52,7 @@ class ArmSampler:
         stages: Sequence[StageConfig] = (),
         total_steps: int = 1,
         train_largest: bool = True,
+        train_smallest: bool = True,
     ) -> None:
         self.space = space
         self.n_random = n_random if space.size() > 1 else 0
@@ -59,6 +60,7 @@ class ArmSampler:
         self.stages = list(stages)
         self.total_steps = total_steps
         self.train_largest = train_largest
+        self.train_smallest = train_smallest
         self.largest = space.largest()
 
     def elastic(self, step: int) -> tuple[str, ...]:
@@ -72,7 +74,7 @@ class ArmSampler:
         full = elastic == ELASTIC_DIMS
         smallest = self.space.smallest() if full else restrict(self.space, min, elastic)
         out = [Arm("largest", self.largest)] if self.train_largest else []
-        if smallest != self.largest:
+        if self.train_smallest and smallest != self.largest:
             out.append(Arm("smallest", smallest))
         for i in range(self.n_random):
             sub = self.space.sample(self.rng) if full else restrict(self.space, self.rng.choice, elastic)

@@ -373,6 +373,7 @@ class _Trainer:
         sampler: ArmSampler | ErnieSampler = ArmSampler(
             space, n_random=cfg.sandwich.n_random, rng=rng, stages=cfg.sandwich.stages,
             total_steps=total_steps, train_largest=cfg.sandwich.train_largest,
+            train_smallest=cfg.sandwich.train_smallest,
         ) if cfg.schedule == "sandwich" else ernie_sampler(space, cfg.ernie, rng=rng)  # checked before any step
         loss_cfg = SandwichLoss(
             temperature=cfg.sandwich.temperature, distill_weight=cfg.sandwich.distill_weight,
