@@ -26,6 +26,13 @@ from _train_fixtures import tiny_config, write_corpus
 MOE = SupernetConfig(vocab_size=64, d_model=32, n_layer=4, n_head=4, n_kv_head=2, d_ff=16, n_expert=8, top_k=4)
 SPACE = {"n_layer_choices": [2, 3, 4], "n_head_choices": [4], "d_ff_choices": [16],
          "n_expert_choices": [4, 6, 8], "top_k_choices": [1, 2, 4], "tied": True}
+#: a 6-step ERNIE run of a 2-layer MoE, every axis full on half the steps
+ERNIE_RUN = dict(
+    model={"d_model": 32, "n_layer": 2, "n_head": 4, "n_kv_head": 2, "d_ff": 16, "n_expert": 4, "top_k": 2},
+    space={"n_layer_choices": [1, 2], "n_head_choices": [4], "d_ff_choices": [16],
+           "n_expert_choices": [2, 4], "top_k_choices": [1, 2], "tied": True},
+    steps=6, schedule="ernie", ernie={"n_layer": 0.5, "n_expert": 0.5, "top_k": 0.5},
+)
 
 
 @pytest.fixture(autouse=True)
@@ -141,11 +148,7 @@ def test_schedules_a_space_cannot_run_are_refused_with_one_clear_error(tmp_path:
 def test_an_ernie_run_trains_one_subnetwork_per_step(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("NAS_WORK_DIR", str(tmp_path / "work"))
     corpus = write_corpus(tmp_path / "corpus", n_files=1, sentences=200)
-    moe = {"d_model": 32, "n_layer": 2, "n_head": 4, "n_kv_head": 2, "d_ff": 16, "n_expert": 4, "top_k": 2}
-    space = {"n_layer_choices": [1, 2], "n_head_choices": [4], "d_ff_choices": [16],
-             "n_expert_choices": [2, 4], "top_k_choices": [1, 2], "tied": True}
-    cfg = tiny_config(tmp_path, corpus, model=moe, space=space, steps=6, schedule="ernie",
-                      ernie={"n_layer": 0.5, "n_expert": 0.5, "top_k": 0.5})
+    cfg = tiny_config(tmp_path, corpus, **ERNIE_RUN)
     result = train(cfg)
     events = [json.loads(line) for line in (Path(cfg.out) / "train" / "log.jsonl").read_text().splitlines()]
     steps = [e for e in events if e["event"] == "step"]
@@ -193,10 +196,7 @@ def test_a_distilled_reduced_step_learns_the_full_subnetworks_distribution_and_a
 def test_a_distilled_ernie_run_counts_the_teachers_forward_in_its_flops(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("NAS_WORK_DIR", str(tmp_path / "work"))
     corpus = write_corpus(tmp_path / "corpus", n_files=1, sentences=200)
-    moe = {"d_model": 32, "n_layer": 2, "n_head": 4, "n_kv_head": 2, "d_ff": 16, "n_expert": 4, "top_k": 2}
-    space = {"n_layer_choices": [1, 2], "n_head_choices": [4], "d_ff_choices": [16],
-             "n_expert_choices": [2, 4], "top_k_choices": [1, 2], "tied": True}
-    settings = dict(model=moe, space=space, steps=6, schedule="ernie", ernie={"n_layer": 0.5, "n_expert": 0.5, "top_k": 0.5})
+    settings = ERNIE_RUN
     plain = train(tiny_config(tmp_path / "plain", corpus, **settings))
     distilled_cfg = tiny_config(tmp_path / "distilled", corpus, **{**settings, "ernie": {**settings["ernie"], "distill": True}},
                                 sandwich={"distill_weight": 1.0, "ce_weight": 0.0})
