@@ -29,8 +29,17 @@ adds the sandwich rule without its random arm (the largest and the smallest sub-
 step), reported as ``sandwich_lean``; ``--no-smallest`` the sandwich without its smallest arm
 (the largest and one random sub-network), reported as ``sandwich_no_smallest``.
 
+``--per-axis`` adds ERNIE's own ablation design: one run of ERNIE's schedule per axis, elastic in
+that axis alone (the others at their full value on every step), so the full model trains on
+75 % (depth) or 80 % (experts, top-k) of the steps instead of the 48 % of the run elastic in all
+three. Reported in ``ernie_per_axis``: each run's full-size penalty, its reduced sub-models'
+gaps to their twins, and its cost against the baseline plus that axis' twins; the rows of
+``table`` gain ``elastic_axis_only``. Three runs are not one run: the summary's cost ratio
+is the three runs' FLOPs against the whole family.
+
     .venv/bin/python bench/ernie_ablation.py --jobs 2   # the full ablation (see README, "Does one run give many models?")
     .venv/bin/python bench/ernie_ablation.py --jobs 2 --distill 1 --distill 0.5 --lean-sandwich   # and three variants
+    .venv/bin/python bench/ernie_ablation.py --jobs 2 --per-axis   # and ERNIE's per-axis design (three more runs)
     .venv/bin/python bench/ernie_ablation.py --quick    # a smoke check on a tiny model (seconds; not evidence)
     .venv/bin/python bench/ernie_ablation.py --curve 3000 --curve-runs elastic,baseline --jobs 2   # both runs at once: the curve
 
@@ -170,6 +179,17 @@ def _elastic_space(size: dict[str, Any]) -> dict[str, Any]:
             "n_expert_choices": [E // 2, E], "top_k_choices": top_ks}
 
 
+#: the ERNIE axes and the space key each varies
+AXES = {"depth": "n_layer", "experts": "n_expert", "top_k": "top_k"}
+
+
+def _axis_space(size: dict[str, Any], axis: str) -> dict[str, Any]:
+    """The space of ERNIE's per-axis ablation: elastic in ``axis`` alone, every other axis fixed
+    at its full value (so the schedule draws only that axis)."""
+    key = AXES[axis]
+    return _fixed_space(_model(size)) | {f"{key}_choices": _elastic_space(size)[f"{key}_choices"]}
+
+
 def _held_out(cfg: TrainConfig, size: dict[str, Any]) -> torch.Tensor:
     """The held-out windows every run is scored on (same corpus, tokenizer and split for all)."""
     tokenizer = load_tokenizer(Path(cfg.out) / "tokenizer")
@@ -288,6 +308,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                         help="also train ERNIE's schedule with distilled reduced steps (ernie.distill): each reduced step "
                              "learns W x KL to the full model's distribution + (1 - W) x the data's cross-entropy; "
                              "reported in ernie_distilled (repeatable: one run per W)")
+    parser.add_argument("--per-axis", action="store_true",
+                        help="also train ERNIE's schedule once per axis, elastic in that axis alone (ERNIE's own ablation "
+                             "design); reported as ernie_per_axis and in the table's rows as elastic_axis_only")
     parser.add_argument("--curve", type=int, default=0, metavar="STEPS",
                         help="instead of the table: train the elastic run for STEPS steps, keep a checkpoint every "
                              "STEPS/--curve-points, and print the spread (and, with --curve-runs elastic,baseline, the "
@@ -303,9 +326,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         if not 0.0 <= w <= 1.0:
             raise SystemExit(f"--distill {w}: give the weight of the KL term, within [0, 1]")
     args.distill = list(dict.fromkeys(args.distill))  # one run per weight
-    if args.curve and (args.distill or args.lean_sandwich or args.no_smallest):
-        raise SystemExit("--distill, --lean-sandwich and --no-smallest add runs to the table; --curve trains the elastic run and the "
-                         "baseline only: run them without --curve")
+    if args.curve and (args.distill or args.lean_sandwich or args.no_smallest or args.per_axis):
+        raise SystemExit("--distill, --lean-sandwich, --no-smallest and --per-axis add runs to the table; --curve trains the elastic "
+                         "run and the baseline only: run them without --curve")
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     torch.set_num_threads(args.threads)
     start = time.perf_counter()
@@ -342,6 +365,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         runs[f"elastic distilled {w:g}"] = _config(
             size, root / f"elastic_distilled_{w:g}", model={}, space=elastic_space, schedule="ernie",
             ernie={"distill": True}, sandwich={"distill_weight": w, "ce_weight": round(1.0 - w, 6)})
+    if args.per_axis:  # ERNIE's ablation design: one run per axis, elastic in that axis alone
+        for axis in AXES:
+            runs[f"elastic {axis} only"] = _config(size, root / f"elastic_{axis}_only", model={},
+                                                   space=_axis_space(size, axis), schedule="ernie")
     for name, change in twins.items():
         runs[f"twin {name}"] = _config(size, root / f"twin_{name}", model=change, space=_fixed_space(full | change))
 
@@ -381,7 +408,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     variants = ["sandwich", *(["sandwich lean"] if args.lean_sandwich else []),
                 *(["sandwich no smallest"] if args.no_smallest else []), *distilled]
     variant_gaps: dict[str, list[float]] = {name: [] for name in variants}
-    table, gaps = [], []
+    table, gaps, per_axis_gaps = [], [], []
     for axis, reductions in (("depth", {"n_layer": [depth]}), ("experts", {"n_expert": [experts]}), ("top_k", {"top_k": top_ks})):
         (dim, values), = reductions.items()
         reduced = {}
@@ -400,10 +427,22 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 reduced[label][name.replace(" ", "_")] = {
                     "loss": ed, "rel": _rel(ed, base), "gap_to_twin": _rel(ed, tw),
                     "vs_elastic": _rel(ed, el), "vs_elastic_ci95": rel_ci((name, {dim: v}), ("elastic", {dim: v}))}
+        if args.per_axis:  # the run elastic in this axis alone: its full size and its reduced sub-models
+            own = f"elastic {axis} only"
+            for v in values:
+                label, tw = f"{dim}={v}", reduced[f"{dim}={v}"]["twin"]
+                twin_name = "twin " + (axis if axis != "top_k" else f"top_k={v}")
+                loss = score(own, **{dim: v})
+                per_axis_gaps.append(_rel(loss, tw))
+                reduced[label]["elastic_axis_only"] = {
+                    "loss": loss, "rel": _rel(loss, base), "gap_to_twin": _rel(loss, tw),
+                    "gap_to_twin_ci95": rel_ci((own, {dim: v}), (twin_name, {}))}
         ernie = ERNIE[axis]
         table.append({
             "axis": axis, "baseline": base, "elastic_full": el_full, "elastic_full_rel": _rel(el_full, base),
             "sandwich_full": sw_full, "sandwich_full_rel": _rel(sw_full, base), "reduced": reduced,
+            **({"elastic_axis_only_full": score(f"elastic {axis} only"),
+                "elastic_axis_only_full_rel": _rel(score(f"elastic {axis} only"), base)} if args.per_axis else {}),
             "ernie": {"full_rel": _rel(ernie["full"], ernie["baseline"]),
                       "reduced_rel": {k: _rel(v, ernie["baseline"]) for k, v in ernie["reduced"].items()}},
         })
@@ -416,6 +455,26 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 "max_gap_to_twin": max(variant_gaps[name]),
                 "family_cost_ratio": round(info[name]["train_flops"] / family, 4),
                 "spread": _rel(score(name, top_k=1), full_loss)}
+    def _per_axis() -> dict[str, Any]:
+        """ERNIE's per-axis design: each run's penalty, gaps and cost against the baseline plus
+        that axis' twins; the summary's cost is the three runs against the whole family."""
+        out: dict[str, Any] = {}
+        for row in table:
+            axis, own = row["axis"], f"elastic {row['axis']} only"
+            axis_twins = [k for k in info if k == f"twin {axis}" or (axis == "top_k" and k.startswith("twin top_k="))]
+            axis_family = info["baseline"]["train_flops"] + sum(info[k]["train_flops"] for k in axis_twins)
+            full_loss = score(own)
+            out[axis] = {"full_size_penalty": _rel(full_loss, base),
+                         "full_size_penalty_ci95": rel_ci((own, {}), ("baseline", {})),
+                         "ernie_full_rel": row["ernie"]["full_rel"],
+                         "gap_to_twin": {label: r["elastic_axis_only"]["gap_to_twin"] for label, r in row["reduced"].items()},
+                         "cost_ratio_vs_axis_family": round(info[own]["train_flops"] / axis_family, 4)}
+            if axis == "top_k":
+                out[axis]["spread"] = _rel(score(own, top_k=1), full_loss)
+        out["summary"] = {"max_full_size_penalty": max(v["full_size_penalty"] for v in out.values()),
+                          "max_gap_to_twin": max(per_axis_gaps),
+                          "three_runs_cost_ratio": round(sum(info[f"elastic {a} only"]["train_flops"] for a in AXES) / family, 4)}
+        return out
     report = {
         "table": table,
         "full_size_penalty": _rel(el_full, base),
@@ -433,6 +492,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                                  "full_vs_elastic": _rel(score(f"elastic distilled {w:g}"), el_full),
                                  "full_vs_elastic_ci95": rel_ci((f"elastic distilled {w:g}", {}), ("elastic", {}))}
                                 for w in args.distill]} if args.distill else {}),
+        **({"ernie_per_axis": _per_axis()} if args.per_axis else {}),
         "quick": args.quick,
         "model": full,
         "space": elastic_space,
