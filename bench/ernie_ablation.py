@@ -29,6 +29,11 @@ adds the sandwich rule without its random arm (the largest and the smallest sub-
 step), reported as ``sandwich_lean``; ``--no-smallest`` the sandwich without its smallest arm
 (the largest and one random sub-network), reported as ``sandwich_no_smallest``.
 
+``--train-full W`` (repeatable) adds ERNIE's schedule with the full sub-network trained on every
+step (``ernie.train_full``: the sandwich's largest arm on ERNIE's draws, the same draws as the
+elastic run), its reduced arm learning W x KL to the full arm's distribution + (1 - W) x
+cross-entropy (W 0: the data alone, ``ernie.distill`` off); reported in ``ernie_train_full``.
+
 ``--per-axis`` adds ERNIE's own ablation design: one run of ERNIE's schedule per axis, elastic in
 that axis alone (the others at their full value on every step), so the full model trains on
 75 % (depth) or 80 % (experts, top-k) of the steps instead of the 48 % of the run elastic in all
@@ -308,6 +313,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                         help="also train ERNIE's schedule with distilled reduced steps (ernie.distill): each reduced step "
                              "learns W x KL to the full model's distribution + (1 - W) x the data's cross-entropy; "
                              "reported in ernie_distilled (repeatable: one run per W)")
+    parser.add_argument("--train-full", type=float, action="append", default=[], metavar="W",
+                        help="also train ERNIE's schedule with the full sub-network trained on every step (ernie.train_full), "
+                             "the reduced arm learning W x KL to it + (1 - W) x cross-entropy (0: the data alone); reported "
+                             "in ernie_train_full (repeatable: one run per W)")
     parser.add_argument("--per-axis", action="store_true",
                         help="also train ERNIE's schedule once per axis, elastic in that axis alone (ERNIE's own ablation "
                              "design); reported as ernie_per_axis and in the table's rows as elastic_axis_only")
@@ -322,13 +331,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                         help="change one size of the model or the runs, e.g. --set d_ff=128 (repeatable; keys: "
                              + ", ".join(k for k in SIZES["full"] if k not in ("max_chars",)) + "); its runs get their own folder")
     args = parser.parse_args(argv)
-    for w in args.distill:
-        if not 0.0 <= w <= 1.0:
-            raise SystemExit(f"--distill {w}: give the weight of the KL term, within [0, 1]")
+    for option, weights in (("--distill", args.distill), ("--train-full", args.train_full)):
+        for w in weights:
+            if not 0.0 <= w <= 1.0:
+                raise SystemExit(f"{option} {w}: give the weight of the KL term, within [0, 1]")
     args.distill = list(dict.fromkeys(args.distill))  # one run per weight
-    if args.curve and (args.distill or args.lean_sandwich or args.no_smallest or args.per_axis):
-        raise SystemExit("--distill, --lean-sandwich, --no-smallest and --per-axis add runs to the table; --curve trains the elastic "
-                         "run and the baseline only: run them without --curve")
+    args.train_full = list(dict.fromkeys(args.train_full))
+    if args.curve and (args.distill or args.train_full or args.lean_sandwich or args.no_smallest or args.per_axis):
+        raise SystemExit("--distill, --train-full, --lean-sandwich, --no-smallest and --per-axis add runs to the table; --curve "
+                         "trains the elastic run and the baseline only: run them without --curve")
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     torch.set_num_threads(args.threads)
     start = time.perf_counter()
@@ -365,6 +376,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         runs[f"elastic distilled {w:g}"] = _config(
             size, root / f"elastic_distilled_{w:g}", model={}, space=elastic_space, schedule="ernie",
             ernie={"distill": True}, sandwich={"distill_weight": w, "ce_weight": round(1.0 - w, 6)})
+    for w in args.train_full:  # ERNIE's draws with the full sub-network trained on every step
+        runs[f"elastic train_full {w:g}"] = _config(
+            size, root / f"elastic_train_full_{w:g}", model={}, space=elastic_space, schedule="ernie",
+            ernie={"train_full": True, "distill": w > 0}, sandwich={"distill_weight": w, "ce_weight": round(1.0 - w, 6)}
+            if w > 0 else {})
     if args.per_axis:  # ERNIE's ablation design: one run per axis, elastic in that axis alone
         for axis in AXES:
             runs[f"elastic {axis} only"] = _config(size, root / f"elastic_{axis}_only", model={},
@@ -405,8 +421,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     base = score("baseline")
     el_full, sw_full = score("elastic"), score("sandwich")
     distilled = [f"elastic distilled {w:g}" for w in args.distill]
+    full_every_step = [f"elastic train_full {w:g}" for w in args.train_full]
     variants = ["sandwich", *(["sandwich lean"] if args.lean_sandwich else []),
-                *(["sandwich no smallest"] if args.no_smallest else []), *distilled]
+                *(["sandwich no smallest"] if args.no_smallest else []), *distilled, *full_every_step]
     variant_gaps: dict[str, list[float]] = {name: [] for name in variants}
     table, gaps, per_axis_gaps = [], [], []
     for axis, reductions in (("depth", {"n_layer": [depth]}), ("experts", {"n_expert": [experts]}), ("top_k", {"top_k": top_ks})):
@@ -492,6 +509,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                                  "full_vs_elastic": _rel(score(f"elastic distilled {w:g}"), el_full),
                                  "full_vs_elastic_ci95": rel_ci((f"elastic distilled {w:g}", {}), ("elastic", {}))}
                                 for w in args.distill]} if args.distill else {}),
+        **({"ernie_train_full": [{"distill_weight": w, **_variant(f"elastic train_full {w:g}"),
+                                  "full_vs_elastic": _rel(score(f"elastic train_full {w:g}"), el_full),
+                                  "full_vs_elastic_ci95": rel_ci((f"elastic train_full {w:g}", {}), ("elastic", {}))}
+                                 for w in args.train_full]} if args.train_full else {}),
         **({"ernie_per_axis": _per_axis()} if args.per_axis else {}),
         "quick": args.quick,
         "model": full,

@@ -125,6 +125,8 @@ def test_schedules_a_space_cannot_run_are_refused_with_one_clear_error(tmp_path:
                                 "schedule": "ernie", "ernie": {"n_expert": bad}})
     with pytest.raises(NasError, match=r"ernie\.distill belongs to the ernie schedule.*use schedule: ernie"):
         parse_train_config({**tiny_config(tmp_path, tmp_path).model_dump(mode="json"), "ernie": {"distill": True}})
+    with pytest.raises(NasError, match=r"ernie\.train_full belongs to the ernie schedule.*use schedule: ernie"):
+        parse_train_config({**tiny_config(tmp_path, tmp_path).model_dump(mode="json"), "ernie": {"train_full": True}})
     with pytest.raises(NasError, match="not elastic in n_layer"):
         ernie_sampler(_space(n_layer_choices=[4]), ErnieConfig(n_layer=0.75), rng=random.Random(0))
     dense = SupernetConfig(vocab_size=64, d_model=32, n_layer=3, n_head=4, n_kv_head=2, d_ff=64)
@@ -215,3 +217,44 @@ def test_a_distilled_ernie_run_counts_the_teachers_forward_in_its_flops(tmp_path
     full_forward = train_flops_per_token(loaded.model.config, loaded.space.largest(), distilled_cfg.seq_len) / 3.0
     extra = distilled.train_flops - plain.train_flops
     assert extra == pytest.approx(n_reduced * distilled_cfg.tokens_per_step * full_forward, rel=1e-9)
+
+
+def test_train_full_adds_the_full_subnetwork_to_every_reduced_draw_and_nothing_else() -> None:
+    space = _space()
+    plain = ernie_sampler(space, ErnieConfig(), rng=random.Random(5))
+    with_full = ernie_sampler(space, ErnieConfig(train_full=True), rng=random.Random(5))
+    largest = space.largest()
+    seen = Counter()
+    for step in range(200):  # the same draws: each step is the plain run's arm, after the full one when reduced
+        one, both = plain.arms(step), with_full.arms(step)
+        seen[one[0].name] += 1
+        assert both == (one if one[0].subnet == largest else [Arm("largest", largest), *one])
+    assert seen["largest"] > 0 and seen["reduced"] > 0
+
+
+@pytest.mark.parametrize("distill", [False, True])
+def test_a_train_full_run_trains_the_full_subnetwork_every_step_and_counts_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, distill: bool) -> None:
+    monkeypatch.setenv("NAS_WORK_DIR", str(tmp_path / "work"))
+    corpus = write_corpus(tmp_path / "corpus", n_files=1, sentences=200)
+    plain = train(tiny_config(tmp_path / "plain", corpus, **ERNIE_RUN))
+    mix = {"distill_weight": 0.7, "ce_weight": 0.3, "aux_loss_weight": 0.01}
+    cfg = tiny_config(tmp_path / "full", corpus, **{**ERNIE_RUN, "ernie": {**ERNIE_RUN["ernie"], "train_full": True,
+                                                                           "distill": distill}}, sandwich=mix)
+    result = train(cfg)
+    steps = [e for e in (json.loads(line) for line in (Path(cfg.out) / "train" / "log.jsonl").read_text().splitlines())
+             if e["event"] == "step"]
+    assert all("largest" in e["arms"] and "kd" not in e["arms"]["largest"] for e in steps)  # the full arm learns the data
+    reduced = [e["arms"]["reduced"] for e in steps if "reduced" in e["arms"]]
+    loaded = load_supernet(cfg.out)
+    replay = ernie_sampler(loaded.space, cfg.ernie, rng=random.Random(cfg.seed))
+    assert [sorted(e["arms"]) for e in steps] == [sorted(a.name for a in replay.arms(s)) for s in range(6)]
+    assert reduced  # (the seed draws a reduced sub-network on every step of this run; the sampler test covers full draws)
+    for arm in reduced:  # undistilled: the reduced arm learns the data alone; distilled: 0.7 KL to the full arm + 0.3 CE
+        objective = (0.7 * arm["kd"] + 0.3 * arm["ce"]) if distill else arm["ce"]
+        assert arm["loss"] == pytest.approx(objective + 0.01 * arm["aux"], rel=1e-4)
+        assert arm["kd"] >= 0  # logged either way: how far the reduced arm is from the full one
+    # the same draws as the plain run, plus one full training step a reduced step (the teacher comes free)
+    full_step = train_flops_per_token(loaded.model.config, loaded.space.largest(), cfg.seq_len)
+    extra = result.train_flops - plain.train_flops
+    assert extra == pytest.approx(len(reduced) * cfg.tokens_per_step * full_step, rel=1e-9)

@@ -128,6 +128,11 @@ class ErnieConfig(_Section):
     #: sandwich's students (``sandwich.distill_weight`` x KL + ``sandwich.ce_weight`` x CE);
     #: off (the default): every step learns the data alone, as in ERNIE 5
     distill: bool = False
+    #: every step also trains the full sub-network on the data, first (the sandwich's largest
+    #: arm on ERNIE's draws): a reduced draw is then a second arm on the same batch, which
+    #: learns the data alone, or with ``distill`` the full arm's distribution of that step
+    #: (in place: no extra forward). Off (the default): ERNIE 5's one sub-network a step
+    train_full: bool = False
 
     @field_validator("n_layer", "n_expert", "top_k")
     @classmethod
@@ -200,6 +205,9 @@ class TrainConfig(_Section):
         if self.schedule != "ernie" and self.ernie.distill:
             raise ValueError("ernie.distill belongs to the ernie schedule (the sandwich's students always distil); "
                              "remove it or use schedule: ernie")
+        if self.schedule != "ernie" and self.ernie.train_full:
+            raise ValueError("ernie.train_full belongs to the ernie schedule (the sandwich trains its largest arm every step "
+                             "already); remove it or use schedule: ernie")
         if self.schedule == "ernie" and self.sandwich.stages:
             raise ValueError("sandwich.stages belong to the sandwich schedule; remove them or use schedule: sandwich")
         return self

@@ -14,7 +14,8 @@ to a subset of experts" is our ``n_expert`` prefix of the importance-ordered exp
 :meth:`nas.model.layers.MixtureOfExperts.route` takes its softmax (and top-k
 renormalisation) over the kept experts only and the load-balancing loss counts only
 them, exactly as when that sub-network is scored. Other elastic dims stay at their
-largest choice.
+largest choice. ``ernie.train_full`` adds the full sub-network to every reduced step, first
+(the sandwich's largest arm on ERNIE's draws).
 """
 
 from __future__ import annotations
@@ -103,9 +104,11 @@ class ErnieSampler:
     ``probabilities[axis]``, else a smaller choice, drawn from ``rng`` (checkpointed).
     Build it with :func:`ernie_sampler`, which checks the schedule against the space."""
 
-    def __init__(self, space: SearchSpace, probabilities: Mapping[str, float], *, rng: random.Random) -> None:
+    def __init__(self, space: SearchSpace, probabilities: Mapping[str, float], *, rng: random.Random,
+                 train_full: bool = False) -> None:
         self.space = space
         self.rng = rng
+        self.train_full = train_full
         self.choices = ernie_choices(space)
         self.probabilities = {axis: float(probabilities[axis]) for axis in ERNIE_AXES if axis in probabilities}
         self.largest = space.largest()
@@ -126,8 +129,12 @@ class ErnieSampler:
         return self.space.from_params(params)
 
     def arms(self, step: int) -> list[Arm]:
+        """The step's draw; with ``train_full`` a reduced draw comes after the full sub-network
+        (the same draws either way, so the two runs differ only by the full arm)."""
         sub = self.subnet(self.draw())
-        return [Arm("largest" if sub == self.largest else "reduced", sub)]
+        if sub == self.largest:
+            return [Arm("largest", sub)]
+        return [Arm("largest", self.largest), Arm("reduced", sub)] if self.train_full else [Arm("reduced", sub)]
 
 
 def ernie_sampler(space: SearchSpace, config: ErnieConfig, *, rng: random.Random) -> ErnieSampler:
@@ -155,7 +162,7 @@ def ernie_sampler(space: SearchSpace, config: ErnieConfig, *, rng: random.Random
             f"({min(choices['n_expert'])}): drop the larger top-k choices or the smaller expert choices"
         )
     probabilities = {axis: given.get(axis, ERNIE_DEFAULTS[axis]) for axis in elastic}
-    return ErnieSampler(space, probabilities, rng=rng)
+    return ErnieSampler(space, probabilities, rng=rng, train_full=config.train_full)
 
 
 __all__ = ["ELASTIC_DIMS", "ArmSampler", "ErnieSampler", "ernie_choices", "ernie_sampler", "restrict"]

@@ -375,9 +375,12 @@ class _Trainer:
             total_steps=total_steps, train_largest=cfg.sandwich.train_largest,
             train_smallest=cfg.sandwich.train_smallest,
         ) if cfg.schedule == "sandwich" else ernie_sampler(space, cfg.ernie, rng=rng)  # checked before any step
+        # an undistilled ERNIE step learns the data alone, also as the second arm of ernie.train_full
+        plain_ernie = cfg.schedule == "ernie" and not cfg.ernie.distill
         loss_cfg = SandwichLoss(
-            temperature=cfg.sandwich.temperature, distill_weight=cfg.sandwich.distill_weight,
-            ce_weight=cfg.sandwich.ce_weight, aux_loss_weight=cfg.sandwich.aux_loss_weight, frozen_teacher=frozen,
+            temperature=cfg.sandwich.temperature, distill_weight=0.0 if plain_ernie else cfg.sandwich.distill_weight,
+            ce_weight=1.0 if plain_ernie else cfg.sandwich.ce_weight, aux_loss_weight=cfg.sandwich.aux_loss_weight,
+            frozen_teacher=frozen,
         )
         ramp_steps = cfg.sandwich.distill_ramp * total_steps
 
@@ -398,7 +401,8 @@ class _Trainer:
 
         teacher_flops = arm_flops(model.full_subnet()) / 3.0 if frozen else 0.0
         # ERNIE with distillation: a reduced step first runs the full sub-network without gradient
-        teacher_subnet = space.largest() if cfg.schedule == "ernie" and cfg.ernie.distill else None
+        # (with train_full the step's full arm is the teacher, in place)
+        teacher_subnet = space.largest() if cfg.schedule == "ernie" and cfg.ernie.distill and not cfg.ernie.train_full else None
         jlog = JsonLog(self.run_dir / "log.jsonl" if d.main else None)
         jlog.write(
             "start", step=step, total_steps=total_steps, world_size=d.world, resumed_from=ckpt_path,
