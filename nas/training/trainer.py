@@ -376,7 +376,8 @@ class _Trainer:
             train_smallest=cfg.sandwich.train_smallest,
         ) if cfg.schedule == "sandwich" else ernie_sampler(space, cfg.ernie, rng=rng)  # checked before any step
         # an undistilled ERNIE step learns the data alone, also as the second arm of ernie.train_full
-        plain_ernie = cfg.schedule == "ernie" and not cfg.ernie.distill
+        # (with a frozen teacher every arm distils from it, by the sandwich's weights, as before)
+        plain_ernie = cfg.schedule == "ernie" and cfg.ernie.train_full and not cfg.ernie.distill and not frozen
         loss_cfg = SandwichLoss(
             temperature=cfg.sandwich.temperature, distill_weight=0.0 if plain_ernie else cfg.sandwich.distill_weight,
             ce_weight=1.0 if plain_ernie else cfg.sandwich.ce_weight, aux_loss_weight=cfg.sandwich.aux_loss_weight,
