@@ -48,6 +48,7 @@ is the three runs' FLOPs against the whole family.
     .venv/bin/python bench/ernie_ablation.py --jobs 2   # the full ablation (see README, "Does one run give many models?")
     .venv/bin/python bench/ernie_ablation.py --jobs 2 --distill 1 --distill 0.5 --lean-sandwich   # and three variants
     .venv/bin/python bench/ernie_ablation.py --jobs 2 --per-axis   # and ERNIE's per-axis design (three more runs)
+    .venv/bin/python bench/ernie_ablation.py --jobs 2 --train-full 1   # and the run that met the goals (README)
     .venv/bin/python bench/ernie_ablation.py --quick    # a smoke check on a tiny model (seconds; not evidence)
     .venv/bin/python bench/ernie_ablation.py --curve 3000 --curve-runs elastic,baseline --jobs 2   # both runs at once: the curve
 
