@@ -22,8 +22,8 @@ sub-models to differ), each comparison's 95% interval (``*_ci95``: the relative 
 paired over the same held-out windows, so the noise of the text cancels), ``sandwich_rule`` (the
 same four figures for the sandwich run, each variant's with its ``goals_met``), ``goals``,
 ``runs_meeting_all_goals`` (the runs, of ERNIE's schedule or a variant, whose four figures all
-meet the goals by their point estimates: read the intervals beside them) and ``runs`` (steps,
-tokens, FLOPs, seconds per run).
+meet the goals by their point estimates), ``runs_meeting_all_goals_by_interval`` (those whose
+every interval lies on its goal's side) and ``runs`` (steps, tokens, FLOPs, seconds per run).
 
 ``--distill W`` (repeatable) adds a run of ERNIE's schedule whose reduced steps also learn the
 full sub-network's distribution (``ernie.distill``: W x KL + (1 - W) x cross-entropy); its four
@@ -278,12 +278,15 @@ def curve(args: argparse.Namespace, size: dict[str, Any], root: Path) -> dict[st
     return report
 
 
-def _goals(figures: dict[str, Any]) -> dict[str, bool]:
-    """The issue's four goals, by their point estimates (each figure's interval is reported beside it)."""
-    return {"full_size_penalty<=0.015": figures["full_size_penalty"] <= 0.015,
-            "max_gap_to_twin<=0.03": figures["max_gap_to_twin"] <= 0.03,
-            "family_cost_ratio<=0.5": figures["family_cost_ratio"] <= 0.5,
-            "spread>=0.03": figures["spread"] >= 0.03}
+def _goals(figures: dict[str, Any], *, by_interval: bool = False) -> dict[str, bool]:
+    """The issue's four goals, by their point estimates; ``by_interval``: by the whole 95%
+    interval (its far end on the goal's side of the bar; the cost ratio has no noise)."""
+    penalty, gap, spread = (figures[k] for k in ("full_size_penalty", "max_gap_to_twin", "spread"))
+    if by_interval:
+        penalty, gap, spread = (figures["full_size_penalty_ci95"][1], figures["max_gap_to_twin_ci95"][1],
+                                figures["spread_ci95"][0])
+    return {"full_size_penalty<=0.015": penalty <= 0.015, "max_gap_to_twin<=0.03": gap <= 0.03,
+            "family_cost_ratio<=0.5": figures["family_cost_ratio"] <= 0.5, "spread>=0.03": spread >= 0.03}
 
 
 def _overrides(pairs: list[str], size: dict[str, Any]) -> dict[str, int]:
@@ -485,7 +488,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                    "max_gap_to_twin": worst, "max_gap_to_twin_ci95": worst_ci,
                    "family_cost_ratio": round(info[name]["train_flops"] / family, 4),
                    "spread": _rel(score(name, top_k=1), full_loss), "spread_ci95": rel_ci((name, {"top_k": 1}), (name, {}))}
-        return figures | {"goals_met": _goals(figures)}
+        return figures | {"goals_met": _goals(figures), "goals_met_by_interval": _goals(figures, by_interval=True)}
     def _per_axis() -> dict[str, Any]:
         """ERNIE's per-axis design: each run's penalty, gaps and cost against the baseline plus
         that axis' twins; the summary's cost is the three runs against the whole family."""
@@ -539,9 +542,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "seconds": round(time.perf_counter() - start, 1),
     }
     report["goals"] = _goals(report)
-    # which runs of one elastic training meet all four goals (by their point estimates)
-    report["runs_meeting_all_goals"] = [name for name, met in [("elastic", report["goals"]), *(
-        (name, _variant(name)["goals_met"]) for name in variants)] if all(met.values())]
+    report["goals_by_interval"] = _goals(report, by_interval=True)
+    # which runs of one elastic training meet all four goals: by their point estimates, and
+    # with every interval on the goal's side
+    figures = {"elastic": (report["goals"], report["goals_by_interval"])} | {
+        name: (v["goals_met"], v["goals_met_by_interval"]) for name in variants for v in [_variant(name)]}
+    report["runs_meeting_all_goals"] = [name for name, (met, _) in figures.items() if all(met.values())]
+    report["runs_meeting_all_goals_by_interval"] = [name for name, (_, met) in figures.items() if all(met.values())]
     print(json.dumps(report, indent=1))
     return report
 

@@ -375,12 +375,12 @@ class _Trainer:
             total_steps=total_steps, train_largest=cfg.sandwich.train_largest,
             train_smallest=cfg.sandwich.train_smallest,
         ) if cfg.schedule == "sandwich" else ernie_sampler(space, cfg.ernie, rng=rng)  # checked before any step
-        # an undistilled ERNIE step learns the data alone, also as the second arm of ernie.train_full
+        # an undistilled ERNIE step learns the data alone, also as the reduced (second) arm of ernie.train_full
         # (with a frozen teacher every arm distils from it, by the sandwich's weights, as before)
-        plain_ernie = cfg.schedule == "ernie" and cfg.ernie.train_full and not cfg.ernie.distill and not frozen
+        data_only_reduced = cfg.schedule == "ernie" and cfg.ernie.train_full and not cfg.ernie.distill and not frozen
         loss_cfg = SandwichLoss(
-            temperature=cfg.sandwich.temperature, distill_weight=0.0 if plain_ernie else cfg.sandwich.distill_weight,
-            ce_weight=1.0 if plain_ernie else cfg.sandwich.ce_weight, aux_loss_weight=cfg.sandwich.aux_loss_weight,
+            temperature=cfg.sandwich.temperature, distill_weight=0.0 if data_only_reduced else cfg.sandwich.distill_weight,
+            ce_weight=1.0 if data_only_reduced else cfg.sandwich.ce_weight, aux_loss_weight=cfg.sandwich.aux_loss_weight,
             frozen_teacher=frozen,
         )
         ramp_steps = cfg.sandwich.distill_ramp * total_steps
