@@ -10,7 +10,7 @@ import torch
 
 from nas.errors import NasError
 from nas.model.directory import load_supernet
-from nas.training import list_checkpoints, train
+from nas.training import list_checkpoints, parse_train_config, train
 
 from _train_fixtures import tiny_config, write_corpus
 
@@ -75,6 +75,11 @@ def test_checkpoint_safety(tmp_path: Path, corpus: Path) -> None:
         train(other, resume="latest")
     with pytest.raises(NasError, match="another seed"):
         train(cfg.with_overrides(seed=1, steps=4), resume="latest")
+    changed = cfg.model_dump(mode="json") | {"steps": 4, "sandwich": {**cfg.sandwich.model_dump(mode="json"), "n_random": 2}}
+    before = [(p.name, p.stat().st_mtime_ns) for p in list_checkpoints(cfg.out)]
+    with pytest.raises(NasError, match=r"another schedule \(sandwich\.n_random: 1 vs 2\)"):
+        train(parse_train_config(changed), resume="latest")
+    assert [(p.name, p.stat().st_mtime_ns) for p in list_checkpoints(cfg.out)] == before  # nothing written
     # extending the budget of a finished run is a valid resume
     assert train(cfg.with_overrides(steps=3), resume="latest").steps == 3
     assert train(cfg, fresh=True).steps == 2

@@ -6,7 +6,8 @@ consumed; batches are a pure function of it, see :class:`nas.training.data.Token
 run killed and resumed ends with the same weights as an uninterrupted one. Checkpoints
 live in ``OUT/train/checkpoints/step_<step>.pt`` (written atomically; only the newest
 ``keep_checkpoints`` stay) and also record what must match on resume: the supernet
-config, layer rank, search space, tokenizer, corpus, seed, batch size and sequence length.
+config, layer rank, search space, tokenizer, corpus, seed, batch size, sequence length, dtype
+and schedule (the sandwich's and ERNIE's settings).
 """
 
 from __future__ import annotations
@@ -82,6 +83,7 @@ def save_checkpoint(out: str | Path, state: TrainingState, *, config: TrainConfi
         "batch_size": config.batch_size,
         "seq_len": config.seq_len,
         "dtype": config.dtype,
+        "schedule": _schedule(config),
         "model": state.model.state_dict(),
         "optimizer": state.optimizer.state_dict(),
         "scheduler": state.scheduler.state_dict(),
@@ -106,6 +108,15 @@ def config_difference(a: dict[str, Any], b: dict[str, Any]) -> str:
     keys = sorted(set(a) | set(b))
     diffs = [f"{k}: {a.get(k)!r} vs {b.get(k)!r}" for k in keys if a.get(k) != b.get(k)]
     return ", ".join(diffs[:4]) + (" ..." if len(diffs) > 4 else "")
+
+
+def _schedule(config: TrainConfig) -> dict[str, Any]:
+    """What decides a step's arms and how they learn: the schedule and its two sections, flat
+    (``sandwich.n_random``, ``ernie.train_full``, ...)."""
+    out: dict[str, Any] = {"schedule": config.schedule}
+    for section in ("sandwich", "ernie"):
+        out |= {f"{section}.{k}": v for k, v in getattr(config, section).model_dump(mode="json").items()}
+    return out
 
 
 def check_compatible(
@@ -134,6 +145,12 @@ def check_compatible(
         raise NasError(f"checkpoint {path} was written on another corpus (or tokenisation); resume with the same data")
     if state["seed"] != config.seed or state["batch_size"] != config.batch_size or state["seq_len"] != config.seq_len:
         raise NasError(f"checkpoint {path} used another seed, batch_size or seq_len; an exact resume needs the same values")
+    schedule = _schedule(config)
+    if state.get("schedule", schedule) != schedule:  # checkpoints written before the key: not checked
+        raise NasError(
+            f"checkpoint {path} was trained with another schedule ({config_difference(state['schedule'], schedule)}); "
+            "an exact resume needs the same: resume with the settings that wrote it, or start a fresh run with another --out"
+        )
     if state.get("dtype", config.dtype) != config.dtype:  # checkpoints written before the key: not checked
         raise NasError(
             f"checkpoint {path} was trained in dtype {state['dtype']}, this run would use {config.dtype} "
