@@ -509,6 +509,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                           "max_gap_to_twin": max(per_axis_gaps),
                           "three_runs_cost_ratio": round(sum(info[f"elastic {a} only"]["train_flops"] for a in AXES) / family, 4)}
         return out
+    figures = {name: _variant(name) for name in variants}  # each variant's four figures, once
     report = {
         "table": table,
         "full_size_penalty": _rel(el_full, base),
@@ -520,14 +521,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "spread_ci95": rel_ci(("elastic", {"top_k": 1}), ("elastic", {})),
         # the same four figures for the sandwich rule's run (same space, same tokens; more arms a step)
         # and, with --distill, for ERNIE's schedule with distilled reduced steps
-        "sandwich_rule": _variant("sandwich"),
-        **({"sandwich_lean": _variant("sandwich lean")} if args.lean_sandwich else {}),
-        **({"sandwich_no_smallest": _variant("sandwich no smallest")} if args.no_smallest else {}),
-        **({"ernie_distilled": [{"distill_weight": w, **_variant(f"elastic distilled {w:g}"),
+        "sandwich_rule": figures["sandwich"],
+        **({"sandwich_lean": figures["sandwich lean"]} if args.lean_sandwich else {}),
+        **({"sandwich_no_smallest": figures["sandwich no smallest"]} if args.no_smallest else {}),
+        **({"ernie_distilled": [{"distill_weight": w, **figures[f"elastic distilled {w:g}"],
                                  "full_vs_elastic": _rel(score(f"elastic distilled {w:g}"), el_full),
                                  "full_vs_elastic_ci95": rel_ci((f"elastic distilled {w:g}", {}), ("elastic", {}))}
                                 for w in args.distill]} if args.distill else {}),
-        **({"ernie_train_full": [{"distill_weight": w, **_variant(f"elastic train_full {w:g}"),
+        **({"ernie_train_full": [{"distill_weight": w, **figures[f"elastic train_full {w:g}"],
                                   "full_vs_elastic": _rel(score(f"elastic train_full {w:g}"), el_full),
                                   "full_vs_elastic_ci95": rel_ci((f"elastic train_full {w:g}", {}), ("elastic", {}))}
                                  for w in args.train_full]} if args.train_full else {}),
@@ -545,10 +546,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     report["goals_by_interval"] = _goals(report, by_interval=True)
     # which runs of one elastic training meet all four goals: by their point estimates, and
     # with every interval on the goal's side
-    figures = {"elastic": (report["goals"], report["goals_by_interval"])} | {
-        name: (v["goals_met"], v["goals_met_by_interval"]) for name in variants for v in [_variant(name)]}
-    report["runs_meeting_all_goals"] = [name for name, (met, _) in figures.items() if all(met.values())]
-    report["runs_meeting_all_goals_by_interval"] = [name for name, (_, met) in figures.items() if all(met.values())]
+    met = {"elastic": (report["goals"], report["goals_by_interval"])} | {
+        name: (v["goals_met"], v["goals_met_by_interval"]) for name, v in figures.items()}
+    report["runs_meeting_all_goals"] = [name for name, (point, _) in met.items() if all(point.values())]
+    report["runs_meeting_all_goals_by_interval"] = [name for name, (_, whole) in met.items() if all(whole.values())]
     print(json.dumps(report, indent=1))
     return report
 
