@@ -79,6 +79,9 @@ def test_checkpoint_safety(tmp_path: Path, corpus: Path) -> None:
     before = [(p.name, p.stat().st_mtime_ns) for p in list_checkpoints(cfg.out)]
     with pytest.raises(NasError, match=r"another schedule \(sandwich\.n_random: 1 vs 2\)"):
         train(parse_train_config(changed), resume="latest")
+    lr = cfg.model_dump(mode="json") | {"steps": 4, "optim": {**cfg.optim.model_dump(mode="json"), "lr": 0.5}}
+    with pytest.raises(NasError, match=rf"other optimiser settings \(optim\.lr: {cfg.optim.lr} vs 0\.5\)"):
+        train(parse_train_config(lr), resume="latest")
     assert [(p.name, p.stat().st_mtime_ns) for p in list_checkpoints(cfg.out)] == before  # nothing written
     # extending the budget of a finished run is a valid resume
     assert train(cfg.with_overrides(steps=3), resume="latest").steps == 3

@@ -84,6 +84,7 @@ def save_checkpoint(out: str | Path, state: TrainingState, *, config: TrainConfi
         "seq_len": config.seq_len,
         "dtype": config.dtype,
         "schedule": _schedule(config),
+        "optim": _optim(config),
         "model": state.model.state_dict(),
         "optimizer": state.optimizer.state_dict(),
         "scheduler": state.scheduler.state_dict(),
@@ -119,6 +120,12 @@ def _schedule(config: TrainConfig) -> dict[str, Any]:
     return out
 
 
+def _optim(config: TrainConfig) -> dict[str, Any]:
+    """The optimiser and LR-schedule settings (``optim.*``): a resume restores the optimiser's
+    and scheduler's state, so a run that differs in them would silently mix two settings."""
+    return {f"optim.{k}": v for k, v in config.optim.model_dump(mode="json").items()}
+
+
 def check_compatible(
     state: dict[str, Any],
     path: Path | None,
@@ -150,6 +157,13 @@ def check_compatible(
         raise NasError(
             f"checkpoint {path} was trained with another schedule ({config_difference(state['schedule'], schedule)}); "
             "an exact resume needs the same: resume with the settings that wrote it, or start a fresh run with another --out"
+        )
+    optim = _optim(config)
+    if state.get("optim", optim) != optim:  # checkpoints written before the key: not checked
+        raise NasError(
+            f"checkpoint {path} was trained with other optimiser settings ({config_difference(state['optim'], optim)}); "
+            "a resume restores the checkpoint's optimiser and LR schedule, so an exact resume needs the same: "
+            "resume with the settings that wrote it, or start a fresh run with another --out"
         )
     if state.get("dtype", config.dtype) != config.dtype:  # checkpoints written before the key: not checked
         raise NasError(
