@@ -11,10 +11,10 @@ that the process's resident memory stays at its peak rather than shrinking after
 
 Trimming is off altogether, not only raised: in a virtual machine whose balloon reports free
 pages to the host (Firecracker's, as on our 2-core machines), a page the heap gives back is
-soon discarded by the host, and touching it again costs a host fault: there, 5 GiB allocated,
-freed and allocated again 6 s later took 3.1-3.4 s each time when the heap had been trimmed,
-0.2-0.3 s when it kept the pages (and 8.2 s the first time, fresh from the host; a quiet
-2-core machine).
+soon discarded by the host, and touching it again costs a host fault: there, 5 GiB grown, freed
+and grown again 6 s later took 8.6-9.0 s the second time with the old 2 GiB trim threshold,
+7.3-8.6 s with glibc's defaults, 0.3-0.6 s with trimming off (``bench/heap_refault.py``, two
+runs on a quiet 2-core AVX2-only EPYC).
 
 :func:`retain_freed_memory` applies it once per process; ``NAS_RETAIN_HEAP=0`` turns it off.
 Elsewhere (not glibc) it does nothing. :func:`warm_heap` faults a given size of heap in ahead
