@@ -30,27 +30,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 SETTINGS = ("kept", "trim_2gib", "glibc_default")
 
 
-def grow(nbytes: int) -> float:
-    """Seconds to allocate ``nbytes`` in heap-sized blocks and touch every page (then freed)."""
-    import ctypes
-
-    from nas.model import heap
-
-    libc = ctypes.CDLL("libc.so.6")
-    libc.malloc.argtypes, libc.malloc.restype = (ctypes.c_size_t,), ctypes.c_void_p
-    libc.free.argtypes, libc.free.restype = (ctypes.c_void_p,), None
-    start = time.perf_counter()
-    blocks = [libc.malloc(heap.WARM_CHUNK) for _ in range(nbytes // heap.WARM_CHUNK)]
-    if not all(blocks):
-        sys.exit("out of memory: lower --gib")
-    for block in blocks:
-        ctypes.memset(block, 1, heap.WARM_CHUNK)
-    seconds = time.perf_counter() - start
-    for block in blocks:
-        libc.free(block)
-    return seconds
-
-
 def child(setting: str, gib: float, idle: float) -> dict[str, float]:
     from nas.model import heap
 
@@ -58,9 +37,9 @@ def child(setting: str, gib: float, idle: float) -> dict[str, float]:
         heap.TRIM_THRESHOLD = (1 << 31) - 1
     heap.retain_freed_memory()
     nbytes = int(gib * 2**30)
-    first = grow(nbytes)
+    first = heap.grow_heap(nbytes)
     time.sleep(idle)
-    return {"first_s": round(first, 2), "again_s": round(grow(nbytes), 2)}
+    return {"first_s": round(first, 2), "again_s": round(heap.grow_heap(nbytes), 2)}
 
 
 def main() -> None:

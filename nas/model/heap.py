@@ -12,8 +12,8 @@ that the process's resident memory stays at its peak rather than shrinking after
 Trimming is off altogether, not only raised: in a virtual machine whose balloon reports free
 pages to the host (Firecracker's, as on our 2-core machines), a page the heap gives back is
 soon discarded by the host, and touching it again costs a host fault: there, 5 GiB grown, freed
-and grown again 6 s later took 8.6-9.0 s the second time with the old 2 GiB trim threshold,
-7.3-8.6 s with glibc's defaults, 0.3-0.6 s with trimming off (``bench/heap_refault.py``, two
+and grown again 6 s later took 8.5-11.0 s the second time with the old 2 GiB trim threshold,
+8.8-9.6 s with glibc's defaults, 0.2 s with trimming off (``bench/heap_refault.py``, two
 runs on a quiet 2-core AVX2-only EPYC).
 
 :func:`retain_freed_memory` applies it once per process; ``NAS_RETAIN_HEAP=0`` turns it off.
@@ -63,13 +63,9 @@ def retain_freed_memory() -> bool:
         return _applied
 
 
-def warm_heap(nbytes: int) -> float:
-    """Grow the heap by ``nbytes`` now, touching every page, and free it again (kept, as
-    :func:`retain_freed_memory` is applied first): later allocations up to that size reuse
-    pages already faulted in. Seconds it took; 0.0, doing nothing, where freed memory is not
-    retained (it would go straight back to the kernel)."""
-    if nbytes <= 0 or not retain_freed_memory():
-        return 0.0
+def grow_heap(nbytes: int) -> float:
+    """Allocate ``nbytes`` in :data:`WARM_CHUNK` blocks, touching every page, then free them
+    (kept in the heap only where :func:`retain_freed_memory` applies). Seconds it took."""
     libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
     libc.malloc.argtypes, libc.malloc.restype = (ctypes.c_size_t,), ctypes.c_void_p
     libc.free.argtypes, libc.free.restype = (ctypes.c_void_p,), None
@@ -88,4 +84,14 @@ def warm_heap(nbytes: int) -> float:
     return time.perf_counter() - start
 
 
-__all__ = ["ENV", "retain_freed_memory", "warm_heap"]
+def warm_heap(nbytes: int) -> float:
+    """Grow the heap by ``nbytes`` now, touching every page, and free it again (kept, as
+    :func:`retain_freed_memory` is applied first): later allocations up to that size reuse
+    pages already faulted in. Seconds it took; 0.0, doing nothing, where freed memory is not
+    retained (it would go straight back to the kernel)."""
+    if nbytes <= 0 or not retain_freed_memory():
+        return 0.0
+    return grow_heap(nbytes)
+
+
+__all__ = ["ENV", "grow_heap", "retain_freed_memory", "warm_heap"]

@@ -111,19 +111,20 @@ def config_difference(a: dict[str, Any], b: dict[str, Any]) -> str:
     return ", ".join(diffs[:4]) + (" ..." if len(diffs) > 4 else "")
 
 
+def _sections(config: TrainConfig, *names: str) -> dict[str, Any]:
+    """The settings of ``config``'s sections ``names``, flat (``sandwich.n_random``, ``optim.lr``, ...)."""
+    return {f"{name}.{k}": v for name in names for k, v in getattr(config, name).model_dump(mode="json").items()}
+
+
 def _schedule(config: TrainConfig) -> dict[str, Any]:
-    """What decides a step's arms and how they learn: the schedule and its two sections, flat
-    (``sandwich.n_random``, ``ernie.train_full``, ...)."""
-    out: dict[str, Any] = {"schedule": config.schedule}
-    for section in ("sandwich", "ernie"):
-        out |= {f"{section}.{k}": v for k, v in getattr(config, section).model_dump(mode="json").items()}
-    return out
+    """What decides a step's arms and how they learn: the schedule and its two sections."""
+    return {"schedule": config.schedule} | _sections(config, "sandwich", "ernie")
 
 
 def _optim(config: TrainConfig) -> dict[str, Any]:
-    """The optimiser and LR-schedule settings (``optim.*``): a resume restores the optimiser's
-    and scheduler's state, so a run that differs in them would silently mix two settings."""
-    return {f"optim.{k}": v for k, v in config.optim.model_dump(mode="json").items()}
+    """The optimiser and LR-schedule settings: a resume restores the optimiser's and
+    scheduler's state, so a run that differs in them would silently mix two settings."""
+    return _sections(config, "optim")
 
 
 def check_compatible(
@@ -152,19 +153,16 @@ def check_compatible(
         raise NasError(f"checkpoint {path} was written on another corpus (or tokenisation); resume with the same data")
     if state["seed"] != config.seed or state["batch_size"] != config.batch_size or state["seq_len"] != config.seq_len:
         raise NasError(f"checkpoint {path} used another seed, batch_size or seq_len; an exact resume needs the same values")
-    schedule = _schedule(config)
-    if state.get("schedule", schedule) != schedule:  # checkpoints written before the key: not checked
-        raise NasError(
-            f"checkpoint {path} was trained with another schedule ({config_difference(state['schedule'], schedule)}); "
-            "an exact resume needs the same: resume with the settings that wrote it, or start a fresh run with another --out"
-        )
-    optim = _optim(config)
-    if state.get("optim", optim) != optim:  # checkpoints written before the key: not checked
-        raise NasError(
-            f"checkpoint {path} was trained with other optimiser settings ({config_difference(state['optim'], optim)}); "
-            "a resume restores the checkpoint's optimiser and LR schedule, so an exact resume needs the same: "
-            "resume with the settings that wrote it, or start a fresh run with another --out"
-        )
+    for key, mine_now, what, why in (
+        ("schedule", _schedule(config), "another schedule", ""),
+        ("optim", _optim(config), "other optimiser settings",
+         "a resume restores the checkpoint's optimiser and LR schedule, so "),
+    ):
+        if state.get(key, mine_now) != mine_now:  # checkpoints written before the key: not checked
+            raise NasError(
+                f"checkpoint {path} was trained with {what} ({config_difference(state[key], mine_now)}); "
+                f"{why}an exact resume needs the same: resume with the settings that wrote it, or start a fresh run with another --out"
+            )
     if state.get("dtype", config.dtype) != config.dtype:  # checkpoints written before the key: not checked
         raise NasError(
             f"checkpoint {path} was trained in dtype {state['dtype']}, this run would use {config.dtype} "
