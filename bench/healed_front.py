@@ -5,7 +5,9 @@
    this 2-core CPU) or ``--tokens``, through :func:`nas.training.heal.plan_heal` /
    :func:`~nas.training.heal.run_heal` with the CPU defaults of ``nas heal`` (4 x 256 tokens
    a step, lr 1e-4, largest + smallest + 1 random arm distilling from the frozen full
-   model, Gutenberg text); 6 checkpoints are kept for the curve;
+   model, Gutenberg text, or ``--data``/``--text-field``: other text, e.g. boolq's Wikipedia
+   passages, ``--data benchmarks/boolq/validation.jsonl --text-field passage``, with no 10-word
+   overlap with the wikitext-2 test pages the held-out loss reads); 6 checkpoints are kept for the curve;
 2. pick ``--subnets`` (12) homogeneous members of the demo space whose parameter counts
    are spread evenly from its smallest to its largest sub-network;
 3. score each on both supernets (``--dtype``, auto by default; fp32 log-likelihoods, the study scorer) on the same
@@ -30,6 +32,7 @@ JSON object (progress on stderr). Reproduce:
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import logging
 import sys
@@ -147,10 +150,13 @@ def run_heal_cached(args: argparse.Namespace, parent: LoadedSupernet, space: Sea
     """The healed supernet (healed now, resumed, or found from an earlier run) and its record."""
     budget = HealBudget(tokens=args.tokens) if args.tokens else HealBudget.parse(args.time, what="--time")
     settings = heal_settings(args.device, checkpoints=6, keep_checkpoints=6, evals=4, eval_tokens=4096, lr=args.lr,
-                             **({"max_chars": 400_000} if args.quick else {}))
+                             corpus=args.data, text_field=args.text_field, **({"max_chars": 400_000} if args.quick else {}))
     label = f"{parent.content_hash}-{budget.tokens or int(budget.seconds or 0)}{'tok' if budget.tokens else 's'}"
     if args.lr is not None:  # the default's runs keep their old folder
         label += f"-lr{args.lr:g}"
+    if args.data or args.text_field:  # other text than Gutenberg's: its own folder
+        named = json.dumps([settings.corpus, settings.text_field])
+        label += f"-data{hashlib.sha256(named.encode()).hexdigest()[:8]}"
     out = root / "healed" / label
     if (out / "supernet.json").is_file() and "heal" in load_supernet(out, verify=False).provenance:
         log.info("healed supernet found at %s", out)
@@ -230,6 +236,9 @@ def main() -> None:
     p.add_argument("--heldout", type=int, default=64, help="wikitext-2 test windows of 256 tokens")
     p.add_argument("--device", default="auto")
     p.add_argument("--lr", type=float, default=None, help="peak learning rate of the heal (default: nas heal's, 1e-4)")
+    p.add_argument("--data", action="append", default=None,
+                   help="text to heal on (files, folders, .jsonl; repeatable; default Gutenberg under NAS_DATA_DIR)")
+    p.add_argument("--text-field", default=None, help="field holding the text in .jsonl --data files (default: text)")
     p.add_argument("--curve", action="store_true", help="also score the heal's checkpoints (gain vs tokens)")
     p.add_argument("--only-unhealed", action="store_true", help="score the unhealed supernet (cached) and stop")
     p.add_argument("--quick", action="store_true", help="smoke check: 2 heal steps, 3 sub-networks, 10 documents")
@@ -318,7 +327,7 @@ def main() -> None:
         "subnets": rows,
         "tokens": record["tokens"], "steps": record["steps"], "heal_s": record.get("wall_time_s"),
         "heal_budget": record["budget"], "heal_timing": record.get("timing"),
-        "heal_settings": record["settings"], "heal_val_loss": record.get("val_loss"),
+        "heal_settings": record["settings"], "heal_data": record.get("data"), "heal_val_loss": record.get("val_loss"),
         "heal_cached": healed_info["cached"], "heal_resumed": healed_info["resumed"],
         "heal_wall_s": healed_info.get("heal_wall_s"),  # with the timing steps, evaluations and checkpoints
         "front_hv_unhealed": round(hv["unhealed"], 4), "front_hv_healed": round(hv["healed"], 4),

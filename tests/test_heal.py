@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 
 import pytest
@@ -203,6 +204,20 @@ def test_bad_inputs(tmp_path: Path, corpus: Path, imported: Path, scratch: Path)
         plan_heal(imported, tmp_path / "x", budget=budget, settings=settings, resume=True)
 
 
+def test_heal_reads_jsonl_text_from_the_named_field(tmp_path: Path, corpus: Path, imported: Path) -> None:
+    data = tmp_path / "passages.jsonl"
+    data.write_text("".join(json.dumps({"id": i, "passage": f.read_text()}) + "\n" for i, f in enumerate(sorted(corpus.glob("*.txt")))))
+    budget = HealBudget(tokens=4 * 32)
+    plan = plan_heal(imported, tmp_path / "p", budget=budget, settings=_settings(data, text_field="passage"))
+    assert plan.config.data.text_field == "passage" and plan.record["data"]["text_field"] == "passage"
+    assert plan.record["settings"]["text_field"] == "passage"  # a resume with another field is refused
+    assert "text_field" not in _settings(corpus).resumable()  # heals recorded before the field existed resume
+    healed = run_heal(plan)
+    assert load_supernet(healed.out).provenance["heal"]["data"]["text_field"] == "passage"
+    with pytest.raises(NasError, match=r"passages\.jsonl:1 has no 'text' field; .* --text-field for nas heal"):
+        heal(imported, tmp_path / "q", budget=budget, settings=_settings(data))
+
+
 def test_subnet_space_holds_one_member(imported: Path) -> None:
     loaded = load_supernet(imported)
     sub = loaded.space.from_params({**loaded.space.to_params(loaded.space.smallest()), "layer_1.d_ff": 32})
@@ -275,6 +290,14 @@ def test_export_heal_writes_before_and_after_into_the_card(tmp_path: Path, corpu
     res = CliRunner().invoke(app, ["export", "tiny-heal", "0", "--out", str(tmp_path / "again"), "--heal", "16k",
                                    "--heal-data", str(corpus), "--storage", url])
     assert res.exit_code == 0 and "healed sub-network found" in res.output, res.output
+    # other text to heal on is another heal, not the one found
+    data = tmp_path / "passages.jsonl"
+    data.write_text("".join(json.dumps({"passage": f.read_text()}) + "\n" for f in sorted(corpus.glob("*.txt"))))
+    res = CliRunner().invoke(app, ["export", "tiny-heal", "0", "--out", str(tmp_path / "other"), "--heal", "4k",
+                                   "--heal-data", str(data), "--heal-text-field", "passage", "--storage", url])
+    assert res.exit_code == 0 and "healed sub-network found" not in res.output, res.output
+    other = json.loads((tmp_path / "other" / "nas_export.json").read_text())["heal"]
+    assert other["tokens"] == 3 * 1024 and other["data"]["text_field"] == "passage"
 
 
 def heal_meta_prompts() -> tuple[str, ...]:

@@ -9,6 +9,8 @@ is shared with ``nas demo --heal`` and ``nas export --heal``.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass, replace
 from pathlib import Path
 from time import monotonic, perf_counter  # not `time`: the command's --time option is called so
@@ -101,6 +103,8 @@ def heal_cmd(
                                                            "self: a supernet trained from scratch distils from its own")] = "parent",
     data: Annotated[Optional[list[str]], typer.Option("--data", help="Training text (files, folders, hf:NAME; repeatable; "
                                                                      "default corpus/gutenberg under NAS_DATA_DIR)")] = None,
+    text_field: Annotated[Optional[str], typer.Option("--text-field", help="Field holding the text in .jsonl --data files "
+                                                                            "(default: text)")] = None,
     max_chars: Annotated[Optional[int], typer.Option(help="Characters of the text read (default 4M on a CPU, all on a GPU)")] = None,
     batch_size: Annotated[Optional[int], typer.Option(help="Sequences per step (default 4 on a CPU, 32 on a GPU)")] = None,
     seq_len: Annotated[Optional[int], typer.Option(help="Tokens per sequence (default 256 on a CPU, 1024 on a GPU)")] = None,
@@ -124,7 +128,7 @@ def heal_cmd(
     if threads is not None:
         torch.set_num_threads(threads)
     budget = budget_of(tokens, time)
-    settings = heal_settings(device, corpus=data, max_chars=max_chars, batch_size=batch_size, seq_len=seq_len, lr=lr,
+    settings = heal_settings(device, corpus=data, text_field=text_field, max_chars=max_chars, batch_size=batch_size, seq_len=seq_len, lr=lr,
                              n_random=n_random, keep_checkpoints=keep_checkpoints)
     if budget is None and not resume:
         budget = settings.budget
@@ -161,7 +165,7 @@ class HealedPick:
 
 
 def heal_pick(source: ExportSource, budget: HealBudget, text: str, *, corpus: list[str] | None = None,
-              quiet: bool = False) -> HealedPick:
+              text_field: str | None = None, quiet: bool = False) -> HealedPick:
     """``nas export --heal``: distil ``source``'s sub-network from its supernet's frozen full
     model (a one-member space: every step trains just that sub-network), then score it before
     and after on the study's documents and continue the fixed prompts with both. The heal
@@ -184,7 +188,10 @@ def heal_pick(source: ExportSource, budget: HealBudget, text: str, *, corpus: li
         teacher = teacher_kind(loaded, "parent")
     except NasError:  # trained from scratch: the pick distils from the supernet's own full model
         teacher = "self"
+    settings = heal_settings(n_random=0, corpus=corpus or None, text_field=text_field)
     label = f"{budget.tokens}tok" if budget.tokens is not None else f"{int(budget.seconds or 0)}s"
+    # the settings in the folder's name: a heal on other text (or another device's dtype) is not reused
+    label += "-" + hashlib.sha256(json.dumps(settings.resumable(), sort_keys=True).encode()).hexdigest()[:8]
     out = work_dir() / "heal" / "export" / f"{source.supernet_hash}-{source.subnet.hash}-{label}"
     done = (out / "supernet.json").is_file() and "heal" in load_supernet(out, verify=False).provenance
     if done:
@@ -192,7 +199,7 @@ def heal_pick(source: ExportSource, budget: HealBudget, text: str, *, corpus: li
     else:
         resume = bool(list_checkpoints(out)) and (out / "train" / HEAL_FILE).is_file()
         plan = plan_heal(loaded.path, out, budget=None if resume else budget, space=space,
-                         settings=heal_settings(n_random=0, corpus=corpus or None), teacher=teacher, resume=resume, fresh=not resume, loaded=loaded)
+                         settings=settings, teacher=teacher, resume=resume, fresh=not resume, loaded=loaded)
         console.print(f"healing {source.subnet.summary()} from the full model of {source.supernet_hash}: {plan.steps} "
                       f"steps, {plan.tokens:,} tokens" + (" (resumed)" if resume else ""))
         heal_with_bar(plan, fresh=not resume, quiet=quiet, label="heal the pick")

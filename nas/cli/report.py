@@ -172,6 +172,8 @@ def export_cmd(
                        "tokens (500k, 2M) or time (90s, 10m); the card gets its scores and continuations before and after")] = None,
     heal_data: Annotated[Optional[list[str]], typer.Option(
         "--heal-data", help="Text to heal on (files, folders; repeatable; default corpus/gutenberg under NAS_DATA_DIR)")] = None,
+    heal_text_field: Annotated[Optional[str], typer.Option(
+        "--heal-text-field", help="Field holding the text in .jsonl --heal-data files (default: text)")] = None,
     storage_url: StorageOpt = None,
 ) -> None:
     """Export one sub-network of a study as a standalone dense model (safetensors, config,
@@ -221,7 +223,7 @@ def export_cmd(
         # deferred: healing loads torch, the trainer and the scorers
         from nas.cli.heal import heal_pick
 
-        healed = heal_pick(source, budget, heal, corpus=heal_data)
+        healed = heal_pick(source, budget, heal, corpus=heal_data, text_field=heal_text_field)
     with console.status(f"exporting trial {trial} of {study}"):
         result = _export_beside(source, out, dtype=dtype, healed=None if healed is None else healed.supernet,
                                 heal=None if healed is None else healed.record)

@@ -155,7 +155,8 @@ def _jsonl_documents(path: Path, field: str) -> Iterator[str]:
                 raise NasError(f"{path}:{number} is not valid JSON ({exc.msg}); fix or remove the line") from None
             if not isinstance(row, dict) or field not in row:
                 raise NasError(
-                    f"{path}:{number} has no '{field}' field; set data.text_field to the field holding the text"
+                    f"{path}:{number} has no '{field}' field; name the field holding the text "
+                    "(data.text_field in a train config, --text-field for nas heal)"
                 )
             if not isinstance(row[field], str):
                 raise NasError(f"{path}:{number} field '{field}' is not a string")

@@ -132,6 +132,7 @@ class HealSettings:
     n_random: int
     dtype: str = "bf16"
     corpus: tuple[str, ...] = ("corpus/gutenberg",)
+    text_field: str = "text"  # the field holding the text in .jsonl files of the corpus
     max_chars: int | None = None
     val_fraction: float = 0.02
     temperature: float = 1.0
@@ -147,6 +148,8 @@ class HealSettings:
         out.pop("budget")
         out.pop("keep_checkpoints")
         out["corpus"] = list(self.corpus)
+        if self.text_field == "text":  # the default: heals recorded before the field existed resume
+            out.pop("text_field")
         return out
 
 
@@ -296,7 +299,8 @@ def _train_config(supernet: Path, out: Path, space: SearchSpace, settings: HealS
         "out": str(out),
         "seed": s.seed,
         "init_from": str(supernet),
-        "data": {"corpus": list(s.corpus), "val_fraction": s.val_fraction, "max_chars": s.max_chars},
+        "data": {"corpus": list(s.corpus), "text_field": s.text_field, "val_fraction": s.val_fraction,
+                 "max_chars": s.max_chars},
         "space": {"layers": {}, **space.to_dict()},  # all of it: nothing of the supernet's own space leaks in
         "sandwich": {"teacher": "frozen", "n_random": s.n_random, "temperature": s.temperature},
         "optim": {"lr": s.lr, "warmup_fraction": 0.05, "weight_decay": 0.0, "min_lr_ratio": 0.1},
@@ -470,7 +474,8 @@ def plan_heal(
         "tokens": steps * config.tokens_per_step,
         "timing": timing,  # a time budget's measured parts (HealTiming), None for a token budget
         "evals": evals,  # held-out evaluations over the run, the final one included
-        "data": {"corpus": list(settings.corpus), "max_chars": settings.max_chars, "val_fraction": settings.val_fraction},
+        "data": {"corpus": list(settings.corpus), "text_field": settings.text_field, "max_chars": settings.max_chars,
+                 "val_fraction": settings.val_fraction},
     }
     return HealPlan(config=config, record=record, resume=resume)
 
