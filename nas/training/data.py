@@ -156,7 +156,7 @@ def _jsonl_documents(path: Path, field: str) -> Iterator[str]:
             if not isinstance(row, dict) or field not in row:
                 raise NasError(
                     f"{path}:{number} has no '{field}' field; name the field holding the text "
-                    "(data.text_field in a train config, --text-field for nas heal)"
+                    "(data.text_field in a train config, --text-field for nas heal, --heal-text-field for nas export)"
                 )
             if not isinstance(row[field], str):
                 raise NasError(f"{path}:{number} field '{field}' is not a string")
