@@ -6,8 +6,8 @@
    :func:`~nas.training.heal.run_heal` with the CPU defaults of ``nas heal`` (4 x 256 tokens
    a step, lr 1e-4, largest + smallest + 1 random arm distilling from the frozen full
    model, Gutenberg text, or ``--data``/``--text-field``: other text, e.g. boolq's Wikipedia
-   passages, ``--data benchmarks/boolq/validation.jsonl --text-field passage``, with no 10-word
-   overlap with the wikitext-2 test pages the held-out loss reads); 6 checkpoints are kept for the curve;
+   passages, ``--data benchmarks/boolq/validation.jsonl --text-field passage``: a one-off check found no
+   10-word overlap with the wikitext-2 test pages the held-out loss reads); 6 checkpoints are kept for the curve;
 2. pick ``--subnets`` (12) homogeneous members of the demo space whose parameter counts
    are spread evenly from its smallest to its largest sub-network;
 3. score each on both supernets (``--dtype``, auto by default; fp32 log-likelihoods, the study scorer) on the same
