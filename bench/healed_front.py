@@ -17,7 +17,9 @@
 4. report per sub-network ``acc_unhealed``, ``acc_healed``, ``paired_diff`` (healed minus
    unhealed over the same documents, task means averaged, ± 1.96 se) and the losses;
    overall the heal's ``tokens`` and ``heal_s`` and the hypervolume of each front (mean
-   acc_norm up, non-embedding parameters down) against one reference point;
+   acc_norm up, non-embedding parameters down) against one reference point, and
+   ``smaller_half_pooled_gain``: the smaller half's mean paired gain, its error over documents
+   (is there a gain at all where each sub-network's own interval is too wide to say);
 5. ``--curve``: the held-out loss of the smallest, middle and largest sub-network and the
    accuracy of the smallest at every kept checkpoint of the same heal (gain vs tokens).
 
@@ -140,6 +142,18 @@ def accuracy(entry: dict[str, Any], docs: dict[str, Any] | None = None) -> float
 def shared_docs(a: dict[str, Any], b: dict[str, Any]) -> dict[str, set[str]]:
     """Per task, the documents both entries scored (the paired comparison's documents)."""
     return {t: set(a["tasks"][t]) & set(b["tasks"][t]) for t in a["tasks"]}
+
+
+def pooled_tasks(entries: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """Per task and document, the mean score over ``entries`` (several sub-networks scored on
+    the same documents): paired against another such mean it gives the mean gain over the
+    sub-networks, with an error over documents that counts each document once."""
+    out: dict[str, dict[str, float]] = {}
+    for task in entries[0]["tasks"]:
+        shared = set.intersection(*(set(e["tasks"][task]) for e in entries))
+        out[task] = {d: sum(e["tasks"][task][d] for e in entries) / len(entries)
+                     for d in entries[0]["tasks"][task] if d in shared}
+    return out
 
 
 def heldout_loss(entry: dict[str, Any]) -> float:
@@ -320,6 +334,12 @@ def main() -> None:
           for k in ("unhealed", "healed")}
     half = rows[: len(rows) // 2]
     largest = rows[-1]
+    # the smaller half's mean gain, the document the unit of its error: is there a gain at all
+    # where each sub-network's own interval is too wide to say
+    smaller = subnets[: len(subnets) // 2]
+    pooled = paired_weighted_difference(pooled_tasks([healed.get(s) for s in smaller]),
+                                        pooled_tasks([unhealed.get(s) for s in smaller]), weights)
+    assert pooled is not None
     out: dict[str, Any] = {
         "supernet": str(source), "parent_hash": parent.content_hash, "healed_hash": healed_loaded.content_hash,
         "healed_path": str(healed_info["out"]), "space": DEMO_SPACE, "tasks": args.tasks, "metric": METRIC,
@@ -333,6 +353,8 @@ def main() -> None:
         "front_hv_unhealed": round(hv["unhealed"], 4), "front_hv_healed": round(hv["healed"], 4),
         "hv_units": "mean acc_norm x million non-embedding parameters",
         "hv_reference": {"acc": round(reference[0], 4), "non_embedding_params_m": round(reference[1], 3)},
+        "smaller_half_pooled_gain": {"mean": round(pooled[0], 4), "stderr": round(pooled[1], 4),
+                                     "ci95": [round(pooled[0] - Z * pooled[1], 4), round(pooled[0] + Z * pooled[1], 4)]},
         "goals": {
             "smaller_half_gain_ci_excludes_0": all(r["paired_diff"]["ci95"][0] > 0 for r in half),
             "smaller_half_gain_ci_excludes_0_count": f"{sum(r['paired_diff']['ci95'][0] > 0 for r in half)}/{len(half)}",
