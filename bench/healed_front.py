@@ -338,8 +338,7 @@ def main() -> None:
     # where each sub-network's own interval is too wide to say
     smaller = subnets[: len(subnets) // 2]
     pooled = paired_weighted_difference(pooled_tasks([healed.get(s) for s in smaller]),
-                                        pooled_tasks([unhealed.get(s) for s in smaller]), weights)
-    assert pooled is not None
+                                        pooled_tasks([unhealed.get(s) for s in smaller]), weights) if smaller else None
     out: dict[str, Any] = {
         "supernet": str(source), "parent_hash": parent.content_hash, "healed_hash": healed_loaded.content_hash,
         "healed_path": str(healed_info["out"]), "space": DEMO_SPACE, "tasks": args.tasks, "metric": METRIC,
@@ -353,8 +352,9 @@ def main() -> None:
         "front_hv_unhealed": round(hv["unhealed"], 4), "front_hv_healed": round(hv["healed"], 4),
         "hv_units": "mean acc_norm x million non-embedding parameters",
         "hv_reference": {"acc": round(reference[0], 4), "non_embedding_params_m": round(reference[1], 3)},
-        "smaller_half_pooled_gain": {"mean": round(pooled[0], 4), "stderr": round(pooled[1], 4),
-                                     "ci95": [round(pooled[0] - Z * pooled[1], 4), round(pooled[0] + Z * pooled[1], 4)]},
+        "smaller_half_pooled_gain": None if pooled is None else {
+            "mean": round(pooled[0], 4), "stderr": round(pooled[1], 4),
+            "ci95": [round(pooled[0] - Z * pooled[1], 4), round(pooled[0] + Z * pooled[1], 4)]},
         "goals": {
             "smaller_half_gain_ci_excludes_0": all(r["paired_diff"]["ci95"][0] > 0 for r in half),
             "smaller_half_gain_ci_excludes_0_count": f"{sum(r['paired_diff']['ci95'][0] > 0 for r in half)}/{len(half)}",
