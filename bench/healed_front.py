@@ -156,6 +156,16 @@ def pooled_tasks(entries: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
     return out
 
 
+def ci95(diff: tuple[float, float]) -> list[float]:
+    """The 95 % interval ``mean ± 1.96 stderr`` of a ``(mean, stderr)``, rounded as the JSON prints it."""
+    return [round(diff[0] - Z * diff[1], 4), round(diff[0] + Z * diff[1], 4)]
+
+
+def gain(diff: tuple[float, float]) -> dict[str, Any]:
+    """A paired difference as the JSON prints it: mean, stderr and 95 % interval."""
+    return {"mean": round(diff[0], 4), "stderr": round(diff[1], 4), "ci95": ci95(diff)}
+
+
 def heldout_loss(entry: dict[str, Any]) -> float:
     return sum(entry["heldout"]) / len(entry["heldout"])
 
@@ -232,7 +242,7 @@ def curve(args: argparse.Namespace, parent: LoadedSupernet, healed_dir: Path, su
             "tokens": e["tokens"], "step": e["step"],
             **{f"loss_gain_{n}": round(heldout_loss(unhealed.get(s)) - e[f"loss_{n}"], 4) for n, s in picks.items()},
             "acc_gain_smallest": None if diff is None else round(diff[0], 4),
-            "acc_gain_smallest_ci": None if diff is None else [round(diff[0] - Z * diff[1], 4), round(diff[0] + Z * diff[1], 4)],
+            "acc_gain_smallest_ci": None if diff is None else ci95(diff),
         })
     return points
 
@@ -318,13 +328,11 @@ def main() -> None:
             "subnet": s.summary(), "subnet_hash": s.hash, "non_embedding_params": params(s),
             "params": count_params(parent.config, s).params,
             "acc_unhealed": round(accuracy(a, docs), 4), "acc_healed": round(accuracy(b, docs), 4),
-            "paired_diff": {"mean": round(diff[0], 4), "stderr": round(diff[1], 4),
-                            "ci95": [round(diff[0] - Z * diff[1], 4), round(diff[0] + Z * diff[1], 4)]},
+            "paired_diff": gain(diff),
             "per_task": {t: {k: round(sum(e["tasks"][t][d] for d in docs[t]) / len(docs[t]), 4)
                              for k, e in (("unhealed", a), ("healed", b))} for t in args.tasks},
             "loss_unhealed": round(heldout_loss(a), 4), "loss_healed": round(heldout_loss(b), 4),
-            "loss_gain": {"mean": round(loss_diff[0], 4), "ci95": [round(loss_diff[0] - Z * loss_diff[1], 4),
-                                                                    round(loss_diff[0] + Z * loss_diff[1], 4)]},
+            "loss_gain": {"mean": round(loss_diff[0], 4), "ci95": ci95(loss_diff)},
         })
     # one reference point for both fronts: below the worst accuracy, above the most parameters
     acc_all = [r[k] for r in rows for k in ("acc_unhealed", "acc_healed")]
@@ -352,9 +360,7 @@ def main() -> None:
         "front_hv_unhealed": round(hv["unhealed"], 4), "front_hv_healed": round(hv["healed"], 4),
         "hv_units": "mean acc_norm x million non-embedding parameters",
         "hv_reference": {"acc": round(reference[0], 4), "non_embedding_params_m": round(reference[1], 3)},
-        "smaller_half_pooled_gain": None if pooled is None else {
-            "mean": round(pooled[0], 4), "stderr": round(pooled[1], 4),
-            "ci95": [round(pooled[0] - Z * pooled[1], 4), round(pooled[0] + Z * pooled[1], 4)]},
+        "smaller_half_pooled_gain": None if pooled is None else gain(pooled),
         "goals": {
             "smaller_half_gain_ci_excludes_0": all(r["paired_diff"]["ci95"][0] > 0 for r in half),
             "smaller_half_gain_ci_excludes_0_count": f"{sum(r['paired_diff']['ci95'][0] > 0 for r in half)}/{len(half)}",
