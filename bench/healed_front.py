@@ -174,13 +174,16 @@ def run_heal_cached(args: argparse.Namespace, parent: LoadedSupernet, space: Sea
     """The healed supernet (healed now, resumed, or found from an earlier run) and its record."""
     budget = HealBudget(tokens=args.tokens) if args.tokens else HealBudget.parse(args.time, what="--time")
     settings = heal_settings(args.device, checkpoints=6, keep_checkpoints=6, evals=4, eval_tokens=4096, lr=args.lr,
-                             corpus=args.data, text_field=args.text_field, **({"max_chars": 400_000} if args.quick else {}))
+                             corpus=args.data, text_field=args.text_field, arm_draw=args.arm_draw,
+                             **({"max_chars": 400_000} if args.quick else {}))
     label = f"{parent.content_hash}-{budget.tokens or int(budget.seconds or 0)}{'tok' if budget.tokens else 's'}"
     if args.lr is not None:  # the default's runs keep their old folder
         label += f"-lr{args.lr:g}"
     if args.data or args.text_field:  # other text than Gutenberg's: its own folder
         named = json.dumps([settings.corpus, settings.text_field])
         label += f"-data{hashlib.sha256(named.encode()).hexdigest()[:8]}"
+    if settings.arm_draw != "uniform":
+        label += f"-{settings.arm_draw}"
     out = root / "healed" / label
     if (out / "supernet.json").is_file() and "heal" in load_supernet(out, verify=False).provenance:
         log.info("healed supernet found at %s", out)
@@ -262,6 +265,8 @@ def main() -> None:
     p.add_argument("--lr", type=float, default=None, help="peak learning rate of the heal (default: nas heal's, 1e-4)")
     p.add_argument("--data", action="append", default=None,
                    help="text to heal on (files, folders, .jsonl; repeatable; default Gutenberg under NAS_DATA_DIR)")
+    p.add_argument("--arm-draw", default=None, choices=("uniform", "spread"),
+                   help="how the heal draws its random arms (default: nas heal's, uniform)")
     p.add_argument("--text-field", default=None, help="field holding the text in .jsonl --data files (default: text)")
     p.add_argument("--curve", action="store_true", help="also score the heal's checkpoints (gain vs tokens)")
     p.add_argument("--only-unhealed", action="store_true", help="score the unhealed supernet (cached) and stop")

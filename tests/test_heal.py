@@ -102,6 +102,10 @@ def test_budgets_parse_tokens_and_time() -> None:
         HealBudget()
     cpu = heal_settings("cpu")
     assert cpu.budget.seconds == 600 and cpu.batch_size * cpu.seq_len == 1024
+    assert "arm_draw" not in cpu.resumable()  # heals recorded before the setting resume as uniform
+    assert heal_settings("cpu", arm_draw="spread").resumable()["arm_draw"] == "spread"
+    with pytest.raises(NasError, match="--arm-draw 'wide' is not one of uniform, spread"):
+        heal_settings("cpu", arm_draw="wide")
 
 
 def test_heal_improves_the_smallest_and_keeps_the_full_model(tmp_path: Path, corpus: Path, imported: Path) -> None:
@@ -140,6 +144,9 @@ def test_interrupted_heal_resumes_bit_exactly(tmp_path: Path, corpus: Path, impo
     # other settings than the interrupted heal's: refused, naming the setting
     with pytest.raises(NasError, match=r"settings\.lr was 0\.003, now 0\.001"):
         plan_heal(imported, tmp_path / "b", budget=budget, settings=_settings(corpus, lr=1e-3, checkpoints=6), resume=True)
+    with pytest.raises(NasError, match=r"settings\.arm_draw was 'uniform', now 'spread'"):  # a uniform heal records no key
+        plan_heal(imported, tmp_path / "b", budget=budget, settings=_settings(corpus, arm_draw="spread", checkpoints=6,
+                                                                             keep_checkpoints=10), resume=True)
     with pytest.raises(NasError, match=r"budget\.tokens was 768, now 1024"):
         plan_heal(imported, tmp_path / "b", budget=HealBudget(tokens=8 * 4 * 32), settings=settings, resume=True)
     # no budget on resume: the recorded one

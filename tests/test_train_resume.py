@@ -30,7 +30,7 @@ def _env(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPat
 
 
 def test_killed_and_resumed_run_equals_uninterrupted_run(tmp_path: Path, corpus: Path) -> None:
-    base = dict(steps=5, checkpoint_every=2, dtype="bf16", sandwich={"n_random": 2})
+    base = dict(steps=5, checkpoint_every=2, dtype="bf16", sandwich={"n_random": 2, "arm_draw": "spread"})
     full = train(tiny_config(tmp_path / "a", corpus, **base))
     killed = train(tiny_config(tmp_path / "b", corpus, **base), stop_after=3)  # dies after step 3; last checkpoint: 2
     assert killed.stopped_early and [p.name for p in list_checkpoints(tmp_path / "b" / "out")] == ["step_00000002.pt"]
@@ -83,6 +83,17 @@ def test_checkpoint_safety(tmp_path: Path, corpus: Path) -> None:
     with pytest.raises(NasError, match=rf"other optimiser settings \(optim\.lr: {cfg.optim.lr} vs 0\.5\)"):
         train(parse_train_config(lr), resume="latest")
     assert [(p.name, p.stat().st_mtime_ns) for p in list_checkpoints(cfg.out)] == before  # nothing written
+    spread = cfg.model_dump(mode="json") | {"steps": 4, "sandwich": {**cfg.sandwich.model_dump(mode="json"), "arm_draw": "spread"}}
+    with pytest.raises(NasError, match=r"another schedule \(sandwich\.arm_draw: 'uniform' vs 'spread'\)"):
+        train(parse_train_config(spread), resume="latest")
+    assert [(p.name, p.stat().st_mtime_ns) for p in list_checkpoints(cfg.out)] == before  # nothing written
+    # a checkpoint written before sandwich.arm_draw existed drew uniformly: it resumes as uniform, not as spread
+    latest = list_checkpoints(cfg.out)[-1]
+    state = torch.load(latest, weights_only=False)
+    del state["schedule"]["sandwich.arm_draw"]
+    torch.save(state, latest)
+    with pytest.raises(NasError, match=r"sandwich\.arm_draw: 'uniform' vs 'spread'"):
+        train(parse_train_config(spread), resume="latest")
     # extending the budget of a finished run is a valid resume
     assert train(cfg.with_overrides(steps=3), resume="latest").steps == 3
     assert train(cfg, fresh=True).steps == 2

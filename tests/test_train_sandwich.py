@@ -20,6 +20,7 @@ from nas.training import (
     check_memory,
     distill_loss,
     estimate_memory,
+    level_pick,
     parse_train_config,
     sandwich_step,
 )
@@ -157,6 +158,31 @@ def test_sampler_arms_and_progressive_stages() -> None:
     assert grow_first.arms(2)[1].subnet == space.smallest()
     fixed = SearchSpace.from_dict({"n_layer_choices": [3], "n_head_choices": [4], "d_ff_choices": [64]}, CFG)
     assert [a.name for a in ArmSampler(fixed, n_random=2, rng=random.Random(0)).arms(0)] == ["largest"]
+
+
+def test_spread_draws_cover_the_range_of_sizes_with_uniform_marginals() -> None:
+    rng = random.Random(0)
+    picks = [level_pick(rng)((96, 32, 64)) for _ in range(3000)]  # a new size level each time
+    assert all(0.30 < picks.count(w) / len(picks) < 0.367 for w in (32, 64, 96))  # Beta(1, 1)-binomial: uniform
+    cfg = SupernetConfig(vocab_size=64, d_model=32, n_layer=16, n_head=4, n_kv_head=2, d_ff=96)
+    space = SearchSpace.from_dict({"n_layer_choices": [8, 12, 16], "d_ff_choices": [32, 64, 96]}, cfg)
+
+    def draws(arm_draw: str) -> list:
+        sampler = ArmSampler(space, n_random=1, rng=random.Random(0), arm_draw=arm_draw)
+        arms = [sampler.arms(step) for step in range(600)]
+        assert all([a.name for a in arm[:2]] == ["largest", "smallest"] for arm in arms)
+        return [arm[2].subnet for arm in arms if len(arm) == 3]  # a draw of the largest itself is left out
+
+    uniform, spread = draws("uniform"), draws("spread")
+    for subs in (uniform, spread):  # as many draws of each depth
+        assert len(subs) > 570 and all(0.28 < sum(s.n_layer == n for s in subs) / len(subs) < 0.39 for n in (8, 12, 16))
+
+    def narrow(s) -> bool:  # most of its layers at the smallest width, as the small sub-networks of a study are
+        return sum(w == 32 for w in s.d_ff) >= 0.75 * s.n_layer
+    # independent per-layer picks almost never give a narrow sub-network; one size level a draw often does
+    assert sum(map(narrow, uniform)) <= 6 and sum(map(narrow, spread)) >= 80
+    with pytest.raises(NasError, match="sandwich.arm_draw 'wide' is not one of uniform, spread"):
+        ArmSampler(space, n_random=1, rng=random.Random(0), arm_draw="wide")
 
 
 def test_memory_estimate_refuses_what_does_not_fit() -> None:

@@ -110,6 +110,9 @@ def heal_cmd(
     seq_len: Annotated[Optional[int], typer.Option(help="Tokens per sequence (default 256 on a CPU, 1024 on a GPU)")] = None,
     lr: Annotated[Optional[float], typer.Option(help="Peak learning rate (default 1e-4)")] = None,
     n_random: Annotated[Optional[int], typer.Option(help="Random sub-networks per step besides the largest and smallest")] = None,
+    arm_draw: Annotated[Optional[str], typer.Option(
+        "--arm-draw", help="How random arms are drawn: uniform (each layer's sizes independently: draws pile up at "
+                           "the middle of the space) or spread (one size level a draw: they cover the range)")] = None,
     keep_checkpoints: Annotated[Optional[int], typer.Option(help="Checkpoints kept (of 10 over the run; default 2)")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda")] = "auto",
     resume: Annotated[bool, typer.Option("--resume", help="Continue the interrupted heal in --out (same settings)")] = False,
@@ -129,7 +132,7 @@ def heal_cmd(
         torch.set_num_threads(threads)
     budget = budget_of(tokens, time)
     settings = heal_settings(device, corpus=data, text_field=text_field, max_chars=max_chars, batch_size=batch_size, seq_len=seq_len, lr=lr,
-                             n_random=n_random, keep_checkpoints=keep_checkpoints)
+                             n_random=n_random, arm_draw=arm_draw, keep_checkpoints=keep_checkpoints)
     if budget is None and not resume:
         budget = settings.budget
     if budget is not None and budget.seconds is not None and not resume:

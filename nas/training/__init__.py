@@ -40,11 +40,12 @@ from nas.training.config import (
     parse_train_config,
 )
 from nas.training.memory import MemoryEstimate, available_memory, check_memory, estimate_memory
-from nas.training.sampling import ArmSampler, ErnieSampler, ernie_sampler, restrict
+from nas.training.sampling import ARM_DRAWS, ArmSampler, ErnieSampler, ernie_sampler, level_pick, restrict
 from nas.training.sandwich import Arm, ArmStats, DistillTarget, SandwichLoss, distill_loss, sandwich_step
 from nas.training.trainer import EvalReport, StepReport, TrainResult, evaluate_loss, train, train_flops_per_token, window_losses
 
 __all__ = [
+    "ARM_DRAWS",
     "Arm",
     "ArmSampler",
     "ArmStats",
@@ -69,6 +70,7 @@ __all__ = [
     "ernie_sampler",
     "estimate_memory",
     "evaluate_loss",
+    "level_pick",
     "list_checkpoints",
     "load_train_config",
     "parse_train_config",

@@ -127,6 +127,10 @@ def _optim(config: TrainConfig) -> dict[str, Any]:
     return _sections(config, "optim")
 
 
+#: settings added after checkpoints recorded their schedule, at the value every earlier run had
+LEGACY_DEFAULTS = {"sandwich.arm_draw": "uniform"}
+
+
 def check_compatible(
     state: dict[str, Any],
     path: Path | None,
@@ -158,9 +162,11 @@ def check_compatible(
         ("optim", _optim(config), "other optimiser settings",
          "a resume restores the checkpoint's optimiser and LR schedule, so "),
     ):
-        if state.get(key, mine_now) != mine_now:  # checkpoints written before the key: not checked
+        legacy = {k: v for k, v in LEGACY_DEFAULTS.items() if k in mine_now}
+        saved = {**legacy, **state[key]} if key in state else mine_now  # written before the key: not checked
+        if saved != mine_now:
             raise NasError(
-                f"checkpoint {path} was trained with {what} ({config_difference(state[key], mine_now)}); "
+                f"checkpoint {path} was trained with {what} ({config_difference(saved, mine_now)}); "
                 f"{why}an exact resume needs the same: resume with the settings that wrote it, or start a fresh run with another --out"
             )
     if state.get("dtype", config.dtype) != config.dtype:  # checkpoints written before the key: not checked

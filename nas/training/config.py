@@ -94,6 +94,9 @@ class SandwichConfig(_Section):
     train_largest: bool = True
     #: false: no smallest arm (the largest and ``n_random`` random sub-networks a step)
     train_smallest: bool = True
+    #: how a random arm is drawn: ``uniform`` (every dim independently) or ``spread`` (one
+    #: size level a draw shared by every dim, so sizes cover the range; nas.training.sampling)
+    arm_draw: Literal["uniform", "spread"] = "uniform"
     aux_loss_weight: float = Field(0.01, ge=0)
     stages: list[StageConfig] = Field(default_factory=list)
 

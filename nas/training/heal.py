@@ -50,6 +50,7 @@ from nas.model.space import LayerChoices, SearchSpace
 from nas.model.subnet import SubnetConfig
 from nas.training.checkpoints import list_checkpoints
 from nas.training.config import TrainConfig, parse_train_config
+from nas.training.sampling import ARM_DRAWS
 from nas.training.trainer import EvalReport, StepReport, TrainResult, train
 
 log = logging.getLogger(__name__)
@@ -121,6 +122,11 @@ class HealBudget:
 
 
 # ================================================================ settings
+#: settings added after heals recorded theirs, at the value every earlier heal had: left out of
+#: HealSettings.resumable() at that value, and filled in when a resume compares settings
+RESUMABLE_DEFAULTS = {"text_field": "text", "arm_draw": "uniform"}
+
+
 @dataclass(frozen=True)
 class HealSettings:
     """The numbers of a heal besides its budget (see :func:`heal_settings` for the defaults)."""
@@ -130,6 +136,7 @@ class HealSettings:
     seq_len: int
     lr: float
     n_random: int
+    arm_draw: str = "uniform"  # how random arms are drawn (sandwich.arm_draw): uniform or spread
     dtype: str = "bf16"
     corpus: tuple[str, ...] = ("corpus/gutenberg",)
     text_field: str = "text"  # the field holding the text in .jsonl files of the corpus
@@ -148,8 +155,9 @@ class HealSettings:
         out.pop("budget")
         out.pop("keep_checkpoints")
         out["corpus"] = list(self.corpus)
-        if self.text_field == "text":  # the default: heals recorded before the field existed resume
-            out.pop("text_field")
+        for key, value in RESUMABLE_DEFAULTS.items():  # heals recorded before the setting existed resume
+            if out[key] == value:
+                out.pop(key)
         return out
 
 
@@ -185,6 +193,8 @@ def heal_settings(device: str = "auto", **overrides: Any) -> HealSettings:
     unknown = sorted(set(changes) - {f.name for f in dataclasses.fields(HealSettings)})
     if unknown:
         raise TypeError(f"heal_settings: unknown setting(s) {unknown}")
+    if changes.get("arm_draw", "uniform") not in ARM_DRAWS:
+        raise NasError(f"--arm-draw {changes['arm_draw']!r} is not one of {', '.join(ARM_DRAWS)}")
     if "corpus" in changes:
         changes["corpus"] = (changes["corpus"],) if isinstance(changes["corpus"], str) else tuple(changes["corpus"])
     return dataclasses.replace(base, **changes)
@@ -302,7 +312,7 @@ def _train_config(supernet: Path, out: Path, space: SearchSpace, settings: HealS
         "data": {"corpus": list(s.corpus), "text_field": s.text_field, "val_fraction": s.val_fraction,
                  "max_chars": s.max_chars},
         "space": {"layers": {}, **space.to_dict()},  # all of it: nothing of the supernet's own space leaks in
-        "sandwich": {"teacher": "frozen", "n_random": s.n_random, "temperature": s.temperature},
+        "sandwich": {"teacher": "frozen", "n_random": s.n_random, "temperature": s.temperature, "arm_draw": s.arm_draw},
         "optim": {"lr": s.lr, "warmup_fraction": 0.05, "weight_decay": 0.0, "min_lr_ratio": 0.1},
         "steps": steps,
         "batch_size": s.batch_size,
@@ -429,7 +439,9 @@ def plan_heal(
     wanted = {"parent_hash": loaded.content_hash, "teacher": kind, "budget": budget.to_dict(),
               "space": the_space.to_dict(), "settings": settings.resumable()}
     if previous is not None:
-        diffs = _differences({k: previous.get(k) for k in wanted}, wanted)
+        old = {k: previous.get(k) for k in wanted}
+        old["settings"] = {**RESUMABLE_DEFAULTS, **(old["settings"] or {})}
+        diffs = _differences(old, {**wanted, "settings": {**RESUMABLE_DEFAULTS, **wanted["settings"]}})
         if diffs:
             raise NasError(
                 f"{out} holds a heal started with other settings ({'; '.join(diffs[:3])}"

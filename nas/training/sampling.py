@@ -1,7 +1,16 @@
 """Which sub-networks each training step trains: the sandwich's arms.
 
 Every step trains the largest sub-network, the smallest (if different; unless
-``train_smallest`` is false) and ``n_random`` random ones, drawn from a checkpointed ``random.Random``. Optional progressive shrinking
+``train_smallest`` is false) and ``n_random`` random ones, drawn from a checkpointed ``random.Random``.
+How a random arm is drawn (``sandwich.arm_draw``): ``uniform`` picks every elastic dim
+(``n_layer``, each layer's ``d_ff``, ...) independently and uniformly, so with per-layer
+choices the sizes of the draws pile up at the middle of the space's range (a sum of many
+independent picks) and the small, homogeneous sub-networks are almost never trained but as
+the smallest arm. ``spread`` first draws one size level ``u ~ U(0, 1)`` per arm and then
+each dim's choice index from Binomial(choices - 1, u): every dim's marginal is still
+uniform over its choices (a Beta(1, 1)-binomial), but the dims move together, so the draws
+spread over the whole range of sizes (AttentiveNAS, arXiv 2011.09011, makes the same
+observation and samples by a FLOPs target). Optional progressive shrinking
 enables the elastic dimensions in stages (``sandwich.stages``), as OFA does: until a
 stage's ``until`` fraction of the steps, only its dims vary and the others stay at their
 largest choice. MoE supernets also sample ``n_expert``/``top_k``.
@@ -32,6 +41,19 @@ from nas.training.sandwich import Arm
 ELASTIC_DIMS = ("n_layer", "d_model", "n_head", "d_ff", "n_expert", "top_k")
 
 
+ARM_DRAWS = ("uniform", "spread")
+
+
+def level_pick(rng: random.Random) -> Callable[[tuple[int, ...]], int]:
+    """``spread``'s chooser: one size level ``u`` drawn now, then for each dim's (ascending)
+    choices the one at index Binomial(len - 1, u) (``len - 1`` draws from ``rng`` per dim)."""
+    level = rng.random()
+
+    def pick(choices: tuple[int, ...]) -> int:
+        return sorted(choices)[sum(rng.random() < level for _ in range(len(choices) - 1))]
+    return pick
+
+
 def restrict(space: SearchSpace, pick: Callable[[tuple[int, ...]], int], elastic: Sequence[str]) -> SubnetConfig:
     """The sub-network whose elastic dims take ``pick(choices)`` and whose other dims take
     their largest choice (a progressive-shrinking stage)."""
@@ -54,7 +76,10 @@ class ArmSampler:
         total_steps: int = 1,
         train_largest: bool = True,
         train_smallest: bool = True,
+        arm_draw: str = "uniform",
     ) -> None:
+        if arm_draw not in ARM_DRAWS:
+            raise NasError(f"sandwich.arm_draw {arm_draw!r} is not one of {', '.join(ARM_DRAWS)}")
         self.space = space
         self.n_random = n_random if space.size() > 1 else 0
         self.rng = rng
@@ -62,7 +87,13 @@ class ArmSampler:
         self.total_steps = total_steps
         self.train_largest = train_largest
         self.train_smallest = train_smallest
+        self.arm_draw = arm_draw
         self.largest = space.largest()
+
+    def draw(self, elastic: Sequence[str]) -> SubnetConfig:
+        """One random arm: its elastic dims drawn by ``arm_draw``, the others at their largest."""
+        pick = self.rng.choice if self.arm_draw == "uniform" else level_pick(self.rng)
+        return restrict(self.space, pick, elastic)  # uniform with every dim elastic: SearchSpace.sample's draws
 
     def elastic(self, step: int) -> tuple[str, ...]:
         for stage in self.stages:
@@ -78,7 +109,7 @@ class ArmSampler:
         if self.train_smallest and smallest != self.largest:
             out.append(Arm("smallest", smallest))
         for i in range(self.n_random):
-            sub = self.space.sample(self.rng) if full else restrict(self.space, self.rng.choice, elastic)
+            sub = self.draw(elastic)
             if sub != self.largest:  # a copy of the teacher would learn nothing (KL to itself is 0)
                 out.append(Arm(f"random{i}", sub))
         return out

@@ -373,7 +373,7 @@ class _Trainer:
         sampler: ArmSampler | ErnieSampler = ArmSampler(
             space, n_random=cfg.sandwich.n_random, rng=rng, stages=cfg.sandwich.stages,
             total_steps=total_steps, train_largest=cfg.sandwich.train_largest,
-            train_smallest=cfg.sandwich.train_smallest,
+            train_smallest=cfg.sandwich.train_smallest, arm_draw=cfg.sandwich.arm_draw,
         ) if cfg.schedule == "sandwich" else ernie_sampler(space, cfg.ernie, rng=rng)  # checked before any step
         # an undistilled ERNIE step learns the data alone, also as the reduced (second) arm of ernie.train_full
         # (with a frozen teacher every arm distils from it, by the sandwich's weights, as before)
