@@ -19,7 +19,10 @@
    overall the heal's ``tokens`` and ``heal_s`` and the hypervolume of each front (mean
    acc_norm up, non-embedding parameters down) against one reference point, and
    ``smaller_half_pooled_gain``: the smaller half's mean paired gain, its error over documents
-   (is there a gain at all where each sub-network's own interval is too wide to say);
+   (is there a gain at all where each sub-network's own interval is too wide to say), and
+   ``arm_draw_coverage``: for each ``--arm-draw`` (how the heal draws its random arm:
+   ``uniform``, the default, or ``spread``), how many of 2,000 draws fall nearest each of the
+   sub-networks (which of them a random arm trains near);
 5. ``--curve``: the held-out loss of the smallest, middle and largest sub-network and the
    accuracy of the smallest at every kept checkpoint of the same heal (gain vs tokens).
 
@@ -34,9 +37,11 @@ JSON object (progress on stderr). Reproduce:
 from __future__ import annotations
 
 import argparse
+import bisect
 import hashlib
 import json
 import logging
+import random
 import sys
 import time
 from pathlib import Path
@@ -58,13 +63,32 @@ from nas.model.subnet import SubnetConfig  # noqa: E402
 from nas.pareto import hypervolume  # noqa: E402
 from nas.paths import work_dir  # noqa: E402
 from nas.stats import paired_weighted_difference  # noqa: E402
-from nas.training import list_checkpoints  # noqa: E402
+from nas.training import ARM_DRAWS, ArmSampler, list_checkpoints  # noqa: E402
 from nas.training.checkpoints import load_checkpoint  # noqa: E402
 from nas.training.heal import HEAL_FILE, HealBudget, heal_settings, plan_heal, run_heal  # noqa: E402
 
 log = logging.getLogger("healed_front")
 METRIC = "acc_norm"
 Z = 1.96
+
+
+def draw_coverage(space: SearchSpace, params: Any, picks: list[SubnetConfig], draws: int = 2000,
+                  seed: int = 0) -> dict[str, list[int]]:
+    """For each ``sandwich.arm_draw``: how many of ``draws`` random arms of the heal's sampler
+    fall nearest (in non-embedding parameters) each of ``picks`` (ascending): which of the
+    scored sub-networks a heal's random arm trains near, before any step is taken."""
+    sizes = [params(s) for s in picks]
+    edges = [(a + b) / 2 for a, b in zip(sizes, sizes[1:])]
+    out = {}
+    for how in ARM_DRAWS:
+        sampler = ArmSampler(space, n_random=1, rng=random.Random(seed), arm_draw=how)
+        counts = [0] * len(picks)
+        for step in range(draws):
+            for arm in sampler.arms(step):
+                if arm.name.startswith("random"):
+                    counts[bisect.bisect(edges, params(arm.subnet))] += 1
+        out[how] = counts
+    return out
 
 
 def spread(space: SearchSpace, params: Any, k: int) -> list[SubnetConfig]:
@@ -366,6 +390,8 @@ def main() -> None:
         "hv_units": "mean acc_norm x million non-embedding parameters",
         "hv_reference": {"acc": round(reference[0], 4), "non_embedding_params_m": round(reference[1], 3)},
         "smaller_half_pooled_gain": None if pooled is None else gain(pooled),
+        # of 2,000 random arms per sandwich.arm_draw, how many fall nearest each sub-network above (ascending)
+        "arm_draw_coverage": draw_coverage(space, params, subnets),
         "goals": {
             "smaller_half_gain_ci_excludes_0": all(r["paired_diff"]["ci95"][0] > 0 for r in half),
             "smaller_half_gain_ci_excludes_0_count": f"{sum(r['paired_diff']['ci95'][0] > 0 for r in half)}/{len(half)}",
