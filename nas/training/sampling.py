@@ -10,7 +10,9 @@ the smallest arm. ``spread`` first draws one size level ``u ~ U(0, 1)`` per arm 
 each dim's choice index from Binomial(choices - 1, u): every dim's marginal is still
 uniform over its choices (a Beta(1, 1)-binomial), but the dims move together, so the draws
 spread over the whole range of sizes (AttentiveNAS, arXiv 2011.09011, makes the same
-observation and samples by a FLOPs target). Optional progressive shrinking
+observation and samples by a FLOPs target). Healing SmolLM2 over the demo's space for 133k
+tokens, ``spread`` changed nothing measurable against ``uniform`` (README, "Heal a supernet"):
+the shared weights carry a step's gain to sub-networks near no draw. Optional progressive shrinking
 enables the elastic dimensions in stages (``sandwich.stages``), as OFA does: until a
 stage's ``until`` fraction of the steps, only its dims vary and the others stay at their
 largest choice. MoE supernets also sample ``n_expert``/``top_k``.
