@@ -289,7 +289,7 @@ def main() -> None:
     p.add_argument("--lr", type=float, default=None, help="peak learning rate of the heal (default: nas heal's, 1e-4)")
     p.add_argument("--data", action="append", default=None,
                    help="text to heal on (files, folders, .jsonl; repeatable; default Gutenberg under NAS_DATA_DIR)")
-    p.add_argument("--arm-draw", default=None, choices=("uniform", "spread"),
+    p.add_argument("--arm-draw", default=None, choices=ARM_DRAWS,
                    help="how the heal draws its random arms (default: nas heal's, uniform)")
     p.add_argument("--text-field", default=None, help="field holding the text in .jsonl --data files (default: text)")
     p.add_argument("--curve", action="store_true", help="also score the heal's checkpoints (gain vs tokens)")
