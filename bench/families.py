@@ -11,8 +11,10 @@ for the two real models the value of importance ordering.
   import time, parity of the ordered supernet against transformers over 640 tokens of
   held-out text (past Gemma's 512-token window; cached decoding of the last 40), parameter
   counts, and the held-out loss of the sub-network with every ``d_ff`` halved in stored
-  order (``unordered_loss``) and importance order (``ordered_loss``), as
-  ``nas supernet info`` prints them (``full_loss``: the full model).
+  order (``unordered_loss``) and importance order (``ordered_loss``), and of the full model
+  narrowed to 7/8 of its embedding channels (``narrow_d_model``; ``narrow_d_model_unordered_loss``,
+  ``narrow_d_model_ordered_loss``), as ``nas supernet info`` prints them (``full_loss``: the
+  full model).
 
 Prints one JSON object: ``{"families": {name: {...}}, "seconds": ...}``; every family has
 ``max_abs_logit_diff``, ``ordered_loss`` and ``unordered_loss`` (null for the random tiny
@@ -144,6 +146,9 @@ def real_model(source: str) -> dict[str, Any]:
         "full_loss": check["full_loss"],
         "unordered_loss": check["half_ffn_loss_original_order"],
         "ordered_loss": check["half_ffn_loss_importance_order"],
+        "narrow_d_model": check["narrow_d_model"],
+        "narrow_d_model_unordered_loss": check["narrow_d_model_loss_original_order"],
+        "narrow_d_model_ordered_loss": check["narrow_d_model_loss_importance_order"],
         "held_out_tokens": check["held_out_tokens"],
         "calibration_tokens": result.provenance["importance"]["calibration_tokens"],
     }

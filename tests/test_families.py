@@ -176,6 +176,8 @@ def test_importance_ordering_leaves_the_full_model_unchanged(name: str, tmp_path
     assert any(not torch.equal(a, b) for a, b in zip(model.state_dict().values(), source.state_dict().values()))
     with torch.no_grad():
         assert_close(model(x), before, rtol=1e-5, atol=TOL)
+    channels = importance.measure(model, ids(4, 16, seed=7), dtype=torch.float32).channels
+    assert torch.all(channels[:-1] >= channels[1:] - 1e-5)  # d_model's prefixes keep the loudest channels
 
 
 @pytest.mark.parametrize("name", list(SPECS))

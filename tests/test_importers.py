@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import numpy as np
 import pytest
@@ -106,6 +107,23 @@ def test_importance_ordering_puts_high_scoring_neurons_first():
     for heads in again.heads:
         groups = heads.view(2, 2).sum(1)
         assert groups[0] >= groups[1] - 1e-6
+    assert torch.all(again.channels[:-1] >= again.channels[1:] - 1e-6)  # so does d_model's prefix
+
+
+def test_channel_ordering_brings_the_stream_s_loud_channels_to_the_front():
+    hf = tiny_llama()
+    planted = [40, 13, 57]
+    with torch.no_grad():  # these channels carry most of the residual stream
+        hf.model.embed_tokens.weight[:, planted] *= 30.0
+    model = from_hf_model(hf)
+    original = model.embed.weight.detach().clone()
+    calib = torch.randint(0, 256, (4, 64), generator=torch.Generator().manual_seed(0))
+    scores = importance.measure(model, calib, dtype=torch.float32)
+    assert set(torch.argsort(scores.channels, descending=True)[:3].tolist()) == set(planted)
+    importance.apply(model, scores)
+    front = model.embed.weight[:, :3].detach()
+    for column in front.T:  # the first three channels are the planted ones, moved whole
+        assert any(torch.equal(column, original[:, c]) for c in planted)
 
 
 def test_moe_expert_permutation_leaves_outputs_unchanged():
@@ -199,6 +217,28 @@ def test_hf_directory_import_round_trip(tmp_path):
     x = english_ids(50)
     with torch.no_grad():
         assert (hf(x).logits - model(x)).abs().max().item() <= 1e-4
+
+
+def test_import_ranks_every_unit_and_records_the_ordering_check(tmp_path):
+    from nas.cli.supernet import _ordering_lines
+    from nas.importing.sources import import_source
+
+    hf = tiny_llama()
+    hf.save_pretrained(tmp_path / "hf")
+    _load_without_tokenizer(tmp_path / "hf")  # saves the byte-level tokenizer beside the model
+    text = tmp_path / "calibration.txt"
+    text.write_text("The supernet keeps its most important units first, so that every prefix is a model. " * 60)
+    result = import_source(f"hf:{tmp_path / 'hf'}", calibration=text, calibration_tokens=1024)
+    check = result.provenance["ordering_check"]
+    assert result.provenance["importance"]["channels_ranked"] and check["narrow_d_model"] == 56  # 7/8 of 64
+    assert all(math.isfinite(check[k]) for k in check)
+    x = english_ids(64)
+    with torch.no_grad():  # ranking every unit, channels included, left the model's outputs as they were
+        assert (hf(x).logits - result.model(x)).abs().max().item() <= 1e-4
+    lines = _ordering_lines(check)
+    assert len(lines) == 2 and "d_model 56" in lines[1]
+    older = {k: v for k, v in check.items() if not k.startswith("narrow")}  # imported before channels were ranked
+    assert len(_ordering_lines(older)) == 1
 
 
 def _load_without_tokenizer(path):

@@ -50,13 +50,8 @@ def import_cmd(
         )
         bar.update(task, description="saved", completed=1.0)
     console.print(f"supernet [bold]{digest}[/] written to {out} in {time.perf_counter() - start:.0f} s")
-    check = result.provenance.get("ordering_check")
-    if check:
-        console.print(
-            "held-out loss with every d_ff halved: "
-            f"{check['half_ffn_loss_original_order']:.3f} in the original order, "
-            f"{check['half_ffn_loss_importance_order']:.3f} after importance ordering (full model {check['full_loss']:.3f})"
-        )
+    for line in _ordering_lines(result.provenance.get("ordering_check")):
+        console.print(line)
 
 
 @group.command("info")
@@ -102,13 +97,28 @@ def info_cmd(
             f"[bold]{name}[/] {sub.summary()}: {model.num_params(sub) / 1e6:.1f} M params "
             f"({model.num_params(sub, embedding=False) / 1e6:.1f} M non-embedding)"
         )
-    check = loaded.provenance.get("ordering_check")
-    if check:
-        console.print(
-            "[bold]importance ordering[/] held-out loss with every d_ff halved: "
-            f"{check['half_ffn_loss_original_order']:.3f} in the original order vs "
-            f"{check['half_ffn_loss_importance_order']:.3f} importance-ordered (full model {check['full_loss']:.3f})"
+    for line in _ordering_lines(loaded.provenance.get("ordering_check")):
+        console.print("[bold]importance ordering[/] " + line)
+
+
+def _ordering_lines(check: dict | None) -> list[str]:
+    """The import's ordering check in words: held-out loss of cut sub-networks in the original
+    and in importance order (a supernet imported before channels were ranked has no d_model line)."""
+    if not check:
+        return []
+    full = f"(full model {check['full_loss']:.3f})"
+    lines = [
+        "held-out loss with every d_ff halved: "
+        f"{check['half_ffn_loss_original_order']:.3f} in the original order, "
+        f"{check['half_ffn_loss_importance_order']:.3f} importance-ordered {full}"
+    ]
+    if "narrow_d_model" in check:
+        lines.append(
+            f"held-out loss at d_model {check['narrow_d_model']}: "
+            f"{check['narrow_d_model_loss_original_order']:.3f} in the original order, "
+            f"{check['narrow_d_model_loss_importance_order']:.3f} importance-ordered {full}"
         )
+    return lines
 
 
 @group.command("verify")

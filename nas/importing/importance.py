@@ -12,7 +12,12 @@ weights so that prefixes keep the most important units:
   the neurons inside each expert (and a shared expert's) by their mean |activation|,
   weighted by the routing weight;
 - layers: block influence ``1 - cos(h_in, h_out)``. Layers are *ranked*, never
-  reordered; the first and last layers are pinned to the top of the rank.
+  reordered; the first and last layers are pinned to the top of the rank;
+- embedding (``d_model``) channels: the mean |value| of each channel of every sublayer's
+  input (each attention's and FFN's, and the LM head's: the normed residual stream in a
+  pre-norm model), each input divided by its own RMS so that no layer's scale dominates.
+  The channel permutation moves every weight that reads or writes the residual stream
+  (embedding, norms, q/k/v/o, FFN and expert projections, router, LM head).
 
 Permutations leave the full model's outputs unchanged.
 """
@@ -20,6 +25,7 @@ Permutations leave the full model's outputs unchanged.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import logging
 import math
 from collections.abc import Callable
@@ -31,7 +37,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from nas.errors import NasError
-from nas.model.layers import activation
+from nas.model.layers import activation, rms_norm
 from nas.model.precision import torch_dtype
 from nas.model.subnet import SubnetConfig
 from nas.model.supernet import MixtureOfExperts, Supernet
@@ -50,6 +56,7 @@ class Importance:
     layer_influence: Tensor  # (n_layer,)
     expert_ffn: list[Tensor | None] = field(default_factory=list)  # per layer: (n_expert, d_ff), None for dense layers
     shared_ffn: list[Tensor | None] = field(default_factory=list)  # per layer: (shared width,), None without one
+    channels: Tensor | None = None  # (d_model,): residual-stream channels; None: keep their order
 
     def layer_rank(self, pin_ends: bool = True) -> list[int]:
         """Layer indices, most important first (first and last layers pinned on top)."""
@@ -170,8 +177,16 @@ def measure(
     expert_ffn = [torch.zeros(cfg.layer(i).n_expert, cfg.layer(i).d_ff) if cfg.layer(i).n_expert else None for i in range(n)]
     shared_ffn: list[Tensor | None] = [None] * n
     influence = torch.zeros(n)
+    channels = torch.zeros(cfg.d_model)
     count = 0
     hooks = []
+
+    def add_channels(h: Tensor) -> None:
+        h = h.float()
+        channels.add_((h.abs() * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + 1e-12)).sum(dim=(0, 1)).cpu())
+
+    def input_hook(module: nn.Module, args: tuple) -> None:
+        add_channels(args[0])
 
     def attn_hook(index: int):
         attn = work.layers[index].attn
@@ -214,6 +229,8 @@ def measure(
 
     for i, block in enumerate(work.layers):
         hooks.append(block.attn.head_outputs.register_forward_hook(attn_hook(i)))
+        hooks.append(block.attn.register_forward_pre_hook(input_hook))
+        hooks.append(block.ffn.register_forward_pre_hook(input_hook))
         if isinstance(block.ffn, MixtureOfExperts):
             hooks.append(block.ffn.register_forward_hook(moe_hook(i)))
             if block.ffn.shared is not None:
@@ -229,6 +246,7 @@ def measure(
             for i in range(n):
                 cos = F.cosine_similarity(hs[i].float(), hs[i + 1].float(), dim=-1)  # (B, T)
                 influence[i] += float((1 - cos).sum())
+            add_channels(rms_norm(hs[n], work.norm, cfg.norm_eps, cfg.norm_offset))  # the LM head's input
             count += batch.numel()
             if progress:
                 progress((b + 1) / len(batches))
@@ -243,6 +261,7 @@ def measure(
         layer_influence=influence * scale,
         expert_ffn=[None if e is None else e * scale for e in expert_ffn],
         shared_ffn=[None if e is None else e * scale for e in shared_ffn],
+        channels=channels * scale / (2 * n + 1),
     )
 
 
@@ -258,6 +277,43 @@ def _permute_ffn(ffn: nn.Module, perm: Tensor) -> None:
     _perm_rows(ffn.up_proj.weight, perm)
     down = ffn.down_proj.weight
     down.copy_(down.index_select(1, perm))
+
+
+def _permute_channels(model: Supernet, perm: Tensor) -> None:
+    """Reorder the residual stream's channels: every weight that reads it (its input columns),
+    writes it (its output rows) or scales it (norms) moves by ``perm``."""
+
+    def cols(t: Tensor) -> None:  # the last dim reads the stream
+        t.copy_(t.index_select(t.dim() - 1, perm.to(t.device)))
+
+    cols(model.embed.weight)
+    if model.lm_head is not None:
+        cols(model.lm_head.weight)
+    cols(model.norm)
+    for block in model.layers:
+        for norm in (block.attn_norm, block.ffn_norm, block.post_attn_norm, block.post_ffn_norm):
+            if norm is not None:
+                cols(norm)
+        attn = block.attn
+        for proj in (attn.q_proj, attn.k_proj, attn.v_proj):
+            cols(proj.weight)
+        _perm_rows(attn.o_proj.weight, perm)
+        if attn.o_proj.bias is not None:
+            _perm_rows(attn.o_proj.bias, perm)
+        ffns = [block.ffn]
+        if isinstance(block.ffn, MixtureOfExperts):
+            moe = block.ffn
+            cols(moe.router.weight)
+            cols(moe.gate)
+            cols(moe.up)
+            moe.down.copy_(moe.down.index_select(1, perm))
+            if moe.shared_gate is not None:
+                cols(moe.shared_gate.weight)
+            ffns = [moe.shared] if moe.shared is not None else []
+        for ffn in ffns:
+            cols(ffn.gate_proj.weight)
+            cols(ffn.up_proj.weight)
+            _perm_rows(ffn.down_proj.weight, perm)
 
 
 @torch.no_grad()
@@ -303,6 +359,8 @@ def apply(model: Supernet, scores: Importance, *, pin_ends: bool = True) -> Supe
                 _permute_ffn(moe.shared, torch.argsort(shared, descending=True, stable=True))
         else:
             _permute_ffn(block.ffn, torch.argsort(scores.ffn[i], descending=True, stable=True))
+    if scores.channels is not None:
+        _permute_channels(model, torch.argsort(scores.channels, descending=True, stable=True))
     model.layer_rank = tuple(scores.layer_rank(pin_ends))
     return model
 
@@ -320,24 +378,29 @@ def loss(model: Supernet, tokens: Tensor, subnet: SubnetConfig | None = None, *,
     return total / count
 
 
-def half_ffn_loss(model: Supernet, tokens: Tensor, *, dtype: torch.dtype | str = "auto") -> dict[str, float]:
-    """Held-out loss of the full model and of the sub-network with every d_ff halved (on a
-    ``dtype`` copy, ``auto`` as in :func:`measure`)."""
+def narrow_d_model(d_model: int) -> int:
+    """The ``d_model`` the ordering check cuts to: 7/8 of it, rounded down to a multiple of 8."""
+    return max(8, (d_model * 7 // 8) // 8 * 8) if d_model > 8 else d_model
+
+
+def ordering_losses(model: Supernet, tokens: Tensor, *, dtype: torch.dtype | str = "auto") -> dict[str, float]:
+    """Held-out loss of the full model, of the sub-network with every d_ff halved and of the
+    full model narrowed to :func:`narrow_d_model` channels (on a ``dtype`` copy, ``auto`` as
+    in :func:`measure`): run before and after :func:`apply`, the check that ordering pays."""
     work = copy.deepcopy(model).to(work_dtype(model, dtype))
     full = work.full_subnet()
-    half = SubnetConfig(
-        layers=full.layers,
-        n_head=full.n_head,
-        d_ff=tuple(max(1, f // 2) for f in full.d_ff),
-        d_model=full.d_model,
-        n_expert=full.n_expert,
-        top_k=full.top_k,
-    )
-    return {"full": round(loss(work, tokens), 4), "half_ffn": round(loss(work, tokens, half), 4)}
+    half = dataclasses.replace(full, d_ff=tuple(max(1, f // 2) for f in full.d_ff))
+    narrow = dataclasses.replace(full, d_model=narrow_d_model(full.d_model))
+    return {
+        "full": round(loss(work, tokens), 4),
+        "half_ffn": round(loss(work, tokens, half), 4),
+        "narrow_d_model": round(loss(work, tokens, narrow), 4),
+    }
 
 
 def perplexity(value: float) -> float:
     return math.exp(value)
 
 
-__all__ = ["Importance", "apply", "calibration_text", "default_bos", "has_corpus", "half_ffn_loss", "held_out_text", "loss", "measure", "tokenize_for_calibration"]
+__all__ = ["Importance", "apply", "calibration_text", "default_bos", "has_corpus", "held_out_text", "loss", "measure", "narrow_d_model", "ordering_losses",
+           "tokenize_for_calibration"]

@@ -218,20 +218,24 @@ def import_source(
         held_out = importance.tokenize_for_calibration(
             tokenizer, importance.held_out_text(calibration), n_tokens=8192
         )
-        before = importance.half_ffn_loss(model, held_out)
+        before = importance.ordering_losses(model, held_out)
         importance.apply(model, scores)
-        after = importance.half_ffn_loss(model, held_out)
+        after = importance.ordering_losses(model, held_out)
         provenance["importance"] = {
             "calibration": str(calibration) if calibration else "default corpus",
             "calibration_tokens": int(tokens.numel()),
             "dtype": dtype_name(importance.work_dtype(model, "auto")),  # bf16 where native, else fp32
             "layer_influence": [round(float(v), 6) for v in scores.layer_influence],
+            "channels_ranked": True,  # d_model's prefixes keep the most used channels
         }
         provenance["ordering_check"] = {
             "held_out_tokens": int(held_out.numel()),
             "full_loss": after["full"],
             "half_ffn_loss_original_order": before["half_ffn"],
             "half_ffn_loss_importance_order": after["half_ffn"],
+            "narrow_d_model": importance.narrow_d_model(model.config.d_model),
+            "narrow_d_model_loss_original_order": before["narrow_d_model"],
+            "narrow_d_model_loss_importance_order": after["narrow_d_model"],
         }
     provenance["reordered"] = reorder
     report("done", 1.0)
