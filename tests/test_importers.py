@@ -251,3 +251,22 @@ def _load_without_tokenizer(path):
     tok.pre_tokenizer = pre_tokenizers.Split("", "isolated")
     PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<0>").save_pretrained(path)
     return load_hf(f"hf:{path}")
+
+
+def test_narrowing_d_model_on_an_import_with_unranked_channels_is_warned(caplog):
+    from nas.search.study import _warn_unranked_channels
+
+    config = from_hf_model(tiny_llama()).config
+    narrowing = SearchSpace.from_dict({"d_model_choices": [32, 64]}, config)
+    fixed = SearchSpace.from_dict({}, config)
+    cases = [
+        (narrowing, {"reordered": True, "importance": {"channels_ranked": True}}, False),
+        (narrowing, {"reordered": True, "importance": {}}, True),  # imported before channels were ranked
+        (narrowing, {"reordered": False}, True),  # --no-reorder
+        (narrowing, {}, False),  # trained by `nas train`: its sandwich ordered the channels
+        (fixed, {"reordered": False}, False),
+    ]
+    for space, provenance, warned in cases:
+        caplog.clear()
+        _warn_unranked_channels(space, provenance, "work/sn")
+        assert ("re-import it to search d_model" in caplog.text) is warned, provenance

@@ -63,6 +63,7 @@ def open_search(
         loaded = load_supernet(spec.supernet, dtype=spec.dtype, device=spec.device)
     config = loaded.config
     space = SearchSpace.resolve(spec.space, config, loaded.model.layer_rank, loaded.space)
+    _warn_unranked_channels(space, loaded.provenance, loaded.path)
     spec = _keep_legacy_confirmation(spec, db)
     _check_resumable(spec, db, loaded)
     costs = StudyCosts(config, context_len=spec.context_len, dtype=spec.dtype, model=loaded.model, space=space,
@@ -132,6 +133,17 @@ def resolve_study_dtype(spec: StudySpec, db: Any, loaded: LoadedSupernet | None 
     if spec.dtype == "bf16" and str(spec.device).startswith("cpu") and fast == "fp32":
         log.warning("dtype bf16 on %s: %s; `dtype: fp32` (or auto) scores the same study faster", spec.device, why)
     return spec
+
+
+def _warn_unranked_channels(space: SearchSpace, provenance: dict[str, Any], path: Path | str) -> None:
+    """A space narrowing ``d_model`` on an import whose channels were never ranked (imported
+    before importers ranked them, or with ``--no-reorder``) keeps arbitrary channels: say so."""
+    if len(space.d_model_choices) < 2 or "reordered" not in provenance:  # trained supernets learn their order
+        return
+    if not provenance.get("importance", {}).get("channels_ranked"):
+        log.warning("the space narrows d_model (%s) but %s was imported without ranking its embedding channels, so "
+                    "narrower sub-networks keep arbitrary ones; re-import it to search d_model",
+                    list(space.d_model_choices), path)
 
 
 def _keep_legacy_confirmation(spec: StudySpec, db: Any) -> StudySpec:
