@@ -100,6 +100,18 @@ def test_heterogeneous_gguf_round_trip_through_llama_cpp(supernet, tmp_path: Pat
     assert q.top1_vs_fake_quant > q.top1_agree
 
 
+def test_a_narrower_residual_stream_round_trips_through_llama_cpp(supernet, tmp_path: Path) -> None:  # noqa: ANN001
+    """d_model 32 of 64 with head_dim 16: the file must carry the head size, which llama.cpp
+    would otherwise take as d_model / heads."""
+    llama_cpp_or_skip()
+    narrow = SubnetConfig(layers=(0, 2), n_head=(4, 4), d_ff=(64, 64), d_model=32)
+    loaded = load_supernet(supernet[0], dtype="fp32")
+    tok = loaded.load_tokenizer()
+    export_gguf(_source(supernet, narrow), tmp_path / "exp", quant="f32")
+    report = verify_gguf(tmp_path / "exp" / "model-f32.gguf", loaded.model, narrow, quant="f32", tokenizer=tok)
+    assert report.logprob_max_abs_diff <= 1e-3 and report.greedy_identical and report.ok
+
+
 def test_llama_architecture_refuses_per_layer_sizes(supernet, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: ANN001
     """Why per-layer sub-networks are written as ``deci``: llama's graph sizes every layer as layer 0."""
     llama_cpp = llama_cpp_or_skip()
