@@ -133,6 +133,20 @@ def test_heal_improves_the_smallest_and_keeps_the_full_model(tmp_path: Path, cor
     assert healed.content_hash == result.content_hash != parent.content_hash
 
 
+def test_heal_over_a_narrower_residual_stream_trains_it(tmp_path: Path, corpus: Path, imported: Path) -> None:
+    parent = load_supernet(imported)
+    space = {**SPACE, "d_model_choices": [16, 32]}
+    narrow = dataclasses.replace(parent.space.smallest(), d_model=16)  # the smallest sub-network on half the channels
+    val = _val(corpus, imported)
+    before = evaluate_loss(parent.model, val, narrow, dtype="fp32")
+    result = heal(imported, tmp_path / "healed", budget=HealBudget(tokens=20 * 4 * 32), space=space,
+                  settings=_settings(corpus, lr=1.5e-3))
+    healed = load_supernet(result.out)
+    assert healed.space.d_model_choices == (16, 32)  # the healed supernet keeps the space it was healed over
+    after = evaluate_loss(healed.model, val, narrow, dtype="fp32")
+    assert after < before - 0.1, (before, after)
+
+
 def test_interrupted_heal_resumes_bit_exactly(tmp_path: Path, corpus: Path, imported: Path) -> None:
     settings = _settings(corpus, checkpoints=6, keep_checkpoints=10)
     budget = HealBudget(tokens=6 * 4 * 32)
