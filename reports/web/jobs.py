@@ -3,31 +3,74 @@
 Launching a study runs ``nas search SPEC`` and an export runs ``nas export ...`` in a
 child process of its own session, with its output in ``<work>/jobs/<id>.log``; the web
 process never blocks on them and never loads a model itself. Status is read from the
-process on request (``running`` / ``succeeded`` / ``failed`` / ``cancelled``). Jobs live
-in memory: after a server restart their logs remain, their status does not.
+process on request (``running`` / ``succeeded`` / ``failed`` / ``cancelled``).
+
+Jobs outlive the server that started them. Each one is recorded in
+``<work>/jobs/<id>.job.json`` when it starts (and again when it is cancelled), and runs
+under :mod:`reports.web.jobrun`, which writes ``<id>.exit.json`` when the command ends. A
+server started on the same work dir lists every recorded job: a finished one with its
+return code, one still running (its server crashed; a server that stops cleanly cancels
+its jobs) as ``running``, cancellable and counted against ``max_jobs``, and one whose
+process is gone without an exit record (the machine rebooted, the runner was killed) as
+``interrupted``.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import json
+import logging
 import os
 import signal
 import subprocess
 import sys
 import threading
+import time
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+log = logging.getLogger(__name__)
+
 #: How the web service runs the CLI in a worker process.
 NAS_COMMAND = (sys.executable, "-c", "from nas.cli import main; main()")
+#: The runner every job's command goes through (run by path: it imports nothing of ours).
+JOBRUN = Path(__file__).with_name("jobrun.py")
 _LOG_TAIL_BYTES = 4000
 
 
 class TooManyJobs(RuntimeError):
     pass
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+def _write_json(path: Path, data: Mapping[str, Any]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data))
+    os.replace(tmp, path)
+
+
+def _alive(pid: int, marker: str) -> bool:
+    """Whether ``pid`` is still the runner whose command line holds ``marker`` (not a
+    process that reused the number; a zombie has an empty command line)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process took the number
+        return False
+    cmdline = Path(f"/proc/{pid}/cmdline")
+    if not cmdline.parent.is_dir():  # no procfs: trust the number
+        return True
+    try:
+        return marker.encode() in cmdline.read_bytes()
+    except OSError:
+        return False
 
 
 @dataclass
@@ -38,21 +81,53 @@ class Job:
     log_path: Path
     created_at: dt.datetime
     result: dict[str, Any] = field(default_factory=dict)
-    process: subprocess.Popen[bytes] | None = None
+    process: subprocess.Popen[bytes] | None = None  # None for a job an earlier server started
+    pid: int | None = None
     returncode: int | None = None
     finished_at: dt.datetime | None = None
     cancelled: bool = False
+    interrupted: bool = False
+
+    @property
+    def record_path(self) -> Path:
+        return self.log_path.with_name(f"{self.id}.job.json")
+
+    @property
+    def exit_path(self) -> Path:
+        return self.log_path.with_name(f"{self.id}.exit.json")
+
+    def _read_exit(self) -> bool:
+        try:
+            data = json.loads(self.exit_path.read_text())
+            self.returncode = int(data["returncode"])
+            self.finished_at = dt.datetime.fromisoformat(data["finished_at"])
+            return True
+        except (OSError, ValueError, KeyError, TypeError):
+            return False
 
     def poll(self) -> None:
-        if self.process is not None and self.returncode is None:
-            code = self.process.poll()
-            if code is not None:
-                self.returncode = code
-                self.finished_at = dt.datetime.now(dt.timezone.utc)
+        if self.returncode is not None or self.interrupted:
+            return
+        if self.process is not None:
+            runner_code = self.process.poll()
+            alive = runner_code is None
+        else:
+            runner_code, alive = None, self.pid is not None and _alive(self.pid, str(self.exit_path))
+        # the runner writes the exit record, then exits: read it after seeing the runner gone
+        if self._read_exit() or alive:
+            return
+        if self._read_exit():
+            return
+        if runner_code is not None:  # the runner itself died (killed outright): its own status
+            self.returncode, self.finished_at = runner_code, _now()
+        else:
+            self.interrupted = True
 
     @property
     def status(self) -> str:
         self.poll()
+        if self.interrupted:
+            return "cancelled" if self.cancelled else "interrupted"
         if self.returncode is None:
             return "running"
         if self.cancelled:
@@ -69,6 +144,22 @@ class Job:
         except OSError:
             return ""
 
+    def save(self) -> None:
+        _write_json(self.record_path, {
+            "id": self.id, "kind": self.kind, "command": list(self.command), "pid": self.pid,
+            "created_at": self.created_at.isoformat(), "result": self.result, "cancelled": self.cancelled,
+        })
+
+    @classmethod
+    def load(cls, record: Path) -> Job:
+        data = json.loads(record.read_text())
+        job_id = str(data["id"])
+        return cls(
+            id=job_id, kind=str(data["kind"]), command=tuple(data["command"]),
+            log_path=record.with_name(f"{job_id}.log"), created_at=dt.datetime.fromisoformat(data["created_at"]),
+            result=dict(data.get("result") or {}), pid=data.get("pid"), cancelled=bool(data.get("cancelled")),
+        )
+
     def to_dict(self) -> dict[str, Any]:
         status = self.status
         return {
@@ -84,7 +175,8 @@ class Job:
 
 
 class JobManager:
-    """Starts and tracks worker processes (at most ``max_running`` at once)."""
+    """Starts and tracks worker processes (at most ``max_running`` at once), and the jobs
+    recorded in ``work_dir/jobs`` by earlier servers."""
 
     def __init__(self, work_dir: Path, *, env: Mapping[str, str] | None = None, max_running: int = 2,
                  command: Sequence[str] = NAS_COMMAND) -> None:
@@ -94,6 +186,13 @@ class JobManager:
         self.command = tuple(command)
         self._jobs: dict[str, Job] = {}
         self._lock = threading.Lock()
+        for record in sorted(self.jobs_dir.glob("*.job.json")):
+            try:
+                job = Job.load(record)
+            except (OSError, ValueError, KeyError, TypeError) as exc:
+                log.warning("skipping the unreadable job record %s: %s", record, exc)
+                continue
+            self._jobs[job.id] = job
 
     def start(self, kind: str, args: Sequence[str], result: Mapping[str, Any] | None = None) -> Job:
         """Run ``nas ARGS...`` in the background; raise :class:`TooManyJobs` when full."""
@@ -103,18 +202,16 @@ class JobManager:
                 raise TooManyJobs(f"{running} jobs are already running; wait for one to finish")
             job_id = uuid.uuid4().hex[:12]
             self.jobs_dir.mkdir(parents=True, exist_ok=True)
-            log_path = self.jobs_dir / f"{job_id}.log"
-            command = (*self.command, *args)
+            job = Job(id=job_id, kind=kind, command=(*self.command, *args), log_path=self.jobs_dir / f"{job_id}.log",
+                      created_at=_now(), result=dict(result or {}))
             env = {**os.environ, **self.env, "PYTHONUNBUFFERED": "1"}
-            with open(log_path, "wb") as log:
-                process = subprocess.Popen(  # noqa: S603 - fixed executable, validated arguments, no shell
-                    command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                    env=env, start_new_session=True,
+            with open(job.log_path, "wb") as log_file:
+                job.process = subprocess.Popen(  # noqa: S603 - fixed executable, validated arguments, no shell
+                    (sys.executable, str(JOBRUN), str(job.exit_path), "--", *job.command),
+                    stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, start_new_session=True,
                 )
-            job = Job(
-                id=job_id, kind=kind, command=command, log_path=log_path,
-                created_at=dt.datetime.now(dt.timezone.utc), result=dict(result or {}), process=process,
-            )
+            job.pid = job.process.pid
+            job.save()
             self._jobs[job_id] = job
             return job
 
@@ -126,23 +223,31 @@ class JobManager:
 
     def cancel(self, job_id: str) -> Job | None:
         job = self._jobs.get(job_id)
-        if job is not None and job.status == "running" and job.process is not None:
+        if job is not None and job.status == "running" and job.pid is not None:
             job.cancelled = True
+            job.save()
             try:
-                os.killpg(job.process.pid, signal.SIGTERM)
+                os.killpg(job.pid, signal.SIGTERM)  # the runner leads its own session
             except ProcessLookupError:
                 pass
         return job
 
     def shutdown(self, timeout: float = 5.0) -> None:
-        """Stop every running job (called when the server stops)."""
-        for job in list(self._jobs.values()):
-            if job.status == "running" and job.process is not None:
-                self.cancel(job.id)
+        """Stop every running job (called when the server stops), its own and adopted ones."""
+        running = [job for job in self._jobs.values() if job.status == "running"]
+        for job in running:
+            self.cancel(job.id)
+        deadline = time.monotonic() + timeout
+        for job in running:
+            while job.status == "running" and time.monotonic() < deadline:
+                time.sleep(0.05)
+            if job.status == "running" and job.pid is not None:
                 try:
-                    job.process.wait(timeout=timeout)
-                except subprocess.TimeoutExpired:
-                    os.killpg(job.process.pid, signal.SIGKILL)
+                    os.killpg(job.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                if job.process is not None:
+                    job.process.wait()
 
 
-__all__ = ["Job", "JobManager", "NAS_COMMAND", "TooManyJobs"]
+__all__ = ["JOBRUN", "Job", "JobManager", "NAS_COMMAND", "TooManyJobs"]

@@ -146,7 +146,7 @@ class SpecCheck(BaseModel):
 class JobOut(BaseModel):
     id: str
     kind: str
-    status: Literal["running", "succeeded", "failed", "cancelled"]
+    status: Literal["running", "succeeded", "failed", "cancelled", "interrupted"]
     returncode: int | None
     created_at: str
     finished_at: str | None
