@@ -106,13 +106,13 @@ class Job:
             return False
 
     def poll(self) -> None:
+        runner_code = self.process.poll() if self.process is not None else None  # also reaps our own runner
         if self.returncode is not None or self.interrupted:
             return
         if self.process is not None:
-            runner_code = self.process.poll()
             alive = runner_code is None
         else:
-            runner_code, alive = None, self.pid is not None and _alive(self.pid, str(self.exit_path))
+            alive = self.pid is not None and _alive(self.pid, str(self.exit_path))
         # the runner writes the exit record, then exits: read it after seeing the runner gone
         if self._read_exit() or alive:
             return
