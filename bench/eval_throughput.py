@@ -53,7 +53,8 @@ The default run prints one JSON object with three parts (``--parts``):
 ``--calibrate`` shows how far bf16 results move with the batch composition alone
 (HFLM at batch sizes 32 and 8, and our adapter, on the largest sub-network).
 ``--breakdown`` times the parts of one evaluation of the largest sub-network (context
-pass, continuation pass, LM head, log-probabilities) with the FLOP rate of each model pass.
+pass, continuation pass, LM head, log-probabilities) with the FLOP rate of each model pass
+and of attention (over every query-key pair of its padded groups, masked ones included).
 """
 
 from __future__ import annotations
@@ -484,7 +485,7 @@ def breakdown(args: argparse.Namespace, peak: float) -> dict[str, Any]:
     fidelity = Fidelity(limit=args.limit, seed=args.seed)
     evaluator.prepare(fidelity)
     evaluator.evaluate(largest, Fidelity(limit=10, seed=args.seed + 1))  # warm-up
-    parts = {name: {"s": 0.0, "calls": 0, "tokens": 0} for name in ("layers", "attention", "head", "logprobs")}
+    parts = {name: {"s": 0.0, "calls": 0, "tokens": 0, "flops": 0} for name in ("layers", "attention", "head", "logprobs")}
     run_layers, head, exact, attend = Supernet.run_layers, Supernet.head, prefix.exact_logprobs, prefix._PackedRound.attend
 
     def timed(name: str, fn: Any) -> Any:
@@ -495,6 +496,9 @@ def breakdown(args: argparse.Namespace, peak: float) -> dict[str, Any]:
             parts[name]["calls"] += 1
             if name == "layers":
                 parts[name]["tokens"] += a[1].shape[1]  # the round's real tokens: what the matmuls ran
+            if name == "attention":  # QK^T and PV over every (query, key) pair of each padded group, masked or not
+                heads, head_dim = a[1].shape[1], a[1].shape[3]
+                parts[name]["flops"] += sum(4 * i.shape[0] * i.shape[1] ** 2 * heads * head_dim for i in a[0].index)
             return out
         return wrapper
 
@@ -513,6 +517,9 @@ def breakdown(args: argparse.Namespace, peak: float) -> dict[str, Any]:
         if name == "layers":  # the attention inside them is its own row too
             rate = part["tokens"] * body / (part["s"] - parts["attention"]["s"])
             row |= {"tokens": part["tokens"], "gflop_per_s_outside_attention": round(rate / 1e9, 1), "of_peak": round(rate / peak, 3)}
+        if name == "attention":  # the dense rate: the kernel computes masked pairs too
+            rate = part["flops"] / part["s"]
+            row |= {"gflop_per_s_dense": round(rate / 1e9, 1), "of_peak": round(rate / peak, 3)}
         out[name] = row
     rest = metrics.wall_s - sum(p["s"] for n, p in parts.items() if n != "attention")
     out["scoring_and_rest"] = {"s": round(rest, 2), "share": round(rest / metrics.wall_s, 3)}

@@ -1,7 +1,8 @@
 """How reliable is a front, and what does it cost? Decision rules replayed on real scores.
 
-1. Builds once (cached under ``NAS_WORK_DIR/bench/front_reliability``, resumable) a
-   per-example score matrix: ``--candidates`` SmolLM2 sub-networks spread over the demo's
+1. Builds once (cached under ``NAS_WORK_DIR/bench/front_reliability`` per supernet and
+   ``--docs``, by sub-network: resumable, and a larger ``--candidates`` scores only the
+   new ones) a per-example score matrix: ``--candidates`` SmolLM2 sub-networks spread over the demo's
    search space (the largest, the smallest, the rest seeded random draws), each scored with
    our evaluator (bf16) on the first ``--docs`` search documents of hellaswag, arc_easy and
    piqa (``acc_norm``; the demo's held-out confirmation documents excluded).
@@ -90,8 +91,10 @@ def build_matrix(args: argparse.Namespace) -> dict[str, Any]:
     loaded = load_supernet(args.supernet, dtype="bf16")
     space = SearchSpace.resolve(DEMO_SPACE, loaded.config, loaded.model.layer_rank, loaded.space)
     subnets = _subnets(space, args.candidates, args.seed)
-    key = hashlib.sha256(json.dumps([loaded.content_hash, args.docs, [s.hash for s in subnets]]).encode()).hexdigest()[:12]
-    path = work_dir() / "bench" / "front_reliability" / f"matrix-{key}.json"
+    # one cache per supernet and document count, keyed by sub-network: a run with more
+    # candidates (the same seed draws the same ones first) scores only the new ones
+    key = hashlib.sha256(json.dumps([loaded.content_hash, args.docs]).encode()).hexdigest()[:12]
+    path = work_dir() / "bench" / "front_reliability" / f"scores-{key}.json"
     data: dict[str, Any] = json.loads(path.read_text()) if path.is_file() else {"scores": {}}
     todo = [s for s in subnets if s.hash not in data["scores"]]
     if todo:
@@ -107,9 +110,11 @@ def build_matrix(args: argparse.Namespace) -> dict[str, Any]:
             tmp = path.with_suffix(".part")
             tmp.write_text(json.dumps(data))
             tmp.replace(path)
-            print(f"scored {len(data['scores'])}/{len(subnets)}: {subnet.summary()} in "
+            print(f"scored {len(subnets) - len(todo) + i + 1}/{len(subnets)}: {subnet.summary()} in "
                   f"{time.perf_counter() - t0:.0f} s", file=sys.stderr)
         evaluator.close()
+    data = {**data, "scores": {s.hash: data["scores"][s.hash] for s in subnets},
+            "seconds": {s.hash: data.get("seconds", {}).get(s.hash, 0.0) for s in subnets}}
     data["subnets"] = [s.to_json() for s in subnets]
     data["params"] = [count_params(loaded.config, s).non_embedding_params for s in subnets]
     data["order"] = [s.hash for s in subnets]
