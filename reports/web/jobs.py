@@ -99,11 +99,11 @@ class Job:
     def _read_exit(self) -> bool:
         try:
             data = json.loads(self.exit_path.read_text())
-            self.returncode = int(data["returncode"])
-            self.finished_at = dt.datetime.fromisoformat(data["finished_at"])
-            return True
+            code, finished = int(data["returncode"]), dt.datetime.fromisoformat(data["finished_at"])
         except (OSError, ValueError, KeyError, TypeError):
             return False
+        self.returncode, self.finished_at = code, finished
+        return True
 
     def poll(self) -> None:
         runner_code = self.process.poll() if self.process is not None else None  # also reaps our own runner
@@ -113,10 +113,8 @@ class Job:
             alive = runner_code is None
         else:
             alive = self.pid is not None and _alive(self.pid, str(self.exit_path))
-        # the runner writes the exit record, then exits: read it after seeing the runner gone
+        # the runner writes the exit record, then exits: a runner seen gone above has written it
         if self._read_exit() or alive:
-            return
-        if self._read_exit():
             return
         if runner_code is not None:  # the runner itself died (killed outright): its own status
             self.returncode, self.finished_at = runner_code, _now()
