@@ -120,3 +120,11 @@ def test_the_api_lists_jobs_of_the_previous_server(tmp_path: Path) -> None:
         one = client.get(f"/api/jobs/{job.id}", headers=auth).json()
         assert one["status"] == "succeeded" and one["returncode"] == 0 and "nas search spec.yaml" in one["log_tail"]
         assert one["result"] == {"study": "s"}
+
+
+def test_a_command_that_cannot_start_fails_with_127_for_every_server(tmp_path: Path) -> None:
+    first = JobManager(tmp_path, command=(str(tmp_path / "no-such-nas"),))
+    job = first.start("study", ["search", "spec.yaml"])
+    assert _settle(first, job.id) == "failed"
+    assert first.get(job.id).returncode == 127 and "cannot run" in first.get(job.id).log_tail()
+    assert _manager(tmp_path).get(job.id).status == "failed"  # the exit record, not a vanished process

@@ -26,17 +26,32 @@ def main(argv: list[str]) -> int:
         print("usage: jobrun.py EXIT_FILE -- COMMAND [ARGS...]", file=sys.stderr)
         return 2
     exit_file, command = Path(argv[0]), argv[2:]
-    child = subprocess.Popen(command)  # noqa: S603 - the web service's own fixed command
+    child: subprocess.Popen[bytes] | None = None
+    pending: list[int] = []
 
     def forward(signum: int, _frame: object) -> None:
+        if child is None:  # arrived before the command started: it never will
+            pending.append(signum)
+            return
         try:
             child.send_signal(signum)
         except ProcessLookupError:
             pass
 
+    # handlers first, so that a cancellation in the first instant is not lost (the command
+    # starts with the default handlers: exec resets caught signals)
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(sig, forward)
-    code = child.wait()
+    if pending:
+        code = -pending[0]
+    else:
+        try:
+            child = subprocess.Popen(command)  # noqa: S603 - the web service's own fixed command
+        except OSError as exc:
+            print(f"error: cannot run {command[0]!r}: {exc}", file=sys.stderr)
+            code = 127
+        else:
+            code = child.wait()
     tmp = exit_file.with_name(exit_file.name + ".tmp")
     tmp.write_text(json.dumps({"returncode": code, "finished_at": dt.datetime.now(dt.timezone.utc).isoformat()}))
     os.replace(tmp, exit_file)
