@@ -262,6 +262,28 @@ def test_launch_form_creates_a_running_study(page, site: dict) -> None:  # noqa:
         jobs.command = NAS_COMMAND
 
 
+def test_a_study_page_opened_before_its_first_trial_draws_then_fills(page, site: dict) -> None:  # noqa: ANN001
+    """The launch page links a study as soon as it exists: its page must draw with no trial
+    (no axes to choose yet) and fill in once trials arrive, without a reload by hand."""
+    import storage
+
+    with open_database(site["url"]) as db:
+        demo = storage.get_study(db, "demo")
+        storage.create_study(db, name="early", optuna_study_name="early", spec={**demo.spec, "name": "early"},
+                             supernet_id=demo.supernet_id)
+    page.goto(f"{site['base']}/studies/early")
+    page.wait_for_selector('#pareto[data-ready="1"]', timeout=30_000)
+    assert page.locator("#x-axis option").count() == 0
+    with open_database(site["url"]) as db:  # the search records its first trials
+        write_synthetic_study(db, name="early", config=CONFIG, n_trials=6, seed=7, status="running",
+                              supernet_path=str(site["root"] / "work" / "supernets" / "tiny"))
+    page.wait_for_function("document.querySelectorAll('#x-axis option').length > 0", timeout=30_000)
+    page.wait_for_selector('#pareto[data-ready="1"]', timeout=30_000)
+    points = page.evaluate("document.getElementById('pareto').data.reduce((n, t) => n + (t.x ? t.x.length : 0), 0)")
+    assert points > 0
+    assert page.errors == []
+
+
 def test_pick_draws_its_budget_on_the_plot(page, site: dict) -> None:  # noqa: ANN001
     front = httpx.get(f"{site['base']}/api/studies/demo/front").json()
     budget = sorted(t["costs"]["params"] for t in front)[len(front) // 2]

@@ -125,7 +125,9 @@ async def api_front(
     y: Annotated[str | None, Query(max_length=200)] = None,
 ) -> Response:
     """The study's front (its objectives); with ``x`` and ``y``, the front of those two
-    columns, as the Pareto plot of those axes draws it."""
+    columns, as the Pareto plot of those axes draws it (empty: the objectives, as for a page
+    drawn before the first trial, which has no axes to choose)."""
+    x, y = x or None, y or None
     if x is None and y is None:
         key: tuple[Any, ...] = ("front-json",)
         build: Any = lambda v: json.dumps(trial_rows(v, "front"))  # noqa: E731
@@ -171,12 +173,14 @@ def api_figure(
     group: Annotated[str, Query(pattern="^(all|summary|n_head|d_ff|n_expert)$")] = "summary",
     offset: Annotated[int, Query(ge=0, le=100_000)] = 0,
 ) -> Response:
-    """A plotly figure as JSON (``Plotly.newPlot(div, fig.data, fig.layout)``). ``group``:
+    """A plotly figure as JSON (``Plotly.newPlot(div, fig.data, fig.layout)``); an empty ``x``
+    or ``y`` means the default axis, as an unset one does. ``group``:
     the parallel-coordinates axes (whole-network dims, or one dim per layer); ``offset``:
     the first front member of the per-task bars (a page of 12)."""
     if kind not in FIGURE_KINDS:
         raise HTTPException(404, f"unknown figure {kind!r}; use one of {', '.join(FIGURE_KINDS)}")
     view = cache.view(name)
+    x, y = x or None, y or None  # empty: the default axes (a page drawn before the first trial has no choices)
     for axis in (x, y):
         if axis is not None and resolve_column(axis, view.frame) is None:
             raise HTTPException(422, f"study {name!r} has no column {axis!r}")
