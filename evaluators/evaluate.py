@@ -45,6 +45,7 @@ from evaluators.types import Fidelity, Metrics, TaskScore, scoring_settings
 from nas.errors import NasError
 from nas.model.directory import LoadedSupernet, loaded_from, mark_loaded, weights_state
 from nas.model.dtypes import dtype_name
+from nas.model.fused import resolve_kernels
 from nas.model.heap import retain_freed_memory
 from nas.model.space import SearchSpace
 from nas.model.subnet import SubnetConfig
@@ -145,6 +146,10 @@ class Evaluator:
         if not isinstance(nats, (int, float)) or not math.isfinite(nats) or nats < 0:
             raise EvaluatorError(f"recheck_nats={recheck_nats!r} must be a number of nats >= 0 (0 turns the fp32 re-check of close calls off)")
         self.recheck_nats = float(nats) if bf16 else 0.0  # an fp32 model has nothing to re-check
+        try:  # resolved once: every adapter (and the cache key) follows this evaluator's choice
+            self.fused = resolve_kernels(opts.kernels, model.lm_head_weight.dtype, model.lm_head_weight.device)
+        except NasError as exc:
+            raise EvaluatorError(str(exc)) from None
         self.model = model
         self.tokenizer = tokenizer
         self.space = space or SearchSpace.default(model.config, model.layer_rank)
@@ -163,7 +168,7 @@ class Evaluator:
         self._rechecks = {name: bool(self.recheck_nats) and rechecks(task) for name, task in self.tasks.tasks.items()}
         self._reference: tuple[tuple[tuple[int, int], ...], Supernet] | None = None  # (weights it copies, fp32 model)
         # the adapters share the already cast model: no dtype of their own
-        self._lm_options = replace(opts, dtype=None, score_greedy=self.score_greedy)
+        self._lm_options = replace(opts, dtype=None, score_greedy=self.score_greedy, kernels="fused" if self.fused else "eager")
         self.harness_version = lm_eval.__version__
         self.settings = self._settings()
         self.last_stats: dict[str, int] = {}  # model calls and real tokens of the last evaluate()
@@ -192,24 +197,26 @@ class Evaluator:
 
     def _settings(self) -> dict[str, str]:
         """task (and group) -> the settings that change its scores (the cache key's part):
-        the model's dtype, the context window, the log-softmax dtype, the few-shot count, and
-        the assumed bf16 error under which close calls were re-scored in fp32."""
+        the model's dtype, the context window, the log-softmax dtype, the few-shot count, the
+        assumed bf16 error under which close calls were re-scored in fp32, and the fused kernels
+        (absent when eager: the key scores had before fused kernels existed)."""
         dtype = dtype_name(self.model.lm_head_weight.dtype)
         if self.options.logprobs == "exact":
             softmax = "lse-fp32"  # target logit minus an fp32 logsumexp, whatever the logits' dtype
         else:
             softmax = dtype_name(self.options.softmax_dtype) if self.options.softmax_dtype is not None else dtype
         max_length = int(self.options.max_length or self.model.config.max_seq_len)
+        kernels = "fused" if self.fused else None
         out = {
             name: scoring_settings(dtype=dtype, max_length=max_length, softmax=softmax,
                                    num_fewshot=int(obj.config.num_fewshot or 0),
-                                   recheck_fp32=self.recheck_nats if self._rechecks[name] else None)
+                                   recheck_fp32=self.recheck_nats if self._rechecks[name] else None, kernels=kernels)
             for name, obj in self.tasks.tasks.items()
         }
         for group, obj in self.tasks.groups.items():
             checked = any(self._rechecks.get(t.task_name, False) for t in obj.get_all_tasks())
             out[group] = scoring_settings(dtype=dtype, max_length=max_length, softmax=softmax,
-                                          recheck_fp32=self.recheck_nats if checked else None)
+                                          recheck_fp32=self.recheck_nats if checked else None, kernels=kernels)
         return out
 
     # --------------------------------------------------------------- pieces
@@ -326,7 +333,8 @@ class Evaluator:
         if self._reference is None or self._reference[0] != state:  # built once, again only if the weights change
             self._reference = (state, fp32_reference(self.model))
         reference = self._reference[1]
-        lm = SubnetLM(reference, subnet, tokenizer=self.tokenizer, options=self._lm_options, encode_cache=self._encode_cache)
+        lm = SubnetLM(reference, subnet, tokenizer=self.tokenizer, options=replace(self._lm_options, kernels="eager"),
+                      encode_cache=self._encode_cache)
         plan = lm.plan([(None, ctx, cont) for ctx, cont in plan_requests(lm, requests)])
         for inst, response in zip(requests, lm.run_plan(plan), strict=True):
             inst.resps = [response]

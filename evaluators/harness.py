@@ -62,6 +62,7 @@ from evaluators.plan import LoglikelihoodPlan, batches, build_plan
 from evaluators.prefix import LOGPROB_MODES, PrefixCache, run_plan
 from nas.errors import NasError
 from nas.model.directory import LoadedSupernet, load_supernet
+from nas.model.fused import resolve_kernels
 from nas.model.precision import torch_dtype
 from nas.model.space import SearchSpace
 from nas.model.subnet import SubnetConfig
@@ -154,6 +155,9 @@ class ScoringOptions:
     bounds the residual streams an :class:`~evaluators.evaluate.Evaluator` keeps for
     prefix reuse across candidates (None: the process's shared cache, whose budget is
     ``$NAS_PREFIX_CACHE_MB`` or a quarter of free memory, at most 8 GiB; 0: off).
+    ``kernels`` (``auto``, ``eager`` or ``fused``; None: ``$NAS_KERNELS``, else ``auto``):
+    whether a block's norms and RoPE run as compiled kernels, by default for bf16 on a CPU
+    where Inductor builds (see :mod:`nas.model.fused`).
     """
 
     dtype: str | torch.dtype | None = None
@@ -170,6 +174,7 @@ class ScoringOptions:
     device: str | None = None
     score_greedy: bool = True
     prefix_cache_bytes: int | None = None
+    kernels: str | None = None
 
 
 class SubnetLM(TemplateLM):
@@ -231,6 +236,10 @@ class SubnetLM(TemplateLM):
             log.info("casting the supernet to %s for evaluation", target)
             supernet.to(target)
         supernet.eval()
+        try:
+            self.fused = resolve_kernels(opts.kernels, supernet.lm_head_weight.dtype, supernet.lm_head_weight.device)
+        except NasError as exc:
+            raise EvaluatorError(str(exc)) from None
         self.options = opts
         self.model = supernet
         self.tokenizer = tokenizer
@@ -347,7 +356,7 @@ class SubnetLM(TemplateLM):
         results, counts = run_plan(
             self.model, self.subnet, plan, cache=cache, logprobs=self.logprobs,
             softmax_dtype=self.softmax_dtype, score_greedy=self.score_greedy, logits_rows=self.max_batch_tokens,
-            branch_depths=branch_depths,
+            branch_depths=branch_depths, fused=self.fused,
         )
         self.n_forward += counts["n_forward"]
         self.n_tokens += counts["n_tokens"]

@@ -268,17 +268,21 @@ def run_plan(
     score_greedy: bool = True,
     logits_rows: int = 2048,
     branch_depths: Collection[int] | None = None,
+    fused: bool = False,
 ) -> tuple[list[tuple[float, bool]], dict[str, int]]:
     """(log p(continuation | context), is_greedy) per request of ``plan`` for ``subnet``, and
     counters (``n_forward`` model passes, ``n_tokens`` real tokens, ``start`` the kept layer
     the run resumed at, ``stored`` boundaries stored). ``logits_rows`` bounds the positions
     whose logits are held at once. ``branch_depths``: the only depths worth storing (where
-    another sub-network of the study's space can branch off); None: any depth."""
+    another sub-network of the study's space can branch off); None: any depth. ``fused``: the
+    blocks' norms and RoPE as compiled kernels (:mod:`nas.model.fused`)."""
     if logprobs not in LOGPROB_MODES:
         raise ValueError(f"logprobs must be one of {LOGPROB_MODES}, got {logprobs!r}")
     path = prefix_path(subnet)
     L = subnet.n_layer
-    key = (model_key(model), plan.key) if cache is not None else ("", plan.key)
+    # fused and eager kernels round bf16 differently: neither resumes from the other's streams
+    weights = model_key(model) + (":fused" if fused else "") if cache is not None else ""
+    key = (weights, plan.key)
     found = cache.deepest(key, path) if cache is not None else None
     start = found.depth if found is not None else 0
     keep: list[int] = []
@@ -293,7 +297,7 @@ def run_plan(
     with torch.inference_mode():
         for round_ in plan.rounds:
             _run_round(model, subnet, round_, start, resumed, stored, results, counts, windows=windows, block=max(1, logits_rows),
-                       logprobs=logprobs, softmax_dtype=softmax_dtype, score_greedy=score_greedy)
+                       logprobs=logprobs, softmax_dtype=softmax_dtype, score_greedy=score_greedy, fused=fused)
     n_units = plan.n_units
     if cache is not None:
         cache.layer_passes += n_units * (L - start)
@@ -308,12 +312,13 @@ def run_plan(
 
 def _run_round(model: Supernet, subnet: SubnetConfig, round_: Round, start: int, resumed: Iterator[Tensor] | None,
                stored: dict[int, list[Tensor]], results: list[tuple[float, bool] | None], counts: dict[str, int], *,
-               windows: set[int], block: int, logprobs: str, softmax_dtype: torch.dtype | None, score_greedy: bool) -> None:
+               windows: set[int], block: int, logprobs: str, softmax_dtype: torch.dtype | None, score_greedy: bool,
+               fused: bool = False) -> None:
     """One round: every kept layer over its packed tokens, then the log-probability of each
     continuation token from the logits of the position before it (``block`` rows at a time)."""
     device = model.lm_head_weight.device
     dtype = model.lm_head_weight.dtype
-    ctx = model.packed_context(round_.positions.to(device), _PackedRound(round_, windows, device), dtype=dtype)
+    ctx = model.packed_context(round_.positions.to(device), _PackedRound(round_, windows, device), dtype=dtype, fused=fused)
     x = next(resumed) if resumed is not None else model.embed_tokens(round_.tokens.to(device)[None], subnet)  # (1, N, D)
     hidden: list[Tensor] | None = [] if stored else None
     x = model.run_layers(x, subnet, ctx, start=start, hidden=hidden)

@@ -87,7 +87,9 @@ class ForwardContext:
     attention, the KV cache and the list the MoE layers append their load-balancing losses
     to (None: not wanted). Sliding-window layers read ``window_masks[window]`` and, when
     the model has a separate local RoPE base, ``local_rope``. ``packed``: the tokens are
-    several sequences packed into one row, and it does the attention (mask and cache unused)."""
+    several sequences packed into one row, and it does the attention (mask and cache unused).
+    ``fused``: the blocks' norms and RoPE run as compiled kernels (:mod:`nas.model.fused`;
+    for inference: they round bf16 differently from the eager ones)."""
 
     cos: Tensor
     sin: Tensor
@@ -97,6 +99,7 @@ class ForwardContext:
     local_rope: tuple[Tensor, Tensor] | None = None
     window_masks: Mapping[int, Tensor | None] = field(default_factory=dict)
     packed: PackedAttention | None = None
+    fused: bool = False
 
     def rope_for(self, window: int) -> tuple[Tensor, Tensor]:
         """(cos, sin) for a layer with sliding window ``window`` (0: a global layer)."""

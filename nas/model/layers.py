@@ -17,6 +17,9 @@ K KV heads, hd head dim, D d_model (kept), F d_ff (kept), E experts (kept), N to
 from __future__ import annotations
 
 import math
+import threading
+from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -59,6 +62,34 @@ def gated_ffn(x: Tensor, gate: Tensor, up: Tensor, down: Tensor, act: str = "sil
 def swiglu(x: Tensor, gate: Tensor, up: Tensor, down: Tensor) -> Tensor:
     """down(silu(gate x) * up x) with explicit (possibly sliced) weights."""
     return gated_ffn(x, gate, up, down, "silu")
+
+
+def add_rms_norm(x: Tensor, h: Tensor, weight: Tensor, eps: float, offset: float = 0.0) -> tuple[Tensor, Tensor]:
+    """``(x + h, rms_norm(x + h))``: a residual add and the norm that reads its result."""
+    s = x + h
+    return s, rms_norm(s, weight, eps, offset)
+
+
+def rope_qk(q: Tensor, k: Tensor, cos: Tensor, sin: Tensor) -> tuple[Tensor, Tensor]:
+    """:func:`apply_rope` on queries and keys."""
+    return apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+
+
+_compile_lock = threading.Lock()
+_compiled: dict[Callable[..., Any], Callable[..., Any]] = {}
+
+
+def compiled(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``fn`` compiled by TorchInductor with dynamic shapes, memoised: one fused loop instead of
+    a kernel per operation (see :mod:`nas.model.fused` for when it is used). Each dtype, rank
+    and norm offset is a variant of its own; past Dynamo's limit of variants per function a
+    call runs eagerly (raised here to 32: a process scoring several families stays fused)."""
+    with _compile_lock:
+        if fn not in _compiled:
+            limit = torch._dynamo.config.recompile_limit
+            torch._dynamo.config.recompile_limit = max(limit, 32)
+            _compiled[fn] = torch.compile(fn, dynamic=True)
+        return _compiled[fn]
 
 
 def rope_inv_freq(config: SupernetConfig, *, local: bool = False) -> Tensor:
@@ -174,7 +205,7 @@ class Attention(nn.Module):
             q = rms_norm(q, self.q_norm, self.eps, self.norm_offset)
             k = rms_norm(k, self.k_norm, self.eps, self.norm_offset)
         cos, sin = ctx.rope_for(self.window)
-        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        q, k = (compiled(rope_qk) if ctx.fused else rope_qk)(q, k, cos, sin)
         if ctx.packed is not None:  # several sequences in one row: the packer attends within each
             return ctx.packed.attend(q, k, v, window=self.window, core=self.core)  # (1, N, H*hd)
         if ctx.cache is not None:
@@ -321,20 +352,30 @@ class Block(nn.Module):
         self.post_attn_norm = nn.Parameter(torch.ones(D)) if post else None
         self.post_ffn_norm = nn.Parameter(torch.ones(D)) if post else None
 
-    def _norm(self, x: Tensor, weight: Tensor | None) -> Tensor:
-        return x if weight is None else rms_norm(x, weight[: x.shape[-1]], self.eps, self.norm_offset)
+    def _norm(self, x: Tensor, weight: Tensor | None, fused: bool = False) -> Tensor:
+        if weight is None:
+            return x
+        if fused:  # rows of D channels whatever the batch's shape: one compiled variant per dtype
+            return compiled(rms_norm)(x.reshape(-1, x.shape[-1]), weight[: x.shape[-1]], self.eps, self.norm_offset).view(x.shape)
+        return rms_norm(x, weight[: x.shape[-1]], self.eps, self.norm_offset)
 
     def forward(self, x: Tensor, *, dims: LayerDims, ctx: ForwardContext, position: int) -> Tensor:
         """The block at sizes ``dims``, as kept layer ``position`` of the sub-network."""
-        h = self._norm(x, self.attn_norm)
+        h = self._norm(x, self.attn_norm, ctx.fused)
         h = self.attn(h, n_head=dims.n_head, n_kv_head=dims.n_kv_head, ctx=ctx, position=position)
-        x = x + self._norm(h, self.post_attn_norm)
-        h = self._norm(x, self.ffn_norm)
+        h = self._norm(h, self.post_attn_norm, ctx.fused)
+        if ctx.fused and self.ffn_norm is not None:  # the residual add and the FFN's norm in one loop
+            D = x.shape[-1]
+            s, h = compiled(add_rms_norm)(x.reshape(-1, D), h.reshape(-1, D), self.ffn_norm[:D], self.eps, self.norm_offset)
+            x, h = s.view(x.shape), h.view(x.shape)
+        else:
+            x = x + h
+            h = self._norm(x, self.ffn_norm)
         if isinstance(self.ffn, MixtureOfExperts):
             h = self.ffn(h, dims.n_expert, dims.top_k, dims.d_ff, ctx.aux)
         else:
             h = self.ffn(h, dims.d_ff)
-        return x + self._norm(h, self.post_ffn_norm)
+        return x + self._norm(h, self.post_ffn_norm, ctx.fused)
 
 
 __all__ = [
@@ -343,10 +384,13 @@ __all__ = [
     "FeedForward",
     "MixtureOfExperts",
     "activation",
+    "add_rms_norm",
     "apply_rope",
+    "compiled",
     "gated_ffn",
     "rms_norm",
     "rope_inv_freq",
+    "rope_qk",
     "softcapped_attention",
     "swiglu",
 ]

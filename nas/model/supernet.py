@@ -144,15 +144,17 @@ class Supernet(nn.Module):
             local = self.rope(positions, dtype, inv_freq=rope_inv_freq(self.config, local=True).to(device))
         return ForwardContext(cos=cos, sin=sin, mask=mask, cache=cache, aux=aux, local_rope=local, window_masks=window_masks)
 
-    def packed_context(self, positions: Tensor, packed: PackedAttention, *, dtype: torch.dtype) -> ForwardContext:
+    def packed_context(self, positions: Tensor, packed: PackedAttention, *, dtype: torch.dtype,
+                       fused: bool = False) -> ForwardContext:
         """The :class:`ForwardContext` of one row of N tokens that packs several sequences end
         to end: rotary tables for each token's own ``positions`` (N,) in its sequence, and
-        ``packed`` doing the attention within each sequence (see :class:`PackedAttention`)."""
+        ``packed`` doing the attention within each sequence (see :class:`PackedAttention`);
+        ``fused``: compiled norms and RoPE (:mod:`nas.model.fused`)."""
         cos, sin = self.rope(positions, dtype)  # (1, 1, N, hd)
         local = None
         if self.config.rope_local_theta and any(self.config.window(i) for i in range(self.config.n_layer)):
             local = self.rope(positions, dtype, inv_freq=rope_inv_freq(self.config, local=True).to(positions.device))
-        return ForwardContext(cos=cos, sin=sin, local_rope=local, packed=packed)
+        return ForwardContext(cos=cos, sin=sin, local_rope=local, packed=packed, fused=fused)
 
     # -------------------------------------------------------------- forward
     def forward(
