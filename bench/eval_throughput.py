@@ -17,7 +17,10 @@ The default run prints one JSON object with three parts (``--parts``):
   matmul peak this run measures in its dtype, ``peak_bf16_gflop_per_s`` (or ``peak_fp32_...``)
   at the start and ``..._end`` at the end; FLOPs per token = 2 x (non-embedding + LM-head parameters)),
   ``tokens`` / ``hflm_tokens`` / ``token_ratio``, ``hflm_mfu``, and ``hflm_fit`` (HFLM
-  seconds per candidate as a line in model FLOPs per token).
+  seconds per candidate as a line in model FLOPs per token). ``kernels``: whether ours ran the
+  fused norms and RoPE (:mod:`nas.model.fused`, by default for bf16 on a CPU); where it did,
+  ``ours_eager_s`` is the same scoring with eager kernels, timed alternately with it on the
+  same candidates, and ``fused_speedup`` its ratio.
 - ``study``: a population drawn as the demo's NSGA-II draws it — 2 generations of
   ``--population`` (15: 30 sub-networks) over the demo's space — each generation scored as
   one batch in trie order with plan and prefix reuse (:meth:`Evaluator.evaluate_many`),
@@ -175,11 +178,23 @@ def throughput(args: argparse.Namespace, peak: float) -> dict[str, Any]:
     fidelity = Fidelity(limit=args.limit, seed=args.seed)
     samples = {task: evaluator.subset(task, fidelity) for task in args.tasks}
     plan_s = evaluator.prepare(fidelity)  # once per study and fidelity
+    # the same scoring with eager kernels, side by side (only where ours runs fused ones)
+    eager = Evaluator.from_loaded(loaded, args.tasks, options=ScoringOptions(
+        dtype=args.dtype, batch_size=args.batch_size, prefix_cache_bytes=0, kernels="eager")) if evaluator.fused else None
+    if eager is not None:
+        eager.prepare(fidelity)
+        eager.evaluate(loaded.space.largest(), Fidelity(limit=10, seed=args.seed + 1))  # both warm (compiles untimed)
+        evaluator.evaluate(loaded.space.largest(), Fidelity(limit=10, seed=args.seed + 1))
     rows = []
     hflm_tokens = hflm_token_count(evaluator, samples)
-    for subnet in homogeneous_candidates(loaded.space, args.candidates):
+    for i, subnet in enumerate(homogeneous_candidates(loaded.space, args.candidates)):
+        eager_s = None
+        if eager is not None and i % 2:  # alternate which kind runs first
+            eager_s = eager.evaluate(subnet, fidelity).wall_s
         metrics = evaluator.evaluate(subnet, fidelity)
         stats = dict(evaluator.last_stats)
+        if eager is not None and not i % 2:
+            eager_s = eager.evaluate(subnet, fidelity).wall_s
         reference, hflm_s = hflm_scores(loaded.model, subnet, tokenizer, dict(evaluator.tasks.tasks), samples, args.batch_size)
         diffs = {
             f"{task}/{metric}": abs(metrics.get(task, metric).value - reference["results"][task][f"{metric},none"])
@@ -189,6 +204,7 @@ def throughput(args: argparse.Namespace, peak: float) -> dict[str, Any]:
             "subnet": subnet.summary(),
             "subnet_dict": subnet.to_dict(),
             "ours_s": round(metrics.wall_s, 3),
+            "ours_eager_s": None if eager_s is None else round(eager_s, 3),
             "hflm_s": round(hflm_s, 3),
             "tokens": stats["n_tokens"],
             "model_flops": stats["n_tokens"] * flops_per_token(loaded.model, subnet),
@@ -201,8 +217,12 @@ def throughput(args: argparse.Namespace, peak: float) -> dict[str, Any]:
     hflm_s = statistics.mean(r["hflm_s"] for r in rows)
     total_time = sum(r["ours_s"] for r in rows)
     task_setup_s = simple_evaluate_task_setup(args.tasks, evaluator.pack.directory)
+    eager_mean = statistics.mean(r["ours_eager_s"] for r in rows) if eager is not None else None
     return {
         "ours_s": round(ours_s, 3),
+        "kernels": "fused" if evaluator.fused else "eager",
+        "ours_eager_s": None if eager_mean is None else round(eager_mean, 3),
+        "fused_speedup": None if eager_mean is None else round(eager_mean / ours_s, 3),
         "hflm_s": round(hflm_s, 3),
         "speedup": round(hflm_s / ours_s, 2),
         "speedup_median": round(statistics.median(r["hflm_s"] / r["ours_s"] for r in rows), 2),
@@ -224,7 +244,7 @@ def throughput(args: argparse.Namespace, peak: float) -> dict[str, Any]:
         "batch_size": args.batch_size,
         "tasks": list(args.tasks),
         "threads": torch.get_num_threads(),
-        "candidates": [{k: r[k] for k in ("subnet", "ours_s", "hflm_s", "acc_abs_diff", "tokens")} for r in rows],
+        "candidates": [{k: r[k] for k in ("subnet", "ours_s", "ours_eager_s", "hflm_s", "acc_abs_diff", "tokens")} for r in rows],
         # seconds HFLM takes per candidate as a line in model FLOPs per token (Theil-Sen: robust to one slowed run)
         "hflm_fit": _linear_fit([flops_per_token(loaded.model, SubnetConfig.from_dict(r["subnet_dict"])) for r in rows],
                                 [r["hflm_s"] for r in rows]),
