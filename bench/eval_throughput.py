@@ -422,6 +422,7 @@ def parity(args: argparse.Namespace) -> dict[str, Any]:
         gc.collect()
 
         bf16 = {"bf16_vs_fp32_acc_max_diff": max_diff(plain_metrics), "bf16_s": round(plain_metrics.wall_s, 2),
+                "bf16_kernels": "fused" if plain.fused else "eager",
                 "bf16_recheck_vs_fp32_acc_max_diff": max_diff(low_metrics), "bf16_recheck_s": round(low_metrics.wall_s, 2),
                 "recheck_nats": low.recheck_nats,
                 "rechecked_fraction": round(checked["rechecked_docs"] / checked["scored_docs"], 4),
