@@ -532,6 +532,7 @@ def breakdown(args: argparse.Namespace, peak: float) -> dict[str, Any]:
         prefix._PackedRound.attend = attend  # type: ignore[method-assign]
     body = 2.0 * loaded.model.num_params(largest, embedding=False)
     out: dict[str, Any] = {"subnet": largest.summary(), "total_s": round(metrics.wall_s, 2), "dtype": args.dtype,
+                           "kernels": "fused" if evaluator.fused else "eager",
                            "limit": args.limit, "threads": torch.get_num_threads()}
     for name, part in parts.items():
         row: dict[str, Any] = {"s": round(part["s"], 2), "calls": part["calls"], "share": round(part["s"] / metrics.wall_s, 3)}
