@@ -182,7 +182,8 @@ class Evaluator:
         # depth, as before; scores are the same either way, only what the cache holds changes)
         self.reuse_branch_depths = True
         self.setup_s = time.perf_counter() - start
-        log.info("evaluator ready: %d tasks in %.1f s", len(self.tasks.tasks), self.setup_s)
+        log.info("evaluator ready: %d tasks in %.1f s, %s kernels", len(self.tasks.tasks), self.setup_s,
+                 "fused" if self.fused else "eager")
 
     @classmethod
     def from_loaded(cls, loaded: LoadedSupernet, tasks: Sequence[str], **kwargs: Any) -> Evaluator:

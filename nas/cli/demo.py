@@ -192,7 +192,9 @@ def demo(
     quiet_optuna()
     search = open_search(spec)
     fast, why = fast_dtype(spec.device)
-    console.print(f"  dtype {search.spec.dtype}" + (f" (auto: {why})" if spec.dtype == "auto" and search.spec.dtype == fast else ""))
+    fused = any(getattr(getattr(s, "evaluator", None), "fused", False) for s in search.scorers)
+    console.print(f"  dtype {search.spec.dtype}" + (f" (auto: {why})" if spec.dtype == "auto" and search.spec.dtype == fast else "")
+                  + ("; fused norms and RoPE (NAS_KERNELS=eager turns them off)" if fused else ""))
     try:
         summary = run_search(search, n_trials=None, wall_time_s=search_time_s, quiet=False)
         print_summary(summary)
