@@ -9,7 +9,6 @@ they cannot build, gets one clear answer.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
 
 import pytest
 import torch
@@ -25,15 +24,8 @@ from _tiny import tiny_llama, tiny_supernet, tiny_tokenizer
 
 MAX_LEN = 256
 TASKS = ["arc_easy", "piqa"]
+pytestmark = pytest.mark.usefixtures("one_thread")
 needs_inductor = pytest.mark.skipif(not fused.probe()[0], reason=f"Inductor cannot build here: {fused.probe()[1]}")
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
