@@ -20,7 +20,8 @@ The default run prints one JSON object with three parts (``--parts``):
   seconds per candidate as a line in model FLOPs per token). ``kernels``: whether ours ran the
   fused norms and RoPE (:mod:`nas.model.fused`, by default for bf16 on a CPU); where it did,
   ``ours_eager_s`` is the same scoring with eager kernels, timed alternately with it on the
-  same candidates, and ``fused_speedup`` its ratio.
+  same candidates, and ``fused_speedup`` its ratio; ``fused_vs_eager_acc_max_abs_diff`` and
+  ``fused_vs_eager_docs_differing`` (of ``fused_vs_eager_docs``) say how far the scores moved.
 - ``study``: a population drawn as the demo's NSGA-II draws it — 2 generations of
   ``--population`` (15: 30 sub-networks) over the demo's space — each generation scored as
   one batch in trie order with plan and prefix reuse (:meth:`Evaluator.evaluate_many`),
@@ -188,13 +189,15 @@ def throughput(args: argparse.Namespace, peak: float) -> dict[str, Any]:
     rows = []
     hflm_tokens = hflm_token_count(evaluator, samples)
     for i, subnet in enumerate(homogeneous_candidates(loaded.space, args.candidates)):
-        eager_s = None
+        eager_metrics = None
         if eager is not None and i % 2:  # alternate which kind runs first
-            eager_s = eager.evaluate(subnet, fidelity).wall_s
+            eager_metrics = eager.evaluate(subnet, fidelity)
         metrics = evaluator.evaluate(subnet, fidelity)
         stats = dict(evaluator.last_stats)
         if eager is not None and not i % 2:
-            eager_s = eager.evaluate(subnet, fidelity).wall_s
+            eager_metrics = eager.evaluate(subnet, fidelity)
+        eager_s = None if eager_metrics is None else eager_metrics.wall_s
+        flips = None if eager_metrics is None else fused_vs_eager(metrics, eager_metrics, args.tasks)
         reference, hflm_s = hflm_scores(loaded.model, subnet, tokenizer, dict(evaluator.tasks.tasks), samples, args.batch_size)
         diffs = {
             f"{task}/{metric}": abs(metrics.get(task, metric).value - reference["results"][task][f"{metric},none"])
@@ -205,6 +208,7 @@ def throughput(args: argparse.Namespace, peak: float) -> dict[str, Any]:
             "subnet_dict": subnet.to_dict(),
             "ours_s": round(metrics.wall_s, 3),
             "ours_eager_s": None if eager_s is None else round(eager_s, 3),
+            "fused_vs_eager": flips,
             "hflm_s": round(hflm_s, 3),
             "tokens": stats["n_tokens"],
             "model_flops": stats["n_tokens"] * flops_per_token(loaded.model, subnet),
@@ -223,6 +227,11 @@ def throughput(args: argparse.Namespace, peak: float) -> dict[str, Any]:
         "kernels": "fused" if evaluator.fused else "eager",
         "ours_eager_s": None if eager_mean is None else round(eager_mean, 3),
         "fused_speedup": None if eager_mean is None else round(eager_mean / ours_s, 3),
+        # how far fused scores move from eager ones: the largest acc/acc_norm difference of a task, and
+        # the documents (of all tasks and candidates) whose acc or acc_norm differs
+        "fused_vs_eager_acc_max_abs_diff": None if eager is None else max(r["fused_vs_eager"]["acc_max_abs_diff"] for r in rows),
+        "fused_vs_eager_docs_differing": None if eager is None else sum(r["fused_vs_eager"]["docs_differing"] for r in rows),
+        "fused_vs_eager_docs": None if eager is None else sum(r["fused_vs_eager"]["docs"] for r in rows),
         "hflm_s": round(hflm_s, 3),
         "speedup": round(hflm_s / ours_s, 2),
         "speedup_median": round(statistics.median(r["hflm_s"] / r["ours_s"] for r in rows), 2),
@@ -249,6 +258,21 @@ def throughput(args: argparse.Namespace, peak: float) -> dict[str, Any]:
         "hflm_fit": _linear_fit([flops_per_token(loaded.model, SubnetConfig.from_dict(r["subnet_dict"])) for r in rows],
                                 [r["hflm_s"] for r in rows]),
     }
+
+
+def fused_vs_eager(fused: Any, eager: Any, tasks: list[str]) -> dict[str, Any]:
+    """The largest acc/acc_norm difference of a task between two scorings of one candidate, and
+    how many of its documents got a different acc or acc_norm."""
+    diff, differing, docs = 0.0, 0, 0
+    for task in tasks:
+        changed: set[int] = set()
+        for metric in METRICS:
+            a, b = fused.get(task, metric), eager.get(task, metric)
+            diff = max(diff, abs(a.value - b.value))
+            changed |= {i for i, x, y in zip(a.example_ids, a.example_scores, b.example_scores, strict=True) if x != y}
+        differing += len(changed)
+        docs += fused.get(task, METRICS[0]).n_examples
+    return {"acc_max_abs_diff": round(diff, 4), "docs_differing": differing, "docs": docs}
 
 
 def _linear_fit(x: list[float], y: list[float]) -> list[float]:

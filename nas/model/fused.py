@@ -10,8 +10,8 @@ thousands of tokens. Compiled, each becomes one loop: ``python bench/eval_throug
 sub-networks (100 documents per task of hellaswag, arc_easy and piqa) in 6.16 s each on
 average against 7.06 s eager, alternated on the same candidates (``fused_speedup`` 1.15).
 
-The compiled kernels compute inside in fp32 and round once at the end, so their bf16 results
-differ from eager ones in the last bit of about a quarter of the elements: scores in
+The compiled kernels compute inside in fp32 and round once at the end, so many of their bf16
+results differ from eager ones in the last bit and close calls can fall the other way: scores in
 ``fused`` mode are cached under their own key (``kernels`` in
 :func:`evaluators.types.scoring_settings`), never mixed with eager ones.
 
