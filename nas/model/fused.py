@@ -4,8 +4,8 @@ TorchInductor (:func:`nas.model.layers.compiled`; a forward context with ``fused
 In eager PyTorch an RMSNorm is eight kernels (a copy to fp32, a square, a mean, an add, an
 rsqrt, a product, a copy back, the weight's product), each a pass over the activations, and
 RoPE on q and k is five more per tensor. On a CPU that runs bf16 matmuls fast (AMX, or
-``avx512_bf16``) those passes cost about as much as the block's matmuls on a packed round of
-thousands of tokens. Compiled, each becomes one loop: ``python bench/eval_throughput.py
+``avx512_bf16``) those passes over a packed round of thousands of tokens are a large part of
+a block's time. Compiled, each becomes one loop: ``python bench/eval_throughput.py
 --threads 2 --parts throughput,study`` on a 2-core Xeon with AMX scored five SmolLM2
 sub-networks (100 documents per task of hellaswag, arc_easy and piqa) in 6.16 s each on
 average against 7.06 s eager, alternated on the same candidates (``fused_speedup`` 1.15).
