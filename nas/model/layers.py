@@ -84,6 +84,9 @@ def compiled(fn: Callable[..., Any]) -> Callable[..., Any]:
     a kernel per operation (see :mod:`nas.model.fused` for when it is used). Each dtype, rank
     and norm offset is a variant of its own; past Dynamo's limit of variants per function a
     call runs eagerly (raised here to 32: a process scoring several families stays fused)."""
+    done = _compiled.get(fn)  # every block calls this: no lock once compiled
+    if done is not None:
+        return done
     with _compile_lock:
         if fn not in _compiled:
             limit = torch._dynamo.config.recompile_limit
