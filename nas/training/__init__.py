@@ -41,7 +41,7 @@ from nas.training.config import (
 )
 from nas.training.memory import MemoryEstimate, available_memory, check_memory, estimate_memory
 from nas.training.sampling import ARM_DRAWS, ArmSampler, ErnieSampler, ernie_sampler, level_pick, restrict
-from nas.training.sandwich import Arm, ArmStats, DistillTarget, SandwichLoss, distill_loss, sandwich_step
+from nas.training.sandwich import Arm, ArmStats, DistillTarget, SandwichLoss, distill_loss, sandwich_step, student_objective
 from nas.training.trainer import EvalReport, StepReport, TrainResult, evaluate_loss, train, train_flops_per_token, window_losses
 
 __all__ = [
@@ -76,6 +76,7 @@ __all__ = [
     "parse_train_config",
     "restrict",
     "sandwich_step",
+    "student_objective",
     "train",
     "train_flops_per_token",
     "window_losses",

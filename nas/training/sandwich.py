@@ -11,6 +11,13 @@ their gradients into the shared weights before one optimiser step:
 With a frozen teacher (``SandwichLoss.frozen_teacher``) every arm instead distils from a
 separate, frozen copy of the full starting model. MoE arms add the load-balancing loss.
 Which arms a step trains is :mod:`nas.training.sampling`'s business.
+
+A student's loss is one fused pass over its (N, V) logits (:func:`student_objective`): the
+row's log-sum-exp, the KL term, the cross-entropy and the gradient with respect to the
+logits come out of one loop over row chunks (compiled by TorchInductor on a CPU where it
+builds), instead of a log-softmax, a product with the teacher's probabilities and their
+backward passes, each a pass over N x V floats. On a small model those vocabulary-sized
+passes are a large part of a step (SmolLM2's 49,152-token vocabulary against 576 channels).
 """
 
 from __future__ import annotations
@@ -18,12 +25,15 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from nas.errors import NasError
+from nas.model.fused import probe
+from nas.model.layers import compiled
 from nas.model.precision import resolve_dtype
 from nas.model.subnet import SubnetConfig
 from nas.model.supernet import Supernet
@@ -40,12 +50,15 @@ class Arm:
 @dataclass(frozen=True)
 class SandwichLoss:
     """How the arms learn. ``frozen_teacher``: every arm distils from a separate teacher
-    model; otherwise the first arm (the largest) learns CE and is the teacher."""
+    model; otherwise the first arm (the largest) learns CE and is the teacher. ``fused``:
+    students' losses in one pass over their logits (:func:`student_objective`; False: the
+    unfused reference, a log-softmax and the losses from it)."""
     temperature: float = 1.0
     distill_weight: float = 1.0
     ce_weight: float = 0.0
     aux_loss_weight: float = 0.01
     frozen_teacher: bool = False
+    fused: bool = True
 
 
 @dataclass(frozen=True)
@@ -77,14 +90,21 @@ class DistillTarget:
         with torch.no_grad():
             logp = logp.detach()
             probs = logp.exp()
-            return cls(probs=probs, plogp=torch.dot(probs.view(-1), logp.view(-1)), temperature=temperature)
+            return cls(probs=probs, plogp=_total(probs, logp), temperature=temperature)
 
     def loss(self, student_logp: Tensor) -> Tensor:
         """Mean per-token KL(teacher || student) times T**2, from the student's log-probs (N, V)
         at the same temperature."""
         n = student_logp.shape[0]
-        kl = (self.plogp - torch.dot(self.probs.view(-1), student_logp.reshape(-1))) / n
+        kl = (self.plogp - _total(self.probs, student_logp.reshape(self.probs.shape))) / n
         return kl * (self.temperature * self.temperature)
+
+
+def _total(p: Tensor, logq: Tensor) -> Tensor:
+    """sum p * log q over (N, V): per row in fp32, over rows in fp64. One fp32 dot over all
+    N x V terms (millions for a vocabulary of 50k) drifts by a visible part of the KL, more
+    the larger the batch; ``bench/heal_step.py`` compares the fused and unfused KL values."""
+    return (p * logq).sum(dim=-1).double().sum().float()
 
 
 def _scaled(logits: Tensor, temperature: float) -> Tensor:
@@ -100,6 +120,83 @@ def distill_loss(student_logits: Tensor, teacher_logits: Tensor, temperature: fl
     target = DistillTarget.from_logits(teacher_logits, temperature)
     s = F.log_softmax(_scaled(student_logits.flatten(0, -2), temperature), dim=-1, dtype=torch.float32)
     return target.loss(s)
+
+
+# ------------------------------------------------------------ fused student loss
+#: rows of logits per chunk of the eager fused loss: (64, 49,152) fp32 is 12 MB of intermediates
+CHUNK_ROWS = 64
+
+
+def _student_rows(z: Tensor, p: Tensor, t: Tensor, inv_t: Tensor, kd_coef: Tensor, ce_coef: Tensor
+                  ) -> tuple[Tensor, Tensor, Tensor]:
+    """One chunk of :func:`student_objective`: for logits ``z`` (n, V), teacher probabilities
+    ``p`` (n, V) fp32 and targets ``t`` (n,), the gradient of ``kd_coef * KL + ce_coef * CE``
+    with respect to ``z`` (n, V) in ``z``'s dtype, the rows' log-sum-exp of ``z / T`` (n,) and
+    their cross-entropies against the teacher, -sum_v p log q (n,), accumulated in fp32 row by
+    row (one sum over all N x V terms would lose the KL, a small difference of large sums)."""
+    s = z.float() * inv_t  # (n, V)
+    m = s.amax(dim=-1, keepdim=True)
+    e = (s - m).exp()
+    total = e.sum(dim=-1, keepdim=True)
+    q = e / total  # the student's softmax at T
+    psum = p.sum(dim=-1, keepdim=True)
+    onehot = torch.arange(z.shape[-1], device=z.device)[None, :] == t[:, None]  # (n, V)
+    grad = kd_coef * (q * psum - p) + ce_coef * (q - onehot.float())
+    lse = m + total.log()  # (n, 1)
+    return grad.to(z.dtype), lse.squeeze(-1), (lse * psum).squeeze(-1) - (p * s).sum(dim=-1)
+
+
+def _use_compiled(device: torch.device) -> bool:
+    return device.type == "cpu" and probe()[0]
+
+
+class _StudentObjective(torch.autograd.Function):
+    """``kd_weight * KL(teacher || student) * T**2 + ce_weight * CE`` of logits (N, V), with KL
+    and CE (at T == 1) as non-differentiable side outputs; the gradient is computed in the
+    forward pass, chunk by chunk, and only scaled in the backward one."""
+
+    @staticmethod
+    def forward(ctx: Any, logits: Tensor, probs: Tensor, plogp: Tensor, targets: Tensor,  # type: ignore[override]
+                temperature: float, kd_weight: float, ce_weight: float) -> tuple[Tensor, Tensor, Tensor]:
+        n, T = logits.shape[0], temperature
+        dev = logits.device
+        scalar = lambda v: torch.tensor(v, dtype=torch.float32, device=dev)  # noqa: E731 - tensors: no recompile per value
+        inv_t, kd_coef, ce_coef = scalar(1.0 / T), scalar(kd_weight * T / n), scalar(ce_weight / n)
+        if _use_compiled(dev):  # one loop per row, nothing of (N, V) materialised but the gradient
+            grad, lse, cross = compiled(_student_rows)(logits, probs, targets, inv_t, kd_coef, ce_coef)
+        else:  # eager: each operation a pass, over chunks of rows that stay in cache
+            parts = [_student_rows(logits[a:a + CHUNK_ROWS], probs[a:a + CHUNK_ROWS], targets[a:a + CHUNK_ROWS],
+                                   inv_t, kd_coef, ce_coef) for a in range(0, n, CHUNK_ROWS)]
+            grad, lse, cross = (torch.cat([part[i] for part in parts]) for i in range(3))
+        # KL = (sum p log p - sum p log q) / N, times T**2
+        kd = ((plogp.double() + cross.double().sum()) / n * (T * T)).float()
+        if T == 1.0:
+            ce = (lse - logits.gather(1, targets[:, None]).squeeze(1).float()).mean()
+        else:
+            ce = F.cross_entropy(logits.float(), targets)
+        ctx.grad = grad
+        ctx.mark_non_differentiable(kd, ce)
+        return kd_weight * kd + ce_weight * ce, kd, ce
+
+    @staticmethod
+    def backward(ctx: Any, g: Tensor, *_: Any) -> tuple[Tensor | None, ...]:  # type: ignore[override]
+        grad, ctx.grad = ctx.grad, None
+        if not bool(g == 1):
+            grad = grad.mul_(g.to(grad.dtype))
+        return grad, None, None, None, None, None, None
+
+
+def student_objective(logits: Tensor, target: DistillTarget, targets: Tensor, *, distill_weight: float = 1.0,
+                      ce_weight: float = 0.0) -> tuple[Tensor, Tensor, Tensor]:
+    """(objective, KL, CE) of a student's logits (N, V) against ``target`` (the teacher's
+    distribution at its temperature) and the data ``targets`` (N,): objective =
+    ``distill_weight`` x KL(teacher || student) x T**2 + ``ce_weight`` x cross-entropy, in one
+    fused pass (see the module's docstring). The cross-entropy is differentiable at T == 1
+    only: at another temperature ``ce_weight`` must be 0 (use the unfused losses)."""
+    T = target.temperature
+    if ce_weight and T != 1.0:
+        raise NasError("student_objective: a cross-entropy share needs temperature 1")
+    return _StudentObjective.apply(logits, target.probs, target.plogp, targets, T, distill_weight, ce_weight)
 
 
 def autocast(device: torch.device, dtype: str) -> contextlib.AbstractContextManager:
@@ -138,7 +235,8 @@ def sandwich_step(
     from one forward without gradient, before the arms.
 
     The teacher's distribution (:class:`DistillTarget`) is computed once, from detached
-    logits, and shared by the students; each student costs one log-softmax.
+    logits, and shared by the students; each student costs one fused pass over its logits
+    (:func:`student_objective`).
     """
     device = inputs.device
     moe = model.config.n_expert > 0
@@ -168,7 +266,11 @@ def sandwich_step(
                 logp = F.log_softmax(logits, dim=-1, dtype=torch.float32)  # (N, V)
                 ce = F.nll_loss(logp, flat_targets)
                 objective = ce
-            else:
+            elif loss.fused and (T == 1.0 or loss.ce_weight == 0):  # one fused pass over the logits
+                assert target is not None
+                objective, kd, ce = student_objective(logits, target, flat_targets, distill_weight=loss.distill_weight,
+                                                      ce_weight=loss.ce_weight)
+            else:  # a log-softmax, the KL and the cross-entropy from it, each with its backward
                 assert target is not None
                 logp_t = F.log_softmax(_scaled(logits, T), dim=-1, dtype=torch.float32)  # (N, V) at T
                 kd = target.loss(logp_t)
@@ -195,4 +297,4 @@ def sandwich_step(
     return stats
 
 
-__all__ = ["Arm", "ArmStats", "DistillTarget", "SandwichLoss", "autocast", "distill_loss", "sandwich_step"]
+__all__ = ["Arm", "ArmStats", "DistillTarget", "SandwichLoss", "autocast", "distill_loss", "sandwich_step", "student_objective"]
