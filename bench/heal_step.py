@@ -11,15 +11,18 @@ gradient come out of one loop per row, compiled by TorchInductor where it builds
 
 This script runs the step ``nas heal`` runs on a CPU (its defaults: 4 x 256 tokens, bf16
 autocast where native, the largest, the smallest and one random sub-network of the
-supernet's own space, the frozen full model as teacher) on SmolLM2, alternating the two on
-the same batches and arms, and prints one JSON object: seconds per step (median of
+supernet's own space, the frozen full model as teacher) on SmolLM2, on consecutive windows of
+the heal's default corpus (``NAS_DATA_DIR``'s Gutenberg text), alternating the two on the
+same batches and arms, and prints one JSON object: seconds per step (median of
 ``--repeats``), ``speedup``, tokens per second, and how far the two are apart:
 ``kd_max_abs_diff`` over the arms' KL losses (``kd_last``: the last step's, unfused and
 fused); ``grad_rel_norm_diff``, ||fused - unfused|| / ||unfused|| over all the parameters'
 gradients together, and ``grad_max_rel_norm_diff``, the largest such ratio of one parameter
 (both round the logits' gradient to bf16, each its own way), beside
 ``grad_rel_norm_diff_{unfused,fused}_vs_fp32``: each against the same step in fp32 (no
-autocast, an fp32 teacher), the size of bf16's own effect on the gradients.
+autocast, an fp32 teacher) over the arms other than the largest (in fp32 the largest is its
+teacher exactly and has no gradient; in bf16 its gradient is the two precisions' mismatch),
+the size of bf16's own effect on the gradients.
 
     .venv/bin/python bench/heal_step.py [--supernet work/smollm2] [--threads 2] [--repeats 5]
 """
@@ -43,6 +46,7 @@ from nas.model.directory import load_supernet  # noqa: E402
 from nas.model.fused import probe  # noqa: E402
 from nas.model.space import SearchSpace  # noqa: E402
 from nas.paths import work_dir  # noqa: E402
+from nas.training.data import CorpusSpec, iter_documents, tokenize_documents  # noqa: E402
 from nas.training.heal import heal_settings  # noqa: E402
 from nas.training.sandwich import Arm, SandwichLoss, sandwich_step  # noqa: E402
 
@@ -72,12 +76,19 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     rng = random.Random(0)
     arms = [Arm("largest", space.largest()), Arm("smallest", space.smallest())]
     arms += [Arm(f"random{i}", space.sample(rng)) for i in range(settings.n_random)]
-    gen = torch.Generator().manual_seed(0)
-    batches = [torch.randint(0, model.config.vocab_size, (settings.batch_size, settings.seq_len + 1), generator=gen)
-               for _ in range(args.repeats + 1)]
+    # real text, as a heal reads it (random token ids make activations, and bf16's errors, unlike text's)
+    tokenizer = loaded.load_tokenizer()
+    spec = CorpusSpec(settings.corpus, text_field=settings.text_field, max_chars=400_000)
+    ids = tokenize_documents(iter_documents(spec), tokenizer, int(tokenizer.eos_token_id or 0))
+    window = settings.seq_len + 1
+    need = (args.repeats + 1) * settings.batch_size
+    if len(ids) < need * window:
+        raise SystemExit(f"heal_step: the corpus {settings.corpus} gave {len(ids)} tokens, fewer than {need * window}")
+    rows = torch.from_numpy(ids[: need * window].astype("int64")).view(need, window)
+    batches = list(rows.split(settings.batch_size))
 
-    def step(fused: bool, tokens: torch.Tensor, dtype: str = settings.dtype,
-             teacher: torch.nn.Module = teacher) -> tuple[float, dict[str, float], dict[str, torch.Tensor]]:
+    def step(fused: bool, tokens: torch.Tensor, dtype: str = settings.dtype, teacher: torch.nn.Module = teacher,
+             arms: list[Arm] = arms) -> tuple[float, dict[str, float], dict[str, torch.Tensor]]:
         model.zero_grad(set_to_none=True)
         loss = SandwichLoss(temperature=settings.temperature, frozen_teacher=True, fused=fused)
         start = time.perf_counter()
@@ -104,10 +115,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     noise: dict[str, float] = {}
     if settings.dtype == "bf16":
         exact = model.extract(model.full_subnet()).requires_grad_(False).eval()  # an fp32 teacher for the fp32 step
-        reference = step(False, batches[-1], "fp32", exact)[2]
+        # the smaller arms only: in fp32 the largest is its teacher exactly, with no gradient at all
+        students = arms[1:]
+        reference = step(False, batches[-1], "fp32", exact, students)[2]
         del exact
         for side in ("unfused", "fused"):
-            grads = step(side == "fused", batches[-1])[2]
+            grads = step(side == "fused", batches[-1], arms=students)[2]
             noise[f"grad_rel_norm_diff_{side}_vs_fp32"] = _global_rel(grads, reference)
     before, after = statistics.median(times["unfused"]), statistics.median(times["fused"])
     tokens_per_step = settings.batch_size * settings.seq_len
