@@ -14,8 +14,8 @@ Which arms a step trains is :mod:`nas.training.sampling`'s business.
 
 A student's loss is one fused pass over its (N, V) logits (:func:`student_objective`): the
 row's log-sum-exp, the KL term, the cross-entropy and the gradient with respect to the
-logits come out of one loop over row chunks (compiled by TorchInductor on a CPU where it
-builds), instead of a log-softmax, a product with the teacher's probabilities and their
+logits come out of one loop per row (compiled by TorchInductor on a CPU where it builds;
+elsewhere eager operations over chunks of rows), instead of a log-softmax, a product with the teacher's probabilities and their
 backward passes, each a pass over N x V floats. On a small model those vocabulary-sized
 passes are a large part of a step (SmolLM2's 49,152-token vocabulary against 576 channels).
 """
@@ -152,8 +152,8 @@ def _use_compiled(device: torch.device) -> bool:
 
 class _StudentObjective(torch.autograd.Function):
     """``kd_weight * KL(teacher || student) * T**2 + ce_weight * CE`` of logits (N, V), with KL
-    and CE (at T == 1) as non-differentiable side outputs; the gradient is computed in the
-    forward pass, chunk by chunk, and only scaled in the backward one."""
+    and CE as non-differentiable side outputs; the gradient with respect to the logits is
+    computed in the forward pass and only scaled in the backward one."""
 
     @staticmethod
     def forward(ctx: Any, logits: Tensor, probs: Tensor, plogp: Tensor, targets: Tensor,  # type: ignore[override]
