@@ -45,6 +45,7 @@ import torch  # noqa: E402
 from nas.model.directory import load_supernet  # noqa: E402
 from nas.model.fused import probe  # noqa: E402
 from nas.model.space import SearchSpace  # noqa: E402
+from nas.model.tokenizer import eos_id  # noqa: E402
 from nas.paths import work_dir  # noqa: E402
 from nas.training.data import CorpusSpec, iter_documents, tokenize_documents  # noqa: E402
 from nas.training.heal import heal_settings  # noqa: E402
@@ -79,7 +80,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     # real text, as a heal reads it (random token ids make activations, and bf16's errors, unlike text's)
     tokenizer = loaded.load_tokenizer()
     spec = CorpusSpec(settings.corpus, text_field=settings.text_field, max_chars=400_000)
-    ids = tokenize_documents(iter_documents(spec), tokenizer, int(tokenizer.eos_token_id or 0))
+    ids = tokenize_documents(iter_documents(spec), tokenizer, eos_id(tokenizer))
     window = settings.seq_len + 1
     need = (args.repeats + 1) * settings.batch_size
     if len(ids) < need * window:

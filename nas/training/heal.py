@@ -177,7 +177,7 @@ def heal_settings(device: str = "auto", **overrides: Any) -> HealSettings:
 
     CPU (minutes): 10 min of 4 x 256-token steps, one random arm besides the largest and
     the smallest, the first 4 M characters of the Gutenberg corpus (a 2-core CPU heals
-    SmolLM2-135M at 100-200 tokens/s: ``bench/heal_step.py`` measured 107 on a slow EPYC
+    SmolLM2-135M at 100-200 tokens/s: ``bench/heal_step.py`` measured 107-110 on a slow EPYC
     with ``avx512_bf16``). GPU (an hour): 1 h of 32 x 1024-token steps, two
     random arms, the whole corpus.
     The dtype is the device's fast one (:func:`nas.model.dtypes.fast_dtype`:
