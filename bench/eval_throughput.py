@@ -40,12 +40,16 @@ The default run prints one JSON object with three parts (``--parts``):
   with its small heap, never pays.
 - ``parity``: the largest sub-network on 200 seeded examples per task: ours fp32 vs HFLM
   fp32 (``fp32_acc_identical``: acc and acc_norm equal on every task) and our bf16 vs our
-  fp32: ``bf16_vs_fp32_acc_max_diff`` as scored by default (plain bf16),
-  ``bf16_recheck_vs_fp32_acc_max_diff`` with close calls re-scored in fp32
-  (:mod:`evaluators.recheck`, opt-in: ``recheck_nats`` in a spec; ``rechecked_fraction`` of
-  the documents under ``--recheck-nats``), ``bf16_hflm_vs_fp32_acc_max_diff`` plain bf16 with
-  HFLM's bf16 log-softmax instead of the fp32 logsumexp; ``bf16_ll_err_p50`` / ``_p99`` /
-  ``_max``: plain bf16's error per request in nats, which the re-check assumes bounded;
+  fp32: ``bf16_vs_fp32_acc_max_diff`` as scored by default (bf16 matmuls with mixed
+  numerics: the residual stream and the decisive logits in fp32, ``numerics: mixed``),
+  ``bf16_model_numerics_vs_fp32_acc_max_diff`` with everything in bf16 (``numerics: model``,
+  the default before), ``bf16_recheck_vs_fp32_acc_max_diff`` with close calls re-scored in
+  fp32 (:mod:`evaluators.recheck`, opt-in: ``recheck_nats`` in a spec; ``rechecked_fraction``
+  of the documents under ``--recheck-nats``), ``bf16_hflm_vs_fp32_acc_max_diff`` all bf16
+  with HFLM's bf16 log-softmax instead of the fp32 logsumexp; ``bf16_ll_err_p50`` / ``_p99``
+  / ``_max`` (and ``bf16_model_numerics_ll_err``): the error per request in nats, which the
+  re-check assumes bounded; ``mixed_s`` / ``model_numerics_s``: the two numerics timed
+  alternately (median of ``--numerics-repeats`` each) and ``mixed_cost`` their ratio;
   ``bf16_weights_fp32_compute_acc_max_diff`` and ``_ll_err``: the weights rounded to bf16
   with every operation in fp32, the part of the error no bf16 arithmetic can remove.
 
@@ -414,15 +418,24 @@ def parity(args: argparse.Namespace) -> dict[str, Any]:
         gc.collect()
         plain = Evaluator.from_loaded(load_supernet(args.supernet, dtype="bf16"), args.tasks,
                                       options=ScoringOptions(dtype="bf16", batch_size=args.batch_size, prefix_cache_bytes=0))
-        plain_metrics = plain.evaluate(largest, fidelity)  # the default: plain bf16
+        plain_metrics = plain.evaluate(largest, fidelity)  # the default: bf16 matmuls, mixed numerics
+        mixed_errors = sorted(abs(a - b) for a, b in zip(request_lls(plain, samples), fp32_lls, strict=True))
+        all_bf16 = Evaluator(plain.model, plain.tokenizer, args.tasks, options=ScoringOptions(
+            dtype="bf16", batch_size=args.batch_size, prefix_cache_bytes=0, numerics="model"), space=plain.space)
+        model_metrics = all_bf16.evaluate(largest, fidelity)
+        model_errors = sorted(abs(a - b) for a, b in zip(request_lls(all_bf16, samples), fp32_lls, strict=True))
+        times: dict[str, list[float]] = {"mixed": [], "model": []}
+        for i in range(args.numerics_repeats):  # alternated, each side first in turn
+            for name, ev in ((("mixed", plain), ("model", all_bf16)) if i % 2 == 0 else (("model", all_bf16), ("mixed", plain))):
+                times[name].append(ev.evaluate(largest, fidelity).wall_s)
         # close calls re-scored in fp32 (recheck_nats), and plain bf16 with HFLM's arithmetic (log-softmax in bf16)
         low = Evaluator(plain.model, plain.tokenizer, args.tasks, options=ScoringOptions(
             dtype="bf16", batch_size=args.batch_size, prefix_cache_bytes=0), space=plain.space, recheck_nats=args.recheck_nats)
         low_metrics = low.evaluate(largest, fidelity)
         checked = dict(low.last_stats)
-        errors = sorted(abs(a - b) for a, b in zip(request_lls(plain, samples), fp32_lls, strict=True))
         hflm_style = Evaluator(plain.model, plain.tokenizer, args.tasks, options=ScoringOptions(
-            dtype="bf16", batch_size=args.batch_size, logprobs="hflm", prefix_cache_bytes=0), space=plain.space).evaluate(largest, fidelity)
+            dtype="bf16", batch_size=args.batch_size, logprobs="hflm", numerics="model", prefix_cache_bytes=0),
+            space=plain.space).evaluate(largest, fidelity)
 
         def max_diff(got: Any) -> float:
             return round(max(abs(got.get(t, m).value - per_task[t][f"ours_{m}"]) for t in args.tasks for m in METRICS), 4)
@@ -445,17 +458,23 @@ def parity(args: argparse.Namespace) -> dict[str, Any]:
         del rounded_ev, rounded
         gc.collect()
 
+        mixed_s, model_s = statistics.median(times["mixed"]), statistics.median(times["model"])
         bf16 = {"bf16_vs_fp32_acc_max_diff": max_diff(plain_metrics), "bf16_s": round(plain_metrics.wall_s, 2),
-                "bf16_kernels": "fused" if plain.fused else "eager",
+                "bf16_kernels": "fused" if plain.fused else "eager", "numerics": plain.options.numerics,
+                "bf16_model_numerics_vs_fp32_acc_max_diff": max_diff(model_metrics),
+                "bf16_model_numerics_ll_err": quantiles(model_errors),
+                "mixed_s": round(mixed_s, 2), "model_numerics_s": round(model_s, 2), "mixed_cost": round(mixed_s / model_s, 3),
+                "numerics_repeats": args.numerics_repeats,
                 "bf16_recheck_vs_fp32_acc_max_diff": max_diff(low_metrics), "bf16_recheck_s": round(low_metrics.wall_s, 2),
                 "recheck_nats": low.recheck_nats,
                 "rechecked_fraction": round(checked["rechecked_docs"] / checked["scored_docs"], 4),
                 "bf16_hflm_vs_fp32_acc_max_diff": max_diff(hflm_style),
                 # |bf16 - fp32| log-likelihood per request (plain bf16): what the re-check's assumed error is set against
-                **{f"bf16_ll_err_{k}": v for k, v in quantiles(errors).items()}, "n_requests": len(errors),
+                **{f"bf16_ll_err_{k}": v for k, v in quantiles(mixed_errors).items()}, "n_requests": len(mixed_errors),
                 "bf16_weights_fp32_compute_acc_max_diff": max_diff(rounded_metrics),
                 "bf16_weights_fp32_compute_ll_err": quantiles(rounded_errs),
                 "bf16_acc": {f"{t}/{m}": plain_metrics.get(t, m).value for t in args.tasks for m in METRICS},
+                "bf16_model_numerics_acc": {f"{t}/{m}": model_metrics.get(t, m).value for t in args.tasks for m in METRICS},
                 "bf16_recheck_acc": {f"{t}/{m}": low_metrics.get(t, m).value for t in args.tasks for m in METRICS},
                 "bf16_hflm_acc": {f"{t}/{m}": hflm_style.get(t, m).value for t in args.tasks for m in METRICS}}
     return {
@@ -592,6 +611,8 @@ def main() -> None:
                         help="study part: also score the tied space storing every depth's boundary (the policy before "
                              "branch depths), keys *_depth_all_depths, side by side in the same run")
     parser.add_argument("--parity-limit", type=int, default=200)
+    parser.add_argument("--numerics-repeats", type=int, default=4,
+                        help="parity: alternated timings of mixed and all-bf16 numerics, each (the median is kept)")
     parser.add_argument("--recheck-nats", type=float, default=DEFAULT_RECHECK_NATS,
                         help="parity: the bf16 error assumed per request when close calls are re-scored in fp32")
     parser.add_argument("--parity", action="store_true", help="only the parity part, at --dtype (fp32 default)")

@@ -199,8 +199,9 @@ class Evaluator:
     def _settings(self) -> dict[str, str]:
         """task (and group) -> the settings that change its scores (the cache key's part):
         the model's dtype, the context window, the log-softmax dtype, the few-shot count, the
-        assumed bf16 error under which close calls were re-scored in fp32, and the fused kernels
-        (absent when eager: the key scores had before fused kernels existed)."""
+        assumed bf16 error under which close calls were re-scored in fp32, the fused kernels
+        (absent when eager: the key scores had before fused kernels existed) and mixed numerics
+        over bf16 weights (absent otherwise: the key scores had before the option existed)."""
         dtype = dtype_name(self.model.lm_head_weight.dtype)
         if self.options.logprobs == "exact":
             softmax = "lse-fp32"  # target logit minus an fp32 logsumexp, whatever the logits' dtype
@@ -208,16 +209,19 @@ class Evaluator:
             softmax = dtype_name(self.options.softmax_dtype) if self.options.softmax_dtype is not None else dtype
         max_length = int(self.options.max_length or self.model.config.max_seq_len)
         kernels = "fused" if self.fused else None
+        numerics = "mixed" if self.options.numerics == "mixed" and dtype != "fp32" else None
         out = {
             name: scoring_settings(dtype=dtype, max_length=max_length, softmax=softmax,
                                    num_fewshot=int(obj.config.num_fewshot or 0),
-                                   recheck_fp32=self.recheck_nats if self._rechecks[name] else None, kernels=kernels)
+                                   recheck_fp32=self.recheck_nats if self._rechecks[name] else None, kernels=kernels,
+                                   numerics=numerics)
             for name, obj in self.tasks.tasks.items()
         }
         for group, obj in self.tasks.groups.items():
             checked = any(self._rechecks.get(t.task_name, False) for t in obj.get_all_tasks())
             out[group] = scoring_settings(dtype=dtype, max_length=max_length, softmax=softmax,
-                                          recheck_fp32=self.recheck_nats if checked else None, kernels=kernels)
+                                          recheck_fp32=self.recheck_nats if checked else None, kernels=kernels,
+                                          numerics=numerics)
         return out
 
     # --------------------------------------------------------------- pieces

@@ -72,6 +72,11 @@ log = logging.getLogger(__name__)
 
 MODEL_NAME = "nas-subnet"
 DEFAULT_BATCH_SIZE = 32
+#: how a bf16 model computes what is not a matmul: ``mixed`` (the residual stream, its norms
+#: and the logits that decide a log-probability in fp32) or ``model`` (all in the weights'
+#: dtype, as lm-eval's HFLM computes); see :class:`ScoringOptions`
+NUMERICS = ("mixed", "model")
+DEFAULT_NUMERICS = "mixed"
 _Request = tuple[Any, list[int], list[int]]
 
 
@@ -157,7 +162,13 @@ class ScoringOptions:
     ``$NAS_PREFIX_CACHE_MB`` or a quarter of free memory, at most 8 GiB; 0: off).
     ``kernels`` (``auto``, ``eager`` or ``fused``; None: ``$NAS_KERNELS``, else ``auto``):
     whether a block's norms and RoPE run as compiled kernels, by default for bf16 on a CPU
-    where Inductor builds (see :mod:`nas.model.fused`).
+    where Inductor builds (see :mod:`nas.model.fused`). ``numerics`` (``mixed`` or ``model``)
+    says how a bf16 model computes around its matmuls, which run in bf16 either way:
+    ``model`` rounds everything to bf16, as HFLM does; ``mixed`` keeps the residual stream,
+    its adds and norms in fp32 (:meth:`nas.model.supernet.Supernet.embed_tokens`) and, for
+    log-likelihoods, takes each target's logit and the top of each distribution in fp32
+    (:func:`evaluators.prefix.refined_logprobs`), so its scores stay closer to fp32's. An
+    fp32 model computes everything in fp32 under both.
     """
 
     dtype: str | torch.dtype | None = None
@@ -175,6 +186,7 @@ class ScoringOptions:
     score_greedy: bool = True
     prefix_cache_bytes: int | None = None
     kernels: str | None = None
+    numerics: str = DEFAULT_NUMERICS
 
 
 class SubnetLM(TemplateLM):
@@ -232,6 +244,8 @@ class SubnetLM(TemplateLM):
         if opts.logprobs not in LOGPROB_MODES:
             raise EvaluatorError(f"logprobs={opts.logprobs!r} is not one of {', '.join(LOGPROB_MODES)}")
         self.logprobs = opts.logprobs
+        if opts.numerics not in NUMERICS:
+            raise EvaluatorError(f"numerics={opts.numerics!r} is not one of {', '.join(NUMERICS)}")
         if target is not None and supernet.lm_head_weight.dtype != target:  # after every check: no half-done casts
             log.info("casting the supernet to %s for evaluation", target)
             supernet.to(target)
@@ -242,6 +256,8 @@ class SubnetLM(TemplateLM):
             raise EvaluatorError(str(exc)) from None
         self.options = opts
         self.model = supernet
+        # mixed numerics only change a model whose weights are not fp32
+        self.mixed = opts.numerics == "mixed" and supernet.lm_head_weight.dtype != torch.float32
         self.tokenizer = tokenizer
         self.add_bos_token = opts.add_bos_token
         self.custom_prefix_token_id = opts.prefix_token_id
@@ -333,7 +349,8 @@ class SubnetLM(TemplateLM):
         past = 0 if cache is None else cache.length
         self.n_forward += 1
         self.n_tokens += int(tokens.numel() if mask is None else mask[:, past:].sum())
-        return self.model(tokens, self.subnet, cache=cache, attention_mask=mask, logits_index=logits_index)
+        return self.model(tokens, self.subnet, cache=cache, attention_mask=mask, logits_index=logits_index,
+                          residual_dtype=torch.float32 if self.mixed else None)
 
     # --------------------------------------------------------- loglikelihood
     def plan(self, requests: list[_Request]) -> LoglikelihoodPlan:
@@ -356,7 +373,7 @@ class SubnetLM(TemplateLM):
         results, counts = run_plan(
             self.model, self.subnet, plan, cache=cache, logprobs=self.logprobs,
             softmax_dtype=self.softmax_dtype, score_greedy=self.score_greedy, logits_rows=self.max_batch_tokens,
-            branch_depths=branch_depths, fused=self.fused,
+            branch_depths=branch_depths, fused=self.fused, mixed=self.mixed,
         )
         self.n_forward += counts["n_forward"]
         self.n_tokens += counts["n_tokens"]
@@ -471,4 +488,4 @@ def register() -> None:
 
 register()
 
-__all__ = ["MODEL_NAME", "ScoringOptions", "SubnetLM", "parse_eval_dtype", "register", "resolve_subnet"]
+__all__ = ["DEFAULT_NUMERICS", "MODEL_NAME", "NUMERICS", "ScoringOptions", "SubnetLM", "parse_eval_dtype", "register", "resolve_subnet"]

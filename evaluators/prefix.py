@@ -31,7 +31,7 @@ import os
 import threading
 import uuid
 from collections import OrderedDict
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -48,6 +48,8 @@ from nas.model.supernet import Supernet
 log = logging.getLogger(__name__)
 
 LOGPROB_MODES = ("exact", "hflm")
+#: the bf16 logits per position that :func:`refined_logprobs` recomputes in fp32 (with the target's)
+REFINE_TOP = 16
 _LSE_BLOCK = 8  # rows of (positions x vocab) logits converted to fp32 at once on a CPU (cache-sized)
 LayerKey = tuple[int, int, int, int, int]  # (supernet layer, heads, FFN width, experts, top-k)
 
@@ -269,25 +271,32 @@ def run_plan(
     logits_rows: int = 2048,
     branch_depths: Collection[int] | None = None,
     fused: bool = False,
+    mixed: bool = False,
 ) -> tuple[list[tuple[float, bool]], dict[str, int]]:
     """(log p(continuation | context), is_greedy) per request of ``plan`` for ``subnet``, and
     counters (``n_forward`` model passes, ``n_tokens`` real tokens, ``start`` the kept layer
     the run resumed at, ``stored`` boundaries stored). ``logits_rows`` bounds the positions
     whose logits are held at once. ``branch_depths``: the only depths worth storing (where
     another sub-network of the study's space can branch off); None: any depth. ``fused``: the
-    blocks' norms and RoPE as compiled kernels (:mod:`nas.model.fused`)."""
+    blocks' norms and RoPE as compiled kernels (:mod:`nas.model.fused`). ``mixed``: over
+    weights that are not fp32, the residual stream in fp32
+    (:meth:`nas.model.supernet.Supernet.embed_tokens`) and, with ``logprobs="exact"``, the
+    log-probabilities from :func:`refined_logprobs`."""
     if logprobs not in LOGPROB_MODES:
         raise ValueError(f"logprobs must be one of {LOGPROB_MODES}, got {logprobs!r}")
     path = prefix_path(subnet)
     L = subnet.n_layer
     # fused and eager kernels round bf16 differently: neither resumes from the other's streams
-    weights = model_key(model) + (":fused" if fused else "") if cache is not None else ""
+    # nor do streams kept in fp32 over bf16 weights (mixed numerics) and streams in bf16
+    mixed = mixed and model.lm_head_weight.dtype != torch.float32
+    residual = torch.float32 if mixed else model.lm_head_weight.dtype
+    weights = model_key(model) + (":fused" if fused else "") + (":mixed" if mixed else "") if cache is not None else ""
     key = (weights, plan.key)
     found = cache.deepest(key, path) if cache is not None else None
     start = found.depth if found is not None else 0
     keep: list[int] = []
     if cache is not None and cache.max_bytes:
-        per = plan.unit_tokens * subnet.d_model * model.lm_head_weight.element_size()
+        per = plan.unit_tokens * subnet.d_model * residual.itemsize
         keep = boundaries_to_store(start, L, per, cache.max_bytes, branch_depths)
     stored: dict[int, list[Tensor]] = {d: [] for d in keep}
     results: list[tuple[float, bool] | None] = [None] * plan.n_requests
@@ -297,7 +306,8 @@ def run_plan(
     with torch.inference_mode():
         for round_ in plan.rounds:
             _run_round(model, subnet, round_, start, resumed, stored, results, counts, windows=windows, block=max(1, logits_rows),
-                       logprobs=logprobs, softmax_dtype=softmax_dtype, score_greedy=score_greedy, fused=fused)
+                       logprobs=logprobs, softmax_dtype=softmax_dtype, score_greedy=score_greedy, fused=fused,
+                       mixed=mixed)
     n_units = plan.n_units
     if cache is not None:
         cache.layer_passes += n_units * (L - start)
@@ -313,13 +323,14 @@ def run_plan(
 def _run_round(model: Supernet, subnet: SubnetConfig, round_: Round, start: int, resumed: Iterator[Tensor] | None,
                stored: dict[int, list[Tensor]], results: list[tuple[float, bool] | None], counts: dict[str, int], *,
                windows: set[int], block: int, logprobs: str, softmax_dtype: torch.dtype | None, score_greedy: bool,
-               fused: bool = False) -> None:
+               fused: bool = False, mixed: bool = False) -> None:
     """One round: every kept layer over its packed tokens, then the log-probability of each
     continuation token from the logits of the position before it (``block`` rows at a time)."""
     device = model.lm_head_weight.device
     dtype = model.lm_head_weight.dtype
     ctx = model.packed_context(round_.positions.to(device), _PackedRound(round_, windows, device), dtype=dtype, fused=fused)
-    x = next(resumed) if resumed is not None else model.embed_tokens(round_.tokens.to(device)[None], subnet)  # (1, N, D)
+    x = next(resumed) if resumed is not None else model.embed_tokens(round_.tokens.to(device)[None], subnet,
+                                                                                residual_dtype=torch.float32 if mixed else None)  # (1, N, D)
     hidden: list[Tensor] | None = [] if stored else None
     x = model.run_layers(x, subnet, ctx, start=start, hidden=hidden)
     if hidden is not None:
@@ -334,9 +345,13 @@ def _run_round(model: Supernet, subnet: SubnetConfig, round_: Round, start: int,
     greedy = torch.empty(P, dtype=torch.bool, device=device)
     for i in range(0, P, block):
         rows = round_.predict[i : i + block].to(device)
-        logits = model.head(flat.index_select(0, rows)[:, None])  # (p, 1, V)
+        xs = flat.index_select(0, rows)  # (p, D)
+        logits = model.head(xs[:, None])  # (p, 1, V)
         target = round_.target[i : i + block].to(device)[:, None]  # (p, 1)
-        if logprobs == "exact":
+        if logprobs == "exact" and mixed:
+            h = model.head_input(xs)  # (p, D) in fp32
+            lp, hit = refined_logprobs(logits, target, lambda index, h=h: model.logits_at(h, index), score_greedy=score_greedy)
+        elif logprobs == "exact":
             lp, hit = exact_logprobs(logits, target, score_greedy=score_greedy)
         else:
             lp, hit = hflm_logprobs(logits, target, softmax_dtype=softmax_dtype, score_greedy=score_greedy)
@@ -353,27 +368,35 @@ def _run_round(model: Supernet, subnet: SubnetConfig, round_: Round, start: int,
         results[o] = (total, alls[o])
 
 
-def exact_logprobs(logits: Tensor, target: Tensor, *, score_greedy: bool = True) -> tuple[Tensor, Tensor]:
-    """Per-position log p(target) (N, L) in fp32 = the target's logit minus a logsumexp over
-    the vocabulary accumulated in fp32; greedy (N, L) = the target is the (first) argmax of
-    the logits. The logits are converted a few rows at a time into one reused fp32 buffer
-    (small enough to stay in cache on a CPU): no full-vocabulary fp32 or log-probability
-    tensor is ever allocated, and it is faster than a bf16 log-softmax."""
-    N, L, V = logits.shape
-    flat = logits.reshape(N * L, V)
-    rows = flat.shape[0]
-    index = target.reshape(rows, 1)
-    picked = flat.gather(1, index).squeeze(1).float()  # (N*L,)
-    lse = torch.empty(rows, dtype=torch.float32, device=logits.device)
-    top = torch.empty(rows, dtype=torch.float32, device=logits.device)
-    step = _LSE_BLOCK if logits.device.type == "cpu" else 4096
-    buf = torch.empty((min(step, rows), V), dtype=torch.float32, device=logits.device)
+def _logsumexp_rows(flat: Tensor) -> tuple[Tensor, Tensor]:
+    """(logsumexp, max) of each row of ``flat`` (R, V), accumulated in fp32. The rows are
+    converted a few at a time into one reused fp32 buffer (small enough to stay in cache on a
+    CPU): no full-vocabulary fp32 tensor is ever allocated."""
+    rows, V = flat.shape
+    lse = torch.empty(rows, dtype=torch.float32, device=flat.device)
+    top = torch.empty(rows, dtype=torch.float32, device=flat.device)
+    step = _LSE_BLOCK if flat.device.type == "cpu" else 4096
+    buf = torch.empty((min(step, rows), V), dtype=torch.float32, device=flat.device)
     for i in range(0, rows, step):
         block = buf[: min(step, rows - i)]
         block.copy_(flat[i : i + step])
         m = block.amax(dim=-1, keepdim=True)  # exact: the max of bf16 values is one of them
         top[i : i + step] = m.squeeze(-1)
         lse[i : i + step] = block.sub_(m).exp_().sum(dim=-1).log_().add_(m.squeeze(-1))
+    return lse, top
+
+
+def exact_logprobs(logits: Tensor, target: Tensor, *, score_greedy: bool = True) -> tuple[Tensor, Tensor]:
+    """Per-position log p(target) (N, L) in fp32 = the target's logit minus a logsumexp over
+    the vocabulary accumulated in fp32; greedy (N, L) = the target is the (first) argmax of
+    the logits. No log-probability tensor is ever allocated (:func:`_logsumexp_rows`), and it
+    is faster than a bf16 log-softmax."""
+    N, L, V = logits.shape
+    flat = logits.reshape(N * L, V)
+    rows = flat.shape[0]
+    index = target.reshape(rows, 1)
+    picked = flat.gather(1, index).squeeze(1).float()  # (N*L,)
+    lse, top = _logsumexp_rows(flat)
     token_lp = (picked - lse).view(N, L)
     if not score_greedy:
         return token_lp, torch.zeros_like(target, dtype=torch.bool)
@@ -382,6 +405,41 @@ def exact_logprobs(logits: Tensor, target: Tensor, *, score_greedy: bool = True)
         where = hit.nonzero(as_tuple=True)[0]
         hit[where] = flat[where].argmax(dim=-1) == index[where, 0]
     return token_lp, hit.view(N, L)
+
+
+def refined_logprobs(logits: Tensor, target: Tensor, logits_at: Callable[[Tensor], Tensor], *,
+                     top: int = REFINE_TOP, score_greedy: bool = True) -> tuple[Tensor, Tensor]:
+    """:func:`exact_logprobs` with the logits that decide the answer taken in fp32: per row of
+    bf16 ``logits`` (N, L, V), the ``top`` largest and the target's are recomputed by
+    ``logits_at(index)`` (R, K) -> fp32 logits (R, K) (the head's weights, every product and
+    sum in fp32: :meth:`nas.model.supernet.Supernet.logits_at`). The log-probability is the
+    fp32 target logit minus a logsumexp whose top terms are the fp32 ones and whose rest (the
+    tail, where bf16's independent roundings average out) is the bf16 sum less the top's bf16
+    terms; greedy is the target being the first argmax of the fp32 logits among those
+    recomputed. Costs ``top + 1`` dot products per row, against a vocabulary's for the head."""
+    N, L, V = logits.shape
+    flat = logits.reshape(N * L, V)
+    rows = flat.shape[0]
+    index = target.reshape(rows, 1)
+    k = min(top, V)
+    low, candidates = flat.topk(k, dim=-1)  # (R, k): the bf16 top
+    exact = logits_at(torch.cat((candidates, index), dim=1)).float()  # (R, k + 1): fp32
+    lse, _ = _logsumexp_rows(flat)
+    picked_low = flat.gather(1, index).squeeze(1).float()
+    picked = exact[:, k]
+    in_top = (candidates == index).any(dim=1)
+    shift = torch.maximum(lse, exact.amax(dim=1))  # every term below exp(0)
+    tail = (lse - shift).exp() - (low.float() - shift[:, None]).exp().sum(dim=1)  # the bf16 sum less its top
+    # a target outside the top is in the tail with its bf16 logit: swap in its fp32 one
+    tail = tail + torch.where(in_top, 0.0, (picked - shift).exp() - (picked_low - shift).exp())
+    total = (exact[:, :k] - shift[:, None]).exp().sum(dim=1) + tail.clamp_min(0.0)
+    token_lp = (picked - shift - total.log()).view(N, L)
+    if not score_greedy:
+        return token_lp, torch.zeros_like(target, dtype=torch.bool)
+    ids = torch.cat((candidates, index), dim=1)
+    best = exact.amax(dim=1, keepdim=True)
+    first = torch.where(exact == best, ids, V).amin(dim=1)  # the first index at the fp32 maximum
+    return token_lp, (first == index[:, 0]).view(N, L)
 
 
 def hflm_logprobs(logits: Tensor, target: Tensor, *, softmax_dtype: torch.dtype | None = None,

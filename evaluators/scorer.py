@@ -22,7 +22,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 from evaluators.evaluate import Evaluator
-from evaluators.harness import ScoringOptions
+from evaluators.harness import DEFAULT_NUMERICS, ScoringOptions
 from evaluators.heldout import HeldOutLoss
 from evaluators.tasks import TaskPack
 from evaluators.types import Fidelity, Metrics
@@ -56,7 +56,8 @@ class ScoredTask(Protocol):
 
 class ScoringSettings(Protocol):
     """How a study scores: its tasks, seed, batch size and dtype (and, if it has one,
-    ``recheck_nats``: the bf16 error under which close calls are re-scored in fp32; 0 off)."""
+    ``recheck_nats``: the bf16 error under which close calls are re-scored in fp32, 0 off; and
+    ``numerics``: ``mixed`` or ``model``, see :class:`evaluators.harness.ScoringOptions`)."""
 
     tasks: Sequence[ScoredTask]
     seed: int
@@ -110,7 +111,9 @@ def build_scorers(settings: ScoringSettings, loaded: Any, space: SearchSpace | N
         )
     bench = [t.name for t in settings.tasks if t.name != HELDOUT_TASK]
     if bench:
-        options = ScoringOptions(dtype=settings.dtype, batch_size=settings.batch_size)
+        numerics = str(getattr(settings, "numerics", DEFAULT_NUMERICS))
+        options = ScoringOptions(dtype=settings.dtype, batch_size=settings.batch_size,
+                                 numerics=DEFAULT_NUMERICS if numerics == "auto" else numerics)
         evaluator = Evaluator.from_loaded(loaded, bench, options=options, space=space or loaded.space,
                                           recheck_nats=float(getattr(settings, "recheck_nats", 0.0)))
         scorers.append(LmEvalScorer(evaluator, bench))

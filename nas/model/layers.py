@@ -35,12 +35,16 @@ def rms_norm(x: Tensor, weight: Tensor, eps: float, offset: float = 0.0) -> Tens
     """RMSNorm over the last dim (the kept channels), computed in fp32.
 
     ``offset == 0``: HF LLaMA's ``weight * normed.to(dtype)``. ``offset > 0``: Gemma's
-    ``(normed * (offset + weight)).to(dtype)``, the scale taken in fp32 as well.
+    ``(normed * (offset + weight)).to(dtype)``, the scale taken in fp32 as well. ``dtype`` is
+    x's, except for an fp32 residual stream ``x`` read by bf16 weights (scoring with
+    ``residual_dtype=fp32``, see :meth:`nas.model.supernet.Supernet.embed_tokens`): the norm
+    then scales in fp32 and rounds once to the weights' dtype, which the next matmul computes in.
     """
-    dtype = x.dtype
+    mixed = x.dtype == torch.float32 and weight.dtype != torch.float32
+    dtype = weight.dtype if mixed else x.dtype
     h = x.float()
     h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + eps)
-    if offset:
+    if offset or mixed:
         return (h * (offset + weight.float())).to(dtype)
     return weight * h.to(dtype)
 
@@ -363,8 +367,11 @@ class Block(nn.Module):
         return rms_norm(x, weight[: x.shape[-1]], self.eps, self.norm_offset)
 
     def forward(self, x: Tensor, *, dims: LayerDims, ctx: ForwardContext, position: int) -> Tensor:
-        """The block at sizes ``dims``, as kept layer ``position`` of the sub-network."""
-        h = self._norm(x, self.attn_norm, ctx.fused)
+        """The block at sizes ``dims``, as kept layer ``position`` of the sub-network. ``x`` is in
+        the weights' dtype, or in fp32 over bf16 weights (an fp32 residual stream: each sub-layer
+        reads it through its norm, or a cast where there is none, and adds its output in fp32)."""
+        compute = self.attn.q_proj.weight.dtype
+        h = self._norm(x, self.attn_norm, ctx.fused) if self.attn_norm is not None else x.to(compute)
         h = self.attn(h, n_head=dims.n_head, n_kv_head=dims.n_kv_head, ctx=ctx, position=position)
         h = self._norm(h, self.post_attn_norm, ctx.fused)
         if ctx.fused and self.ffn_norm is not None:  # the residual add and the FFN's norm in one loop
@@ -373,7 +380,7 @@ class Block(nn.Module):
             x, h = s.view(x.shape), h.view(x.shape)
         else:
             x = x + h
-            h = self._norm(x, self.ffn_norm)
+            h = self._norm(x, self.ffn_norm) if self.ffn_norm is not None else x.to(compute)
         if isinstance(self.ffn, MixtureOfExperts):
             h = self.ffn(h, dims.n_expert, dims.top_k, dims.d_ff, ctx.aux)
         else:

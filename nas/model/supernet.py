@@ -165,6 +165,7 @@ class Supernet(nn.Module):
         cache: KVCache | None = None,
         attention_mask: Tensor | None = None,
         logits_index: Tensor | None = None,
+        residual_dtype: torch.dtype | None = None,
     ) -> Tensor:
         """Logits (B, T, V) of ``subnet`` (None: the full model) for tokens (B, T).
 
@@ -172,9 +173,10 @@ class Supernet(nn.Module):
         1 for real tokens and 0 for padding over all S = past + T positions, is only
         needed for left-padded batches. ``logits_index`` (B, P) of positions in ``tokens``
         returns only their logits, (B, P, V): the LM head (a fifth of a small model's
-        FLOPs) then runs on P positions instead of T.
+        FLOPs) then runs on P positions instead of T. ``residual_dtype``: see :meth:`embed_tokens`.
         """
-        return self.run(tokens, subnet, cache=cache, attention_mask=attention_mask, logits_index=logits_index).logits
+        return self.run(tokens, subnet, cache=cache, attention_mask=attention_mask, logits_index=logits_index,
+                        residual_dtype=residual_dtype).logits
 
     def run(
         self,
@@ -186,6 +188,7 @@ class Supernet(nn.Module):
         return_hidden: bool = False,
         return_aux: bool = False,
         logits_index: Tensor | None = None,
+        residual_dtype: torch.dtype | None = None,
     ) -> ForwardOutput:
         """:meth:`forward` with optional per-layer hidden states and the MoE auxiliary loss."""
         cfg = self.config
@@ -199,10 +202,10 @@ class Supernet(nn.Module):
             raise NasError(f"tokens must have shape (batch, time), got {tuple(tokens.shape)}")
         B, T = tokens.shape
         past = cache.length if cache is not None else 0
-        x = self.embed_tokens(tokens, subnet)  # (B, T, D)
+        x = self.embed_tokens(tokens, subnet, residual_dtype=residual_dtype)  # (B, T, D)
         aux: list[Tensor] | None = [] if return_aux else None
         ctx = self.context(B, T, past=past, attention_mask=attention_mask, cache=cache, aux=aux,
-                           dtype=x.dtype, device=tokens.device)
+                           dtype=self.embed.weight.dtype, device=tokens.device)
         hidden: list[Tensor] | None = [] if return_hidden else None
         x = self.run_layers(x, subnet, ctx, hidden=hidden)
         if hidden is not None:
@@ -214,9 +217,16 @@ class Supernet(nn.Module):
     # ------------------------------------------------- forward, piece by piece
     # run() = embed_tokens -> run_layers -> head; callers that resume from a stored residual
     # stream (evaluators' prefix reuse) call the pieces themselves, with the same operations.
-    def embed_tokens(self, tokens: Tensor, subnet: SubnetConfig) -> Tensor:
-        """The residual stream entering the first kept layer, (B, T, D)."""
+    def embed_tokens(self, tokens: Tensor, subnet: SubnetConfig, *, residual_dtype: torch.dtype | None = None) -> Tensor:
+        """The residual stream entering the first kept layer, (B, T, D), in the weights' dtype
+        or ``residual_dtype``: fp32 over bf16 weights keeps the stream, its adds and its norms
+        in fp32 while every matmul still runs in bf16 (what bf16 autocast computes, without
+        casting the weights at each call), so its error against fp32 is smaller than bf16's."""
         x = F.embedding(tokens, self.embed.weight[:, : subnet.d_model])
+        if residual_dtype is not None and residual_dtype != x.dtype:
+            if residual_dtype != torch.float32:
+                raise NasError(f"residual_dtype must be torch.float32 or None (the weights' dtype), got {residual_dtype}")
+            x = x.float()
         if self.config.embed_scale:
             x = x * torch.tensor(self.config.embed_scale, dtype=torch.float32).to(x.dtype)  # Gemma: sqrt(d_model) in fp32, then the dtype
         return x
@@ -247,6 +257,26 @@ class Supernet(nn.Module):
         logits = F.linear(x, self.lm_head_weight[:, :D])  # (B, T, V)
         if cfg.final_softcap:
             logits = torch.tanh(logits / cfg.final_softcap) * cfg.final_softcap
+        return logits
+
+    def head_input(self, x: Tensor) -> Tensor:
+        """The final norm of the residual stream ``x`` (.., D) in fp32, before the rounding to the
+        weights' dtype that :meth:`head` makes (for :meth:`logits_at`)."""
+        D = x.shape[-1]
+        h = x.float()
+        h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.config.norm_eps)
+        return h * (self.config.norm_offset + self.norm[:D].float())
+
+    def logits_at(self, h: Tensor, index: Tensor) -> Tensor:
+        """fp32 logits (R, K) of the vocabulary entries ``index`` (R, K) for the normed stream
+        ``h`` (R, D) of :meth:`head_input`: the head's weights as they are (bf16, say), every
+        product and sum in fp32, and the final softcap in fp32 too. For a few entries per row
+        (a distribution's top and its target) this costs K dot products, not a vocabulary."""
+        D = h.shape[-1]
+        rows = self.lm_head_weight[:, :D][index].float()  # (R, K, D)
+        logits = torch.einsum("rkd,rd->rk", rows, h.float())
+        if self.config.final_softcap:
+            logits = torch.tanh(logits / self.config.final_softcap) * self.config.final_softcap
         return logits
 
     # -------------------------------------------------------------- extract

@@ -274,6 +274,10 @@ class StudySpec(_Model):
     dtype: Literal["auto", "bf16", "fp32"] = "auto"
     batch_size: int = Field(default=16, ge=1)
     recheck_nats: float = Field(default=0.0, ge=0, allow_inf_nan=False)  #: bf16 close calls re-scored in fp32 (evaluators.recheck)
+    #: how bf16 scores are computed around the matmuls (evaluators.harness.ScoringOptions): ``mixed``
+    #: (fp32 residual stream and decisive logits) or ``model`` (all bf16, as HFLM); ``auto``: mixed
+    #: for a new study, what a stored study was created with on resume (model before the option)
+    numerics: Literal["auto", "mixed", "model"] = "auto"
     device: str = "cpu"
     context_len: int = Field(default=512, ge=1)
     quant_choices: tuple[str, ...] = ()  #: weight formats a candidate may be deployed in (nas.search.quant): a search axis
@@ -470,7 +474,7 @@ class StudySpec(_Model):
         """The fields a resumed study must share with the one in the database."""
         data = self.to_dict()
         keep = ("supernet", "space", "tasks", "aggregation", "objectives", "constraints", "fidelities", "dtype", "context_len",
-                "confirmation", "quant_choices", "recheck_nats")
+                "confirmation", "quant_choices", "recheck_nats", "numerics")
         return {k: data[k] for k in keep}
 
 
@@ -570,11 +574,12 @@ def spec_from_json(text: str | dict[str, Any]) -> StudySpec:
 
     Studies created before confirmation sets and racing existed keep their behaviour: no
     held-out documents (until ``nas confirm`` adds some from the documents the search never
-    reached) and the fixed ladder."""
+    reached), the fixed ladder, and bf16 scores computed all in bf16 (``numerics: model``)."""
     data = dict(json.loads(text) if isinstance(text, str) else text)
     for key in BOOKKEEPING:
         data.pop(key, None)
     data.setdefault("confirmation", None)
+    data.setdefault("numerics", "model")
     if isinstance(data.get("promotion"), dict) and "mode" not in data["promotion"]:
         data["promotion"] = {**data["promotion"], "mode": "ladder"}
     return parse_spec(data, source="stored study spec")

@@ -117,7 +117,13 @@ def open_search(
 def resolve_study_dtype(spec: StudySpec, db: Any, loaded: LoadedSupernet | None = None) -> StudySpec:
     """``dtype: auto`` made concrete: the stored study's dtype when it exists (a resumed study
     and its workers keep scoring in one dtype on any machine), else the given model's, else the
-    device's fast dtype. Warns when bf16 is asked for on a CPU that emulates it."""
+    device's fast dtype. Warns when bf16 is asked for on a CPU that emulates it. ``numerics:
+    auto`` likewise: the stored study's (``model`` for one created before the setting), else
+    ``mixed``."""
+    if spec.numerics == "auto":
+        existing = get_study(db, spec.name)
+        numerics = "mixed" if existing is None else str(existing.spec.get("numerics", "model"))
+        spec = spec.model_copy(update={"numerics": numerics})
     if spec.dtype == "auto":
         existing = get_study(db, spec.name)
         stored = existing.spec.get("dtype") if existing is not None else None
@@ -187,7 +193,8 @@ def _check_resumable(spec: StudySpec, db: Any, loaded: LoadedSupernet) -> None:
             f"{spec.supernet} has content hash {loaded.content_hash}; refusing to mix sub-networks of two "
             "supernets in one study: give this spec a new name"
         )
-    stored = {"recheck_nats": 0.0, **dict(existing.spec)}  # a study created before recheck_nats existed: off
+    # a study created before recheck_nats existed: off; before numerics: all bf16
+    stored = {"recheck_nats": 0.0, "numerics": "model", **dict(existing.spec)}
     mine = spec.identity()
     diff = sorted(k for k in mine if k != "supernet" and _canon(stored.get(k)) != _canon(mine[k]))
     if diff:
