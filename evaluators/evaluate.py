@@ -105,7 +105,8 @@ class Evaluator:
     batch_size=8``; an unknown name is a ``TypeError``). ``options.dtype`` is applied to
     the supernet in place when it differs (None keeps its dtype; fp32 for parity checks;
     fp16 is refused); log-likelihoods are the target logit minus an fp32 logsumexp unless
-    ``logprobs="hflm"`` (HFLM's log-softmax in the logits' dtype, or ``softmax_dtype``);
+    ``logprobs="hflm"`` (HFLM's log-softmax in the logits' dtype, or ``softmax_dtype``), and a
+    bf16 model keeps its residual stream and decisive logits in fp32 unless ``numerics="model"``;
     ``prefix_cache_bytes`` gives this evaluator a prefix cache of its own (default: the
     process's shared one, see :mod:`evaluators.prefix`); ``score_greedy`` is decided from
     the tasks (see :func:`reads_is_greedy`). ``bootstrap_iters`` sets the resamples for

@@ -21,7 +21,10 @@ Log-likelihoods are, by default (``logprobs="exact"``), each target token's logi
 logsumexp over the vocabulary accumulated in fp32 (a few rows at a time in one reused
 buffer, never a full log-probability tensor); greedy is the argmax of the logits. ``logprobs="hflm"`` instead
 takes lm-eval HFLM's log-softmax in the logits' dtype (or ``softmax_dtype``) and its argmax,
-for parity checks.
+for parity checks. With mixed numerics (``mixed=True``, a bf16 model) the residual stream
+runs and is stored in fp32 (its boundaries cost twice the bytes, and are never served to an
+all-bf16 run or the other way round) and the log-probabilities come from
+:func:`refined_logprobs`: the target's and the top logits in fp32.
 """
 
 from __future__ import annotations
