@@ -274,7 +274,7 @@ class StudySpec(_Model):
     dtype: Literal["auto", "bf16", "fp32"] = "auto"
     batch_size: int = Field(default=16, ge=1)
     recheck_nats: float = Field(default=0.0, ge=0, allow_inf_nan=False)  #: bf16 close calls re-scored in fp32 (evaluators.recheck)
-    #: how bf16 scores are computed around the matmuls (evaluators.harness.ScoringOptions): ``mixed``
+    #: how bf16 lm-eval scores are computed around the matmuls (evaluators.harness.ScoringOptions): ``mixed``
     #: (fp32 residual stream and decisive logits) or ``model`` (all bf16, as HFLM); ``auto``: mixed
     #: for a new study, what a stored study was created with on resume (model before the option)
     numerics: Literal["auto", "mixed", "model"] = "auto"
