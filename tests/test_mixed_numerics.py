@@ -14,7 +14,6 @@ all-bf16 scores.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -37,14 +36,7 @@ from _tiny import tiny_llama, tiny_supernet, tiny_tokenizer
 MAX_LEN = 256
 TASKS = ["arc_easy", "piqa"]
 FIDELITY = Fidelity(limit=6, seed=2)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
