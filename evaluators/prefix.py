@@ -332,8 +332,10 @@ def _run_round(model: Supernet, subnet: SubnetConfig, round_: Round, start: int,
     device = model.lm_head_weight.device
     dtype = model.lm_head_weight.dtype
     ctx = model.packed_context(round_.positions.to(device), _PackedRound(round_, windows, device), dtype=dtype, fused=fused)
-    x = next(resumed) if resumed is not None else model.embed_tokens(round_.tokens.to(device)[None], subnet,
-                                                                                residual_dtype=torch.float32 if mixed else None)  # (1, N, D)
+    if resumed is not None:
+        x = next(resumed)
+    else:  # (1, N, D)
+        x = model.embed_tokens(round_.tokens.to(device)[None], subnet, residual_dtype=torch.float32 if mixed else None)
     hidden: list[Tensor] | None = [] if stored else None
     x = model.run_layers(x, subnet, ctx, start=start, hidden=hidden)
     if hidden is not None:
