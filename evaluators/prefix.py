@@ -428,7 +428,8 @@ def refined_logprobs(logits: Tensor, target: Tensor, logits_at: Callable[[Tensor
     index = target.reshape(rows, 1)
     k = min(top, V)
     low, candidates = flat.topk(k, dim=-1)  # (R, k): the bf16 top
-    exact = logits_at(torch.cat((candidates, index), dim=1)).float()  # (R, k + 1): fp32
+    ids = torch.cat((candidates, index), dim=1)  # (R, k + 1): the top, then the target
+    exact = logits_at(ids)  # (R, k + 1): fp32
     lse, _ = _logsumexp_rows(flat)
     picked_low = flat.gather(1, index).squeeze(1).float()
     picked = exact[:, k]
@@ -441,7 +442,6 @@ def refined_logprobs(logits: Tensor, target: Tensor, logits_at: Callable[[Tensor
     token_lp = (picked - shift - total.log()).view(N, L)
     if not score_greedy:
         return token_lp, torch.zeros_like(target, dtype=torch.bool)
-    ids = torch.cat((candidates, index), dim=1)
     best = exact.amax(dim=1, keepdim=True)
     first = torch.where(exact == best, ids, V).amin(dim=1)  # the first index at the fp32 maximum
     return token_lp, (first == index[:, 0]).view(N, L)

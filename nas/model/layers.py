@@ -42,11 +42,18 @@ def rms_norm(x: Tensor, weight: Tensor, eps: float, offset: float = 0.0) -> Tens
     """
     mixed = x.dtype == torch.float32 and weight.dtype != torch.float32
     dtype = weight.dtype if mixed else x.dtype
+    if offset or mixed:
+        return rms_norm_fp32(x, weight, eps, offset).to(dtype)
+    h = x.float()
+    return weight * (h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + eps)).to(dtype)
+
+
+def rms_norm_fp32(x: Tensor, weight: Tensor, eps: float, offset: float = 0.0) -> Tensor:
+    """:func:`rms_norm` scaled by ``offset + weight`` in fp32 and left in fp32 (what its Gemma
+    and mixed forms compute before their one rounding)."""
     h = x.float()
     h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + eps)
-    if offset or mixed:
-        return (h * (offset + weight.float())).to(dtype)
-    return weight * h.to(dtype)
+    return h * (offset + weight.float())
 
 
 def activation(name: str, x: Tensor) -> Tensor:
@@ -399,6 +406,7 @@ __all__ = [
     "compiled",
     "gated_ffn",
     "rms_norm",
+    "rms_norm_fp32",
     "rope_inv_freq",
     "rope_qk",
     "softcapped_attention",

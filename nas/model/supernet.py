@@ -36,6 +36,7 @@ from nas.model.layers import (
     apply_rope,
     gated_ffn,
     rms_norm,
+    rms_norm_fp32,
     rope_inv_freq,
     swiglu,
 )
@@ -262,10 +263,7 @@ class Supernet(nn.Module):
     def head_input(self, x: Tensor) -> Tensor:
         """The final norm of the residual stream ``x`` (.., D) in fp32, before the rounding to the
         weights' dtype that :meth:`head` makes (for :meth:`logits_at`)."""
-        D = x.shape[-1]
-        h = x.float()
-        h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.config.norm_eps)
-        return h * (self.config.norm_offset + self.norm[:D].float())
+        return rms_norm_fp32(x, self.norm[: x.shape[-1]], self.config.norm_eps, self.config.norm_offset)
 
     def logits_at(self, h: Tensor, index: Tensor) -> Tensor:
         """fp32 logits (R, K) of the vocabulary entries ``index`` (R, K) for the normed stream
